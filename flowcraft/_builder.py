@@ -1,0 +1,299 @@
+"""The fluent builder: ``create_flow(id).node(...).wait(...).edge(...)``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from ._blueprint import (
+    CALLABLE_PREFIX,
+    Blueprint,
+    EdgeDefinition,
+    NodeConfig,
+    NodeDefinition,
+    parse_duration,
+    validate,
+)
+from ._errors import BlueprintError, InvalidBlueprintError, InvalidDurationError
+
+if TYPE_CHECKING:
+    from ._runtime import FlowRuntime
+    from ._types import ResumeData, RunResult
+
+__all__ = ["Flow", "create_flow"]
+
+Duration = float | int | timedelta | str
+
+
+def create_flow(flow_id: str, *, metadata: Mapping[str, Any] | None = None) -> Flow:
+    """Start building a flow with this id."""
+    return Flow(flow_id, metadata=metadata)
+
+
+class Flow:
+    """A chainable flow builder; every method returns the same builder.
+
+    ``to_blueprint()`` validates and returns an immutable :class:`Blueprint`; ``registry`` maps the
+    blueprint's ``uses`` keys to the Python callables given here.
+    """
+
+    def __init__(self, flow_id: str, *, metadata: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(flow_id, str) or not flow_id:
+            raise InvalidBlueprintError(f"flow id must be a non-empty string, got {flow_id!r}")
+        self.id = flow_id
+        self._metadata = dict(metadata) if metadata else None
+        self._nodes: list[NodeDefinition] = []
+        self._edges: list[EdgeDefinition] = []
+        self._registry: dict[str, object] = {}
+        self._errors: list[BlueprintError] = []  # raised by to_blueprint(), first one wins
+
+    def __repr__(self) -> str:
+        return f"flowcraft.Flow({self.id!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
+
+    # --- nodes -------------------------------------------------------------------------------
+
+    def node(
+        self,
+        id: str,
+        impl: Callable[..., Any] | type | str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        inputs: str | Mapping[str, str] | None = None,
+        max_retries: int = 1,
+        retry_delay: Duration = 0.0,
+        retry_backoff: float = 1.0,
+        timeout: Duration | None = None,
+        fallback: str | None = None,
+        join: Literal["all", "any"] = "all",
+        pause_before: bool = False,
+        name: str | None = None,
+    ) -> Self:
+        """Add a task node.
+
+        Args:
+            id: Unique node id.
+            impl: An async or sync function taking a ``NodeContext``, a ``BaseNode`` subclass, or a
+                string key into the runtime's registry.
+            params: Static parameters (JSON values) the node reads as ``node.params``.
+            inputs: Where the node's input comes from: a state key / node id, or a mapping of
+                names to them. Default: the predecessor's output.
+            max_retries: Total attempts (Flowcraft TS semantics), at least 1.
+            retry_delay: Delay before the second attempt; multiplied by ``retry_backoff`` after.
+            retry_backoff: Growth factor of the delay between attempts.
+            timeout: Per-attempt time limit, enforced.
+            fallback: Node to run with the same input when every attempt failed.
+            join: ``"all"`` (wait for every incoming branch) or ``"any"`` (first arrival).
+            pause_before: Make the node an approval gate: the run awaits before it executes.
+            name: Registry key for ``impl`` (default: ``module.qualname``).
+        """
+        uses = impl if isinstance(impl, str) else self._register(impl, name, id)
+        if join not in ("all", "any"):
+            self._errors.append(
+                InvalidBlueprintError(f"flow {self.id!r}: node {id!r} join must be 'all' or 'any'")
+            )
+        config = NodeConfig(
+            max_retries=max_retries,
+            retry_delay=self._ms(retry_delay, f"node {id!r} retry_delay") or 0,
+            retry_backoff=retry_backoff,
+            timeout=self._ms(timeout, f"node {id!r} timeout"),
+            fallback=fallback,
+            join_strategy=join,
+            pause_before=pause_before,
+        )
+        self._add(id, uses, params, inputs, config)
+        return self
+
+    def wait(
+        self,
+        id: str,
+        *,
+        timeout: Duration | None = None,
+        on_timeout: str = "timeout",
+        schema: object = None,
+        description: str | None = None,
+    ) -> Self:
+        """Add a node that pauses the run until ``resume`` supplies its output and action.
+
+        ``schema`` is any type msgspec can decode into; resume output is validated against it.
+        When ``timeout`` passes, the scheduler resumes the wait with action ``on_timeout``.
+        """
+        params: dict[str, Any] = {}
+        if timeout is not None:
+            params["timeout"] = self._ms(timeout, f"wait {id!r} timeout")
+            params["onTimeout"] = on_timeout
+        if description is not None:
+            params["description"] = description
+        if schema is not None:
+            params["schema"] = self._register(schema, None, id, kind="schema")
+        self._add(id, "wait", params or None, None, None)
+        return self
+
+    def sleep(
+        self, id: str, *, duration: Duration | None = None, until: datetime | None = None
+    ) -> Self:
+        """Add a durable timer: the run awaits until ``duration`` has passed or ``until`` arrives.
+
+        The node's output is its input (pass-through).
+        """
+        where = f"flow {self.id!r}: sleep {id!r}"
+        params: dict[str, Any] = {}
+        if (duration is None) == (until is None):
+            self._errors.append(InvalidDurationError(where, (duration, until), "give exactly one"))
+        elif duration is not None:
+            params["duration"] = self._ms(duration, where)
+        elif isinstance(until, datetime) and until.tzinfo is not None:
+            params["until"] = until.isoformat()
+        else:
+            self._errors.append(
+                InvalidDurationError(where, until, "until must be a timezone-aware datetime")
+            )
+        self._add(id, "sleep", params, None, None)
+        return self
+
+    def edge(
+        self,
+        source: str,
+        target: str,
+        *,
+        action: str | None = None,
+        condition: Callable[[Any], bool] | str | None = None,
+        transform: Callable[[Any], Any] | str | None = None,
+    ) -> Self:
+        """Add a directed edge, taken when the source's action equals ``action`` (if given).
+
+        ``condition`` and ``transform`` are callables taking an ``EdgeContext`` (or expression
+        strings, evaluated safely).
+        """
+        label = f"{source}->{target}"
+        cond = condition if isinstance(condition, str | None) else self._fn_ref(condition, label)
+        trans = transform if isinstance(transform, str | None) else self._fn_ref(transform, label)
+        self._edges.append(
+            EdgeDefinition(
+                source=source, target=target, action=action, condition=cond, transform=trans
+            )
+        )
+        return self
+
+    # --- output ------------------------------------------------------------------------------
+
+    def to_blueprint(self) -> Blueprint:
+        """Validate the flow and return an immutable blueprint.
+
+        Raises:
+            BlueprintError: a subclass naming the node or edge at fault.
+        """
+        if self._errors:
+            raise self._errors[0]
+        bp = Blueprint(
+            id=self.id,
+            nodes=tuple(self._nodes),
+            edges=tuple(self._edges),
+            metadata=copy.deepcopy(self._metadata),
+        )
+        validate(bp)
+        return bp
+
+    @property
+    def registry(self) -> Mapping[str, object]:
+        """Read-only mapping from ``uses`` keys to the implementations given to this builder."""
+        return MappingProxyType(self._registry)
+
+    async def run(
+        self, runtime: FlowRuntime, state: Mapping[str, Any] | None = None, **kw: Any
+    ) -> RunResult:
+        """Run this flow on ``runtime`` (shorthand passing this flow's blueprint and registry)."""
+        return await runtime.run(self.to_blueprint(), state, registry=self.registry, **kw)
+
+    async def resume(
+        self,
+        runtime: FlowRuntime,
+        ctx: bytes | RunResult,
+        data: ResumeData = None,
+        node_id: str | None = None,
+        **kw: Any,
+    ) -> RunResult:
+        """Resume a run of this flow (shorthand passing this flow's blueprint and registry)."""
+        return await runtime.resume(
+            self.to_blueprint(), ctx, data, node_id, registry=self.registry, **kw
+        )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _add(
+        self,
+        id: str,
+        uses: str,
+        params: Mapping[str, Any] | None,
+        inputs: str | Mapping[str, str] | None,
+        config: NodeConfig | None,
+    ) -> None:
+        if not isinstance(id, str):
+            self._errors.append(InvalidBlueprintError(f"node id must be a string, got {id!r}"))
+        if config is not None and config == NodeConfig():
+            config = None
+        self._nodes.append(
+            NodeDefinition(
+                id=id,
+                uses=uses,
+                params=copy.deepcopy(dict(params)) if params else None,
+                inputs=inputs if isinstance(inputs, str | None) else dict(inputs),
+                config=config,
+            )
+        )
+
+    def _ms(self, value: Duration | None, where: str) -> float | None:
+        if value is None:
+            return None
+        try:
+            ms = parse_duration(value, f"flow {self.id!r}: {where}") * 1000.0
+        except InvalidDurationError as exc:
+            self._errors.append(exc)
+            return None
+        return int(ms) if ms.is_integer() else ms
+
+    def _register(self, obj: object, name: str | None, owner: str, kind: str = "node") -> str:
+        if name is not None:
+            key = name
+        else:
+            module = getattr(obj, "__module__", None) or type(obj).__module__
+            qual = getattr(obj, "__qualname__", None)
+            if not isinstance(qual, str):
+                qual = type(obj).__qualname__
+            key = f"{module}.{qual}"
+            # Lambdas, closures and callable instances cannot be told apart by name: the owning
+            # node/edge id makes their key unique and independent of definition order.
+            if "<" in qual or getattr(obj, "__qualname__", None) is None:
+                key = f"{key}@{owner}"
+        existing = self._registry.get(key)
+        if existing is not None and existing is not obj:
+            if name is not None:
+                self._errors.append(
+                    InvalidBlueprintError(
+                        f"flow {self.id!r}: registry name {name!r} ({kind} {owner!r}) already "
+                        "names a different implementation; choose another name."
+                    )
+                )
+                return key
+            key = f"{key}@{owner}"
+            if self._registry.get(key, obj) is not obj:
+                self._errors.append(
+                    InvalidBlueprintError(
+                        f"flow {self.id!r}: two implementations share the key {key!r}; "
+                        "pass name= to tell them apart."
+                    )
+                )
+        self._registry[key] = obj
+        return key
+
+    def _fn_ref(self, fn: Callable[[Any], Any], owner: str) -> str:
+        if not callable(fn):
+            self._errors.append(
+                InvalidBlueprintError(
+                    f"flow {self.id!r}: edge {owner} condition/transform must be a callable "
+                    f"or an expression string, got {fn!r}"
+                )
+            )
+        return CALLABLE_PREFIX + self._register(fn, None, owner, kind="edge")

@@ -1,0 +1,312 @@
+"""The flowcraft exception hierarchy.
+
+::
+
+    FlowcraftError
+    ├── BlueprintError (ValueError)
+    │   ├── DuplicateNodeError
+    │   ├── UnknownNodeError
+    │   ├── MissingImplementationError
+    │   ├── InvalidDurationError
+    │   ├── NoStartNodeError
+    │   └── InvalidBlueprintError
+    ├── ContextError
+    │   ├── ContextDecodeError
+    │   ├── ContextIntegrityError
+    │   ├── BlueprintMismatchError
+    │   └── SerializationError
+    ├── ResumeError
+    │   ├── NotAwaitingError
+    │   ├── NodeNotAwaitingError (LookupError)
+    │   ├── AmbiguousResumeError
+    │   ├── UnknownActionError
+    │   ├── ResumeDataError (ValueError)
+    │   ├── TimerNotDueError
+    │   └── WaitExpiredError
+    ├── NodeExecutionError
+    ├── RunLimitError
+    └── StoreError
+        ├── RunNotFoundError (LookupError)
+        └── RevisionConflictError
+
+Every message says what happened, to which run/node, and what to do next. Data is kept on
+attributes so callers can act on it without parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+
+def _names(ids: Iterable[str]) -> str:
+    return ", ".join(map(repr, ids)) or "nothing"
+
+
+class FlowcraftError(Exception):
+    """Base class of every error flowcraft raises on purpose."""
+
+
+# --- blueprints ------------------------------------------------------------------------------
+
+
+class BlueprintError(FlowcraftError, ValueError):
+    """The blueprint (or the builder producing it) is not valid."""
+
+
+class DuplicateNodeError(BlueprintError):
+    """Two nodes share an id."""
+
+    def __init__(self, flow_id: str, node_id: str) -> None:
+        super().__init__(
+            f"flow {flow_id!r}: node id {node_id!r} is used twice. "
+            "Node ids must be unique within a flow; rename one of them."
+        )
+        self.flow_id, self.node_id = flow_id, node_id
+
+
+class UnknownNodeError(BlueprintError):
+    """An edge, fallback or lookup names a node the blueprint does not have."""
+
+    def __init__(self, flow_id: str, node_id: str, where: str, known: Iterable[str] = ()) -> None:
+        known = tuple(known)
+        hint = f" Known nodes: {_names(known)}." if known else ""
+        super().__init__(
+            f"flow {flow_id!r}: {where} names unknown node {node_id!r}.{hint} "
+            "Add the node before referring to it, or fix the id."
+        )
+        self.flow_id, self.node_id, self.where = flow_id, node_id, where
+
+
+class MissingImplementationError(BlueprintError):
+    """A node's ``uses`` key has no implementation in the registry."""
+
+    def __init__(self, flow_id: str, node_id: str, uses: str) -> None:
+        super().__init__(
+            f"flow {flow_id!r}: node {node_id!r} uses {uses!r}, which is not in the registry. "
+            "Pass registry=flow.registry (or a mapping that has this key) to FlowRuntime or run()."
+        )
+        self.flow_id, self.node_id, self.uses = flow_id, node_id, uses
+
+
+class InvalidDurationError(BlueprintError):
+    """A sleep/timeout/retry duration cannot be understood."""
+
+    def __init__(self, where: str, value: object, why: str = "") -> None:
+        reason = f" ({why})" if why else ""
+        super().__init__(
+            f"{where}: invalid duration {value!r}{reason}. Use seconds (int/float), a timedelta, "
+            "a string such as '500ms', '30s', '5m', '2h', '1d', or ISO-8601 like 'PT5M'."
+        )
+        self.where, self.value = where, value
+
+
+class NoStartNodeError(BlueprintError):
+    """No node lacks incoming edges, so the run has nowhere to begin."""
+
+    def __init__(self, flow_id: str) -> None:
+        super().__init__(
+            f"flow {flow_id!r} has no start node: every node has an incoming edge. "
+            "Add an entry node without incoming edges that leads into the cycle."
+        )
+        self.flow_id = flow_id
+
+
+class InvalidBlueprintError(BlueprintError):
+    """Any other structural problem in a blueprint."""
+
+
+# --- contexts --------------------------------------------------------------------------------
+
+
+class ContextError(FlowcraftError):
+    """A serialized context cannot be used."""
+
+
+class ContextDecodeError(ContextError):
+    """The bytes are not a flowcraft context (corrupted, truncated, or from something else)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"cannot decode the serialized context: {detail}. Pass the exact bytes a RunResult "
+            "returned as serialized_context; if they were stored as text, store bytes instead."
+        )
+        self.detail = detail
+
+
+class ContextIntegrityError(ContextError):
+    """A context's signature is missing, unknown or does not match."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"context integrity check failed: {detail}. The context was altered, was not signed, or "
+            "was signed with a key this runtime does not know; load the stored original."
+        )
+        self.detail = detail
+
+
+class BlueprintMismatchError(ContextError):
+    """The context was made by a different blueprint (another id, or changed content)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        expected: tuple[str, str],
+        got: tuple[str, str],
+        changes: str = "",
+    ) -> None:
+        what = f" Changes: {changes}." if changes else ""
+        super().__init__(
+            f"run {run_id!r} was started with blueprint {expected[0]!r} (digest {expected[1][:12]}) "
+            f"but is being resumed with blueprint {got[0]!r} (digest {got[1][:12]}).{what} "
+            "Resume with the blueprint the run started with."
+        )
+        self.run_id, self.expected, self.got = run_id, expected, got
+
+
+class SerializationError(ContextError, TypeError):
+    """A value in the run cannot be serialized."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(
+            f"cannot serialize {where}: {detail}. Keep state and outputs to values msgspec encodes "
+            "(builtins, datetime, UUID, Decimal, enums, Structs, dataclasses)."
+        )
+        self.where, self.detail = where, detail
+
+
+# --- resumes ---------------------------------------------------------------------------------
+
+
+class ResumeError(FlowcraftError):
+    """A resume request does not fit the run's state; nothing was changed."""
+
+
+class NotAwaitingError(ResumeError):
+    """The run is not awaiting anything (finished, failed or cancelled)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is {status}, not awaiting: there is nothing to resume. "
+            "Check result.status before resuming, or start a new run."
+        )
+        self.run_id, self.status = run_id, status
+
+
+class NodeNotAwaitingError(ResumeError, LookupError):
+    """The node named in a resume is not waiting."""
+
+    def __init__(self, run_id: str, node_id: str, awaiting: tuple[str, ...]) -> None:
+        super().__init__(
+            f"run {run_id!r}: node {node_id!r} is not awaiting (awaiting: {_names(awaiting)}). "
+            "Resume one of the awaiting nodes, or load the newest context for this run."
+        )
+        self.run_id, self.node_id, self.awaiting = run_id, node_id, awaiting
+
+
+class AmbiguousResumeError(ResumeError):
+    """No node id was given but several nodes await."""
+
+    def __init__(self, run_id: str, awaiting: tuple[str, ...]) -> None:
+        super().__init__(
+            f"run {run_id!r}: several nodes await ({_names(awaiting)}); pass node_id to say "
+            "which one this resume is for."
+        )
+        self.run_id, self.awaiting = run_id, awaiting
+
+
+class UnknownActionError(ResumeError):
+    """The resume's action matches no outgoing edge of the node."""
+
+    def __init__(self, run_id: str, node_id: str, action: str | None, known: Iterable[str]) -> None:
+        known = tuple(known)
+        super().__init__(
+            f"run {run_id!r}: node {node_id!r} has no edge for action {action!r} and no default "
+            f"edge. Resume with one of: {_names(known)}."
+        )
+        self.run_id, self.node_id, self.action, self.known = run_id, node_id, action, known
+
+
+class ResumeDataError(ResumeError, ValueError):
+    """The resume payload has the wrong shape or fails the wait's schema."""
+
+    def __init__(self, run_id: str, node_id: str | None, detail: str) -> None:
+        where = f"node {node_id!r}" if node_id else "resume"
+        super().__init__(
+            f"run {run_id!r}: invalid resume data for {where}: {detail}. "
+            "Send {'output': ..., 'action': ...} (either optional) matching the wait's schema."
+        )
+        self.run_id, self.node_id, self.detail = run_id, node_id, detail
+
+
+class TimerNotDueError(ResumeError):
+    """A sleep node was resumed before its wake time."""
+
+    def __init__(self, run_id: str, node_id: str, wake_at: datetime, now: datetime) -> None:
+        super().__init__(
+            f"run {run_id!r}: timer {node_id!r} is not due until {wake_at.isoformat()} "
+            f"(now {now.isoformat()}). Let the scheduler resume it, or resume at or after wake_at."
+        )
+        self.run_id, self.node_id, self.wake_at, self.now = run_id, node_id, wake_at, now
+
+
+class WaitExpiredError(ResumeError):
+    """A decision arrived for a wait whose timeout has passed."""
+
+    def __init__(self, run_id: str, node_id: str, expired_at: datetime, on_timeout: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: wait {node_id!r} expired at {expired_at.isoformat()}; late decisions "
+            f"are refused. Only the timeout action {on_timeout!r} (what the scheduler sends) applies."
+        )
+        self.run_id, self.node_id, self.expired_at = run_id, node_id, expired_at
+        self.on_timeout = on_timeout
+
+
+# --- execution -------------------------------------------------------------------------------
+
+
+class NodeExecutionError(FlowcraftError):
+    """A node failed after all its attempts; raised by ``RunResult.raise_for_status()``."""
+
+    def __init__(self, run_id: str, node_id: str, message: str, attempt: int) -> None:
+        super().__init__(
+            f"run {run_id!r}: node {node_id!r} failed after {attempt} attempt(s): {message}"
+        )
+        self.run_id, self.node_id, self.attempt = run_id, node_id, attempt
+
+
+class RunLimitError(FlowcraftError):
+    """A run executed more node steps than ``max_steps`` allows (a runaway cycle)."""
+
+    def __init__(self, run_id: str, max_steps: int) -> None:
+        super().__init__(
+            f"run {run_id!r} exceeded max_steps={max_steps}; a cycle probably never exits. "
+            "Fix the loop's exit condition, or raise FlowRuntime(max_steps=...)."
+        )
+        self.run_id, self.max_steps = run_id, max_steps
+
+
+# --- stores ----------------------------------------------------------------------------------
+
+
+class StoreError(FlowcraftError):
+    """A run store refused or failed an operation."""
+
+
+class RunNotFoundError(StoreError, LookupError):
+    """No run with this id is stored."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} is not in the store. Check the id, or start the run.")
+        self.run_id = run_id
+
+
+class RevisionConflictError(StoreError):
+    """Another writer stored a newer revision of the run first."""
+
+    def __init__(self, run_id: str, expected: int, actual: int | None) -> None:
+        super().__init__(
+            f"run {run_id!r}: expected stored revision {expected}, found {actual}. Another resume "
+            "won the race; load the run again and decide whether this change still applies."
+        )
+        self.run_id, self.expected, self.actual = run_id, expected, actual

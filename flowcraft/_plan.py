@@ -1,0 +1,212 @@
+"""A compiled, cached index of a blueprint: resolved implementations, routing tables, back-edges."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ._blueprint import (
+    BUILTIN_USES,
+    CALLABLE_PREFIX,
+    Blueprint,
+    EdgeDefinition,
+    NodeDefinition,
+    json_duration,
+    sleep_seconds,
+)
+from ._errors import InvalidBlueprintError, MissingImplementationError
+from ._types import EdgeContext
+
+__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan"]
+
+Registry = Mapping[str, object]
+
+
+@dataclass(slots=True, eq=False)
+class PlanEdge:
+    """One edge, with its condition/transform resolved to callables."""
+
+    index: int
+    source: str
+    target: str
+    action: str | None
+    condition: Callable[[EdgeContext], Any] | None
+    transform: Callable[[EdgeContext], Any] | None
+    back: bool = False
+    definition: EdgeDefinition | None = None
+
+
+@dataclass(slots=True, eq=False)
+class PlanNode:
+    """One node, ready to execute: everything the engine loop needs, computed once."""
+
+    id: str
+    kind: str  # "task" | "wait" | "sleep"
+    definition: NodeDefinition
+    call: Callable[..., Any] | None = None
+    is_async: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+    max_retries: int = 1
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    timeout: float | None = None
+    fallback: str | None = None
+    join_any: bool = False
+    pause_before: bool = False
+    out: list[PlanEdge] = field(default_factory=list)
+    by_action: dict[str, list[PlanEdge]] = field(default_factory=dict)
+    default: list[PlanEdge] = field(default_factory=list)
+    fwd_in: list[PlanEdge] = field(default_factory=list)
+    # wait / sleep
+    wait_timeout: float | None = None
+    on_timeout: str = "timeout"
+    schema: Any = None
+    description: str | None = None
+    sleep: float | datetime | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Plan:
+    """The compiled blueprint the runtime executes."""
+
+    blueprint: Blueprint
+    nodes: dict[str, PlanNode]
+    starts: list[str]
+    digest: str
+
+
+def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
+    """Resolve every node and edge of ``bp`` against ``registry``; raise for what is missing."""
+    from ._expr import compile_expression
+
+    nodes: dict[str, PlanNode] = {}
+    for d in bp.nodes:
+        cfg = d.settings
+        node = PlanNode(
+            id=d.id,
+            kind="task",
+            definition=d,
+            params=d.params or {},
+            max_retries=cfg.max_retries,
+            retry_delay=cfg.retry_delay / 1000.0,
+            retry_backoff=cfg.retry_backoff,
+            timeout=None if cfg.timeout is None else cfg.timeout / 1000.0,
+            fallback=cfg.fallback,
+            join_any=cfg.join_strategy == "any",
+            pause_before=cfg.pause_before,
+        )
+        if d.uses == "wait":
+            node.kind = "wait"
+            params = d.params or {}
+            if params.get("timeout") is not None:
+                node.wait_timeout = json_duration(params["timeout"], f"wait {d.id!r} timeout")
+            node.on_timeout = str(params.get("onTimeout", "timeout"))
+            node.description = params.get("description")
+            if params.get("schema") is not None:
+                node.schema = _lookup(bp, d, str(params["schema"]), registry)
+        elif d.uses == "sleep":
+            node.kind = "sleep"
+            node.sleep = sleep_seconds(d, bp.id)
+        elif d.uses in BUILTIN_USES:
+            raise InvalidBlueprintError(
+                f"flow {bp.id!r}: node {d.id!r} uses the built-in {d.uses!r}, which this version "
+                "of flowcraft does not run yet. Replace it with a task node."
+            )
+        else:
+            impl = _lookup(bp, d, d.uses, registry)
+            if not callable(impl):
+                raise InvalidBlueprintError(
+                    f"flow {bp.id!r}: node {d.id!r}: registry entry {d.uses!r} is not callable "
+                    f"({type(impl).__name__}); register a function taking a NodeContext."
+                )
+            node.call = impl
+            node.is_async = inspect.iscoroutinefunction(impl) or inspect.iscoroutinefunction(
+                getattr(impl, "__call__", None)  # noqa: B004 - async callable objects
+            )
+        nodes[d.id] = node
+
+    for index, e in enumerate(bp.edges):
+        where = f"flow {bp.id!r}: edge {e.source!r} -> {e.target!r}"
+        edge = PlanEdge(
+            index=index,
+            source=e.source,
+            target=e.target,
+            action=e.action,
+            condition=_edge_fn(bp, e.condition, registry, f"{where} condition", compile_expression),
+            transform=_edge_fn(bp, e.transform, registry, f"{where} transform", compile_expression),
+            definition=e,
+        )
+        src = nodes[e.source]
+        src.out.append(edge)
+        if e.action is None:
+            src.default.append(edge)
+        else:
+            src.by_action.setdefault(e.action, []).append(edge)
+
+    fallbacks = {n.fallback for n in nodes.values() if n.fallback}
+    targets = {e.target for e in bp.edges}
+    starts = [n for n in nodes if n not in targets and n not in fallbacks]
+    _mark_back_edges(nodes, starts)
+    for node in nodes.values():
+        for edge in node.out:
+            if not edge.back:
+                nodes[edge.target].fwd_in.append(edge)
+    return Plan(blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest)
+
+
+def _lookup(bp: Blueprint, d: NodeDefinition, key: str, registry: Registry) -> object:
+    try:
+        return registry[key]
+    except KeyError:
+        raise MissingImplementationError(bp.id, d.id, key) from None
+
+
+def _edge_fn(
+    bp: Blueprint,
+    source: str | None,
+    registry: Registry,
+    where: str,
+    compile_expression: Callable[..., Callable[[Mapping[str, Any]], Any]],
+) -> Callable[[EdgeContext], Any] | None:
+    if source is None:
+        return None
+    if source.startswith(CALLABLE_PREFIX):
+        key = source[len(CALLABLE_PREFIX) :]
+        fn = registry.get(key)
+        if not callable(fn):
+            raise MissingImplementationError(bp.id, where, key)
+        return fn  # type: ignore[no-any-return]
+    expr = compile_expression(source, where=where)
+
+    def evaluate(ec: EdgeContext) -> Any:
+        return expr({"context": ec.context, "input": ec.input, "result": ec.result})
+
+    return evaluate
+
+
+def _mark_back_edges(nodes: dict[str, PlanNode], starts: list[str]) -> None:
+    """Mark edges closing a cycle (DFS from the start nodes, in definition order)."""
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    for root in [*starts, *nodes]:
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            nid, i = stack[-1]
+            out = nodes[nid].out
+            if i == len(out):
+                state[nid] = 2
+                stack.pop()
+                continue
+            stack[-1] = (nid, i + 1)
+            edge = out[i]
+            seen = state.get(edge.target)
+            if seen == 1:
+                edge.back = True
+            elif seen is None:
+                state[edge.target] = 1
+                stack.append((edge.target, 0))

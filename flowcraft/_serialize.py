@@ -1,0 +1,187 @@
+"""The serialized context: a versioned msgspec envelope, codecs built once, optional signing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from ._errors import ContextDecodeError, ContextIntegrityError, SerializationError
+from ._types import HistoryEntry, NodeError
+
+__all__ = ["FORMAT", "Codec", "Envelope", "Serializer", "WaitState"]
+
+#: Envelope format written by this version. Older formats stay decodable (golden tests).
+FORMAT = 1
+
+WaitKind = Literal["wait", "timer", "gate", "node", "control"]
+
+
+class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One awaiting node, with what is needed to continue it."""
+
+    node_id: str
+    kind: WaitKind
+    since: datetime
+    input: Any = None
+    wake_at: datetime | None = None
+    expires_at: datetime | None = None
+    note: str | None = None
+    by: str | None = None
+
+
+class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Everything about a run. Fields are append-only: new ones get defaults."""
+
+    format: int
+    run_id: str
+    blueprint_id: str
+    digest: str
+    revision: int
+    status: str
+    state: dict[str, Any]
+    outputs: dict[str, Any]
+    waiting: list[WaitState] = []
+    history: list[HistoryEntry] = []
+    joins: dict[str, dict[int, list[tuple[bool, Any]]]] = {}
+    skipped: list[str] = []
+    errors: list[NodeError] = []
+
+
+class Serializer(Protocol):
+    """Turns envelopes into bytes and back (a custom codec for ``FlowRuntime(serializer=...)``)."""
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """Encode an envelope."""
+        ...
+
+    def decode(self, data: bytes) -> Envelope:
+        """Decode an envelope; raise ``msgspec.DecodeError`` (or a subclass) on bad input."""
+        ...
+
+
+class _Msgpack:
+    def __init__(self) -> None:
+        self.encoder = msgspec.msgpack.Encoder()
+        self.decoder = msgspec.msgpack.Decoder(Envelope)
+
+    def encode(self, envelope: Envelope) -> bytes:
+        return self.encoder.encode(envelope)
+
+    def decode(self, data: bytes) -> Envelope:
+        return self.decoder.decode(data)
+
+
+class _Json:
+    def __init__(self) -> None:
+        self.encoder = msgspec.json.Encoder()
+        self.decoder = msgspec.json.Decoder(Envelope)
+
+    def encode(self, envelope: Envelope) -> bytes:
+        return self.encoder.encode(envelope)
+
+    def decode(self, data: bytes) -> Envelope:
+        return self.decoder.decode(data)
+
+
+_MSGPACK = _Msgpack()
+_JSON = _Json()
+_SIGNED_MAGIC = b"FCS1"
+
+
+class Codec:
+    """Encodes/decodes contexts for one runtime: serializer choice, signing, error mapping."""
+
+    def __init__(
+        self,
+        serializer: str | Serializer | None = None,
+        signing_keys: Mapping[str, bytes | str] | None = None,
+        signing_key_id: str | None = None,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        if serializer is None or serializer == "msgpack":
+            self._writer: Serializer = _MSGPACK
+            self._auto = True
+        elif serializer == "json":
+            self._writer = _JSON
+            self._auto = True
+        elif isinstance(serializer, str):
+            raise ValueError(f"serializer must be 'msgpack', 'json' or a Serializer, not {serializer!r}")
+        else:
+            self._writer = serializer
+            self._auto = False
+        self._keys = {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (signing_keys or {}).items()}
+        if self._keys and signing_key_id is None:
+            signing_key_id = next(reversed(self._keys))
+        if signing_key_id is not None and signing_key_id not in self._keys:
+            raise ValueError(f"signing_key_id {signing_key_id!r} is not in signing_keys")
+        self._key_id = signing_key_id
+        self.max_bytes = max_bytes
+
+    def encode(self, env: Envelope) -> bytes:
+        try:
+            data = self._writer.encode(env)
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise _locate_unserializable(env, exc) from exc
+        if self._key_id is None:
+            return data
+        key_id = self._key_id.encode()
+        mac = hmac.new(self._keys[self._key_id], key_id + b"\0" + data, hashlib.sha256).digest()
+        return _SIGNED_MAGIC + len(key_id).to_bytes(1, "big") + key_id + mac + data
+
+    def decode(self, data: bytes) -> Envelope:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > self.max_bytes:
+            raise ContextDecodeError(f"{len(data)} bytes is over the limit of {self.max_bytes}")
+        if self._keys:
+            data = self._verify(data)
+        elif data.startswith(_SIGNED_MAGIC):
+            raise ContextIntegrityError("the context is signed but this runtime has no signing_keys")
+        reader = self._writer
+        if self._auto and data[:1] in (b"[", b"{"):
+            reader = _JSON
+        elif self._auto:
+            reader = _MSGPACK
+        try:
+            env = reader.decode(data)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
+        if env.format < 1 or env.format > FORMAT:
+            raise ContextDecodeError(
+                f"envelope format {env.format} is not supported (this version reads 1..{FORMAT}); "
+                "upgrade flowcraft to read it"
+            )
+        return env
+
+    def _verify(self, data: bytes) -> bytes:
+        if not data.startswith(_SIGNED_MAGIC) or len(data) < 6:
+            raise ContextIntegrityError("the context is not signed")
+        n = data[4]
+        key_id = data[5 : 5 + n]
+        mac = data[5 + n : 5 + n + 32]
+        payload = data[5 + n + 32 :]
+        key = self._keys.get(key_id.decode(errors="replace"))
+        if key is None:
+            raise ContextIntegrityError(f"it was signed with unknown key id {key_id!r}")
+        expected = hmac.new(key, key_id + b"\0" + payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise ContextIntegrityError("the signature does not match the content")
+        return payload
+
+
+def _locate_unserializable(env: Envelope, exc: Exception) -> SerializationError:
+    """Find which state key or node output could not be encoded (slow path, errors only)."""
+    probe = msgspec.msgpack.Encoder()
+    for where, values in (("state key", env.state), ("output of node", env.outputs)):
+        for key, value in values.items():
+            try:
+                probe.encode(value)
+            except (TypeError, msgspec.EncodeError, OverflowError) as inner:
+                return SerializationError(f"{where} {key!r} ({type(value).__name__})", str(inner))
+    return SerializationError(f"run {env.run_id!r}", str(exc))

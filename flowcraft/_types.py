@@ -1,0 +1,127 @@
+"""Public value types: what nodes return, what resumes send, what runs report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+import msgspec
+
+from ._errors import NodeExecutionError
+
+__all__ = [
+    "Awaiting",
+    "EdgeContext",
+    "HistoryEntry",
+    "NodeError",
+    "NodeResult",
+    "Resume",
+    "ResumeData",
+    "RunResult",
+    "RunStatus",
+]
+
+T = TypeVar("T")
+RunStatus = Literal["completed", "awaiting", "failed", "cancelled"]
+
+
+class NodeResult(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """What a node may return to choose its action as well as its output.
+
+    Returning a bare value is the same as ``NodeResult(output=value)``.
+    """
+
+    output: T | None = None
+    action: str | None = None
+
+
+class Resume(msgspec.Struct, frozen=True, kw_only=True):
+    """A resume payload: the awaiting node's output and action, and who decided."""
+
+    output: Any = None
+    action: str | None = None
+    by: str | None = None
+
+
+#: What ``resume`` accepts as data: ``None``, ``{"output": ..., "action": ...}`` or ``Resume``.
+ResumeData: TypeAlias = "Mapping[str, Any] | Resume | None"
+
+
+class Awaiting(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One node the run is waiting on."""
+
+    node_id: str
+    reason: Literal["wait", "timer", "pause"]
+    since: datetime
+    wake_at: datetime | None = None
+    expires_at: datetime | None = None
+    description: str | None = None
+    requested_by: str | None = None
+
+
+class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A node failure recorded in a run (the run did not raise)."""
+
+    node_id: str
+    type: str
+    message: str
+    attempt: int
+    timestamp: datetime
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One pause, resume, fallback or cancellation in a run's life."""
+
+    event: Literal["pause", "resume", "fallback", "cancel", "timeout"]
+    node_id: str
+    at: datetime
+    reason: str | None = None
+    by: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeContext:
+    """What an edge condition or transform sees."""
+
+    input: Any
+    """The source node's output."""
+    result: NodeResult[Any]
+    """The source node's result (output and action)."""
+    context: Mapping[str, Any]
+    """A read-only view of the run's state."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of one ``run`` or ``resume`` call: a snapshot plus the bytes to resume from."""
+
+    status: RunStatus
+    run_id: str
+    revision: int
+    context: dict[str, Any]
+    outputs: dict[str, Any]
+    awaiting: tuple[Awaiting, ...]
+    errors: tuple[NodeError, ...]
+    serialized_context: bytes = field(repr=False)
+    blueprint_id: str = ""
+    history: tuple[HistoryEntry, ...] = field(default=(), repr=False)
+    _causes: Mapping[str, BaseException] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        waiting = [a.node_id for a in self.awaiting]
+        return (
+            f"flowcraft.RunResult(status={self.status!r}, run_id={self.run_id!r}, "
+            f"revision={self.revision}, awaiting={waiting!r}, errors={len(self.errors)})"
+        )
+
+    def raise_for_status(self) -> RunResult:
+        """Raise ``NodeExecutionError`` (original exception as ``__cause__``) if the run failed."""
+        if self.status == "failed" and self.errors:
+            err = self.errors[0]
+            raise NodeExecutionError(
+                self.run_id, err.node_id, f"{err.type}: {err.message}", err.attempt
+            ) from self._causes.get(err.node_id)
+        return self
