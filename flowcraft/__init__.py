@@ -1,0 +1,115 @@
+"""flowcraft: workflows that stop and wait for a human, a webhook or a timer.
+
+Build a flow with ``create_flow``, freeze it with ``to_blueprint()``, run it with a stateless
+``FlowRuntime``; store the returned ``serialized_context`` anywhere and ``resume`` it later.
+"""
+
+from __future__ import annotations
+
+from ._blueprint import Blueprint, EdgeDefinition, NodeConfig, NodeDefinition
+from ._builder import Flow, create_flow
+from ._clock import Clock, SystemClock
+from ._context import Context, NodeContext
+from ._engine import RunControl
+from ._errors import (
+    AmbiguousResumeError,
+    BlueprintError,
+    BlueprintMismatchError,
+    ContextDecodeError,
+    ContextError,
+    ContextIntegrityError,
+    DuplicateNodeError,
+    FlowcraftError,
+    InvalidBlueprintError,
+    InvalidDurationError,
+    MissingImplementationError,
+    NodeExecutionError,
+    NodeNotAwaitingError,
+    NoStartNodeError,
+    NotAwaitingError,
+    ResumeDataError,
+    ResumeError,
+    RevisionConflictError,
+    RunLimitError,
+    RunNotFoundError,
+    SerializationError,
+    StoreError,
+    TimerNotDueError,
+    UnknownActionError,
+    UnknownNodeError,
+    WaitExpiredError,
+)
+from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
+from ._runtime import FlowRuntime
+from ._scheduler import PendingTimer, Scheduler
+from ._serialize import Serializer
+from ._types import (
+    Awaiting,
+    EdgeContext,
+    HistoryEntry,
+    NodeError,
+    NodeResult,
+    Resume,
+    ResumeData,
+    RunResult,
+    RunStatus,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "EVENT_NAMES",
+    "AmbiguousResumeError",
+    "Awaiting",
+    "Blueprint",
+    "BlueprintError",
+    "BlueprintMismatchError",
+    "Clock",
+    "Context",
+    "ContextDecodeError",
+    "ContextError",
+    "ContextIntegrityError",
+    "DuplicateNodeError",
+    "EdgeContext",
+    "EdgeDefinition",
+    "EventBus",
+    "Flow",
+    "FlowEvent",
+    "FlowRuntime",
+    "FlowcraftError",
+    "HistoryEntry",
+    "InvalidBlueprintError",
+    "InvalidDurationError",
+    "Middleware",
+    "MissingImplementationError",
+    "NoStartNodeError",
+    "NodeConfig",
+    "NodeContext",
+    "NodeDefinition",
+    "NodeError",
+    "NodeExecutionError",
+    "NodeNotAwaitingError",
+    "NodeResult",
+    "NotAwaitingError",
+    "PendingTimer",
+    "Resume",
+    "ResumeData",
+    "ResumeDataError",
+    "ResumeError",
+    "RevisionConflictError",
+    "RunControl",
+    "RunLimitError",
+    "RunNotFoundError",
+    "RunResult",
+    "RunStatus",
+    "Scheduler",
+    "SerializationError",
+    "Serializer",
+    "StoreError",
+    "SystemClock",
+    "TimerNotDueError",
+    "UnknownActionError",
+    "UnknownNodeError",
+    "WaitExpiredError",
+    "create_flow",
+)

@@ -1,0 +1,543 @@
+"""The engine loop: execute ready nodes, route along edges, eliminate dead paths, pause."""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from functools import partial
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._clock import SystemClock
+from ._context import Context, NodeContext, PauseRequested
+from ._errors import RunLimitError
+from ._events import FlowEvent
+from ._plan import Plan, PlanEdge, PlanNode
+from ._serialize import Envelope, WaitKind, WaitState
+from ._types import Awaiting, EdgeContext, HistoryEntry, NodeError, NodeResult
+
+if TYPE_CHECKING:
+    from ._runtime import FlowRuntime
+
+__all__ = ["Execution", "RunControl", "public_awaiting"]
+
+_OK, _PAUSED, _FAILED = 0, 1, 2
+_ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
+_REASONS: dict[str, Any] = {
+    "wait": "wait",
+    "timer": "timer",
+    "gate": "pause",
+    "node": "pause",
+    "control": "pause",
+}
+
+
+class RunControl:
+    """Lets another task pause or cancel a run in flight.
+
+    ``pause()`` stops scheduling new nodes, lets in-flight ones finish, and the run returns
+    ``awaiting`` with the unstarted nodes paused (``resume(bp, ctx)`` with no data continues
+    them). ``cancel()`` cancels in-flight nodes; the run returns ``cancelled`` with everything
+    done so far kept in its context.
+    """
+
+    def __init__(self) -> None:
+        self.pause_requested: tuple[str | None, str | None] | None = None
+        self.cancelled = False
+        self._scopes: list[anyio.CancelScope] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"flowcraft.RunControl(paused={self.pause_requested is not None}, "
+            f"cancelled={self.cancelled})"
+        )
+
+    def pause(self, reason: str | None = None, by: str | None = None) -> None:
+        """Pause at the next node boundary."""
+        self.pause_requested = (reason, by)
+
+    def cancel(self) -> None:
+        """Cancel the run now."""
+        self.cancelled = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+def public_awaiting(w: WaitState) -> Awaiting:
+    """The public view of one waiting record."""
+    return Awaiting(
+        node_id=w.node_id,
+        reason=_REASONS[w.kind],
+        since=w.since,
+        wake_at=w.wake_at,
+        expires_at=w.expires_at,
+        description=w.note,
+        requested_by=w.by,
+    )
+
+
+class Execution:
+    """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
+
+    def __init__(
+        self, rt: FlowRuntime, plan: Plan, env: Envelope, control: RunControl | None
+    ) -> None:
+        self.rt = rt
+        self.plan = plan
+        self.nodes = plan.nodes
+        self.env = env
+        self.state = env.state
+        self.outputs = env.outputs
+        self.waiting: dict[str, WaitState] = {w.node_id: w for w in env.waiting}
+        self.joins = env.joins
+        self.history = env.history
+        self.errors = env.errors
+        self.skipped = set(env.skipped)
+        self.control = control
+        self.ready: deque[tuple[str, Any, bool]] = deque()
+        self.causes: dict[str, BaseException] = {}
+        self.failed = False
+        self.cancelled = False
+        self.steps = 0
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.limiter = (
+            anyio.CapacityLimiter(rt.concurrency) if rt.concurrency not in (None, 1) else None
+        )
+        self.serial = rt.concurrency == 1
+        self.bus = rt.event_bus
+        self.pending_events: list[FlowEvent] = []
+        self.shared_ctx = Context(self.state)
+        self.system_clock = isinstance(rt.clock, SystemClock)
+        mw = rt.middleware
+        self.befores = [m.before_node for m in mw if hasattr(m, "before_node")]
+        self.afters = [m.after_node for m in mw if hasattr(m, "after_node")]
+        self.arounds = [m.around_node for m in mw if hasattr(m, "around_node")]
+
+    # --- driving -----------------------------------------------------------------------------
+
+    async def drive(self) -> None:
+        """Run ready nodes until nothing is runnable."""
+        if self.control is None:
+            await self._loop()
+        else:
+            with anyio.CancelScope() as scope:
+                self.control._scopes.append(scope)
+                try:
+                    if self.control.cancelled:
+                        scope.cancel()
+                    await self._loop()
+                finally:
+                    self.control._scopes.remove(scope)
+            if scope.cancel_called:
+                self.cancelled = True
+        if self.pending_events:
+            await self.flush()
+
+    @property
+    def halted(self) -> bool:
+        c = self.control
+        return self.failed or (c is not None and (c.pause_requested is not None or c.cancelled))
+
+    async def _loop(self) -> None:
+        ready = self.ready
+        while ready and not self.halted:
+            if len(ready) == 1 or self.serial:
+                await self._step(*ready.popleft())
+                continue
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                self._spawn()
+            self.tg = None
+
+    def _spawn(self) -> None:
+        tg = self.tg
+        assert tg is not None
+        while self.ready and not self.halted:
+            tg.start_soon(self._task, *self.ready.popleft())
+
+    async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
+        if self.limiter is None:
+            await self._step(node_id, value, gate_open)
+        else:
+            async with self.limiter:
+                if self.halted:
+                    self.ready.append((node_id, value, gate_open))
+                    return
+                await self._step(node_id, value, gate_open)
+        if self.tg is not None:
+            self._spawn()
+
+    async def _step(self, node_id: str, value: Any, gate_open: bool) -> None:
+        node = self.nodes[node_id]
+        self.steps += 1
+        if self.steps > self.rt.max_steps:
+            err = RunLimitError(self.env.run_id, self.rt.max_steps)
+            self._record_error(node_id, err, 0)
+            return
+        if node.definition.inputs is not None:
+            value = self._resolve_inputs(node.definition.inputs)
+        if node.kind != "task":
+            self._await_builtin(node, value)
+        elif node.pause_before and not gate_open:
+            self._await(node.id, "gate", value, note="pause_before")
+        else:
+            outcome = await self._attempts(node, value)
+            if outcome[0] == _OK:
+                self.complete(node, outcome[1], outcome[2])
+            elif outcome[0] == _PAUSED:
+                self._await(node.id, "node", value, note=outcome[1])
+            else:
+                await self._failed(node, value, outcome[1], outcome[2])
+        if self.pending_events:
+            await self.flush()
+
+    def _await_builtin(self, node: PlanNode, value: Any) -> None:
+        now = self.rt.clock.now()
+        if node.kind == "wait":
+            expires = None if node.wait_timeout is None else now + timedelta(seconds=node.wait_timeout)
+            self._await(node.id, "wait", value, note=node.description, expires_at=expires, now=now)
+        else:
+            wake = node.sleep
+            wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
+            self._await(node.id, "timer", value, wake_at=wake_at, now=now)
+
+    def _await(
+        self,
+        node_id: str,
+        kind: WaitKind,
+        value: Any,
+        *,
+        note: str | None = None,
+        by: str | None = None,
+        wake_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        now = now or self.rt.clock.now()
+        self.waiting[node_id] = WaitState(node_id, kind, now, value, wake_at, expires_at, note, by)
+        self.history.append(HistoryEntry("pause", node_id, now, note or _REASONS[kind], by))
+        self.event("workflow:pause", node_id, {"reason": _REASONS[kind]})
+
+    # --- calling nodes -----------------------------------------------------------------------
+
+    async def _attempts(self, node: PlanNode, value: Any) -> tuple[Any, ...]:
+        rt = self.rt
+        ctx = self.shared_ctx
+        last: Exception | None = None
+        for attempt in range(1, node.max_retries + 1):
+            if self.bus is not None:
+                ctx = Context(self.state, partial(self._context_change, node.id))
+                self.event("node:start", node.id, {"input": value, "attempt": attempt})
+            nctx = NodeContext(
+                context=ctx,
+                input=value,
+                params=node.params,
+                deps=rt.dependencies,
+                node_id=node.id,
+                run_id=self.env.run_id,
+                attempt=attempt,
+            )
+            try:
+                if node.timeout is None:
+                    result = await self._invoke(node, nctx)
+                else:
+                    result = await self._invoke_with_timeout(node, nctx, node.timeout)
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as exc:
+                last = exc
+                if attempt < node.max_retries:
+                    self.event("node:retry", node.id, {"attempt": attempt, "error": repr(exc)})
+                    if self.pending_events:
+                        await self.flush()
+                    delay = node.retry_delay * node.retry_backoff ** (attempt - 1)
+                    if delay > 0:
+                        await rt.clock.sleep(delay)
+                    continue
+                self.event("node:error", node.id, {"error": repr(exc), "attempt": attempt})
+                return _FAILED, exc, attempt
+            if type(result) is NodeResult:
+                return _OK, result.output, result.action
+            return _OK, result, None
+        raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover
+
+    async def _invoke(self, node: PlanNode, nctx: NodeContext) -> Any:
+        fn = node.call
+        assert fn is not None
+        if not (self.befores or self.afters or self.arounds):
+            result = fn(nctx)
+            if node.is_async or inspect.isawaitable(result):
+                result = await result
+            return result
+
+        async def call() -> Any:
+            result = fn(nctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        chain: Callable[[], Awaitable[Any]] = call
+        for around in reversed(self.arounds):
+            chain = partial(around, nctx, chain)
+        for before in self.befores:
+            await before(nctx)
+        try:
+            result = await chain()
+        except Exception as exc:
+            for after in reversed(self.afters):
+                await after(nctx, None, exc)
+            raise
+        for after in reversed(self.afters):
+            await after(nctx, result, None)
+        return result
+
+    async def _invoke_with_timeout(self, node: PlanNode, nctx: NodeContext, seconds: float) -> Any:
+        message = f"node {node.id!r} timed out after {seconds:g}s (attempt {nctx.attempt})"
+        if self.system_clock:
+            try:
+                with anyio.fail_after(seconds):
+                    return await self._invoke(node, nctx)
+            except TimeoutError:
+                raise TimeoutError(message) from None
+        # Any other clock (e.g. FakeClock): race the node against clock.sleep.
+        outcome: list[Any] = []
+        timed_out = False
+        async with anyio.create_task_group() as tg:
+
+            async def watchdog() -> None:
+                nonlocal timed_out
+                await self.rt.clock.sleep(seconds)
+                timed_out = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watchdog)
+            try:
+                outcome.append((True, await self._invoke(node, nctx)))
+            except (Exception, PauseRequested) as exc:
+                outcome.append((False, exc))
+            tg.cancel_scope.cancel()
+        if timed_out and not outcome:
+            raise TimeoutError(message)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    async def _failed(self, node: PlanNode, value: Any, exc: Exception, attempt: int) -> None:
+        fb = self.nodes.get(node.fallback) if node.fallback else None
+        if fb is None or fb.kind != "task":
+            self._record_error(node.id, exc, attempt)
+            return
+        self.event("node:fallback", node.id, {"fallback": fb.id})
+        now = self.rt.clock.now()
+        self.history.append(HistoryEntry("fallback", node.id, now, f"{type(exc).__name__}: {exc}"))
+        outcome = await self._attempts(fb, value)
+        if outcome[0] == _OK:
+            self.outputs[fb.id] = outcome[1]
+            self.complete(node, outcome[1], outcome[2])
+        elif outcome[0] == _PAUSED:
+            self._await(node.id, "node", value, note=outcome[1])
+        else:
+            self.causes.setdefault(node.id, exc)
+            self._record_error(fb.id, outcome[1], outcome[2])
+
+    def _record_error(self, node_id: str, exc: BaseException, attempt: int) -> None:
+        self.failed = True
+        self.causes.setdefault(node_id, exc)
+        self.errors.append(
+            NodeError(
+                node_id=node_id,
+                type=type(exc).__name__,
+                message=str(exc),
+                attempt=attempt,
+                timestamp=self.rt.clock.now(),
+            )
+        )
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def complete(self, node: PlanNode, output: Any, action: str | None) -> None:
+        """Record a node's output and route along its edges."""
+        self.outputs[node.id] = output
+        if node.id in self.skipped:
+            self.skipped.discard(node.id)
+        if self.bus is not None:
+            self.event("node:finish", node.id, {"output": output, "action": action})
+        if not node.out:
+            return
+        ec: EdgeContext | None = None
+        taken: list[PlanEdge] = []
+        if action is not None:
+            for edge in node.by_action.get(action, ()):
+                if edge.condition is None:
+                    taken.append(edge)
+                    continue
+                ec = ec or self._edge_context(output, action)
+                if self._check(edge, ec):
+                    taken.append(edge)
+        if not taken:
+            for edge in node.default:
+                if edge.condition is None:
+                    taken.append(edge)
+                    continue
+                ec = ec or self._edge_context(output, action)
+                if self._check(edge, ec):
+                    taken.append(edge)
+        # A taken back edge means the loop goes on: the node's other exits are undecided, not dead.
+        looping = any(e.back for e in taken)
+        dead: list[PlanEdge] = []
+        for edge in node.out:
+            if edge in taken:
+                value = output
+                if edge.transform is not None:
+                    ec = ec or self._edge_context(output, action)
+                    value = edge.transform(ec)
+                self._arrive(edge, True, value)
+            elif not edge.back and not looping:
+                dead.append(edge)
+        if dead:
+            self._kill(dead)
+
+    def _edge_context(self, output: Any, action: str | None) -> EdgeContext:
+        return EdgeContext(
+            input=output,
+            result=NodeResult(output=output, action=action),
+            context=MappingProxyType(self.state),
+        )
+
+    def _check(self, edge: PlanEdge, ec: EdgeContext) -> bool:
+        assert edge.condition is not None
+        ok = bool(edge.condition(ec))
+        if self.bus is not None:
+            self.event(
+                "edge:evaluate", edge.source, {"target": edge.target, "result": ok}
+            )
+        return ok
+
+    def _arrive(self, edge: PlanEdge, fired: bool, value: Any) -> bool:
+        """Deliver a token along ``edge``; return True if the target was skipped."""
+        target = self.nodes[edge.target]
+        if edge.back:
+            if fired:
+                self.ready.append((target.id, value, False))
+            return False
+        if len(target.fwd_in) == 1:
+            if fired:
+                self.ready.append((target.id, value, False))
+                return False
+            return True
+        buf = self.joins.get(target.id)
+        if buf is None:
+            buf = self.joins[target.id] = {}
+        queue = buf.get(edge.index)
+        if queue is None:
+            buf[edge.index] = [(fired, value)]
+        else:
+            queue.append((fired, value))
+        any_ran = _ANY_RAN in buf
+        if target.join_any and fired and not any_ran:
+            buf[_ANY_RAN] = [(True, None)]
+            any_ran = True
+            self.ready.append((target.id, value, False))
+        if len(buf) - (_ANY_RAN in buf) < len(target.fwd_in):
+            return False
+        # Every incoming edge has delivered: consume one token per edge (one activation).
+        arrived: dict[str, Any] = {}
+        for e in target.fwd_in:
+            tokens = buf[e.index]
+            f, v = tokens.pop(0)
+            if not tokens:
+                del buf[e.index]
+            if f:
+                arrived[e.source] = v
+        buf.pop(_ANY_RAN, None)
+        if not buf:
+            del self.joins[target.id]
+        if target.join_any:
+            return not any_ran
+        if arrived:
+            self.ready.append((target.id, arrived, False))
+            return False
+        return True
+
+    def _kill(self, edges: list[PlanEdge]) -> None:
+        """Propagate dead paths: skip nodes none of whose incoming edges can fire any more."""
+        stack = list(edges)
+        while stack:
+            edge = stack.pop()
+            if self._arrive(edge, False, None):
+                target = self.nodes[edge.target]
+                self.skipped.add(target.id)
+                if self.bus is not None:
+                    self.event("node:skipped", target.id, {"edge": [edge.source, edge.target]})
+                stack.extend(e for e in target.out if not e.back)
+
+    def _resolve_inputs(self, inputs: str | dict[str, str]) -> Any:
+        if isinstance(inputs, str):
+            return self._lookup(inputs)
+        return {name: self._lookup(key) for name, key in inputs.items()}
+
+    def _lookup(self, key: str) -> Any:
+        if key in self.outputs:
+            return self.outputs[key]
+        if key.startswith("_outputs."):
+            return self.outputs.get(key[9:])
+        return self.state.get(key)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def event(self, type: str, node_id: str | None, payload: dict[str, Any]) -> None:
+        """Queue an event (nothing happens when nobody listens)."""
+        if self.bus is not None:
+            self.pending_events.append(
+                FlowEvent(
+                    type=type,
+                    run_id=self.env.run_id,
+                    blueprint_id=self.plan.blueprint.id,
+                    node_id=node_id,
+                    payload=payload,
+                )
+            )
+
+    def _context_change(self, node_id: str, op: str, key: str, value: Any) -> None:
+        self.event("context:change", node_id, {"op": op, "key": key, "value": value})
+
+    async def flush(self) -> None:
+        """Deliver queued events in order."""
+        bus = self.bus
+        events, self.pending_events = self.pending_events, []
+        if bus is None:
+            return
+        for ev in events:
+            res = bus.emit(ev)
+            if res is not None and inspect.isawaitable(res):
+                await res
+
+    # --- finishing ---------------------------------------------------------------------------
+
+    def seal(self) -> Envelope:
+        """Write the execution's state back into its envelope, with the final status."""
+        env = self.env
+        now = self.rt.clock.now()
+        if self.cancelled:
+            env.status = "cancelled"
+            self.history.append(HistoryEntry("cancel", "", now))
+        elif self.failed:
+            env.status = "failed"
+        else:
+            control = self.control
+            if self.ready and control is not None and control.pause_requested is not None:
+                reason, by = control.pause_requested
+                while self.ready:
+                    node_id, value, gate_open = self.ready.popleft()
+                    self._await(node_id, "control", value, note=reason, by=by, now=now)
+            env.status = "awaiting" if self.waiting else "completed"
+        env.waiting = list(self.waiting.values())
+        env.skipped = sorted(self.skipped)
+        env.revision += 1
+        self.event("workflow:finish", None, {"status": env.status, "errors": len(self.errors)})
+        return env

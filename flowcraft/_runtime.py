@@ -1,0 +1,325 @@
+"""``FlowRuntime``: stateless run/resume over compiled plans."""
+
+from __future__ import annotations
+
+import uuid
+from collections import ChainMap, OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._blueprint import Blueprint, iter_known_actions
+from ._clock import Clock, SystemClock
+from ._engine import Execution, RunControl, public_awaiting
+from ._errors import (
+    AmbiguousResumeError,
+    BlueprintMismatchError,
+    NodeNotAwaitingError,
+    NotAwaitingError,
+    ResumeDataError,
+    TimerNotDueError,
+    UnknownActionError,
+    WaitExpiredError,
+)
+from ._events import EventBus, Middleware
+from ._plan import Plan, compile_plan
+from ._serialize import FORMAT, Codec, Envelope, Serializer
+from ._types import HistoryEntry, Resume, ResumeData, RunResult
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["FlowRuntime"]
+
+_PLAN_CACHE_SIZE = 256
+_DIGEST_CHARS = 16  # stored in every context; 64 bits tell blueprints apart
+
+
+class FlowRuntime:
+    """Runs and resumes blueprints. Holds configuration only: a run lives in its context.
+
+    Two processes holding the same blueprint and registry resume each other's contexts.
+
+    Args:
+        registry: Implementations by ``uses`` key (usually ``flow.registry``).
+        blueprints: Blueprints by id, for subflows and for the scheduler.
+        dependencies: Objects handed to every node as ``node.deps``.
+        serializer: ``"msgpack"`` (default), ``"json"``, or a ``Serializer``.
+        signing_keys: ``{key_id: secret}``; contexts are HMAC-signed and verified.
+        signing_key_id: Which key signs new contexts (default: the last one given).
+        clock: The time source for timers, retry delays and timeouts.
+        event_bus: Receives ``FlowEvent``s; nothing is built when it is ``None``.
+        middleware: Hooks around each node attempt, outermost first.
+        max_steps: Node executions allowed per run/resume call before the run fails.
+        concurrency: Upper bound on nodes running at once (``None``: unbounded).
+        max_context_bytes: Contexts larger than this are refused before decoding.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Mapping[str, object] | None = None,
+        blueprints: Mapping[str, Blueprint] | None = None,
+        dependencies: Mapping[str, Any] | None = None,
+        serializer: str | Serializer | None = None,
+        signing_keys: Mapping[str, bytes | str] | None = None,
+        signing_key_id: str | None = None,
+        clock: Clock | None = None,
+        event_bus: EventBus | None = None,
+        middleware: Sequence[Middleware | object] = (),
+        max_steps: int = 10_000,
+        concurrency: int | None = None,
+        max_context_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.registry: Mapping[str, object] = registry if registry is not None else {}
+        self.blueprints: Mapping[str, Blueprint] = dict(blueprints or {})
+        self.dependencies: Mapping[str, Any] = dict(dependencies or {})
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.event_bus = event_bus
+        self.middleware = tuple(middleware)
+        self.max_steps = max_steps
+        self.concurrency = concurrency if concurrency and concurrency > 0 else None
+        self.codec = Codec(serializer, signing_keys, signing_key_id, max_context_bytes)
+        self._plans: OrderedDict[tuple[int, int, int], tuple[object, object, Plan]] = OrderedDict()
+        self.schedulers: list[Scheduler] = []
+
+    def __repr__(self) -> str:
+        return f"flowcraft.FlowRuntime(registry={len(self.registry)} keys, clock={self.clock!r})"
+
+    # --- public API --------------------------------------------------------------------------
+
+    async def run(
+        self,
+        blueprint: Blueprint,
+        initial_state: Mapping[str, Any] | None = None,
+        *,
+        registry: Mapping[str, object] | None = None,
+        run_id: str | None = None,
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Start a run and execute it until it completes, fails, is cancelled, or awaits.
+
+        Node failures are recorded in the result, never raised; caller mistakes raise
+        ``FlowcraftError`` subclasses.
+        """
+        plan = self.plan(blueprint, registry)
+        env = Envelope(
+            format=FORMAT,
+            run_id=run_id or uuid.uuid4().hex,
+            blueprint_id=blueprint.id,
+            digest=plan.digest[:_DIGEST_CHARS],
+            revision=0,
+            status="running",
+            state=dict(initial_state) if initial_state else {},
+            outputs={},
+        )
+        ex = Execution(self, plan, env, control)
+        ex.event("workflow:start", None, {})
+        ex.ready.extend((node_id, None, False) for node_id in plan.starts)
+        await ex.drive()
+        return await self._finish(plan, ex)
+
+    async def resume(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | RunResult,
+        data: ResumeData = None,
+        node_id: str | None = None,
+        *,
+        registry: Mapping[str, object] | None = None,
+        control: RunControl | None = None,
+        by: str | None = None,
+    ) -> RunResult:
+        """Continue an awaiting run: complete ``node_id`` with ``data`` and run until quiescent.
+
+        ``data`` is ``{"output": ..., "action": ...}`` (either key optional) or ``Resume``.
+        ``node_id`` may be omitted when exactly one node awaits. Every check happens before
+        anything changes; a refused resume leaves the context usable as it was.
+
+        Raises:
+            ResumeError: a subclass saying what does not fit (unknown node, wrong action, ...).
+            ContextError: the context is corrupt, tampered with, or from another blueprint.
+        """
+        plan = self.plan(blueprint, registry)
+        env = self.load(plan, serialized_context)
+        return await self._resume(plan, env, data, node_id, control=control, by=by)
+
+    def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
+        """The compiled plan of ``blueprint`` (cached per blueprint and registry)."""
+        key = (id(blueprint), id(registry), id(self.registry))
+        hit = self._plans.get(key)
+        if hit is not None:
+            self._plans.move_to_end(key)
+            return hit[2]
+        reg: Mapping[str, object] = self.registry
+        if registry is not None:
+            reg = ChainMap(dict(registry), dict(self.registry)) if self.registry else registry
+        plan = compile_plan(blueprint, reg)
+        # Holding the blueprint and registry keeps their ids from being reused while cached.
+        self._plans[key] = (blueprint, registry, plan)
+        if len(self._plans) > _PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+        return plan
+
+    def load(self, plan: Plan, serialized_context: bytes | RunResult) -> Envelope:
+        """Decode and check a context against the plan's blueprint."""
+        data = (
+            serialized_context.serialized_context
+            if isinstance(serialized_context, RunResult)
+            else serialized_context
+        )
+        env = self.codec.decode(data)
+        bp = plan.blueprint
+        if env.blueprint_id != bp.id or env.digest != plan.digest[:_DIGEST_CHARS]:
+            raise BlueprintMismatchError(
+                env.run_id, (env.blueprint_id, env.digest), (bp.id, plan.digest)
+            )
+        return env
+
+    @asynccontextmanager
+    async def scheduler(
+        self,
+        interval: float | timedelta = 1.0,
+        on_result: Callable[[RunResult], Any] | None = None,
+    ) -> AsyncIterator[Scheduler]:
+        """Wake sleeps and expire waits of every result this runtime returns while open.
+
+        ``on_result`` receives each ``RunResult`` the scheduler produces (sync or async).
+        """
+        from ._scheduler import Scheduler
+
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        sched = Scheduler(self, seconds, on_result)
+        async with sched.running():
+            self.schedulers.append(sched)
+            try:
+                yield sched
+            finally:
+                self.schedulers.remove(sched)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _resume(
+        self,
+        plan: Plan,
+        env: Envelope,
+        data: ResumeData,
+        node_id: str | None,
+        *,
+        control: RunControl | None = None,
+        by: str | None = None,
+        fired: bool = False,
+    ) -> RunResult:
+        """Validate a resume against ``env`` (changing nothing), then apply it and run on."""
+        run_id = env.run_id
+        waiting = {w.node_id: w for w in env.waiting}
+        if env.status != "awaiting" or not waiting:
+            raise NotAwaitingError(run_id, env.status)
+        output, action, who, has_output = _parse_data(data, run_id, node_id)
+        who = by if by is not None else who
+        if node_id is None:
+            controls = [w for w in env.waiting if w.kind == "control"]
+            if len(waiting) == 1:
+                targets = list(waiting.values())
+            elif controls and len(controls) == len(waiting) and not has_output and action is None:
+                targets = controls
+            else:
+                raise AmbiguousResumeError(run_id, tuple(waiting))
+        else:
+            target = waiting.get(node_id)
+            if target is None:
+                raise NodeNotAwaitingError(run_id, node_id, tuple(waiting))
+            targets = [target]
+        now = self.clock.now()
+        for w in targets:
+            node = plan.nodes[w.node_id]
+            if w.kind in ("wait", "node"):
+                if w.kind == "wait" and w.expires_at is not None and now >= w.expires_at:
+                    if action != node.on_timeout and not fired:
+                        raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
+                if not fired and node.by_action and action not in node.by_action and not node.default:
+                    raise UnknownActionError(run_id, w.node_id, action, iter_known_actions(
+                        e.definition for e in node.out if e.definition is not None
+                    ))
+                if node.schema is not None and w.kind == "wait" and not fired:
+                    try:
+                        output = msgspec.convert(output, node.schema)
+                    except msgspec.ValidationError as exc:
+                        raise ResumeDataError(run_id, w.node_id, str(exc)) from exc
+            else:
+                if has_output or action is not None:
+                    what = "a timer" if w.kind == "timer" else "a paused node"
+                    raise ResumeDataError(
+                        run_id, w.node_id, f"{what} takes no output or action; resume it with no data"
+                    )
+                if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
+                    raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
+
+        # Everything checked: from here on the resume is applied.
+        ex = Execution(self, plan, env, control)
+        ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
+        for w in targets:
+            del ex.waiting[w.node_id]
+            event = "timeout" if fired and w.kind == "wait" else "resume"
+            ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
+            if w.kind in ("wait", "node"):
+                ex.complete(plan.nodes[w.node_id], output, action)
+            elif w.kind == "timer":
+                ex.complete(plan.nodes[w.node_id], w.input, None)
+            else:
+                ex.ready.append((w.node_id, w.input, True))
+        await ex.drive()
+        return await self._finish(plan, ex)
+
+    async def _finish(self, plan: Plan, ex: Execution) -> RunResult:
+        env = ex.seal()
+        if ex.pending_events:
+            await ex.flush()
+        data = self.codec.encode(env)
+        result = RunResult(
+            status=env.status,  # type: ignore[arg-type]
+            run_id=env.run_id,
+            revision=env.revision,
+            context=env.state,
+            outputs=env.outputs,
+            awaiting=tuple(public_awaiting(w) for w in env.waiting),
+            errors=tuple(env.errors),
+            serialized_context=data,
+            blueprint_id=env.blueprint_id,
+            history=tuple(env.history),
+            _causes=ex.causes,
+        )
+        for sched in self.schedulers:
+            sched.observe(plan, result, env)
+        return result
+
+
+def _parse_data(
+    data: ResumeData, run_id: str, node_id: str | None
+) -> tuple[Any, str | None, str | None, bool]:
+    """Split resume data into (output, action, by, has_output) or raise ``ResumeDataError``."""
+    if data is None:
+        return None, None, None, False
+    if isinstance(data, Resume):
+        output, action, by, has_output = data.output, data.action, data.by, data.output is not None
+    elif isinstance(data, Mapping):
+        extra = set(data) - {"output", "action", "by"}
+        if extra:
+            raise ResumeDataError(
+                run_id, node_id, f"unexpected key(s) {sorted(map(str, extra))}; allowed: output, action, by"
+            )
+        output, action, by = data.get("output"), data.get("action"), data.get("by")
+        has_output = "output" in data
+    else:
+        raise ResumeDataError(
+            run_id, node_id, f"expected a mapping or Resume, got {type(data).__name__}"
+        )
+    if action is not None and not isinstance(action, str):
+        raise ResumeDataError(run_id, node_id, f"action must be a string, got {action!r}")
+    if by is not None and not isinstance(by, str):
+        raise ResumeDataError(run_id, node_id, f"by must be a string, got {by!r}")
+    return output, action, by, has_output
+

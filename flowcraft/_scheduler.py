@@ -1,0 +1,143 @@
+"""The in-process scheduler: wakes sleep nodes and expires waits of results a runtime returns."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import msgspec
+
+from ._errors import FlowcraftError, TimerNotDueError
+from ._plan import Plan
+from ._serialize import Envelope
+from ._types import RunResult
+
+if TYPE_CHECKING:
+    from ._runtime import FlowRuntime
+
+__all__ = ["PendingTimer", "Scheduler"]
+
+log = logging.getLogger("flowcraft.scheduler")
+
+
+class PendingTimer(msgspec.Struct, frozen=True, kw_only=True):
+    """One registered deadline: a sleep's wake time or a wait's expiry."""
+
+    run_id: str
+    node_id: str
+    due: datetime
+    kind: Literal["timer", "expiry"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    plan: Plan
+    result: RunResult
+    timers: dict[str, PendingTimer]
+
+
+class Scheduler:
+    """Tracks the newest awaiting context of each run and fires its due deadlines once.
+
+    Created by ``FlowRuntime.scheduler(...)``; not constructed directly.
+    """
+
+    def __init__(
+        self,
+        runtime: FlowRuntime,
+        interval: float,
+        on_result: Callable[[RunResult], Any] | None,
+    ) -> None:
+        self._rt = runtime
+        self._interval = interval
+        self._on_result = on_result
+        self._runs: dict[str, _Entry] = {}
+        self.fired = 0
+
+    def __repr__(self) -> str:
+        return f"flowcraft.Scheduler(runs={len(self._runs)}, interval={self._interval})"
+
+    def pending(self) -> list[PendingTimer]:
+        """Every registered deadline, earliest first."""
+        timers = [t for e in self._runs.values() for t in e.timers.values()]
+        timers.sort(key=lambda t: (t.due, t.run_id, t.node_id))
+        return timers
+
+    def observe(self, plan: Plan, result: RunResult, env: Envelope) -> None:
+        """Register ``result``'s deadlines, replacing anything from an older revision of the run."""
+        current = self._runs.get(result.run_id)
+        if current is not None and current.result.revision >= result.revision:
+            return
+        timers: dict[str, PendingTimer] = {}
+        if result.status == "awaiting":
+            for w in env.waiting:
+                if w.kind == "timer" and w.wake_at is not None:
+                    timers[w.node_id] = PendingTimer(
+                        run_id=result.run_id, node_id=w.node_id, due=w.wake_at, kind="timer"
+                    )
+                elif w.kind == "wait" and w.expires_at is not None:
+                    timers[w.node_id] = PendingTimer(
+                        run_id=result.run_id, node_id=w.node_id, due=w.expires_at, kind="expiry"
+                    )
+        if timers:
+            self._runs[result.run_id] = _Entry(plan, result, timers)
+        else:
+            self._runs.pop(result.run_id, None)
+
+    async def tick(self) -> int:
+        """Fire every deadline that is due now; return how many fired."""
+        now = self._rt.clock.now()
+        count = 0
+        for timer in self.pending():
+            if timer.due > now:
+                break
+            entry = self._runs.get(timer.run_id)
+            if entry is None or entry.timers.get(timer.node_id) != timer:
+                continue  # a newer revision replaced it while we were firing others
+            try:
+                env = self._rt.load(entry.plan, entry.result)
+                action = entry.plan.nodes[timer.node_id].on_timeout if timer.kind == "expiry" else None
+                data = None if action is None else {"action": action}
+                result = await self._rt._resume(entry.plan, env, data, timer.node_id, fired=True)
+            except TimerNotDueError:
+                continue
+            except FlowcraftError:
+                log.exception("scheduler: dropping %s/%s", timer.run_id, timer.node_id)
+                entry.timers.pop(timer.node_id, None)
+                if not entry.timers:
+                    self._runs.pop(timer.run_id, None)
+                continue
+            count += 1
+            self.fired += 1
+            if self._on_result is not None:
+                res = self._on_result(result)
+                if inspect.isawaitable(res):
+                    await res
+        return count
+
+    async def _loop(self) -> None:
+        clock = self._rt.clock
+        while True:
+            await self.tick()
+            delay = self._interval
+            upcoming = self.pending()
+            if upcoming:
+                until_due = (upcoming[0].due - clock.now()).total_seconds()
+                delay = max(0.0, min(delay, until_due))
+            await clock.sleep(delay)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the scheduler loop in the background while the block is open."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._loop)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
