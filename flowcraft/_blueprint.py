@@ -93,7 +93,9 @@ class Blueprint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, d
     metadata: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
-        return f"flowcraft.Blueprint(id={self.id!r}, nodes={len(self.nodes)}, edges={len(self.edges)})"
+        return (
+            f"flowcraft.Blueprint(id={self.id!r}, nodes={len(self.nodes)}, edges={len(self.edges)})"
+        )
 
     @cached_property
     def digest(self) -> str:
@@ -138,7 +140,7 @@ _decoder = msgspec.json.Decoder(Blueprint)
 
 
 def validate(bp: Blueprint) -> None:
-    """Check a blueprint's structure; raise the specific ``BlueprintError`` for the first problem."""
+    """Check a blueprint's structure; raise a specific ``BlueprintError`` for the first problem."""
     ids: set[str] = set()
     for node in bp.nodes:
         if node.id in ids:

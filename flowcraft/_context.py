@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 __all__ = ["Context", "NodeContext", "PauseRequested"]
 
 
-class PauseRequested(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class PauseRequested(BaseException):
     """Raised by ``NodeContext.pause``; a BaseException so ``except Exception`` cannot eat it."""
 
     def __init__(self, reason: str | None) -> None:

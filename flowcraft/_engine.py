@@ -198,7 +198,9 @@ class Execution:
     def _await_builtin(self, node: PlanNode, value: Any) -> None:
         now = self.rt.clock.now()
         if node.kind == "wait":
-            expires = None if node.wait_timeout is None else now + timedelta(seconds=node.wait_timeout)
+            expires = (
+                None if node.wait_timeout is None else now + timedelta(seconds=node.wait_timeout)
+            )
             self._await(node.id, "wait", value, note=node.description, expires_at=expires, now=now)
         else:
             wake = node.sleep
@@ -413,9 +415,7 @@ class Execution:
         assert edge.condition is not None
         ok = bool(edge.condition(ec))
         if self.bus is not None:
-            self.event(
-                "edge:evaluate", edge.source, {"target": edge.target, "result": ok}
-            )
+            self.event("edge:evaluate", edge.source, {"target": edge.target, "result": ok})
         return ok
 
     def _arrive(self, edge: PlanEdge, fired: bool, value: Any) -> bool:
@@ -533,7 +533,7 @@ class Execution:
             if self.ready and control is not None and control.pause_requested is not None:
                 reason, by = control.pause_requested
                 while self.ready:
-                    node_id, value, gate_open = self.ready.popleft()
+                    node_id, value, _ = self.ready.popleft()
                     self._await(node_id, "control", value, note=reason, by=by, now=now)
             env.status = "awaiting" if self.waiting else "completed"
         env.waiting = list(self.waiting.values())

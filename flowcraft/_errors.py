@@ -139,7 +139,8 @@ class ContextIntegrityError(ContextError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(
-            f"context integrity check failed: {detail}. The context was altered, was not signed, or "
+            f"context integrity check failed: {detail}. The context was altered, was not signed, "
+            "or "
             "was signed with a key this runtime does not know; load the stored original."
         )
         self.detail = detail
@@ -157,7 +158,8 @@ class BlueprintMismatchError(ContextError):
     ) -> None:
         what = f" Changes: {changes}." if changes else ""
         super().__init__(
-            f"run {run_id!r} was started with blueprint {expected[0]!r} (digest {expected[1][:12]}) "
+            f"run {run_id!r} was started with blueprint {expected[0]!r} "
+            f"(digest {expected[1][:12]}) "
             f"but is being resumed with blueprint {got[0]!r} (digest {got[1][:12]}).{what} "
             "Resume with the blueprint the run started with."
         )
@@ -256,7 +258,8 @@ class WaitExpiredError(ResumeError):
     def __init__(self, run_id: str, node_id: str, expired_at: datetime, on_timeout: str) -> None:
         super().__init__(
             f"run {run_id!r}: wait {node_id!r} expired at {expired_at.isoformat()}; late decisions "
-            f"are refused. Only the timeout action {on_timeout!r} (what the scheduler sends) applies."
+            f"are refused. Only the timeout action {on_timeout!r} (what the scheduler sends) "
+            "applies."
         )
         self.run_id, self.node_id, self.expired_at = run_id, node_id, expired_at
         self.on_timeout = on_timeout

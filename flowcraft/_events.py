@@ -39,7 +39,7 @@ class FlowEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 @runtime_checkable
 class EventBus(Protocol):
-    """Receives events. ``emit`` may be sync or async; it is awaited when it returns an awaitable."""
+    """Receives events. ``emit`` may be sync or async (an awaitable result is awaited)."""
 
     def emit(self, event: FlowEvent) -> Awaitable[None] | None:
         """Handle one event."""

@@ -178,7 +178,7 @@ def _edge_fn(
         fn = registry.get(key)
         if not callable(fn):
             raise MissingImplementationError(bp.id, where, key)
-        return fn  # type: ignore[no-any-return]
+        return fn
     expr = compile_expression(source, where=where)
 
     def evaluate(ec: EdgeContext) -> Any:

@@ -237,13 +237,24 @@ class FlowRuntime:
         for w in targets:
             node = plan.nodes[w.node_id]
             if w.kind in ("wait", "node"):
-                if w.kind == "wait" and w.expires_at is not None and now >= w.expires_at:
-                    if action != node.on_timeout and not fired:
-                        raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
-                if not fired and node.by_action and action not in node.by_action and not node.default:
-                    raise UnknownActionError(run_id, w.node_id, action, iter_known_actions(
-                        e.definition for e in node.out if e.definition is not None
-                    ))
+                expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
+                if expired and action != node.on_timeout and not fired:
+                    assert w.expires_at is not None
+                    raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
+                if (
+                    not fired
+                    and node.by_action
+                    and action not in node.by_action
+                    and not node.default
+                ):
+                    raise UnknownActionError(
+                        run_id,
+                        w.node_id,
+                        action,
+                        iter_known_actions(
+                            e.definition for e in node.out if e.definition is not None
+                        ),
+                    )
                 if node.schema is not None and w.kind == "wait" and not fired:
                     try:
                         output = msgspec.convert(output, node.schema)
@@ -253,7 +264,9 @@ class FlowRuntime:
                 if has_output or action is not None:
                     what = "a timer" if w.kind == "timer" else "a paused node"
                     raise ResumeDataError(
-                        run_id, w.node_id, f"{what} takes no output or action; resume it with no data"
+                        run_id,
+                        w.node_id,
+                        f"{what} takes no output or action; resume it with no data",
                     )
                 if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
                     raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
@@ -263,7 +276,7 @@ class FlowRuntime:
         ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
         for w in targets:
             del ex.waiting[w.node_id]
-            event = "timeout" if fired and w.kind == "wait" else "resume"
+            event: Any = "timeout" if fired and w.kind == "wait" else "resume"
             ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
             if w.kind in ("wait", "node"):
                 ex.complete(plan.nodes[w.node_id], output, action)
@@ -309,7 +322,9 @@ def _parse_data(
         extra = set(data) - {"output", "action", "by"}
         if extra:
             raise ResumeDataError(
-                run_id, node_id, f"unexpected key(s) {sorted(map(str, extra))}; allowed: output, action, by"
+                run_id,
+                node_id,
+                f"unexpected key(s) {sorted(map(str, extra))}; allowed: output, action, by",
             )
         output, action, by = data.get("output"), data.get("action"), data.get("by")
         has_output = "output" in data
@@ -322,4 +337,3 @@ def _parse_data(
     if by is not None and not isinstance(by, str):
         raise ResumeDataError(run_id, node_id, f"by must be a string, got {by!r}")
     return output, action, by, has_output
-

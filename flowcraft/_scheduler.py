@@ -102,7 +102,9 @@ class Scheduler:
                 continue  # a newer revision replaced it while we were firing others
             try:
                 env = self._rt.load(entry.plan, entry.result)
-                action = entry.plan.nodes[timer.node_id].on_timeout if timer.kind == "expiry" else None
+                action = (
+                    entry.plan.nodes[timer.node_id].on_timeout if timer.kind == "expiry" else None
+                )
                 data = None if action is None else {"action": action}
                 result = await self._rt._resume(entry.plan, env, data, timer.node_id, fired=True)
             except TimerNotDueError:

@@ -110,11 +110,16 @@ class Codec:
             self._writer = _JSON
             self._auto = True
         elif isinstance(serializer, str):
-            raise ValueError(f"serializer must be 'msgpack', 'json' or a Serializer, not {serializer!r}")
+            raise ValueError(
+                f"serializer must be 'msgpack', 'json' or a Serializer, not {serializer!r}"
+            )
         else:
             self._writer = serializer
             self._auto = False
-        self._keys = {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (signing_keys or {}).items()}
+        self._keys = {
+            k: v.encode() if isinstance(v, str) else bytes(v)
+            for k, v in (signing_keys or {}).items()
+        }
         if self._keys and signing_key_id is None:
             signing_key_id = next(reversed(self._keys))
         if signing_key_id is not None and signing_key_id not in self._keys:
@@ -142,7 +147,9 @@ class Codec:
         if self._keys:
             data = self._verify(data)
         elif data.startswith(_SIGNED_MAGIC):
-            raise ContextIntegrityError("the context is signed but this runtime has no signing_keys")
+            raise ContextIntegrityError(
+                "the context is signed but this runtime has no signing_keys"
+            )
         reader = self._writer
         if self._auto and data[:1] in (b"[", b"{"):
             reader = _JSON

@@ -98,9 +98,7 @@ class InMemoryEventLogger:
 
     def format(self) -> str:
         """A readable trace, one event per line."""
-        return "\n".join(
-            f"{e.type:<16} {e.node_id or '':<20} {e.payload!r}" for e in self.events
-        )
+        return "\n".join(f"{e.type:<16} {e.node_id or '':<20} {e.payload!r}" for e in self.events)
 
 
 class _Tee:
