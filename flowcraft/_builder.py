@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Flow", "create_flow"]
 
+_DEFAULTS = NodeConfig()
+
 Duration = float | int | timedelta | str
 
 
@@ -94,14 +96,18 @@ class Flow:
             self._errors.append(
                 InvalidBlueprintError(f"flow {self.id!r}: node {id!r} join must be 'all' or 'any'")
             )
+        settings: dict[str, Any] = {
+            "max_retries": max_retries,
+            "retry_delay": self._ms(retry_delay, f"node {id!r} retry_delay") or 0,
+            "retry_backoff": retry_backoff,
+            "timeout": self._ms(timeout, f"node {id!r} timeout"),
+            "fallback": fallback,
+            "join_strategy": join,
+            "pause_before": pause_before,
+        }
+        # Only non-default settings go into the blueprint, so its JSON stays minimal.
         config = NodeConfig(
-            max_retries=max_retries,
-            retry_delay=self._ms(retry_delay, f"node {id!r} retry_delay") or 0,
-            retry_backoff=retry_backoff,
-            timeout=self._ms(timeout, f"node {id!r} timeout"),
-            fallback=fallback,
-            join_strategy=join,
-            pause_before=pause_before,
+            **{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)}
         )
         self._add(id, uses, params, inputs, config)
         return self
