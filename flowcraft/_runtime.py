@@ -255,7 +255,9 @@ class FlowRuntime:
                             e.definition for e in node.out if e.definition is not None
                         ),
                     )
-                if node.schema is not None and w.kind == "wait" and not fired:
+                if expired and action == node.on_timeout:
+                    output = None  # a timeout carries no decision, whoever delivers it
+                elif node.schema is not None and w.kind == "wait" and not fired:
                     try:
                         output = msgspec.convert(output, node.schema)
                     except msgspec.ValidationError as exc:

@@ -137,9 +137,14 @@ class Scheduler:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run the scheduler loop in the background while the block is open."""
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop)
             try:
                 yield
+            except Exception as exc:
+                error = exc  # re-raised below, unwrapped from the task group's ExceptionGroup
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
