@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -59,6 +59,7 @@ class Scheduler:
         self._on_result = on_result
         self._runs: dict[str, _Entry] = {}
         self.fired = 0
+        self._sleep: tuple[anyio.CancelScope | None, datetime | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"flowcraft.Scheduler(runs={len(self._runs)}, interval={self._interval})"
@@ -87,6 +88,14 @@ class Scheduler:
                     )
         if timers:
             self._runs[result.run_id] = _Entry(plan, result, timers)
+            # Wake the loop early when this deadline comes before the one it sleeps towards.
+            scope, until = self._sleep
+            if (
+                scope is not None
+                and until is not None
+                and min(t.due for t in timers.values()) < until
+            ):
+                scope.cancel()
         else:
             self._runs.pop(result.run_id, None)
 
@@ -132,7 +141,10 @@ class Scheduler:
             if upcoming:
                 until_due = (upcoming[0].due - clock.now()).total_seconds()
                 delay = max(0.0, min(delay, until_due))
-            await clock.sleep(delay)
+            with anyio.CancelScope() as scope:
+                self._sleep = (scope, clock.now() + timedelta(seconds=delay))
+                await clock.sleep(delay)
+            self._sleep = (None, None)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -79,8 +79,11 @@ def test_params_are_copied_so_caller_mutation_does_not_leak() -> None:
         ),
         (lambda f: f.node("a", noop, timeout=-1), InvalidDurationError, "timeout"),
         (lambda f: f.wait("w", timeout="forever"), InvalidDurationError, "wait 'w' timeout"),
-        (lambda f: f.node("a", noop).node("b", noop).edge("a", "b").edge("b", "a"),
-         NoStartNodeError, "no start node"),
+        (
+            lambda f: f.node("a", noop).node("b", noop).edge("a", "b").edge("b", "a"),
+            NoStartNodeError,
+            "no start node",
+        ),
         (lambda f: f.node("a", noop, max_retries=0), InvalidBlueprintError, "max_retries"),
         (lambda f: f.node("a", noop, fallback="a"), InvalidBlueprintError, "itself"),
     ],
@@ -218,7 +221,11 @@ def test_registry_keys_are_module_qualnames() -> None:
     flow = create_flow("f").node("a", noop).node("b", noop).node("c", other)
     assert dict(flow.registry) == {f"{__name__}.noop": noop, f"{__name__}.other": other}
     bp = flow.to_blueprint()
-    assert [n.uses for n in bp.nodes] == [f"{__name__}.noop", f"{__name__}.noop", f"{__name__}.other"]
+    assert [n.uses for n in bp.nodes] == [
+        f"{__name__}.noop",
+        f"{__name__}.noop",
+        f"{__name__}.other",
+    ]
 
 
 def test_lambda_and_closure_keys_are_disambiguated_by_node_not_order() -> None:
@@ -274,9 +281,13 @@ def test_edge_callables_are_registered_and_referenced() -> None:
 
 def test_expression_condition_errors_surface_when_compiled() -> None:
     """An unsafe expression string is refused with a clear message before the run starts."""
-    bp = create_flow("f").node("a", noop).node("b", noop).edge(
-        "a", "b", condition="__import__('os')"
-    ).to_blueprint()
+    bp = (
+        create_flow("f")
+        .node("a", noop)
+        .node("b", noop)
+        .edge("a", "b", condition="__import__('os')")
+        .to_blueprint()
+    )
     rt = FlowRuntime()
     with pytest.raises(InvalidBlueprintError):
         rt.plan(bp, {f"{__name__}.noop": noop})

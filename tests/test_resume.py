@@ -78,7 +78,9 @@ async def paused(clock: FakeClock) -> tuple[Any, FlowRuntime, bytes]:
 
 async def assert_still_resumes(bp: Any, rt: FlowRuntime, ctx: bytes) -> None:
     """The untouched context still resumes correctly after a refused resume."""
-    final = await rt.resume(bp, ctx, {"output": {"approved": True}, "action": "approved"}, "approve")
+    final = await rt.resume(
+        bp, ctx, {"output": {"approved": True}, "action": "approved"}, "approve"
+    )
     assert final.status == "completed"
     assert final.outputs["process"] == "paid"
     assert final.revision == 2
@@ -95,7 +97,9 @@ async def test_resume_follows_the_action(paused: Any) -> None:
 async def test_resume_accepts_a_resume_struct_and_records_who(paused: Any) -> None:
     """Resume(output, action, by) works like the dict and is recorded in history."""
     bp, rt, ctx = paused
-    result = await rt.resume(bp, ctx, Resume(output={"approved": True}, action="approved", by="bob"))
+    result = await rt.resume(
+        bp, ctx, Resume(output={"approved": True}, action="approved", by="bob")
+    )
     assert result.status == "completed"
     resume = [h for h in result.history if h.event == "resume"][0]
     assert (resume.node_id, resume.by, resume.action) == ("approve", "bob", "approved")
@@ -211,7 +215,7 @@ async def test_resume_with_another_blueprint_raises_mismatch(paused: Any) -> Non
         lambda b: b[: len(b) // 2],
         lambda b: b"",
         lambda b: b"\xff" * 20,
-        lambda b: b"{\"not\": \"ours\"}",
+        lambda b: b'{"not": "ours"}',
         lambda b: msgspec.msgpack.encode([99, "x", "y", "z", 1, "s", {}, {}]),
     ],
 )
@@ -239,7 +243,9 @@ async def test_signed_contexts_reject_tampering_and_unsigned_input(clock: FakeCl
     with pytest.raises(ContextIntegrityError, match="unknown key id"):
         await other.resume(bp, ctx, {"action": "approved"})
     rotated = FlowRuntime(
-        registry=flow.registry, clock=clock, signing_keys={"k1": b"secret", "k2": b"new"},
+        registry=flow.registry,
+        clock=clock,
+        signing_keys={"k1": b"secret", "k2": b"new"},
         signing_key_id="k2",
     )
     await assert_still_resumes(bp, rotated, ctx)
@@ -302,7 +308,10 @@ async def test_sleep_resumed_early_raises_timer_not_due_and_changes_nothing(
 ) -> None:
     """A sleep resumed before wake_at raises TimerNotDueError; after it, it passes its input on."""
     flow = (
-        create_flow("f").node("a", lambda n: 42).sleep("nap", duration="5m").node("b", lambda n: n.input)
+        create_flow("f")
+        .node("a", lambda n: 42)
+        .sleep("nap", duration="5m")
+        .node("b", lambda n: n.input)
     )
     flow.edge("a", "nap").edge("nap", "b")
     rt = FlowRuntime(clock=clock)
