@@ -130,7 +130,7 @@ class Codec:
     def encode(self, env: Envelope) -> bytes:
         try:
             data = self._writer.encode(env)
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError, OverflowError) as exc:
             raise _locate_unserializable(env, exc) from exc
         if self._key_id is None:
             return data
@@ -189,6 +189,12 @@ def _locate_unserializable(env: Envelope, exc: Exception) -> SerializationError:
         for key, value in values.items():
             try:
                 probe.encode(value)
-            except (TypeError, msgspec.EncodeError, OverflowError) as inner:
+            except (
+                TypeError,
+                ValueError,
+                RecursionError,
+                msgspec.EncodeError,
+                OverflowError,
+            ) as inner:
                 return SerializationError(f"{where} {key!r} ({type(value).__name__})", str(inner))
     return SerializationError(f"run {env.run_id!r}", str(exc))
