@@ -58,7 +58,6 @@ from ._types import (
 __version__ = "0.1.0"
 
 __all__ = (
-    "EVENT_NAMES",
     "AmbiguousResumeError",
     "Awaiting",
     "Blueprint",
@@ -70,6 +69,7 @@ __all__ = (
     "ContextError",
     "ContextIntegrityError",
     "DuplicateNodeError",
+    "EVENT_NAMES",
     "EdgeContext",
     "EdgeDefinition",
     "EventBus",

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import flowcraft
+import flowcraft.testing
+
+
+def test_all_is_a_sorted_tuple_of_resolvable_names() -> None:
+    """__all__ is a sorted tuple and every name in it resolves."""
+    assert isinstance(flowcraft.__all__, tuple)
+    assert list(flowcraft.__all__) == sorted(flowcraft.__all__)
+    for name in flowcraft.__all__:
+        assert getattr(flowcraft, name) is not None
+
+
+def test_nothing_public_is_missing_from_all() -> None:
+    """Every public attribute of the package is listed in __all__."""
+    public = {
+        name
+        for name in vars(flowcraft)
+        if not name.startswith("_") and name not in {"annotations", "testing", "stores"}
+    }
+    assert public == set(flowcraft.__all__)
+
+
+def test_error_tree_matches_the_design() -> None:
+    """The exception hierarchy has the documented shape."""
+    f = flowcraft
+    assert issubclass(f.BlueprintError, f.FlowcraftError)
+    assert issubclass(f.BlueprintError, ValueError)
+    for leaf in (f.DuplicateNodeError, f.UnknownNodeError, f.MissingImplementationError,
+                 f.InvalidDurationError):
+        assert issubclass(leaf, f.BlueprintError)
+    for leaf in (f.ContextDecodeError, f.ContextIntegrityError, f.BlueprintMismatchError,
+                 f.SerializationError):
+        assert issubclass(leaf, f.ContextError)
+    for leaf in (f.NotAwaitingError, f.NodeNotAwaitingError, f.AmbiguousResumeError,
+                 f.UnknownActionError, f.ResumeDataError, f.TimerNotDueError,
+                 f.WaitExpiredError):
+        assert issubclass(leaf, f.ResumeError)
+    for leaf in (f.RunNotFoundError, f.RevisionConflictError):
+        assert issubclass(leaf, f.StoreError)
+    for cls in (f.NodeExecutionError, f.RunLimitError, f.ContextError, f.ResumeError,
+                f.StoreError):
+        assert issubclass(cls, f.FlowcraftError)
+
+
+def test_reprs_read_as_public_names() -> None:
+    """Reprs name the public path, e.g. flowcraft.FlowRuntime."""
+    assert repr(flowcraft.FlowRuntime()).startswith("flowcraft.FlowRuntime(")
+    assert repr(flowcraft.create_flow("x")).startswith("flowcraft.Flow(")
+    assert repr(flowcraft.testing.FakeClock()).startswith("flowcraft.testing.FakeClock(")
+    assert repr(flowcraft.RunControl()).startswith("flowcraft.RunControl(")
+
+
+def test_testing_module_exports() -> None:
+    """flowcraft.testing offers the documented helpers."""
+    assert set(flowcraft.testing.__all__) >= {"FakeClock", "InMemoryEventLogger", "run_with_trace"}

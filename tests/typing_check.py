@@ -1,0 +1,44 @@
+"""Static typing checks (mypy --strict runs this file; pytest does not collect it)."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from flowcraft import (
+    Awaiting,
+    Blueprint,
+    Flow,
+    FlowRuntime,
+    NodeContext,
+    NodeError,
+    NodeResult,
+    RunResult,
+    create_flow,
+)
+
+
+async def submit(node: NodeContext) -> str:
+    node.context.set("k", 1)
+    return "ok"
+
+
+def decide(node: NodeContext) -> NodeResult[int]:
+    return NodeResult(output=1, action="go")
+
+
+async def check() -> None:
+    flow = create_flow("f").node("a", submit).node("b", decide).wait("w").edge("a", "b")
+    assert_type(flow, Flow)
+    bp = flow.to_blueprint()
+    assert_type(bp, Blueprint)
+    assert_type(bp.digest, str)
+    rt = FlowRuntime(registry=flow.registry)
+    result = await rt.run(bp, {"x": 1})
+    assert_type(result, RunResult)
+    assert_type(result.serialized_context, bytes)
+    assert_type(result.awaiting, tuple[Awaiting, ...])
+    assert_type(result.errors, tuple[NodeError, ...])
+    again = await rt.resume(bp, result.serialized_context, {"output": 1, "action": "go"}, "w")
+    assert_type(again.revision, int)
+    shorthand = await flow.run(rt)
+    assert_type(shorthand, RunResult)
