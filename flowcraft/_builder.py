@@ -51,6 +51,8 @@ class Flow:
         self._edges: list[EdgeDefinition] = []
         self._registry: dict[str, object] = {}
         self._errors: list[BlueprintError] = []  # raised by to_blueprint(), first one wins
+        self._registry_view = MappingProxyType(self._registry)
+        self._blueprint: Blueprint | None = None  # cached until the builder changes
 
     def __repr__(self) -> str:
         return f"flowcraft.Flow({self.id!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
@@ -173,6 +175,7 @@ class Flow:
         ``condition`` and ``transform`` are callables taking an ``EdgeContext`` (or expression
         strings, evaluated safely).
         """
+        self._blueprint = None
         label = f"{source}->{target}"
         cond = condition if isinstance(condition, str | None) else self._fn_ref(condition, label)
         trans = transform if isinstance(transform, str | None) else self._fn_ref(transform, label)
@@ -193,6 +196,8 @@ class Flow:
         """
         if self._errors:
             raise self._errors[0]
+        if self._blueprint is not None:
+            return self._blueprint
         bp = Blueprint(
             id=self.id,
             nodes=tuple(self._nodes),
@@ -200,12 +205,13 @@ class Flow:
             metadata=copy.deepcopy(self._metadata),
         )
         validate(bp)
+        self._blueprint = bp
         return bp
 
     @property
     def registry(self) -> Mapping[str, object]:
         """Read-only mapping from ``uses`` keys to the implementations given to this builder."""
-        return MappingProxyType(self._registry)
+        return self._registry_view
 
     async def run(
         self, runtime: FlowRuntime, state: Mapping[str, Any] | None = None, **kw: Any
@@ -236,6 +242,7 @@ class Flow:
         inputs: str | Mapping[str, str] | None,
         config: NodeConfig | None,
     ) -> None:
+        self._blueprint = None
         if not isinstance(id, str):
             self._errors.append(InvalidBlueprintError(f"node id must be a string, got {id!r}"))
         if config is not None and config == NodeConfig():

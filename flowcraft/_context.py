@@ -75,7 +75,6 @@ class NodeContext:
 
     def __init__(
         self,
-        *,
         context: Context,
         input: Any,
         params: Mapping[str, Any],

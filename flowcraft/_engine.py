@@ -18,6 +18,7 @@ from ._errors import RunLimitError
 from ._events import FlowEvent
 from ._plan import Plan, PlanEdge, PlanNode
 from ._serialize import Envelope, WaitKind, WaitState
+from ._tasks import TaskSet
 from ._types import Awaiting, EdgeContext, HistoryEntry, NodeError, NodeResult
 
 if TYPE_CHECKING:
@@ -103,12 +104,14 @@ class Execution:
         self.failed = False
         self.cancelled = False
         self.steps = 0
-        self.tg: anyio.abc.TaskGroup | None = None
+        self.tasks: TaskSet | None = None
         self.limiter = (
             anyio.CapacityLimiter(rt.concurrency) if rt.concurrency not in (None, 1) else None
         )
         self.serial = rt.concurrency == 1
         self.bus = rt.event_bus
+        self.deps = rt.dependencies
+        self.run_id = env.run_id
         self.pending_events: list[FlowEvent] = []
         self.shared_ctx = Context(self.state)
         self.system_clock = isinstance(rt.clock, SystemClock)
@@ -116,6 +119,7 @@ class Execution:
         self.befores = [m.before_node for m in mw if hasattr(m, "before_node")]
         self.afters = [m.after_node for m in mw if hasattr(m, "after_node")]
         self.arounds = [m.around_node for m in mw if hasattr(m, "around_node")]
+        self.plain = self.bus is None and not (self.befores or self.afters or self.arounds)
 
     # --- driving -----------------------------------------------------------------------------
 
@@ -144,20 +148,35 @@ class Execution:
 
     async def _loop(self) -> None:
         ready = self.ready
+        nodes = self.nodes
         while ready and not self.halted:
             if len(ready) == 1 or self.serial:
                 await self._step(*ready.popleft())
                 continue
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
+            # Nodes that cannot suspend (built-ins, sync functions) need no task: run them now.
+            if self.plain:
+                for _ in range(len(ready)):
+                    item = ready.popleft()
+                    if nodes[item[0]].inline:
+                        await self._step(*item)
+                        if self.halted:
+                            break
+                    else:
+                        ready.append(item)
+                if len(ready) < 2 or self.halted:
+                    continue
+            self.tasks = TaskSet.create()
+            try:
                 self._spawn()
-            self.tg = None
+                await self.tasks.wait()
+            finally:
+                self.tasks = None
 
     def _spawn(self) -> None:
-        tg = self.tg
-        assert tg is not None
+        tasks = self.tasks
+        assert tasks is not None
         while self.ready and not self.halted:
-            tg.start_soon(self._task, *self.ready.popleft())
+            tasks.spawn(self._task, *self.ready.popleft())
 
     async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
         if self.limiter is None:
@@ -168,7 +187,7 @@ class Execution:
                     self.ready.append((node_id, value, gate_open))
                     return
                 await self._step(node_id, value, gate_open)
-        if self.tg is not None:
+        if self.tasks is not None:
             self._spawn()
 
     async def _step(self, node_id: str, value: Any, gate_open: bool) -> None:
@@ -177,6 +196,37 @@ class Execution:
         if self.steps > self.rt.max_steps:
             err = RunLimitError(self.env.run_id, self.rt.max_steps)
             self._record_error(node_id, err, 0)
+            return
+        if node.plain and self.plain:
+            # Hot path: no events, middleware, retries, timeout or input mapping to honour.
+            fn = node.call
+            assert fn is not None
+            nctx = NodeContext(
+                self.shared_ctx, value, node.params, self.deps, node_id, self.run_id, 1
+            )
+            try:
+                result = fn(nctx)
+                if node.is_async or inspect.isawaitable(result):
+                    result = await result
+            except PauseRequested as pause:
+                self._await(node_id, "node", value, note=pause.reason)
+                return
+            except Exception as exc:
+                await self._failed(node, value, exc, 1)
+                return
+            action = None
+            if type(result) is NodeResult:
+                action = result.action
+                result = result.output
+            direct = node.direct
+            if direct is not None:
+                self.outputs[node_id] = result
+                if self.skipped:
+                    self.skipped.discard(node_id)
+                for target in direct:
+                    self.ready.append((target, result, False))
+            else:
+                self.complete(node, result, action)
             return
         if node.definition.inputs is not None:
             value = self._resolve_inputs(node.definition.inputs)
@@ -234,15 +284,7 @@ class Execution:
             if self.bus is not None:
                 ctx = Context(self.state, partial(self._context_change, node.id))
                 self.event("node:start", node.id, {"input": value, "attempt": attempt})
-            nctx = NodeContext(
-                context=ctx,
-                input=value,
-                params=node.params,
-                deps=rt.dependencies,
-                node_id=node.id,
-                run_id=self.env.run_id,
-                attempt=attempt,
-            )
+            nctx = NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
             try:
                 if node.timeout is None:
                     result = await self._invoke(node, nctx)

@@ -66,6 +66,10 @@ class PlanNode:
     schema: Any = None
     description: str | None = None
     sleep: float | datetime | None = None
+    # Fast-path flags, computed once in compile_plan:
+    plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
+    inline: bool = False  # never suspends by itself (built-in or sync task): no task needed
+    direct: tuple[str, ...] | None = None  # every edge unlabelled, unconditioned, to 1-input nodes
 
 
 @dataclass(slots=True, eq=False)
@@ -154,6 +158,29 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         for edge in node.out:
             if not edge.back:
                 nodes[edge.target].fwd_in.append(edge)
+    for node in nodes.values():
+        d = node.definition
+        node.plain = (
+            node.kind == "task"
+            and d.inputs is None
+            and not node.pause_before
+            and node.max_retries == 1
+            and node.timeout is None
+        )
+        node.inline = node.kind != "task" or (
+            not node.is_async
+            and node.timeout is None
+            and (node.max_retries == 1 or node.retry_delay == 0)
+        )
+        if all(
+            e.action is None
+            and e.condition is None
+            and e.transform is None
+            and not e.back
+            and len(nodes[e.target].fwd_in) == 1
+            for e in node.out
+        ):
+            node.direct = tuple(e.target for e in node.out)
     return Plan(blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest)
 
 

@@ -102,7 +102,7 @@ def test_to_blueprint_raises_specific_errors_naming_the_culprit(
 async def test_missing_implementation_is_reported_before_anything_runs() -> None:
     """A uses key absent from the registry raises MissingImplementationError at run()."""
     bp = create_flow("f").node("a", "not-registered").to_blueprint()
-    with pytest.raises(MissingImplementationError, match="'not-registered'.*registry"):
+    with pytest.raises(MissingImplementationError, match=r"'not-registered'.*registry"):
         await FlowRuntime().run(bp)
 
 

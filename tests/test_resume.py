@@ -101,7 +101,7 @@ async def test_resume_accepts_a_resume_struct_and_records_who(paused: Any) -> No
         bp, ctx, Resume(output={"approved": True}, action="approved", by="bob")
     )
     assert result.status == "completed"
-    resume = [h for h in result.history if h.event == "resume"][0]
+    resume = next(h for h in result.history if h.event == "resume")
     assert (resume.node_id, resume.by, resume.action) == ("approve", "bob", "approved")
 
 
@@ -189,7 +189,7 @@ async def test_expired_wait_refuses_late_decisions_but_takes_the_timeout(
     """After the wait's timeout, a human decision raises WaitExpiredError; on_timeout applies."""
     bp, rt, ctx = paused
     clock.advance(timedelta(hours=24, seconds=1))
-    with pytest.raises(WaitExpiredError, match="wait 'approve' expired at .* 'timeout'"):
+    with pytest.raises(WaitExpiredError, match=r"wait 'approve' expired at .* 'timeout'"):
         await rt.resume(bp, ctx, {"output": {"approved": True}, "action": "approved"})
     result = await rt.resume(bp, ctx, {"output": None, "action": "timeout"})
     assert result.outputs["expired"] == "expired"
@@ -366,7 +366,9 @@ async def test_context_resumes_in_a_fresh_process(tmp_path: Path) -> None:
 
         async def main():
             data = open(sys.argv[1] + "/ctx.bin", "rb").read()
-            result = await flow.resume(FlowRuntime(), data, {"output": "alice", "action": "approved"})
+            result = await flow.resume(
+                FlowRuntime(), data, {"output": "alice", "action": "approved"}
+            )
             print(result.status, result.outputs["process"], result.revision)
 
         anyio.run(main)

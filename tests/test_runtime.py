@@ -229,7 +229,7 @@ async def test_failure_is_recorded_not_raised_and_raise_for_status_chains_cause(
 
 
 async def test_retries_wait_with_backoff_on_the_clock() -> None:
-    """retry_delay × retry_backoff^n is enforced through the clock; max_retries counts attempts."""
+    """retry_delay * retry_backoff^n is enforced through the clock; max_retries counts attempts."""
     clock = FakeClock(autojump=True)
     start = clock.now()
     attempts: list[int] = []
@@ -513,3 +513,52 @@ async def test_runtime_registry_is_used_for_string_uses() -> None:
     rt = FlowRuntime(registry={"shared.double": lambda n: 4})
     result = await rt.run(bp)
     assert result.outputs == {"a": 4}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_fan_out_and_join_work_on_every_anyio_backend(anyio_backend: str) -> None:
+    """Parallel async branches overlap and join on asyncio (native tasks) and trio."""
+    gate = anyio.Event()
+    arrived = 0
+
+    async def branch(n: NodeContext) -> str:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 3:
+            gate.set()
+        await gate.wait()  # only returns once all three branches are running at once
+        return n.node_id
+
+    flow = create_flow("f").node("s", const(0)).node("j", echo)
+    for name in ("a", "b", "c"):
+        flow.node(name, branch).edge("s", name).edge(name, "j")
+    with anyio.fail_after(5):
+        result = await flow.run(FlowRuntime())
+    assert result.outputs["j"] == {"a": "a", "b": "b", "c": "c"}
+
+
+async def test_cancelling_a_fan_out_cancels_every_branch() -> None:
+    """RunControl.cancel during a fan-out cancels all in-flight branches and returns cancelled."""
+    control = RunControl()
+    started = 0
+    cancelled = 0
+
+    async def branch(n: NodeContext) -> None:
+        nonlocal started, cancelled
+        started += 1
+        if started == 3:
+            control.cancel()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled += 1
+            raise
+
+    flow = create_flow("f").node("s", const(0))
+    for name in ("a", "b", "c"):
+        flow.node(name, branch).edge("s", name)
+    with anyio.fail_after(5):
+        result = await flow.run(FlowRuntime(), control=control)
+    assert result.status == "cancelled"
+    assert cancelled == 3
+    assert result.outputs == {"s": 0}

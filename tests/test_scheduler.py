@@ -172,5 +172,5 @@ async def test_timers_fire_in_deadline_order_whatever_order_they_were_added(
     expected = [i for _, i in sorted((d, i) for i, d in enumerate(delays))]
     assert sorted(fired) == list(range(len(delays)))
     # Ties may fire in either order; distinct deadlines must be ordered.
-    by_delay = {i: d for i, d in enumerate(delays)}
+    by_delay = dict(enumerate(delays))
     assert [by_delay[i] for i in fired] == sorted(by_delay[i] for i in expected)
