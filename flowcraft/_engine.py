@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._clock import SystemClock
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
 from ._events import FlowEvent
@@ -24,7 +23,7 @@ from ._types import Awaiting, EdgeContext, HistoryEntry, NodeError, NodeResult
 if TYPE_CHECKING:
     from ._runtime import FlowRuntime
 
-__all__ = ["Execution", "RunControl", "public_awaiting"]
+__all__ = ["Execution", "RunControl", "pause_entry", "public_awaiting"]
 
 _OK, _PAUSED, _FAILED = 0, 1, 2
 _ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
@@ -68,6 +67,11 @@ class RunControl:
             scope.cancel()
 
 
+def pause_entry(w: WaitState) -> HistoryEntry:
+    """The history entry of a pause (kept in the waiting record until the node is resumed)."""
+    return HistoryEntry("pause", w.node_id, w.since, w.note or _REASONS[w.kind], w.by)
+
+
 def public_awaiting(w: WaitState) -> Awaiting:
     """The public view of one waiting record."""
     return Awaiting(
@@ -84,6 +88,39 @@ def public_awaiting(w: WaitState) -> Awaiting:
 class Execution:
     """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
 
+    __slots__ = (
+        "afters",
+        "arounds",
+        "befores",
+        "bus",
+        "cancelled",
+        "causes",
+        "control",
+        "deps",
+        "env",
+        "errors",
+        "failed",
+        "history",
+        "joins",
+        "limiter",
+        "nodes",
+        "outputs",
+        "pending_events",
+        "plain",
+        "plan",
+        "ready",
+        "rt",
+        "run_id",
+        "serial",
+        "shared_ctx",
+        "skipped",
+        "state",
+        "steps",
+        "system_clock",
+        "tasks",
+        "waiting",
+    )
+
     def __init__(
         self, rt: FlowRuntime, plan: Plan, env: Envelope, control: RunControl | None
     ) -> None:
@@ -97,7 +134,7 @@ class Execution:
         self.joins = env.joins
         self.history = env.history
         self.errors = env.errors
-        self.skipped = set(env.skipped)
+        self.skipped = set(env.skipped) if env.skipped else set()
         self.control = control
         self.ready: deque[tuple[str, Any, bool]] = deque()
         self.causes: dict[str, BaseException] = {}
@@ -105,21 +142,16 @@ class Execution:
         self.cancelled = False
         self.steps = 0
         self.tasks: TaskSet | None = None
-        self.limiter = (
-            anyio.CapacityLimiter(rt.concurrency) if rt.concurrency not in (None, 1) else None
-        )
+        self.limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
         self.serial = rt.concurrency == 1
         self.bus = rt.event_bus
         self.deps = rt.dependencies
         self.run_id = env.run_id
         self.pending_events: list[FlowEvent] = []
         self.shared_ctx = Context(self.state)
-        self.system_clock = isinstance(rt.clock, SystemClock)
-        mw = rt.middleware
-        self.befores = [m.before_node for m in mw if hasattr(m, "before_node")]
-        self.afters = [m.after_node for m in mw if hasattr(m, "after_node")]
-        self.arounds = [m.around_node for m in mw if hasattr(m, "around_node")]
-        self.plain = self.bus is None and not (self.befores or self.afters or self.arounds)
+        self.system_clock = rt.system_clock
+        self.befores, self.afters, self.arounds = rt.hooks
+        self.plain = self.bus is None and not rt.has_hooks
 
     # --- driving -----------------------------------------------------------------------------
 
@@ -165,6 +197,8 @@ class Execution:
                         ready.append(item)
                 if len(ready) < 2 or self.halted:
                     continue
+            if self.limiter is None and self.rt.concurrency is not None:
+                self.limiter = anyio.CapacityLimiter(self.rt.concurrency)
             self.tasks = TaskSet.create()
             try:
                 self._spawn()
@@ -271,7 +305,6 @@ class Execution:
     ) -> None:
         now = now or self.rt.clock.now()
         self.waiting[node_id] = WaitState(node_id, kind, now, value, wake_at, expires_at, note, by)
-        self.history.append(HistoryEntry("pause", node_id, now, note or _REASONS[kind], by))
         self.event("workflow:pause", node_id, {"reason": _REASONS[kind]})
 
     # --- calling nodes -----------------------------------------------------------------------
@@ -413,6 +446,12 @@ class Execution:
             self.event("node:finish", node.id, {"output": output, "action": action})
         if not node.out:
             return
+        try:
+            self._route(node, output, action)
+        except Exception as exc:  # a user condition/transform raised: the source node fails
+            self._record_error(node.id, exc, 0)
+
+    def _route(self, node: PlanNode, output: Any, action: str | None) -> None:
         ec: EdgeContext | None = None
         taken: list[PlanEdge] = []
         if action is not None:
@@ -432,19 +471,22 @@ class Execution:
                 if self._check(edge, ec):
                     taken.append(edge)
         # A taken back edge means the loop goes on: the node's other exits are undecided, not dead.
-        looping = any(e.back for e in taken)
-        dead: list[PlanEdge] = []
-        for edge in node.out:
-            if edge in taken:
-                value = output
-                if edge.transform is not None:
-                    ec = ec or self._edge_context(output, action)
-                    value = edge.transform(ec)
-                self._arrive(edge, True, value)
-            elif not edge.back and not looping:
-                dead.append(edge)
-        if dead:
-            self._kill(dead)
+        looping = False
+        values: list[Any] = []
+        for edge in taken:
+            looping = looping or edge.back
+            value = output
+            if edge.transform is not None:
+                ec = ec or self._edge_context(output, action)
+                value = edge.transform(ec)
+            values.append(value)
+        for edge, value in zip(taken, values, strict=True):
+            self._arrive(edge, True, value)
+        if len(taken) < len(node.out) and not looping:
+            chosen = set(taken)
+            dead = [e for e in node.out if not e.back and e not in chosen]
+            if dead:
+                self._kill(dead)
 
     def _edge_context(self, output: Any, action: str | None) -> EdgeContext:
         return EdgeContext(
@@ -564,22 +606,25 @@ class Execution:
     def seal(self) -> Envelope:
         """Write the execution's state back into its envelope, with the final status."""
         env = self.env
-        now = self.rt.clock.now()
         if self.cancelled:
             env.status = "cancelled"
-            self.history.append(HistoryEntry("cancel", "", now))
+            self.history.append(HistoryEntry("cancel", "", self.rt.clock.now()))
         elif self.failed:
             env.status = "failed"
         else:
             control = self.control
             if self.ready and control is not None and control.pause_requested is not None:
                 reason, by = control.pause_requested
+                now = self.rt.clock.now()
                 while self.ready:
                     node_id, value, _ = self.ready.popleft()
                     self._await(node_id, "control", value, note=reason, by=by, now=now)
             env.status = "awaiting" if self.waiting else "completed"
         env.waiting = list(self.waiting.values())
-        env.skipped = sorted(self.skipped)
+        env.skipped = sorted(self.skipped) if self.skipped else []
         env.revision += 1
-        self.event("workflow:finish", None, {"status": env.status, "errors": len(self.errors)})
+        if self.bus is not None:
+            self.event(
+                "workflow:finish", None, {"status": env.status, "errors": len(self.errors)}
+            )
         return env

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-from collections import ChainMap, OrderedDict
+import secrets
+from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,7 +13,7 @@ import msgspec
 
 from ._blueprint import Blueprint, iter_known_actions
 from ._clock import Clock, SystemClock
-from ._engine import Execution, RunControl, public_awaiting
+from ._engine import Execution, RunControl, pause_entry, public_awaiting
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
@@ -80,10 +80,17 @@ class FlowRuntime:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.event_bus = event_bus
         self.middleware = tuple(middleware)
+        self.hooks: tuple[list[Any], list[Any], list[Any]] = (
+            [m.before_node for m in self.middleware if hasattr(m, "before_node")],
+            [m.after_node for m in self.middleware if hasattr(m, "after_node")],
+            [m.around_node for m in self.middleware if hasattr(m, "around_node")],
+        )
+        self.has_hooks = any(self.hooks)
+        self.system_clock = type(self.clock) is SystemClock
         self.max_steps = max_steps
         self.concurrency = concurrency if concurrency and concurrency > 0 else None
         self.codec = Codec(serializer, signing_keys, signing_key_id, max_context_bytes)
-        self._plans: OrderedDict[tuple[int, int, int], tuple[object, object, Plan]] = OrderedDict()
+        self._plans: dict[tuple[int, int, int], tuple[object, object, Plan]] = {}
         self.schedulers: list[Scheduler] = []
 
     def __repr__(self) -> str:
@@ -108,7 +115,7 @@ class FlowRuntime:
         plan = self.plan(blueprint, registry)
         env = Envelope(
             format=FORMAT,
-            run_id=run_id or uuid.uuid4().hex,
+            run_id=run_id or secrets.token_urlsafe(12),
             blueprint_id=blueprint.id,
             digest=plan.digest[:_DIGEST_CHARS],
             revision=0,
@@ -152,7 +159,6 @@ class FlowRuntime:
         key = (id(blueprint), id(registry), id(self.registry))
         hit = self._plans.get(key)
         if hit is not None:
-            self._plans.move_to_end(key)
             return hit[2]
         reg: Mapping[str, object] = self.registry
         if registry is not None:
@@ -161,7 +167,7 @@ class FlowRuntime:
         # Holding the blueprint and registry keeps their ids from being reused while cached.
         self._plans[key] = (blueprint, registry, plan)
         if len(self._plans) > _PLAN_CACHE_SIZE:
-            self._plans.popitem(last=False)
+            del self._plans[next(iter(self._plans))]
         return plan
 
     def load(self, plan: Plan, serialized_context: bytes | RunResult) -> Envelope:
@@ -279,6 +285,7 @@ class FlowRuntime:
         for w in targets:
             del ex.waiting[w.node_id]
             event: Any = "timeout" if fired and w.kind == "wait" else "resume"
+            ex.history.append(pause_entry(w))
             ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
             if w.kind in ("wait", "node"):
                 ex.complete(plan.nodes[w.node_id], output, action)
@@ -304,7 +311,7 @@ class FlowRuntime:
             errors=tuple(env.errors),
             serialized_context=data,
             blueprint_id=env.blueprint_id,
-            history=tuple(env.history),
+            history=(*env.history, *map(pause_entry, env.waiting)),
             _causes=ex.causes,
         )
         for sched in self.schedulers:

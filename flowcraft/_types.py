@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
@@ -94,8 +94,7 @@ class EdgeContext:
     """A read-only view of the run's state."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of one ``run`` or ``resume`` call: a snapshot plus the bytes to resume from."""
 
     status: RunStatus
@@ -105,10 +104,10 @@ class RunResult:
     outputs: dict[str, Any]
     awaiting: tuple[Awaiting, ...]
     errors: tuple[NodeError, ...]
-    serialized_context: bytes = field(repr=False)
+    serialized_context: bytes
     blueprint_id: str = ""
-    history: tuple[HistoryEntry, ...] = field(default=(), repr=False)
-    _causes: Mapping[str, BaseException] = field(default_factory=dict, repr=False, compare=False)
+    history: tuple[HistoryEntry, ...] = ()
+    _causes: Mapping[str, BaseException] = {}  # in-process only: the original exceptions
 
     def __repr__(self) -> str:
         waiting = [a.node_id for a in self.awaiting]
