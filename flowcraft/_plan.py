@@ -80,6 +80,7 @@ class Plan:
     nodes: dict[str, PlanNode]
     starts: list[str]
     digest: str
+    start_items: tuple[tuple[str, None, bool], ...] = ()
 
 
 def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
@@ -181,7 +182,10 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
             for e in node.out
         ):
             node.direct = tuple(e.target for e in node.out)
-    return Plan(blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest)
+    start_items = tuple((s, None, False) for s in starts)
+    return Plan(
+        blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest, start_items=start_items
+    )
 
 
 def _lookup(bp: Blueprint, d: NodeDefinition, key: str, registry: Registry) -> object:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
+import base64
+import os
 from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -115,7 +116,7 @@ class FlowRuntime:
         plan = self.plan(blueprint, registry)
         env = Envelope(
             format=FORMAT,
-            run_id=run_id or secrets.token_urlsafe(12),
+            run_id=run_id or _new_run_id(),
             blueprint_id=blueprint.id,
             digest=plan.digest[:_DIGEST_CHARS],
             revision=0,
@@ -124,8 +125,9 @@ class FlowRuntime:
             outputs={},
         )
         ex = Execution(self, plan, env, control)
-        ex.event("workflow:start", None, {})
-        ex.ready.extend((node_id, None, False) for node_id in plan.starts)
+        if self.event_bus is not None:
+            ex.event("workflow:start", None, {})
+        ex.ready.extend(plan.start_items)
         await ex.drive()
         return await self._finish(plan, ex)
 
@@ -281,7 +283,8 @@ class FlowRuntime:
 
         # Everything checked: from here on the resume is applied.
         ex = Execution(self, plan, env, control)
-        ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
+        if self.event_bus is not None:
+            ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
         for w in targets:
             del ex.waiting[w.node_id]
             event: Any = "timeout" if fired and w.kind == "wait" else "resume"
@@ -317,6 +320,11 @@ class FlowRuntime:
         for sched in self.schedulers:
             sched.observe(plan, result, env)
         return result
+
+
+def _new_run_id() -> str:
+    """96 random bits, URL-safe: unique across processes without coordination."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
 
 
 def _parse_data(
