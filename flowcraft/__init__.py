@@ -40,6 +40,7 @@ from ._errors import (
     WaitExpiredError,
 )
 from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
+from ._nodes import BaseNode
 from ._runtime import FlowRuntime
 from ._scheduler import PendingTimer, Scheduler
 from ._serialize import Serializer
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AmbiguousResumeError",
     "Awaiting",
+    "BaseNode",
     "Blueprint",
     "BlueprintError",
     "BlueprintMismatchError",

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+import msgspec
+
 from ._blueprint import (
     CALLABLE_PREFIX,
     Blueprint,
@@ -53,6 +55,7 @@ class Flow:
         self._errors: list[BlueprintError] = []  # raised by to_blueprint(), first one wins
         self._registry_view = MappingProxyType(self._registry)
         self._blueprint: Blueprint | None = None  # cached until the builder changes
+        self._loops: set[str] = set()
 
     def __repr__(self) -> str:
         return f"flowcraft.Flow({self.id!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
@@ -108,9 +111,7 @@ class Flow:
             "pause_before": pause_before,
         }
         # Only non-default settings go into the blueprint, so its JSON stays minimal.
-        config = NodeConfig(
-            **{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)}
-        )
+        config = NodeConfig(**{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)})
         self._add(id, uses, params, inputs, config)
         return self
 
@@ -186,6 +187,28 @@ class Flow:
         )
         return self
 
+    def loop(
+        self,
+        id: str,
+        *,
+        start: str,
+        end: str,
+        condition: Callable[[Any], Any] | str,
+    ) -> Self:
+        """Add a loop controller: after ``end``, go back to ``start`` while ``condition`` holds.
+
+        The condition sees the state (``context.i`` or just ``i`` in an expression, or an
+        ``EdgeContext`` for a callable). Edges you add from ``id`` are the loop's exits: they are
+        taken once the condition is false (action ``break``).
+        """
+        self._blueprint = None
+        cond = condition if isinstance(condition, str) else self._fn_ref(condition, id)
+        self._add(id, "loop-controller", {"condition": cond}, None, NodeConfig(join_strategy="any"))
+        self._loops.add(id)
+        self._edges.append(EdgeDefinition(source=end, target=id))
+        self._edges.append(EdgeDefinition(source=id, target=start, action="continue"))
+        return self
+
     # --- output ------------------------------------------------------------------------------
 
     def to_blueprint(self) -> Blueprint:
@@ -198,10 +221,17 @@ class Flow:
             raise self._errors[0]
         if self._blueprint is not None:
             return self._blueprint
+        # Plain edges out of a loop controller are its exits.
+        edges = tuple(
+            msgspec.structs.replace(e, action="break")
+            if e.source in self._loops and e.action is None
+            else e
+            for e in self._edges
+        )
         bp = Blueprint(
             id=self.id,
             nodes=tuple(self._nodes),
-            edges=tuple(self._edges),
+            edges=edges,
             metadata=copy.deepcopy(self._metadata),
         )
         validate(bp)

@@ -15,6 +15,7 @@ import anyio
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
 from ._events import FlowEvent
+from ._nodes import BaseNode, maybe_await
 from ._plan import Plan, PlanEdge, PlanNode
 from ._serialize import Envelope, WaitKind, WaitState
 from ._tasks import TaskSet
@@ -313,13 +314,28 @@ class Execution:
         rt = self.rt
         ctx = self.shared_ctx
         last: Exception | None = None
+        instance: BaseNode | None = None
+        prepared: Any = None
+        if node.cls is not None:
+            # Class node: one instance and one prep() per execution; exec() is what is retried.
+            nctx = self._node_context(node, value, 1)
+            try:
+                instance = node.cls(node.params, node.id)
+                prepared = await maybe_await(instance.prep(nctx))
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as exc:
+                return await self._class_failed(node, instance, nctx, exc, 1)
         for attempt in range(1, node.max_retries + 1):
             if self.bus is not None:
                 ctx = Context(self.state, partial(self._context_change, node.id))
                 self.event("node:start", node.id, {"input": value, "attempt": attempt})
             nctx = NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
             try:
-                if node.timeout is None:
+                if instance is not None:
+                    call = partial(instance.exec, prepared)
+                    result = await self._invoke(node, nctx, call, node.timeout)
+                elif node.timeout is None:
                     result = await self._invoke(node, nctx)
                 else:
                     result = await self._invoke_with_timeout(node, nctx, node.timeout)
@@ -335,15 +351,70 @@ class Execution:
                     if delay > 0:
                         await rt.clock.sleep(delay)
                     continue
+                if instance is not None:
+                    return await self._class_failed(node, instance, nctx, exc, attempt)
                 self.event("node:error", node.id, {"error": repr(exc), "attempt": attempt})
                 return _FAILED, exc, attempt
+            if instance is not None:
+                try:
+                    result = await maybe_await(instance.post(result, nctx))
+                except PauseRequested as pause:
+                    return _PAUSED, pause.reason
+                except Exception as exc:
+                    return await self._class_failed(node, instance, nctx, exc, attempt, post=True)
             if type(result) is NodeResult:
                 return _OK, result.output, result.action
             return _OK, result, None
         raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover
 
-    async def _invoke(self, node: PlanNode, nctx: NodeContext) -> Any:
-        fn = node.call
+    def _node_context(self, node: PlanNode, value: Any, attempt: int) -> NodeContext:
+        ctx = self.shared_ctx
+        if self.bus is not None:
+            ctx = Context(self.state, partial(self._context_change, node.id))
+        return NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
+
+    async def _class_failed(
+        self,
+        node: PlanNode,
+        instance: BaseNode | None,
+        nctx: NodeContext,
+        exc: Exception,
+        attempt: int,
+        *,
+        post: bool = False,
+    ) -> tuple[Any, ...]:
+        """Every exec attempt failed (or prep/post raised): fallback(), post(), else recover()."""
+        error = exc
+        if instance is not None and not post:
+            try:
+                result = await maybe_await(instance.fallback(exc, nctx))
+                result = await maybe_await(instance.post(result, nctx))
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as again:
+                error = again
+            else:
+                if type(result) is NodeResult:
+                    return _OK, result.output, result.action
+                return _OK, result, None
+        if instance is not None:
+            try:
+                await maybe_await(instance.recover(error, nctx))
+            except Exception as cleanup:  # a failing cleanup must not hide the real error
+                error.__context__ = cleanup
+        self.event("node:error", node.id, {"error": repr(error), "attempt": attempt})
+        return _FAILED, error, attempt
+
+    async def _invoke(
+        self,
+        node: PlanNode,
+        nctx: NodeContext,
+        call: Callable[[NodeContext], Any] | None = None,
+        limit: float | None = None,
+    ) -> Any:
+        if limit is not None:
+            return await self._invoke_with_timeout(node, nctx, limit, call)
+        fn = call if call is not None else node.call
         assert fn is not None
         if not (self.befores or self.afters or self.arounds):
             result = fn(nctx)
@@ -351,13 +422,13 @@ class Execution:
                 result = await result
             return result
 
-        async def call() -> Any:
+        async def innermost() -> Any:
             result = fn(nctx)
             if inspect.isawaitable(result):
                 result = await result
             return result
 
-        chain: Callable[[], Awaitable[Any]] = call
+        chain: Callable[[], Awaitable[Any]] = innermost
         for around in reversed(self.arounds):
             chain = partial(around, nctx, chain)
         for before in self.befores:
@@ -372,12 +443,18 @@ class Execution:
             await after(nctx, result, None)
         return result
 
-    async def _invoke_with_timeout(self, node: PlanNode, nctx: NodeContext, seconds: float) -> Any:
+    async def _invoke_with_timeout(
+        self,
+        node: PlanNode,
+        nctx: NodeContext,
+        seconds: float,
+        call: Callable[[NodeContext], Any] | None = None,
+    ) -> Any:
         message = f"node {node.id!r} timed out after {seconds:g}s (attempt {nctx.attempt})"
         if self.system_clock:
             try:
                 with anyio.fail_after(seconds):
-                    return await self._invoke(node, nctx)
+                    return await self._invoke(node, nctx, call)
             except TimeoutError:
                 raise TimeoutError(message) from None
         # Any other clock (e.g. FakeClock): race the node against clock.sleep.
@@ -393,7 +470,7 @@ class Execution:
 
             tg.start_soon(watchdog)
             try:
-                outcome.append((True, await self._invoke(node, nctx)))
+                outcome.append((True, await self._invoke(node, nctx, call)))
             except (Exception, PauseRequested) as exc:
                 outcome.append((False, exc))
             tg.cancel_scope.cancel()
@@ -624,7 +701,5 @@ class Execution:
         env.skipped = sorted(self.skipped) if self.skipped else []
         env.revision += 1
         if self.bus is not None:
-            self.event(
-                "workflow:finish", None, {"status": env.status, "errors": len(self.errors)}
-            )
+            self.event("workflow:finish", None, {"status": env.status, "errors": len(self.errors)})
         return env

@@ -18,6 +18,7 @@ from ._blueprint import (
     sleep_seconds,
 )
 from ._errors import InvalidBlueprintError, MissingImplementationError
+from ._nodes import BaseNode, loop_controller
 from ._types import EdgeContext
 
 __all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan"]
@@ -66,6 +67,7 @@ class PlanNode:
     schema: Any = None
     description: str | None = None
     sleep: float | datetime | None = None
+    cls: type[BaseNode] | None = None  # a class node: prep / exec (retried) / post
     # Fast-path flags, computed once in compile_plan:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
     inline: bool = False  # never suspends by itself (built-in or sync task): no task needed
@@ -115,6 +117,17 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         elif d.uses == "sleep":
             node.kind = "sleep"
             node.sleep = sleep_seconds(d, bp.id)
+        elif d.uses == "loop-controller":
+            source = (d.params or {}).get("condition")
+            if not isinstance(source, str):
+                raise InvalidBlueprintError(
+                    f"flow {bp.id!r}: loop controller {d.id!r} needs a 'condition' expression "
+                    "string (or a registered callable reference) in its params."
+                )
+            where = f"flow {bp.id!r}: loop {d.id!r} condition"
+            cond = _edge_fn(bp, source, registry, where, compile_expression)
+            assert cond is not None
+            node.call = loop_controller(cond)
         elif d.uses in BUILTIN_USES:
             raise InvalidBlueprintError(
                 f"flow {bp.id!r}: node {d.id!r} uses the built-in {d.uses!r}, which this version "
@@ -127,6 +140,8 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
                     f"flow {bp.id!r}: node {d.id!r}: registry entry {d.uses!r} is not callable "
                     f"({type(impl).__name__}); register a function taking a NodeContext."
                 )
+            if isinstance(impl, type) and issubclass(impl, BaseNode):
+                node.cls = impl
             node.call = impl
             node.is_async = inspect.iscoroutinefunction(impl) or inspect.iscoroutinefunction(
                 getattr(impl, "__call__", None)  # noqa: B004 - async callable objects
@@ -163,13 +178,15 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         d = node.definition
         node.plain = (
             node.kind == "task"
+            and node.cls is None
             and d.inputs is None
             and not node.pause_before
             and node.max_retries == 1
             and node.timeout is None
         )
         node.inline = node.kind != "task" or (
-            not node.is_async
+            node.cls is None
+            and not node.is_async
             and node.timeout is None
             and (node.max_retries == 1 or node.retry_delay == 0)
         )
@@ -183,9 +200,7 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         ):
             node.direct = tuple(e.target for e in node.out)
     start_items = tuple((s, None, False) for s in starts)
-    return Plan(
-        blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest, start_items=start_items
-    )
+    return Plan(blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest, start_items=start_items)
 
 
 def _lookup(bp: Blueprint, d: NodeDefinition, key: str, registry: Registry) -> object:

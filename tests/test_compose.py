@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from flowcraft import BaseNode, FlowRuntime, NodeContext, NodeResult, create_flow
+from flowcraft.testing import FakeClock
+
+
+def echo(n: NodeContext) -> Any:
+    return n.input
+
+
+class Recorder(BaseNode):
+    calls: ClassVar[list[str]] = []
+
+    async def prep(self, node: NodeContext) -> Any:
+        self.calls.append("prep")
+        return {"item": node.input, "factor": self.params.get("factor", 1)}
+
+    async def exec(self, prepared: Any, node: NodeContext) -> Any:
+        self.calls.append(f"exec{node.attempt}")
+        if node.attempt < 2:
+            raise RuntimeError("transient")
+        return prepared["item"] * prepared["factor"]
+
+    def post(self, result: Any, node: NodeContext) -> Any:  # sync is fine too
+        self.calls.append("post")
+        return NodeResult(output=result, action="big" if result > 10 else "small")
+
+
+async def test_class_node_runs_prep_once_retries_exec_then_post() -> None:
+    """prep runs once, exec is retried, post shapes output and action (TS lifecycle)."""
+    Recorder.calls = []
+    flow = (
+        create_flow("f")
+        .node("src", lambda n: 6)
+        .node("calc", Recorder, params={"factor": 3}, max_retries=2)
+        .node("big", echo)
+        .node("small", echo)
+        .edge("src", "calc")
+        .edge("calc", "big", action="big")
+        .edge("calc", "small", action="small")
+    )
+    result = await flow.run(FlowRuntime())
+    assert Recorder.calls == ["prep", "exec1", "exec2", "post"]
+    assert result.outputs["calc"] == 18
+    assert result.outputs["big"] == 18
+    assert "small" not in result.outputs
+
+
+class WithFallback(BaseNode):
+    events: ClassVar[list[str]] = []
+
+    async def exec(self, prepared: Any, node: NodeContext) -> Any:
+        raise ValueError("always")
+
+    async def fallback(self, error: Exception, node: NodeContext) -> Any:
+        self.events.append(f"fallback:{error}")
+        return "degraded"
+
+
+class Broken(BaseNode):
+    events: ClassVar[list[str]] = []
+
+    async def exec(self, prepared: Any, node: NodeContext) -> Any:
+        raise ValueError("broken")
+
+    async def recover(self, error: Exception, node: NodeContext) -> None:
+        self.events.append(f"recover:{error}")
+
+
+async def test_class_fallback_method_turns_failure_into_a_result() -> None:
+    """fallback() after the last attempt supplies the output."""
+    WithFallback.events = []
+    clock = FakeClock(autojump=True)
+    flow = create_flow("f").node("a", WithFallback, max_retries=3, retry_delay=1)
+    result = await flow.run(FlowRuntime(clock=clock))
+    assert result.status == "completed"
+    assert result.outputs["a"] == "degraded"
+    assert WithFallback.events == ["fallback:always"]
+
+
+async def test_class_recover_runs_before_the_failure_is_recorded() -> None:
+    """recover() cleans up, then the run fails with the original error."""
+    Broken.events = []
+    result = await create_flow("f").node("a", Broken).run(FlowRuntime())
+    assert result.status == "failed"
+    assert result.errors[0].type == "ValueError"
+    assert Broken.events == ["recover:broken"]
+
+
+async def test_class_node_without_exec_fails_clearly() -> None:
+    """A BaseNode subclass that forgot exec() fails with NotImplementedError, not silently."""
+
+    class Empty(BaseNode):
+        pass
+
+    result = await create_flow("f").node("a", Empty).run(FlowRuntime())
+    assert result.errors[0].type == "NotImplementedError"
+    assert "must implement exec" in result.errors[0].message
+
+
+def bump(n: NodeContext) -> int:
+    i = int(n.context.get("i", 0)) + 1
+    n.context.set("i", i)
+    return i
+
+
+async def test_loop_repeats_body_until_condition_false_then_breaks() -> None:
+    """.loop() re-runs start..end while the condition holds, then takes its exit edges."""
+    runs: list[int] = []
+
+    def body(n: NodeContext) -> int:
+        runs.append(bump(n))
+        return runs[-1]
+
+    flow = (
+        create_flow("f")
+        .node("init", lambda n: n.context.set("i", 0))
+        .node("body", body)
+        .node("check", echo)
+        .loop("again", start="body", end="check", condition="i < 3")
+        .node("after", echo)
+        .edge("init", "body")
+        .edge("body", "check")
+        .edge("again", "after")
+    )
+    bp = flow.to_blueprint()
+    assert {(e.source, e.target, e.action) for e in bp.edges} >= {
+        ("check", "again", None),
+        ("again", "body", "continue"),
+        ("again", "after", "break"),
+    }
+    result = await flow.run(FlowRuntime())
+    assert result.status == "completed"
+    assert runs == [1, 2, 3]
+    assert result.outputs["after"] == 3
+
+
+async def test_loop_with_a_multi_node_body_respects_inner_actions() -> None:
+    """Inner edges and actions of a loop body are honoured on every iteration."""
+    seen: list[str] = []
+
+    def route(n: NodeContext) -> NodeResult[int]:
+        i = bump(n)
+        return NodeResult(output=i, action="odd" if i % 2 else "even")
+
+    def mark(tag: str) -> Any:
+        def inner(n: NodeContext) -> Any:
+            seen.append(f"{tag}{n.input}")
+            return n.input
+
+        return inner
+
+    flow = (
+        create_flow("f")
+        .node("start", lambda n: None)
+        .node("route", route)
+        .node("odd", mark("odd"))
+        .node("even", mark("even"))
+        .node("end", echo, join="any")
+        .loop("loop", start="route", end="end", condition=lambda ec: ec.context["i"] < 4)
+        .edge("start", "route")
+        .edge("route", "odd", action="odd")
+        .edge("route", "even", action="even")
+        .edge("odd", "end")
+        .edge("even", "end")
+    )
+    result = await flow.run(FlowRuntime())
+    assert result.status == "completed"
+    assert seen == ["odd1", "even2", "odd3", "even4"]
+
+
+async def test_wait_inside_a_loop_pauses_every_iteration() -> None:
+    """A wait in a loop body pauses on each pass; each resume continues into the next pass."""
+    flow = (
+        create_flow("f")
+        .node("start", lambda n: None)
+        .node("work", bump)
+        .wait("approve")
+        .loop("loop", start="work", end="approve", condition="i < 3")
+        .node("done", echo)
+        .edge("start", "work")
+        .edge("work", "approve")
+        .edge("loop", "done")
+    )
+    rt = FlowRuntime()
+    result = await flow.run(rt)
+    passes = 0
+    while result.status == "awaiting":
+        passes += 1
+        assert result.context["i"] == passes
+        result = await flow.resume(rt, result.serialized_context, {"output": f"ok{passes}"})
+    assert passes == 3
+    assert result.outputs["done"] == "ok3"
+
+
+async def test_unsafe_loop_condition_is_refused() -> None:
+    """A loop condition that is not a safe expression fails at compile time."""
+    from flowcraft import InvalidBlueprintError
+
+    flow = create_flow("f").node("a", echo)
+    flow.loop("l", start="a", end="a", condition="__import__('os')")
+    flow.node("s", echo).edge("s", "a")
+    with pytest.raises(InvalidBlueprintError):
+        await flow.run(FlowRuntime())
