@@ -209,6 +209,29 @@ class Flow:
         self._edges.append(EdgeDefinition(source=id, target=start, action="continue"))
         return self
 
+    def subflow(
+        self,
+        id: str,
+        blueprint_id: str,
+        *,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Add a node that runs another blueprint (from ``FlowRuntime(blueprints=...)``).
+
+        ``inputs`` maps child state keys to parent state keys / node ids (default: the child
+        state is ``{"input": <this node's input>}``); ``outputs`` maps parent state keys to child
+        node ids / state keys. The node's output is the child's terminal output. A wait or sleep
+        in the child surfaces in the parent's ``awaiting`` as ``"<id>/<child node>"``.
+        """
+        params: dict[str, Any] = {"blueprintId": blueprint_id}
+        if inputs:
+            params["inputs"] = dict(inputs)
+        if outputs:
+            params["outputs"] = dict(outputs)
+        self._add(id, "subflow", params, None, None)
+        return self
+
     # --- output ------------------------------------------------------------------------------
 
     def to_blueprint(self) -> Blueprint:

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
@@ -19,12 +20,20 @@ from ._nodes import BaseNode, maybe_await
 from ._plan import Plan, PlanEdge, PlanNode
 from ._serialize import Envelope, WaitKind, WaitState
 from ._tasks import TaskSet
-from ._types import Awaiting, EdgeContext, HistoryEntry, NodeError, NodeResult
+from ._types import Awaiting, EdgeContext, HistoryEntry, NodeError, NodeResult, RunResult
 
 if TYPE_CHECKING:
     from ._runtime import FlowRuntime
 
-__all__ = ["Execution", "RunControl", "pause_entry", "public_awaiting"]
+__all__ = [
+    "Execution",
+    "RunControl",
+    "SubflowError",
+    "awaiting_of",
+    "flat_waiting",
+    "pause_entry",
+    "public_awaiting",
+]
 
 _OK, _PAUSED, _FAILED = 0, 1, 2
 _ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
@@ -34,6 +43,7 @@ _REASONS: dict[str, Any] = {
     "gate": "pause",
     "node": "pause",
     "control": "pause",
+    "subflow": "wait",
 }
 
 
@@ -68,15 +78,37 @@ class RunControl:
             scope.cancel()
 
 
+class SubflowError(Exception):
+    """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
+
+
+def flat_waiting(waiting: list[WaitState], prefix: str = "") -> list[tuple[str, WaitState]]:
+    """Every awaiting record with its path id; a subflow's waits read ``"node/child"``."""
+    flat: list[tuple[str, WaitState]] = []
+    for w in waiting:
+        if w.kind == "subflow" and w.sub:
+            flat.extend(flat_waiting(w.sub, f"{prefix}{w.node_id}/"))
+        else:
+            flat.append((prefix + w.node_id, w))
+    return flat
+
+
+def awaiting_of(waiting: list[WaitState]) -> tuple[Awaiting, ...]:
+    """The public awaiting records of a run, subflow waits included under their path ids."""
+    if not any(w.kind == "subflow" for w in waiting):
+        return tuple(map(public_awaiting, waiting))
+    return tuple(public_awaiting(w, path) for path, w in flat_waiting(waiting))
+
+
 def pause_entry(w: WaitState) -> HistoryEntry:
     """The history entry of a pause (kept in the waiting record until the node is resumed)."""
     return HistoryEntry("pause", w.node_id, w.since, w.note or _REASONS[w.kind], w.by)
 
 
-def public_awaiting(w: WaitState) -> Awaiting:
+def public_awaiting(w: WaitState, path: str | None = None) -> Awaiting:
     """The public view of one waiting record."""
     return Awaiting(
-        node_id=w.node_id,
+        node_id=path or w.node_id,
         reason=_REASONS[w.kind],
         since=w.since,
         wake_at=w.wake_at,
@@ -94,6 +126,7 @@ class Execution:
         "arounds",
         "befores",
         "bus",
+        "cancel_note",
         "cancelled",
         "causes",
         "control",
@@ -141,6 +174,7 @@ class Execution:
         self.causes: dict[str, BaseException] = {}
         self.failed = False
         self.cancelled = False
+        self.cancel_note: tuple[str | None, str | None] = (None, None)
         self.steps = 0
         self.tasks: TaskSet | None = None
         self.limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
@@ -265,7 +299,9 @@ class Execution:
             return
         if node.definition.inputs is not None:
             value = self._resolve_inputs(node.definition.inputs)
-        if node.kind != "task":
+        if node.kind == "subflow":
+            await self._subflow(node, value)
+        elif node.kind != "task":
             self._await_builtin(node, value)
         elif node.pause_before and not gate_open:
             self._await(node.id, "gate", value, note="pause_before")
@@ -279,6 +315,53 @@ class Execution:
                 await self._failed(node, value, outcome[1], outcome[2])
         if self.pending_events:
             await self.flush()
+
+    async def _subflow(self, node: PlanNode, value: Any) -> None:
+        """Run the child blueprint in-process; its waits surface as this node's waits."""
+        assert node.subflow is not None
+        child = self.rt.child_plan(node.subflow, self.plan)
+        if node.sub_inputs is None:
+            state: dict[str, Any] = {"input": value}
+        else:
+            state = {name: self._lookup(key) for name, key in node.sub_inputs.items()}
+        result, env = await self.rt.start(child, state, f"{self.run_id}/{node.id}", nested=True)
+        self.subflow_done(node, value, child, result, env)
+
+    def subflow_done(
+        self, node: PlanNode, value: Any, child: Plan, result: RunResult, env: Envelope
+    ) -> None:
+        """Apply a child run's outcome to its subflow node."""
+        if result.status == "awaiting":
+            now = self.rt.clock.now()
+            self.waiting[node.id] = WaitState(
+                node.id,
+                "subflow",
+                now,
+                {"input": value, "context": result.serialized_context},
+                note=f"subflow {node.subflow}",
+                sub=list(env.waiting),
+            )
+            return
+        if result.status != "completed":
+            err = result.errors[0] if result.errors else None
+            where = f" at node {err.node_id!r}" if err else ""
+            detail = f"{err.type}: {err.message}" if err else result.status
+            exc = SubflowError(f"subflow {node.subflow!r} {result.status}{where}: {detail}")
+            cause = result._causes.get(err.node_id) if err else None
+            exc.__cause__ = cause
+            self._record_error(node.id, exc, 1)
+            if err is not None:
+                # Keep the child's own error type visible in the record.
+                self.errors[-1] = msgspec.structs.replace(self.errors[-1], type=err.type)
+            return
+        outputs = result.outputs
+        if node.sub_outputs:
+            for parent_key, child_key in node.sub_outputs.items():
+                found = outputs.get(child_key, result.context.get(child_key))
+                self.state[parent_key] = found
+        done = [t for t in child.terminals if t in outputs]
+        output = outputs[done[0]] if len(done) == 1 else {t: outputs[t] for t in done}
+        self.complete(node, output, None)
 
     def _await_builtin(self, node: PlanNode, value: Any) -> None:
         now = self.rt.clock.now()
@@ -685,7 +768,8 @@ class Execution:
         env = self.env
         if self.cancelled:
             env.status = "cancelled"
-            self.history.append(HistoryEntry("cancel", "", self.rt.clock.now()))
+            reason, by = self.cancel_note
+            self.history.append(HistoryEntry("cancel", "", self.rt.clock.now(), reason, by))
         elif self.failed:
             env.status = "failed"
         else:

@@ -68,6 +68,9 @@ class PlanNode:
     description: str | None = None
     sleep: float | datetime | None = None
     cls: type[BaseNode] | None = None  # a class node: prep / exec (retried) / post
+    subflow: str | None = None  # the child blueprint id of a subflow node
+    sub_inputs: dict[str, str] | None = None
+    sub_outputs: dict[str, str] | None = None
     # Fast-path flags, computed once in compile_plan:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
     inline: bool = False  # never suspends by itself (built-in or sync task): no task needed
@@ -83,9 +86,25 @@ class Plan:
     starts: list[str]
     digest: str
     start_items: tuple[tuple[str, None, bool], ...] = ()
+    registry: Mapping[str, object] = field(default_factory=dict)
+    terminals: tuple[str, ...] = ()
 
 
-def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
+def _str_map(value: object, flow_id: str, node_id: str, what: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return dict(value)
+    raise InvalidBlueprintError(
+        f"flow {flow_id!r}: subflow {node_id!r} {what} must map names to names, got {value!r}"
+    )
+
+
+def compile_plan(
+    bp: Blueprint, registry: Registry, blueprints: Mapping[str, object] | None = None
+) -> Plan:
     """Resolve every node and edge of ``bp`` against ``registry``; raise for what is missing."""
     from ._expr import compile_expression
 
@@ -117,6 +136,19 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         elif d.uses == "sleep":
             node.kind = "sleep"
             node.sleep = sleep_seconds(d, bp.id)
+        elif d.uses in ("subflow", "SubflowNode"):
+            params = d.params or {}
+            child = params.get("blueprintId")
+            if not isinstance(child, str) or (blueprints is not None and child not in blueprints):
+                known = ", ".join(map(repr, blueprints or ())) or "none"
+                raise InvalidBlueprintError(
+                    f"flow {bp.id!r}: subflow {d.id!r} needs blueprint {child!r}, which the "
+                    f"runtime does not have (known: {known}). Pass FlowRuntime(blueprints=...)."
+                )
+            node.kind = "subflow"
+            node.subflow = child
+            node.sub_inputs = _str_map(params.get("inputs"), bp.id, d.id, "inputs")
+            node.sub_outputs = _str_map(params.get("outputs"), bp.id, d.id, "outputs")
         elif d.uses == "loop-controller":
             source = (d.params or {}).get("condition")
             if not isinstance(source, str):
@@ -184,7 +216,7 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
             and node.max_retries == 1
             and node.timeout is None
         )
-        node.inline = node.kind != "task" or (
+        node.inline = node.kind in ("wait", "sleep") or (
             node.cls is None
             and not node.is_async
             and node.timeout is None
@@ -200,7 +232,16 @@ def compile_plan(bp: Blueprint, registry: Registry) -> Plan:
         ):
             node.direct = tuple(e.target for e in node.out)
     start_items = tuple((s, None, False) for s in starts)
-    return Plan(blueprint=bp, nodes=nodes, starts=starts, digest=bp.digest, start_items=start_items)
+    terminals = tuple(n.id for n in nodes.values() if not n.out)
+    return Plan(
+        blueprint=bp,
+        nodes=nodes,
+        starts=starts,
+        digest=bp.digest,
+        start_items=start_items,
+        registry=registry,
+        terminals=terminals,
+    )
 
 
 def _lookup(bp: Blueprint, d: NodeDefinition, key: str, registry: Registry) -> object:

@@ -14,10 +14,11 @@ import msgspec
 
 from ._blueprint import Blueprint, iter_known_actions
 from ._clock import Clock, SystemClock
-from ._engine import Execution, RunControl, pause_entry, public_awaiting
+from ._engine import Execution, RunControl, awaiting_of, flat_waiting, pause_entry
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
+    InvalidBlueprintError,
     NodeNotAwaitingError,
     NotAwaitingError,
     ResumeDataError,
@@ -27,10 +28,11 @@ from ._errors import (
 )
 from ._events import EventBus, Middleware
 from ._plan import Plan, compile_plan
-from ._serialize import FORMAT, Codec, Envelope, Serializer
+from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
 from ._types import HistoryEntry, Resume, ResumeData, RunResult
 
 if TYPE_CHECKING:
+    from ._builder import Flow
     from ._scheduler import Scheduler
 
 __all__ = ["FlowRuntime"]
@@ -63,7 +65,7 @@ class FlowRuntime:
         self,
         *,
         registry: Mapping[str, object] | None = None,
-        blueprints: Mapping[str, Blueprint] | None = None,
+        blueprints: Mapping[str, Blueprint | Flow] | None = None,
         dependencies: Mapping[str, Any] | None = None,
         serializer: str | Serializer | None = None,
         signing_keys: Mapping[str, bytes | str] | None = None,
@@ -76,7 +78,14 @@ class FlowRuntime:
         max_context_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.registry: Mapping[str, object] = registry if registry is not None else {}
-        self.blueprints: Mapping[str, Blueprint] = dict(blueprints or {})
+        self.blueprints: dict[str, Blueprint] = {}
+        self._child_registries: dict[str, Mapping[str, object]] = {}
+        for key, value in (blueprints or {}).items():
+            if isinstance(value, Blueprint):
+                self.blueprints[key] = value
+            else:  # a Flow builder: its blueprint and its registry
+                self.blueprints[key] = value.to_blueprint()
+                self._child_registries[key] = value.registry
         self.dependencies: Mapping[str, Any] = dict(dependencies or {})
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.event_bus = event_bus
@@ -114,10 +123,22 @@ class FlowRuntime:
         ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
+        return (await self.start(plan, initial_state, run_id, control=control))[0]
+
+    async def start(
+        self,
+        plan: Plan,
+        initial_state: Mapping[str, Any] | None,
+        run_id: str | None,
+        *,
+        control: RunControl | None = None,
+        nested: bool = False,
+    ) -> tuple[RunResult, Envelope]:
+        """Start a run of a compiled plan (``run`` without the lookups); also the envelope."""
         env = Envelope(
             format=FORMAT,
             run_id=run_id or _new_run_id(),
-            blueprint_id=blueprint.id,
+            blueprint_id=plan.blueprint.id,
             digest=plan.digest[:_DIGEST_CHARS],
             revision=0,
             status="running",
@@ -129,7 +150,79 @@ class FlowRuntime:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
         await ex.drive()
-        return await self._finish(plan, ex)
+        return await self._finish(plan, ex, nested)
+
+    def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
+        """The plan of a subflow's child blueprint, resolved with the parent's registry."""
+        bp = self.blueprints.get(blueprint_id)
+        if bp is None:
+            raise InvalidBlueprintError(
+                f"subflow blueprint {blueprint_id!r} is not known to this runtime; "
+                "pass FlowRuntime(blueprints={...})."
+            )
+        own = self._child_registries.get(blueprint_id)
+        registry = parent.registry if own is None else ChainMap(dict(own), dict(parent.registry))
+        key = (id(bp), id(parent.registry), -1)
+        hit = self._plans.get(key)
+        if hit is not None:
+            return hit[2]
+        plan = compile_plan(bp, registry, self.blueprints)
+        self._plans[key] = (bp, parent.registry, plan)
+        return plan
+
+    async def inspect(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | RunResult,
+        *,
+        registry: Mapping[str, object] | None = None,
+    ) -> RunResult:
+        """Decode a stored context into a ``RunResult`` without running anything."""
+        plan = self.plan(blueprint, registry)
+        env = self.load(plan, serialized_context)
+        data = (
+            serialized_context.serialized_context
+            if isinstance(serialized_context, RunResult)
+            else bytes(serialized_context)
+        )
+        return self._result(env, data, {})
+
+    async def fire(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | RunResult,
+        node_id: str,
+        *,
+        registry: Mapping[str, object] | None = None,
+        control: RunControl | None = None,
+        by: str | None = None,
+    ) -> RunResult:
+        """Fire a due timer, or time out an expired wait along its ``on_timeout`` action.
+
+        This is what a scheduler does; ``TimerNotDueError`` if the deadline has not come.
+        """
+        plan = self.plan(blueprint, registry)
+        env = self.load(plan, serialized_context)
+        return await self._resume(plan, env, None, node_id, control=control, by=by, fired=True)
+
+    async def cancel(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | RunResult,
+        *,
+        reason: str | None = None,
+        by: str | None = None,
+        registry: Mapping[str, object] | None = None,
+    ) -> RunResult:
+        """Cancel an awaiting run: it ends ``cancelled`` with everything done so far kept."""
+        plan = self.plan(blueprint, registry)
+        env = self.load(plan, serialized_context)
+        if env.status != "awaiting":
+            raise NotAwaitingError(env.run_id, env.status)
+        ex = Execution(self, plan, env, None)
+        ex.cancelled = True
+        ex.cancel_note = (reason, by)
+        return (await self._finish(plan, ex))[0]
 
     async def resume(
         self,
@@ -165,7 +258,7 @@ class FlowRuntime:
         reg: Mapping[str, object] = self.registry
         if registry is not None:
             reg = ChainMap(dict(registry), dict(self.registry)) if self.registry else registry
-        plan = compile_plan(blueprint, reg)
+        plan = compile_plan(blueprint, reg, self.blueprints)
         # Holding the blueprint and registry keeps their ids from being reused while cached.
         self._plans[key] = (blueprint, registry, plan)
         if len(self._plans) > _PLAN_CACHE_SIZE:
@@ -222,12 +315,48 @@ class FlowRuntime:
         fired: bool = False,
     ) -> RunResult:
         """Validate a resume against ``env`` (changing nothing), then apply it and run on."""
+        result, _ = await self._resume_env(
+            plan, env, data, node_id, control=control, by=by, fired=fired
+        )
+        return result
+
+    async def _resume_env(
+        self,
+        plan: Plan,
+        env: Envelope,
+        data: ResumeData,
+        node_id: str | None,
+        *,
+        control: RunControl | None = None,
+        by: str | None = None,
+        fired: bool = False,
+        nested: bool = False,
+    ) -> tuple[RunResult, Envelope]:
         run_id = env.run_id
         waiting = {w.node_id: w for w in env.waiting}
         if env.status != "awaiting" or not waiting:
             raise NotAwaitingError(run_id, env.status)
         output, action, who, has_output = _parse_data(data, run_id, node_id)
         who = by if by is not None else who
+        paths = [path for path, _ in flat_waiting(env.waiting)]
+        if node_id is None and len(paths) == 1:
+            node_id = paths[0] if "/" in paths[0] else None
+        if node_id is not None and node_id not in waiting and "/" in node_id:
+            head, rest = node_id.split("/", 1)
+            parent = waiting.get(head)
+            if parent is not None and parent.kind == "subflow":
+                return await self._resume_child(
+                    plan,
+                    env,
+                    parent,
+                    rest,
+                    data,
+                    action,
+                    control=control,
+                    by=who,
+                    fired=fired,
+                    nested=nested,
+                )
         if node_id is None:
             controls = [w for w in env.waiting if w.kind == "control"]
             if len(waiting) == 1:
@@ -235,17 +364,19 @@ class FlowRuntime:
             elif controls and len(controls) == len(waiting) and not has_output and action is None:
                 targets = controls
             else:
-                raise AmbiguousResumeError(run_id, tuple(waiting))
+                raise AmbiguousResumeError(run_id, tuple(paths))
         else:
             target = waiting.get(node_id)
-            if target is None:
-                raise NodeNotAwaitingError(run_id, node_id, tuple(waiting))
+            if target is None or target.kind == "subflow":
+                raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
             targets = [target]
         now = self.clock.now()
         for w in targets:
             node = plan.nodes[w.node_id]
             if w.kind in ("wait", "node"):
                 expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
+                if fired and expired and action is None:
+                    action = node.on_timeout
                 if expired and action != node.on_timeout and not fired:
                     assert w.expires_at is not None
                     raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
@@ -297,29 +428,71 @@ class FlowRuntime:
             else:
                 ex.ready.append((w.node_id, w.input, True))
         await ex.drive()
-        return await self._finish(plan, ex)
+        return await self._finish(plan, ex, nested)
 
-    async def _finish(self, plan: Plan, ex: Execution) -> RunResult:
+    async def _resume_child(
+        self,
+        plan: Plan,
+        env: Envelope,
+        parent: WaitState,
+        child_id: str,
+        data: ResumeData,
+        action: str | None,
+        *,
+        control: RunControl | None,
+        by: str | None,
+        fired: bool,
+        nested: bool,
+    ) -> tuple[RunResult, Envelope]:
+        """Resume a wait inside a subflow, then continue the parent with the child's outcome."""
+        node = plan.nodes[parent.node_id]
+        assert node.subflow is not None
+        child = self.child_plan(node.subflow, plan)
+        stored = parent.input if isinstance(parent.input, dict) else {}
+        child_env = self.codec.decode(stored.get("context", b""))
+        # The child validates first: a refused resume raises before the parent changes.
+        try:
+            result, new_env = await self._resume_env(
+                child, child_env, data, child_id, control=control, by=by, fired=fired, nested=True
+            )
+        except NodeNotAwaitingError:
+            paths = tuple(path for path, _ in flat_waiting(env.waiting))
+            raise NodeNotAwaitingError(env.run_id, f"{parent.node_id}/{child_id}", paths) from None
+        ex = Execution(self, plan, env, control)
+        del ex.waiting[parent.node_id]
+        now = self.clock.now()
+        path = f"{parent.node_id}/{child_id}"
+        ex.history.append(HistoryEntry("resume", path, now, None, by, action))
+        ex.subflow_done(node, stored.get("input"), child, result, new_env)
+        await ex.drive()
+        return await self._finish(plan, ex, nested)
+
+    async def _finish(
+        self, plan: Plan, ex: Execution, nested: bool = False
+    ) -> tuple[RunResult, Envelope]:
         env = ex.seal()
         if ex.pending_events:
             await ex.flush()
-        data = self.codec.encode(env)
-        result = RunResult(
+        result = self._result(env, self.codec.encode(env), ex.causes)
+        if not nested:  # a subflow's timers belong to its parent run
+            for sched in self.schedulers:
+                sched.observe(plan, result, env)
+        return result, env
+
+    def _result(self, env: Envelope, data: bytes, causes: Mapping[str, BaseException]) -> RunResult:
+        return RunResult(
             status=env.status,  # type: ignore[arg-type]
             run_id=env.run_id,
             revision=env.revision,
             context=env.state,
             outputs=env.outputs,
-            awaiting=tuple(public_awaiting(w) for w in env.waiting),
+            awaiting=awaiting_of(env.waiting),
             errors=tuple(env.errors),
             serialized_context=data,
             blueprint_id=env.blueprint_id,
             history=(*env.history, *map(pause_entry, env.waiting)),
-            _causes=ex.causes,
+            _causes=causes,
         )
-        for sched in self.schedulers:
-            sched.observe(plan, result, env)
-        return result
 
 
 def _new_run_id() -> str:

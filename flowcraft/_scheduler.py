@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import inspect
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
+from ._engine import flat_waiting
 from ._errors import FlowcraftError, TimerNotDueError
 from ._plan import Plan
 from ._serialize import Envelope
@@ -60,6 +63,8 @@ class Scheduler:
         self._runs: dict[str, _Entry] = {}
         self.fired = 0
         self._sleep: tuple[anyio.CancelScope | None, datetime | None] = (None, None)
+        self._heap: list[tuple[datetime, int, PendingTimer]] = []
+        self._seq = itertools.count()
 
     def __repr__(self) -> str:
         return f"flowcraft.Scheduler(runs={len(self._runs)}, interval={self._interval})"
@@ -77,47 +82,46 @@ class Scheduler:
             return
         timers: dict[str, PendingTimer] = {}
         if result.status == "awaiting":
-            for w in env.waiting:
+            for path, w in flat_waiting(env.waiting):
+                kind: Literal["timer", "expiry"]
                 if w.kind == "timer" and w.wake_at is not None:
-                    timers[w.node_id] = PendingTimer(
-                        run_id=result.run_id, node_id=w.node_id, due=w.wake_at, kind="timer"
-                    )
+                    due, kind = w.wake_at, "timer"
                 elif w.kind == "wait" and w.expires_at is not None:
-                    timers[w.node_id] = PendingTimer(
-                        run_id=result.run_id, node_id=w.node_id, due=w.expires_at, kind="expiry"
-                    )
-        if timers:
-            self._runs[result.run_id] = _Entry(plan, result, timers)
-            # Wake the loop early when this deadline comes before the one it sleeps towards.
-            scope, until = self._sleep
-            if (
-                scope is not None
-                and until is not None
-                and min(t.due for t in timers.values()) < until
-            ):
-                scope.cancel()
-        else:
+                    due, kind = w.expires_at, "expiry"
+                else:
+                    continue
+                timer = PendingTimer(run_id=result.run_id, node_id=path, due=due, kind=kind)
+                timers[path] = timer
+                heapq.heappush(self._heap, (due, next(self._seq), timer))
+        if not timers:
             self._runs.pop(result.run_id, None)
+            return
+        self._runs[result.run_id] = _Entry(plan, result, timers)
+        # Wake the loop early when this deadline comes before the one it sleeps towards.
+        scope, until = self._sleep
+        if scope is not None and until is not None and self._heap[0][0] < until:
+            scope.cancel()
+
+    def _live(self, timer: PendingTimer) -> bool:
+        entry = self._runs.get(timer.run_id)
+        return entry is not None and entry.timers.get(timer.node_id) is timer
 
     async def tick(self) -> int:
-        """Fire every deadline that is due now; return how many fired."""
+        """Fire every deadline that is due now, earliest first; return how many fired."""
         now = self._rt.clock.now()
         count = 0
-        for timer in self.pending():
-            if timer.due > now:
-                break
-            entry = self._runs.get(timer.run_id)
-            if entry is None or entry.timers.get(timer.node_id) != timer:
-                continue  # a newer revision replaced it while we were firing others
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
+            if not self._live(timer):
+                continue  # replaced by a newer revision of its run, or already fired
+            entry = self._runs[timer.run_id]
             try:
                 env = self._rt.load(entry.plan, entry.result)
-                action = (
-                    entry.plan.nodes[timer.node_id].on_timeout if timer.kind == "expiry" else None
-                )
-                data = None if action is None else {"action": action}
-                result = await self._rt._resume(entry.plan, env, data, timer.node_id, fired=True)
+                result = await self._rt._resume(entry.plan, env, None, timer.node_id, fired=True)
             except TimerNotDueError:
-                continue
+                heapq.heappush(heap, (timer.due, next(self._seq), timer))
+                break
             except FlowcraftError:
                 log.exception("scheduler: dropping %s/%s", timer.run_id, timer.node_id)
                 entry.timers.pop(timer.node_id, None)
@@ -132,15 +136,20 @@ class Scheduler:
                     await res
         return count
 
+    def _next_due(self) -> datetime | None:
+        heap = self._heap
+        while heap and not self._live(heap[0][2]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     async def _loop(self) -> None:
         clock = self._rt.clock
         while True:
             await self.tick()
             delay = self._interval
-            upcoming = self.pending()
-            if upcoming:
-                until_due = (upcoming[0].due - clock.now()).total_seconds()
-                delay = max(0.0, min(delay, until_due))
+            due = self._next_due()
+            if due is not None:
+                delay = max(0.0, min(delay, (due - clock.now()).total_seconds()))
             with anyio.CancelScope() as scope:
                 self._sleep = (scope, clock.now() + timedelta(seconds=delay))
                 await clock.sleep(delay)

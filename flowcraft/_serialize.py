@@ -18,7 +18,7 @@ __all__ = ["FORMAT", "Codec", "Envelope", "Serializer", "WaitState"]
 #: Envelope format written by this version. Older formats stay decodable (golden tests).
 FORMAT = 1
 
-WaitKind = Literal["wait", "timer", "gate", "node", "control"]
+WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow"]
 
 
 class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -32,6 +32,7 @@ class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
     expires_at: datetime | None = None
     note: str | None = None
     by: str | None = None
+    sub: list[WaitState] = []  # a subflow's own waits (kind "subflow")
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):

@@ -206,3 +206,99 @@ async def test_unsafe_loop_condition_is_refused() -> None:
     flow.node("s", echo).edge("s", "a")
     with pytest.raises(InvalidBlueprintError):
         await flow.run(FlowRuntime())
+
+
+def child_flow() -> Any:
+    return (
+        create_flow("child")
+        .node("prepare", lambda n: f"prepared {n.context.get('input')}")
+        .wait("review")
+        .node("finish", lambda n: f"{n.input} finished")
+        .edge("prepare", "review")
+        .edge("review", "finish", action="ok")
+    )
+
+
+async def test_subflow_runs_child_and_surfaces_its_wait_under_a_path() -> None:
+    """A wait inside a subflow shows as "parent-node/child-wait"; resuming it finishes both."""
+    child = child_flow()
+    parent = (
+        create_flow("parent")
+        .node("start", lambda n: "order-7")
+        .subflow("check", "child", outputs={"checked": "finish"})
+        .node("after", lambda n: f"after: {n.input}")
+        .edge("start", "check")
+        .edge("check", "after")
+    )
+    rt = FlowRuntime(blueprints={"child": child})
+    first = await parent.run(rt)
+    assert first.status == "awaiting"
+    assert [a.node_id for a in first.awaiting] == ["check/review"]
+    final = await parent.resume(
+        rt, first.serialized_context, {"output": "looks good", "action": "ok"}, "check/review"
+    )
+    assert final.status == "completed"
+    assert final.outputs["check"] == "looks good finished"
+    assert final.outputs["after"] == "after: looks good finished"
+    assert final.context["checked"] == "looks good finished"
+    assert any(h.node_id == "check/review" and h.event == "resume" for h in final.history)
+
+
+async def test_subflow_resume_errors_leave_parent_unchanged() -> None:
+    """A refused resume of a child wait raises and the parent context still resumes."""
+    from flowcraft import NodeNotAwaitingError, UnknownActionError
+
+    rt = FlowRuntime(blueprints={"child": child_flow()})
+    parent = (
+        create_flow("parent").node("s", lambda n: 1).subflow("check", "child").edge("s", "check")
+    )
+    first = await parent.run(rt)
+    with pytest.raises(UnknownActionError, match="review"):
+        await parent.resume(rt, first.serialized_context, {"action": "nope"}, "check/review")
+    with pytest.raises(NodeNotAwaitingError, match="check/review"):
+        await parent.resume(rt, first.serialized_context, {"action": "ok"}, "check/ghost")
+    done = await parent.resume(rt, first.serialized_context, {"output": "x", "action": "ok"})
+    assert done.status == "completed"
+
+
+async def test_subflow_failure_fails_the_parent_with_the_child_error() -> None:
+    """A failing child node fails the parent, naming the child node and keeping the type."""
+
+    def boom(n: NodeContext) -> None:
+        raise KeyError("lost")
+
+    child = create_flow("child").node("bad", boom)
+    parent = create_flow("parent").subflow("sub", "child")
+    result = await parent.run(FlowRuntime(blueprints={"child": child}))
+    assert result.status == "failed"
+    assert result.errors[0].node_id == "sub"
+    assert result.errors[0].type == "KeyError"
+    assert "at node 'bad'" in result.errors[0].message
+
+
+async def test_sleep_inside_a_subflow_is_fired_by_the_scheduler() -> None:
+    """A child's timer registers with the parent's run and fires through the path id."""
+    import anyio
+
+    clock = FakeClock()
+    child = create_flow("child").node("a", lambda n: 5).sleep("nap", duration=60).edge("a", "nap")
+    parent = create_flow("parent").subflow("sub", "child").node("z", echo).edge("sub", "z")
+    rt = FlowRuntime(blueprints={"child": child}, clock=clock, registry=parent.registry)
+    results: list[Any] = []
+    async with rt.scheduler(interval=10, on_result=results.append) as scheduler:
+        first = await rt.run(parent.to_blueprint())
+        assert [t.node_id for t in scheduler.pending()] == ["sub/nap"]
+        assert first.awaiting[0].reason == "timer"
+        clock.advance(60)
+        await anyio.wait_all_tasks_blocked()
+    assert [r.status for r in results] == ["completed"]
+    assert results[0].outputs["z"] == 5
+
+
+async def test_subflow_with_unknown_blueprint_is_refused_before_running() -> None:
+    """A subflow naming a blueprint the runtime lacks fails with a clear message."""
+    from flowcraft import InvalidBlueprintError
+
+    parent = create_flow("parent").subflow("sub", "nowhere")
+    with pytest.raises(InvalidBlueprintError, match="needs blueprint 'nowhere'"):
+        await parent.run(FlowRuntime())

@@ -13,6 +13,8 @@ EXAMPLES = ROOT / "examples"
 
 # One phrase per example that only appears when its own final asserts have passed.
 KEY_PHRASES = {
+    "approval_service.py": "approval service: OK",
+    "durable_timers.py": "durable timers: OK",
     "delayed_notification.py": "delayed notification: OK",
     "escalation.py": "escalation: OK",
     "expense_approval.py": "expense approval: OK",

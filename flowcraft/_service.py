@@ -1,0 +1,696 @@
+"""``FlowService``: durable runs on a ``RunStore``, with a durable scheduler.
+
+What is exactly-once and what is at-least-once:
+
+* **Exactly-once**: state transitions and applied resumes. Every write of a run is a
+  compare-and-set on the stored revision, so of two writers starting from the same revision one
+  wins and nothing of the other is stored. A resume sent again with the same
+  ``idempotency_key`` returns the first result and runs nothing.
+* **At-least-once**: node side effects. A node may run again when its process dies before the
+  result is stored (the run is recovered from its last checkpoint), or in the losing process of a
+  race. Make side effects idempotent (pass ``node.run_id`` to the systems you call).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import anyio
+import msgspec
+
+from ._blueprint import Blueprint
+from ._builder import Flow
+from ._engine import RunControl, pause_entry, public_awaiting
+from ._errors import (
+    FlowcraftError,
+    NotAwaitingError,
+    ResumeError,
+    RevisionConflictError,
+    StoreError,
+)
+from ._runtime import FlowRuntime
+from ._types import HistoryEntry, Resume, ResumeData, RunResult
+from .stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
+
+if TYPE_CHECKING:
+    from .stores._scheduler import DurableScheduler
+
+__all__ = ["FlowService", "UnknownFlowError"]
+
+log = logging.getLogger("flowcraft.service")
+
+Durability: TypeAlias = Literal["pause", "step"]
+FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
+Duration: TypeAlias = "float | timedelta"
+SCHEDULER = "scheduler"
+
+
+class UnknownFlowError(FlowcraftError, LookupError):
+    """The service was asked to start a flow it was not given."""
+
+    def __init__(self, flow_id: str, known: Sequence[str]) -> None:
+        names = ", ".join(map(repr, known)) or "none"
+        super().__init__(
+            f"flow {flow_id!r} is not registered with this FlowService (known: {names}). "
+            "Pass it in FlowService(..., flows=[...])."
+        )
+        self.flow_id = flow_id
+
+
+class _Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a running run was asked to do: replayed by recovery after a crash."""
+
+    kind: Literal["start", "resume"]
+    state: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    node_id: str | None = None
+    by: str | None = None
+    key: str | None = None
+
+
+class _Control(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A pause or cancel request for a run executing in some process."""
+
+    kind: Literal["pause", "cancel"]
+    at: datetime
+    reason: str | None = None
+    by: str | None = None
+    request_id: str | None = None
+
+
+_ENC = msgspec.msgpack.Encoder()
+_INTENT = msgspec.msgpack.Decoder(_Intent)
+_CONTROL = msgspec.msgpack.Decoder(_Control)
+
+
+def _seconds(value: Duration) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _control_key(revision: int) -> str:
+    return f"\0control:{revision}"
+
+
+def _data_dict(data: ResumeData) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    if isinstance(data, Resume):
+        out: dict[str, Any] = {"output": data.output, "action": data.action, "by": data.by}
+        return {k: v for k, v in out.items() if v is not None}
+    return dict(data)
+
+
+class FlowService:
+    """The durable front door: start, resume, pause and cancel runs kept in a ``RunStore``.
+
+    Args:
+        runtime: The (stateless) runtime executing runs; its clock drives expiries and leases.
+        store: Where runs live (``SqliteStore()`` is the embedded default).
+        flows: ``Flow`` builders, or ``(blueprint, registry)`` pairs, by flow id.
+        durability: ``"pause"`` persists at every pause and at the end; ``"step"`` also writes a
+            checkpoint before executing a resume so a crash mid-resume is recovered.
+        max_pause: How long a run may await before it counts as expired: one duration for every
+            flow, or a mapping by flow id (key ``"*"`` for the others).
+        cancel_expired: Let the scheduler cancel expired runs (otherwise they are only listed).
+        lease_ttl: Seconds a process owns a run it executes; renewed while it runs.
+        poll_interval: Seconds between checks for pause/cancel requests from other processes.
+    """
+
+    def __init__(
+        self,
+        runtime: FlowRuntime,
+        store: RunStore,
+        flows: Sequence[FlowSpec] = (),
+        *,
+        durability: Durability = "pause",
+        max_pause: Duration | Mapping[str, Duration] | None = None,
+        cancel_expired: bool = False,
+        lease_ttl: float = 30.0,
+        poll_interval: float = 1.0,
+        owner: str | None = None,
+    ) -> None:
+        if durability not in ("pause", "step"):
+            raise ValueError(f"durability must be 'pause' or 'step', not {durability!r}")
+        self.runtime = runtime
+        self.store = store
+        self.durability: Durability = durability
+        self.cancel_expired = cancel_expired
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.owner = owner or uuid.uuid4().hex
+        self._flows: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
+        for spec in flows:
+            bp, reg = (spec.to_blueprint(), spec.registry) if isinstance(spec, Flow) else spec
+            self._flows[bp.id] = (bp, reg)
+        if max_pause is None or isinstance(max_pause, float | int | timedelta):
+            self._max_pause = {"*": max_pause} if max_pause is not None else {}
+        else:
+            self._max_pause = dict(max_pause)
+        self._controls: dict[str, RunControl] = {}
+        self.busy: set[str] = set()  # runs a scheduler/recovery task of this service works on
+        self._requests: dict[str, _Control] = {}
+
+    def __repr__(self) -> str:
+        return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self._flows)!r})"
+
+    # --- public API --------------------------------------------------------------------------
+
+    async def start(
+        self, flow_id: str, state: Mapping[str, Any] | None = None, *, run_id: str | None = None
+    ) -> RunResult:
+        """Start a run of ``flow_id``, store it, and execute it until it finishes or awaits.
+
+        The run is stored (status ``"running"``) before its first node executes, so it can be
+        listed, paused from another process, and recovered if this process dies.
+        """
+        bp, reg = self._flow(flow_id)
+        run_id = run_id or uuid.uuid4().hex
+        now = self.runtime.clock.now()
+        initial = dict(state) if state else {}
+        marker = StoredRun(
+            run_id=run_id,
+            flow_id=flow_id,
+            status="running",
+            revision=0,
+            created_at=now,
+            updated_at=now,
+            intent=_ENC.encode(_Intent(kind="start", state=initial)),
+        )
+        self._controls[run_id] = RunControl()
+        try:
+            await self.store.create(marker, history=[HistoryRecord(at=now, event="start")])
+            await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
+            return await self._execute(
+                marker,
+                lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c),
+            )
+        finally:
+            self._controls.pop(run_id, None)
+
+    async def resume(
+        self,
+        run_id: str,
+        data: ResumeData = None,
+        node_id: str | None = None,
+        *,
+        by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult:
+        """Resume a stored run and store the outcome with compare-and-set.
+
+        With ``idempotency_key``, a decision delivered again returns the first result and runs
+        nothing. Of two different concurrent resumes one wins; the other raises
+        ``RevisionConflictError`` (or ``NodeNotAwaitingError`` once the winner is stored) and
+        nothing of it is stored. A held run (``pause`` of an awaiting run) is released by
+        ``resume(run_id)`` with no data.
+        """
+        if idempotency_key is not None:
+            first = await self.store.recall(run_id, idempotency_key)
+            if first is not None:
+                return self._rebuild(await self.store.get(run_id), first)
+        stored = await self.store.get(run_id)
+        if stored.status == "running":
+            raise NotAwaitingError(run_id, "running")
+        if (
+            stored.held
+            and data is None
+            and node_id is None
+            and stored.status == "awaiting"
+            and "pause" not in stored.reasons
+        ):
+            return await self._release(stored, by)
+        bp, reg = self._flow(stored.flow_id)
+        base = stored
+        if self.durability == "step":
+            intent = _Intent(
+                kind="resume", data=_data_dict(data), node_id=node_id, by=by, key=idempotency_key
+            )
+            now = self.runtime.clock.now()
+            base = self._replace(
+                stored, status="running", intent=_ENC.encode(intent), updated_at=now
+            )
+            await self.store.save(base, stored.revision)
+            await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
+        self._controls[run_id] = RunControl()
+        try:
+            return await self._execute(
+                base,
+                lambda c: self.runtime.resume(
+                    bp, stored.context, data, node_id, registry=reg, control=c, by=by
+                ),
+                key=idempotency_key,
+                restore=stored if base is not stored else None,
+            )
+        except ResumeError:
+            if idempotency_key is not None:  # a duplicate delivery was stored meanwhile
+                first = await self.store.recall(run_id, idempotency_key)
+                if first is not None:
+                    return self._rebuild(stored, first)
+            raise
+        finally:
+            self._controls.pop(run_id, None)
+
+    async def pause(
+        self,
+        run_id: str,
+        *,
+        reason: str | None = None,
+        by: str | None = None,
+        request_id: str | None = None,
+    ) -> StoredRun:
+        """Pause a run, recording who, when, why and the request id.
+
+        A running run pauses at its next node boundary, in this or another process (requests
+        travel through the store). An awaiting run is held: its timers and expiries do not
+        fire until ``resume(run_id)`` with no data releases it.
+
+        Raises:
+            NotAwaitingError: the run already finished.
+        """
+        now = self.runtime.clock.now()
+        request = _Control(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
+        control = self._controls.get(run_id)
+        if control is not None:
+            self._requests[run_id] = request
+            control.pause(reason, by)
+            return await self.store.get(run_id)
+        while True:
+            stored = await self.store.get(run_id)
+            if stored.status in FINISHED:
+                raise NotAwaitingError(run_id, stored.status)
+            await self.store.remember(run_id, _control_key(stored.revision), _ENC.encode(request))
+            if stored.status == "running":
+                return stored
+            held = self._replace(
+                stored,
+                held=True,
+                due_at=None,
+                paused_at=now,
+                paused_by=by,
+                pause_reason=reason,
+                pause_request_id=request_id,
+            )
+            record = HistoryRecord(
+                at=now, event="hold", by=by, reason=reason, request_id=request_id
+            )
+            try:
+                await self.store.save(held, stored.revision, history=[record])
+            except RevisionConflictError:
+                continue
+            return held
+
+    async def cancel(
+        self, run_id: str, *, reason: str | None = None, by: str | None = None
+    ) -> StoredRun:
+        """Cancel a run: an awaiting run at once, a running one at its next await point.
+
+        Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
+        the run already finished.
+        """
+        now = self.runtime.clock.now()
+        request = _Control(kind="cancel", at=now, reason=reason, by=by)
+        control = self._controls.get(run_id)
+        if control is not None:
+            self._requests[run_id] = request
+            control.cancel()
+            return await self.store.get(run_id)
+        while True:
+            stored = await self.store.get(run_id)
+            if stored.status in FINISHED:
+                raise NotAwaitingError(run_id, stored.status)
+            if stored.status == "running":
+                await self.store.remember(
+                    run_id, _control_key(stored.revision), _ENC.encode(request)
+                )
+                return stored
+            try:
+                return await self._cancel_stored(stored, reason, by, event="cancel")
+            except RevisionConflictError:
+                continue
+
+    async def get(self, run_id: str) -> StoredRun:
+        """The stored run (status, awaiting nodes, pause metadata, context bytes)."""
+        return await self.store.get(run_id)
+
+    async def result(self, run_id: str) -> RunResult:
+        """The stored run as a ``RunResult`` (outputs, state, awaiting records)."""
+        stored = await self.store.get(run_id)
+        if not stored.context:
+            raise StoreError(f"run {run_id!r} has not stored a context yet (it is still starting)")
+        return self._rebuild(stored, stored.context)
+
+    async def list(
+        self,
+        status: str | None = None,
+        flow_id: str | None = None,
+        reason: str | None = None,
+        expired: bool | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Stored runs matching every filter given, oldest first, a page at a time.
+
+        ``expired=True`` lists awaiting runs past their ``max_pause``.
+        """
+        return await self.store.list(
+            status=status,
+            flow_id=flow_id,
+            reason=reason,
+            expired=expired,
+            now=self.runtime.clock.now(),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
+        """The run's audit trail: starts, pauses, resumes, timers, cancellations, who and why."""
+        await self.store.get(run_id)
+        return await self.store.history(run_id)
+
+    async def cleanup(self, finished_before: datetime | Duration) -> int:
+        """Delete finished runs last updated before a time (or older than a duration)."""
+        if not isinstance(finished_before, datetime):
+            finished_before = self.runtime.clock.now() - timedelta(
+                seconds=_seconds(finished_before)
+            )
+        return await self.store.delete_finished(finished_before)
+
+    async def stats(self) -> RunStats:
+        """Counts by status, by flow, awaiting by reason, and expired."""
+        return await self.store.stats(self.runtime.clock.now())
+
+    @asynccontextmanager
+    async def scheduler(
+        self,
+        interval: Duration = 1.0,
+        on_result: Callable[[RunResult], Any] | None = None,
+        *,
+        batch: int = 100,
+    ) -> AsyncIterator[DurableScheduler]:
+        """Fire due timers, expire waits and recover crashed runs from the store while open.
+
+        Several schedulers (in several processes) may run at once: per-run leases and
+        compare-and-set make each firing happen once. Overdue timers fire on the first tick.
+        """
+        from .stores._scheduler import DurableScheduler
+
+        sched = DurableScheduler(self, _seconds(interval), on_result, batch)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sched.loop)
+            try:
+                yield sched
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def recover(self) -> builtins.list[RunResult]:
+        """Re-execute runs left ``running`` by a dead process, from their last checkpoint."""
+        results: builtins.list[RunResult] = []
+        cursor: str | None = None
+        while True:
+            page = await self.store.list(status="running", limit=100, cursor=cursor)
+            for stored in page.runs:
+                run_id = stored.run_id
+                if run_id in self._controls or run_id in self.busy:
+                    continue
+                self.busy.add(run_id)
+                try:
+                    now = self.runtime.clock.now()
+                    lease = f"run:{run_id}"
+                    if await self.store.acquire_lease(lease, self.owner, self.lease_ttl, now):
+                        results.append(await self._recover(stored))
+                except (RevisionConflictError, NotAwaitingError):
+                    continue  # another process got there first
+                finally:
+                    self.busy.discard(run_id)
+            cursor = page.next_cursor
+            if cursor is None:
+                return results
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+        try:
+            return self._flows[flow_id]
+        except KeyError:
+            raise UnknownFlowError(flow_id, sorted(self._flows)) from None
+
+    def _pause_limit(self, flow_id: str) -> timedelta | None:
+        limit = self._max_pause.get(flow_id, self._max_pause.get("*"))
+        return None if limit is None else timedelta(seconds=_seconds(limit))
+
+    @staticmethod
+    def _replace(stored: StoredRun, **changes: Any) -> StoredRun:
+        return msgspec.structs.replace(stored, revision=stored.revision + 1, **changes)
+
+    async def _recover(self, stored: StoredRun) -> RunResult:
+        intent = _INTENT.decode(stored.intent)
+        bp, reg = self._flow(stored.flow_id)
+        run_id = stored.run_id
+        now = self.runtime.clock.now()
+        base = self._replace(stored, updated_at=now)
+        await self.store.save(
+            base, stored.revision, history=[HistoryRecord(at=now, event="recover", by=self.owner)]
+        )
+        self._controls[run_id] = RunControl()
+        try:
+            if intent.kind == "start":
+                state = intent.state or {}
+                return await self._execute(
+                    base,
+                    lambda c: self.runtime.run(bp, state, registry=reg, run_id=run_id, control=c),
+                )
+            return await self._execute(
+                base,
+                lambda c: self.runtime.resume(
+                    bp,
+                    stored.context,
+                    intent.data,
+                    intent.node_id,
+                    registry=reg,
+                    control=c,
+                    by=intent.by,
+                ),
+                key=intent.key,
+            )
+        finally:
+            self._controls.pop(run_id, None)
+
+    async def _execute(
+        self,
+        base: StoredRun,
+        call: Callable[[RunControl], Awaitable[RunResult]],
+        *,
+        key: str | None = None,
+        restore: StoredRun | None = None,
+    ) -> RunResult:
+        """Run ``call`` under this run's control, watching for requests, then store the result."""
+        run_id = base.run_id
+        control = self._controls[run_id]
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, base, control)
+            try:
+                result = await call(control)
+            except Exception as exc:  # re-raised below, outside the task group's exception group
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            if isinstance(failure, ResumeError) and restore is not None:
+                # A refused resume changes nothing: undo the checkpoint.
+                undo = msgspec.structs.replace(restore, revision=base.revision + 1)
+                await self.store.save(undo, base.revision)
+            raise failure
+        try:
+            return await self._store_result(base, result, key, self._requests.pop(run_id, None))
+        except RevisionConflictError:
+            if key is not None:
+                first = await self.store.recall(run_id, key)
+                if first is not None:  # a duplicate delivery won the race: same answer
+                    return self._rebuild(base, first)
+            raise
+        finally:
+            if base.status == "running":
+                await self.store.release_lease(f"run:{run_id}", self.owner)
+
+    async def _watch(self, base: StoredRun, control: RunControl) -> None:
+        """Renew the run's lease and apply pause/cancel requests made from other processes."""
+        clock = self.runtime.clock
+        key = _control_key(base.revision)
+        while True:
+            await clock.sleep(self.poll_interval)
+            try:
+                if base.status == "running":
+                    await self.store.acquire_lease(
+                        f"run:{base.run_id}", self.owner, self.lease_ttl, clock.now()
+                    )
+                raw = await self.store.recall(base.run_id, key)
+            except StoreError:
+                log.exception("flowcraft service: watching run %s", base.run_id)
+                continue
+            if raw is not None:
+                request = _CONTROL.decode(raw)
+                self._requests[base.run_id] = request
+                if request.kind == "cancel":
+                    control.cancel()
+                else:
+                    control.pause(request.reason, request.by)
+                return
+
+    async def _store_result(
+        self,
+        base: StoredRun,
+        result: RunResult,
+        key: str | None,
+        request: _Control | None,
+        extra: Sequence[HistoryRecord] = (),
+    ) -> RunResult:
+        now = self.runtime.clock.now()
+        # The entries this call added: the new history minus the one stored before (a multiset
+        # difference, since pending pauses are listed after entries made later).
+        seen = Counter(self._rebuild(base, base.context).history if base.context else ())
+        history: builtins.list[HistoryRecord] = []
+        for h in result.history:
+            if seen[h] > 0:
+                seen[h] -= 1
+                continue
+            history.append(
+                HistoryRecord(
+                    at=h.at,
+                    event=h.event,
+                    node_id=h.node_id or None,
+                    by=h.by,
+                    reason=h.reason,
+                    action=h.action,
+                    revision=result.revision,
+                )
+            )
+        history.extend(extra)
+        if result.status in ("completed", "failed"):
+            history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
+        stored = self._stored_from(base, result, now, request)
+        idem = (key, result.serialized_context) if key is not None else None
+        await self.store.save(stored, base.revision, history=history, idempotency=idem)
+        return result
+
+    def _stored_from(
+        self, base: StoredRun, result: RunResult, now: datetime, request: _Control | None
+    ) -> StoredRun:
+        awaiting = result.awaiting
+        wake = [a.wake_at for a in awaiting if a.wake_at is not None]
+        expiry = [a.expires_at for a in awaiting if a.expires_at is not None]
+        deadline = None
+        if result.status == "awaiting":
+            limit = self._pause_limit(base.flow_id)
+            deadline = None if limit is None else now + limit
+        due = [*wake, *expiry]
+        if deadline is not None and self.cancel_expired:
+            due.append(deadline)
+        paused = request if request is not None and request.kind == "pause" else None
+        first = awaiting[0] if awaiting else None
+        return StoredRun(
+            run_id=base.run_id,
+            flow_id=base.flow_id,
+            status=result.status,
+            revision=base.revision + 1,
+            created_at=base.created_at,
+            updated_at=now,
+            context=result.serialized_context,
+            awaiting=tuple(a.node_id for a in awaiting),
+            reasons=tuple(a.reason for a in awaiting),
+            wake_at=min(wake, default=None),
+            expires_at=min(expiry, default=None),
+            due_at=min(due, default=None) if result.status == "awaiting" else None,
+            pause_deadline=deadline,
+            paused_at=now if result.status == "awaiting" else None,
+            paused_by=paused.by if paused else (first.requested_by if first else None),
+            pause_reason=paused.reason if paused else (first.description if first else None),
+            pause_request_id=paused.request_id if paused else None,
+        )
+
+    async def _release(self, stored: StoredRun, by: str | None) -> RunResult:
+        """Lift a hold: timers and expiries count again."""
+        now = self.runtime.clock.now()
+        due = [d for d in (stored.wake_at, stored.expires_at) if d is not None]
+        if stored.pause_deadline is not None and self.cancel_expired:
+            due.append(stored.pause_deadline)
+        released = self._replace(stored, held=False, due_at=min(due, default=None), updated_at=now)
+        await self.store.save(
+            released, stored.revision, history=[HistoryRecord(at=now, event="release", by=by)]
+        )
+        return self._rebuild(released, released.context)
+
+    async def _cancel_stored(
+        self, stored: StoredRun, reason: str | None, by: str | None, *, event: str
+    ) -> StoredRun:
+        """Cancel an awaiting run (not executing anywhere): write a cancelled context."""
+        bp, reg = self._flow(stored.flow_id)
+        rt = self.runtime
+        now = rt.clock.now()
+        env = rt.load(rt.plan(bp, reg), stored.context)
+        env.status = "cancelled"
+        env.waiting = []
+        env.revision += 1
+        env.history.append(HistoryEntry("cancel", "", now, reason, by))
+        data = rt.codec.encode(env)
+        cancelled = StoredRun(
+            run_id=stored.run_id,
+            flow_id=stored.flow_id,
+            status="cancelled",
+            revision=stored.revision + 1,
+            created_at=stored.created_at,
+            updated_at=now,
+            context=data,
+        )
+        record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=env.revision)
+        await self.store.save(cancelled, stored.revision, history=[record])
+        return cancelled
+
+    def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
+        """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
+        best: tuple[datetime, str, bool] | None = None
+        for a in self._rebuild(stored, stored.context).awaiting:
+            when, expiry = (a.wake_at, False) if a.reason == "timer" else (a.expires_at, True)
+            if when is not None and when <= now and (best is None or when < best[0]):
+                best = (when, a.node_id, expiry)
+        return None if best is None else (best[1], best[2])
+
+    async def fire(self, stored: StoredRun, node_id: str, expiry: bool) -> RunResult:
+        """Resume a due timer, or time out an expired wait along its ``on_timeout`` action."""
+        bp, reg = self._flow(stored.flow_id)
+        rt = self.runtime
+        plan = rt.plan(bp, reg)
+        env = rt.load(plan, stored.context)
+        data = {"action": plan.nodes[node_id].on_timeout} if expiry else None
+        self._controls[stored.run_id] = RunControl()
+        try:
+            return await self._execute(
+                stored,
+                lambda c: rt._resume(plan, env, data, node_id, control=c, by=SCHEDULER, fired=True),
+            )
+        finally:
+            self._controls.pop(stored.run_id, None)
+
+    def _rebuild(self, stored: StoredRun, data: bytes) -> RunResult:
+        bp, reg = self._flow(stored.flow_id)
+        rt = self.runtime
+        env = rt.load(rt.plan(bp, reg), data)
+        return RunResult(
+            status=env.status,  # type: ignore[arg-type]
+            run_id=env.run_id,
+            revision=env.revision,
+            context=env.state,
+            outputs=env.outputs,
+            awaiting=tuple(public_awaiting(w) for w in env.waiting),
+            errors=tuple(env.errors),
+            serialized_context=data,
+            blueprint_id=env.blueprint_id,
+            history=(*env.history, *map(pause_entry, env.waiting)),
+        )

@@ -1,0 +1,317 @@
+"""The ``RunStore`` protocol and the records every store keeps."""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+import msgspec
+
+from flowcraft._errors import StoreError
+
+__all__ = [
+    "FINISHED",
+    "HistoryRecord",
+    "RunExistsError",
+    "RunPage",
+    "RunStats",
+    "RunStore",
+    "StoredRun",
+    "StoredStatus",
+]
+
+#: A stored run's status: a ``RunStatus``, or ``"running"`` while a process executes it.
+StoredStatus: TypeAlias = Literal["running", "awaiting", "completed", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+class RunExistsError(StoreError):
+    """``create`` was given a run id the store already holds."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is already in the store. Pick another run id, or load the "
+            "stored run with get() instead of creating it again."
+        )
+        self.run_id = run_id
+
+
+class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One run as a store keeps it: the context bytes plus what lists and schedulers index.
+
+    ``revision`` is the store's write counter, compared-and-set by ``RunStore.save``. ``due_at``
+    is the earliest moment the durable scheduler has something to do for the run (a timer, a
+    wait expiry, an auto-cancel after ``max_pause``); ``pause_deadline`` is when an awaiting run
+    counts as expired. A ``held`` run was paused while awaiting: its timers wait for a release.
+    ``intent`` is a write-ahead record of what a running run was asked to do,
+    so another process can recover it after a crash.
+    """
+
+    run_id: str
+    flow_id: str
+    status: StoredStatus
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    context: bytes = b""
+    awaiting: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    wake_at: datetime | None = None
+    expires_at: datetime | None = None
+    due_at: datetime | None = None
+    pause_deadline: datetime | None = None
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+    pause_reason: str | None = None
+    pause_request_id: str | None = None
+    held: bool = False
+    intent: bytes = b""
+
+    def __repr__(self) -> str:
+        return (
+            f"flowcraft.stores.StoredRun(run_id={self.run_id!r}, flow_id={self.flow_id!r}, "
+            f"status={self.status!r}, revision={self.revision}, awaiting={list(self.awaiting)!r}, "
+            f"due_at={self.due_at}, context={len(self.context)} bytes)"
+        )
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the run awaits past its ``pause_deadline`` (``max_pause``)."""
+        return (
+            self.status == "awaiting"
+            and self.pause_deadline is not None
+            and self.pause_deadline <= now
+        )
+
+
+class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One entry of a run's audit trail: what happened, to which node, when, by whom, why."""
+
+    at: datetime
+    event: str
+    node_id: str | None = None
+    by: str | None = None
+    reason: str | None = None
+    action: str | None = None
+    revision: int | None = None
+    request_id: str | None = None
+
+
+class RunPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of ``RunStore.list``; pass ``next_cursor`` back to get the next page."""
+
+    runs: tuple[StoredRun, ...]
+    next_cursor: str | None = None
+
+
+class RunStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts over every stored run."""
+
+    total: int = 0
+    by_status: dict[str, int] = {}
+    by_flow: dict[str, int] = {}
+    awaiting_by_reason: dict[str, int] = {}
+    expired: int = 0
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Where ``FlowService`` keeps runs. Every write of a run is a compare-and-set on revision.
+
+    Implementations: ``MemoryStore``, ``SqliteStore`` (the embedded default), ``RedisStore``,
+    ``PostgresStore``. A new store inherits the contract suite in ``tests/test_stores.py``.
+    """
+
+    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        ...
+
+    async def save(
+        self,
+        run: StoredRun,
+        expected_revision: int,
+        *,
+        history: Sequence[HistoryRecord] = (),
+        idempotency: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Replace the run if its stored revision is ``expected_revision``, atomically.
+
+        ``history`` is appended and ``idempotency`` (key, result) remembered in the same
+        atomic step. Raises ``RevisionConflictError`` (with ``expected``/``actual``) when the
+        stored revision differs, ``RunNotFoundError`` when the run is not stored.
+        """
+        ...
+
+    async def get(self, run_id: str) -> StoredRun:
+        """The stored run; raise ``RunNotFoundError`` if there is none."""
+        ...
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        reason: str | None = None,
+        expired: bool | None = None,
+        now: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs matching every filter given, oldest first, a page at a time.
+
+        ``reason`` matches awaiting runs with a node waiting for that reason (``"wait"``,
+        ``"timer"``, ``"pause"``); ``expired`` needs ``now``.
+        """
+        ...
+
+    async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
+        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        ...
+
+    async def stats(self, now: datetime) -> RunStats:
+        """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
+        ...
+
+    async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
+        """The run's audit trail, oldest first (empty for an unknown run)."""
+        ...
+
+    async def remember(self, run_id: str, key: str, result: bytes) -> bool:
+        """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        ...
+
+    async def recall(self, run_id: str, key: str) -> bytes | None:
+        """The result remembered under the key, or None."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the named lease until ``now + ttl``; False while another owner holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+        ...
+
+    async def delete_finished(self, before: datetime) -> int:
+        """Delete finished runs last updated before ``before`` (and their records); return count."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        ...
+
+
+# --- helpers shared by the implementations ---------------------------------------------------
+
+RUN_ENCODER = msgspec.msgpack.Encoder()
+RUN_DECODER = msgspec.msgpack.Decoder(StoredRun)
+HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
+
+
+def check_namespace(namespace: str) -> str:
+    """Namespaces become table names and key prefixes: keep them to identifier characters."""
+    if not _NAMESPACE.match(namespace):
+        raise ValueError(
+            f"invalid store namespace {namespace!r}: use letters, digits and underscores "
+            "(at most 41 characters, not starting with a digit)"
+        )
+    return namespace
+
+
+def to_micros(value: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch (sortable)."""
+    if value.tzinfo is None:
+        raise ValueError(f"store times must be timezone-aware, got {value!r}")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """The inverse of ``to_micros`` (UTC)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def opt_micros(value: datetime | None) -> int | None:
+    """``to_micros`` for optional times."""
+    return None if value is None else to_micros(value)
+
+
+def encode_cursor(run: StoredRun) -> str:
+    """An opaque cursor pointing after ``run`` in (created_at, run_id) order."""
+    raw = f"{to_micros(run.created_at)}:{run.run_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """``(created_at_micros, run_id)`` from a cursor, or None."""
+    if cursor is None:
+        return None
+    try:
+        micros, _, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        return int(micros), run_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = f"invalid list cursor {cursor!r}: pass a next_cursor that list() returned"
+        raise ValueError(msg) from exc
+
+
+def check_list_args(expired: bool | None, now: datetime | None, limit: int) -> None:
+    """Validate ``list`` arguments shared by every store."""
+    if expired is not None and now is None:
+        raise ValueError("list(expired=...) needs now=: expiry is relative to a time")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def matches(
+    run: StoredRun,
+    status: str | None,
+    flow_id: str | None,
+    reason: str | None,
+    expired: bool | None,
+    now: datetime | None,
+) -> bool:
+    """Whether ``run`` passes ``list``'s filters (stores without query languages use this)."""
+    if status is not None and run.status != status:
+        return False
+    if flow_id is not None and run.flow_id != flow_id:
+        return False
+    if reason is not None and (run.status != "awaiting" or reason not in run.reasons):
+        return False
+    if expired is not None:
+        assert now is not None
+        if run.expired(now) != expired:
+            return False
+    return True
+
+
+def compute_stats(runs: Iterable[StoredRun], now: datetime) -> RunStats:
+    """``RunStats`` over runs held in memory."""
+    total, expired = 0, 0
+    by_status: dict[str, int] = {}
+    by_flow: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for run in runs:
+        total += 1
+        by_status[run.status] = by_status.get(run.status, 0) + 1
+        by_flow[run.flow_id] = by_flow.get(run.flow_id, 0) + 1
+        if run.status == "awaiting":
+            for reason in set(run.reasons):
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+        expired += run.expired(now)
+    return RunStats(
+        total=total,
+        by_status=by_status,
+        by_flow=by_flow,
+        awaiting_by_reason=by_reason,
+        expired=expired,
+    )
+
+
+def reasons_text(run: StoredRun) -> str:
+    """Awaiting reasons as ``",wait,timer,"`` so SQL can match one with LIKE."""
+    return "," + ",".join(sorted(set(run.reasons))) + "," if run.status == "awaiting" else ""

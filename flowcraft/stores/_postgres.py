@@ -1,0 +1,243 @@
+"""``PostgresStore``: runs in PostgreSQL through psycopg 3 (``pip install flowcraft[postgres]``)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
+
+from ._base import (
+    HISTORY_DECODER,
+    RUN_DECODER,
+    HistoryRecord,
+    RunExistsError,
+    RunPage,
+    RunStats,
+    StoredRun,
+    check_list_args,
+    check_namespace,
+    encode_cursor,
+    to_micros,
+)
+from ._sql import Dialect, build_stats
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from psycopg import AsyncConnection
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+
+class PostgresStore:
+    """A ``RunStore`` in PostgreSQL tables named after ``namespace``.
+
+    Compare-and-set is one ``UPDATE ... WHERE revision = %s``; history and idempotency records
+    are written in the same transaction. Needs the ``postgres`` extra (psycopg 3) and asyncio.
+
+    Args:
+        conninfo: A libpq connection string or URL, e.g. ``"postgresql://user@host/db"``.
+        namespace: Prefix of the tables.
+    """
+
+    def __init__(self, conninfo: str = "", *, namespace: str = "flowcraft") -> None:
+        self.conninfo = conninfo
+        self.namespace = check_namespace(namespace)
+        self._sql = Dialect(namespace, postgres=True)
+        self._conn: AsyncConnection[tuple[Any, ...]] | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"flowcraft.stores.PostgresStore(namespace={self.namespace!r})"
+
+    async def _connection(self) -> AsyncConnection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed:
+            psycopg = _psycopg()
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            async with conn.transaction():
+                # Serialize schema creation: concurrent CREATE ... IF NOT EXISTS can collide.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.runs,))
+                for statement in self._sql.schema:
+                    await conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    async def _run(
+        self, fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]], *, tx: bool = False
+    ) -> T:
+        psycopg = _psycopg()
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                if not tx:
+                    return await fn(conn)
+                async with conn.transaction():
+                    return await fn(conn)
+            except psycopg.Error as exc:
+                raise StoreError(f"postgres store {self.namespace!r}: {exc}") from exc
+
+    async def _fetchall(self, query: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[tuple[Any, ...]]:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+        return await self._run(op)
+
+    # --- RunStore ----------------------------------------------------------------------------
+
+    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        sql = self._sql
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
+            cur = await conn.execute(
+                sql.insert_run + " ON CONFLICT (run_id) DO NOTHING", sql.row(run)
+            )
+            if cur.rowcount != 1:
+                raise RunExistsError(run.run_id)
+            await _history(conn, sql, run.run_id, history)
+
+        await self._run(op, tx=True)
+
+    async def save(
+        self,
+        run: StoredRun,
+        expected_revision: int,
+        *,
+        history: Sequence[HistoryRecord] = (),
+        idempotency: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        sql = self._sql
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
+            cur = await conn.execute(sql.update_run, sql.update_params(run, expected_revision))
+            if cur.rowcount != 1:
+                row = await (await conn.execute(sql.get_revision, (run.run_id,))).fetchone()
+                if row is None:
+                    raise RunNotFoundError(run.run_id)
+                raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
+            await _history(conn, sql, run.run_id, history)
+            if idempotency is not None:
+                await conn.execute(sql.remember, (run.run_id, *idempotency))
+
+        await self._run(op, tx=True)
+
+    async def get(self, run_id: str) -> StoredRun:
+        """The stored run; raise ``RunNotFoundError`` if there is none."""
+        rows = await self._fetchall(self._sql.get_run, (run_id,))
+        if not rows:
+            raise RunNotFoundError(run_id)
+        return RUN_DECODER.decode(rows[0][0])
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        reason: str | None = None,
+        expired: bool | None = None,
+        now: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs matching every filter given, oldest first, a page at a time."""
+        check_list_args(expired, now, limit)
+        query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
+        rows = await self._fetchall(query, params)
+        runs = [RUN_DECODER.decode(r[0]) for r in rows[:limit]]
+        more = len(rows) > limit
+        return RunPage(runs=tuple(runs), next_cursor=encode_cursor(runs[-1]) if more else None)
+
+    async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
+        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        rows = await self._fetchall(self._sql.due, (to_micros(now), limit))
+        return [RUN_DECODER.decode(r[0]) for r in rows]
+
+    async def stats(self, now: datetime) -> RunStats:
+        """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
+        sql = self._sql
+        expired = await self._fetchall(sql.stats_expired, (to_micros(now),))
+        return build_stats(
+            await self._fetchall(sql.stats_status, ()),
+            await self._fetchall(sql.stats_flow, ()),
+            await self._fetchall(sql.stats_reason, ()),
+            int(expired[0][0]),
+        )
+
+    async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
+        """The run's audit trail, oldest first."""
+        rows = await self._fetchall(self._sql.read_history, (run_id,))
+        return [HISTORY_DECODER.decode(r[0]) for r in rows]
+
+    async def remember(self, run_id: str, key: str, result: bytes) -> bool:
+        """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> bool:
+            cur = await conn.execute(self._sql.remember, (run_id, key, result))
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def recall(self, run_id: str, key: str) -> bytes | None:
+        """The result remembered under the key, or None."""
+        rows = await self._fetchall(self._sql.recall, (run_id, key))
+        return bytes(rows[0][0]) if rows else None
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the named lease until ``now + ttl``."""
+        until = to_micros(now + timedelta(seconds=ttl))
+        rows = await self._fetchall(self._sql.acquire, (name, owner, until, to_micros(now)))
+        return bool(rows)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+        await self._fetchall(self._sql.release + " RETURNING name", (name, owner))
+
+    async def delete_finished(self, before: datetime) -> int:
+        """Delete finished runs last updated before ``before``; return how many."""
+        sql = self._sql
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> int:
+            cur = await conn.execute(sql.finished + " FOR UPDATE", (to_micros(before),))
+            ids = [r[0] for r in await cur.fetchall()]
+            for statement in sql.delete:
+                async with conn.cursor() as c:
+                    await c.executemany(statement, [(i,) for i in ids])
+            return len(ids)
+
+        return await self._run(op, tx=True)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+
+async def _history(
+    conn: AsyncConnection[tuple[Any, ...]],
+    sql: Dialect,
+    run_id: str,
+    history: Sequence[HistoryRecord],
+) -> None:
+    if history:
+        async with conn.cursor() as cur:
+            await cur.executemany(sql.insert_history, sql.history_rows(run_id, history))
+
+
+def _psycopg() -> ModuleType:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        msg = "PostgresStore needs psycopg 3: pip install 'flowcraft[postgres]'"
+        raise StoreError(msg) from exc
+    return psycopg

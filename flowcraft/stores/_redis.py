@@ -1,0 +1,334 @@
+"""``RedisStore``: runs in Redis through redis-py asyncio (``pip install flowcraft[redis]``)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
+
+from ._base import (
+    FINISHED,
+    HISTORY_DECODER,
+    RUN_DECODER,
+    RUN_ENCODER,
+    HistoryRecord,
+    RunExistsError,
+    RunPage,
+    RunStats,
+    StoredRun,
+    check_list_args,
+    check_namespace,
+    compute_stats,
+    decode_cursor,
+    encode_cursor,
+    matches,
+    opt_micros,
+    to_micros,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisStore"]
+
+_CHUNK = 200
+
+# Create or compare-and-set a run, its indexes, history and idempotency record in one step.
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
+# ARGV: mode, expected, revision, body, run_id, created, due|'', finished|'', has_idem,
+#       idem_key, idem_value, n_history, history...
+_WRITE = """
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if ARGV[1] == 'create' then
+  if cur then return {'exists'} end
+else
+  if not cur then return {'missing'} end
+  if tonumber(cur) ~= tonumber(ARGV[2]) then return {'conflict', cur} end
+end
+redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'body', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+if ARGV[7] == '' then redis.call('ZREM', KEYS[3], ARGV[5])
+else redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5]) end
+if ARGV[8] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
+else redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5]) end
+if ARGV[9] == '1' then redis.call('HSETNX', KEYS[5], ARGV[10], ARGV[11]) end
+local n = tonumber(ARGV[12])
+for i = 1, n do redis.call('RPUSH', KEYS[4], ARGV[12 + i]) end
+return {'ok'}
+"""
+
+# KEYS: lease hash. ARGV: owner, expires_at, now (microseconds).
+_ACQUIRE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then
+  if tonumber(redis.call('HGET', KEYS[1], 'exp')) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'exp', ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class RedisStore:
+    """A ``RunStore`` in Redis, every key prefixed with ``namespace:``.
+
+    Compare-and-set, index updates, history and idempotency records are one Lua script, so
+    they apply atomically. ``due`` reads a sorted set scored by due time.
+
+    Args:
+        url: A Redis URL, e.g. ``"redis://127.0.0.1:6379/0"``.
+        namespace: Key prefix.
+        client: An existing ``redis.asyncio.Redis`` (``decode_responses=False``) instead of ``url``.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "flowcraft",
+        client: Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.namespace = check_namespace(namespace)
+        self._client = client
+        self._own_client = client is None
+        self._scripts: dict[str, AsyncScript] = {}
+        ns = namespace
+        self._order, self._due, self._finished = f"{ns}:order", f"{ns}:due", f"{ns}:finished"
+
+    def __repr__(self) -> str:
+        return f"flowcraft.stores.RedisStore({self.url!r}, namespace={self.namespace!r})"
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            try:
+                from redis.asyncio import Redis
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                msg = "RedisStore needs redis-py: pip install 'flowcraft[redis]'"
+                raise StoreError(msg) from exc
+            self._client = Redis.from_url(self.url, decode_responses=False)
+        return self._client
+
+    def _script(self, name: str, text: str) -> AsyncScript:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._redis().register_script(text)
+        return script
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.namespace}:{kind}:{name}"
+
+    async def _call(
+        self, name: str, text: str, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await self._script(name, text)(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreError(f"redis store {self.namespace!r}: {exc}") from exc
+
+    async def _write(
+        self,
+        mode: str,
+        run: StoredRun,
+        expected: int,
+        history: Sequence[HistoryRecord],
+        idempotency: tuple[str, bytes] | None,
+    ) -> builtins.list[Any]:
+        rid = run.run_id
+        due = opt_micros(run.due_at) if run.status == "awaiting" else None
+        finished = to_micros(run.updated_at) if run.status in FINISHED else None
+        keys = [
+            self._key("run", rid),
+            self._order,
+            self._due,
+            self._key("hist", rid),
+            self._key("idem", rid),
+            self._finished,
+        ]
+        args: builtins.list[Any] = [
+            mode,
+            expected,
+            run.revision,
+            RUN_ENCODER.encode(run),
+            rid,
+            to_micros(run.created_at),
+            "" if due is None else due,
+            "" if finished is None else finished,
+            "1" if idempotency else "0",
+            idempotency[0] if idempotency else "",
+            idempotency[1] if idempotency else b"",
+            len(history),
+            *(RUN_ENCODER.encode(h) for h in history),
+        ]
+        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
+        return reply
+
+    async def _bodies(self, ids: object) -> builtins.list[StoredRun]:
+        names = _names(ids)
+        if not names:
+            return []
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for rid in names:
+                pipe.hget(self._key("run", rid), "body")
+            bodies = await pipe.execute()
+        return [RUN_DECODER.decode(_bytes(b)) for b in bodies if b is not None]
+
+    # --- RunStore ----------------------------------------------------------------------------
+
+    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        reply = await self._write("create", run, 0, history, None)
+        if reply[0] == b"exists":
+            raise RunExistsError(run.run_id)
+
+    async def save(
+        self,
+        run: StoredRun,
+        expected_revision: int,
+        *,
+        history: Sequence[HistoryRecord] = (),
+        idempotency: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        reply = await self._write("save", run, expected_revision, history, idempotency)
+        if reply[0] == b"missing":
+            raise RunNotFoundError(run.run_id)
+        if reply[0] == b"conflict":
+            raise RevisionConflictError(run.run_id, expected_revision, int(reply[1]))
+
+    async def get(self, run_id: str) -> StoredRun:
+        """The stored run; raise ``RunNotFoundError`` if there is none."""
+        body = await self._redis().hget(self._key("run", run_id), "body")
+        if body is None:
+            raise RunNotFoundError(run_id)
+        return RUN_DECODER.decode(_bytes(body))
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        reason: str | None = None,
+        expired: bool | None = None,
+        now: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs matching every filter given, oldest first, a page at a time.
+
+        Filters are applied while walking the creation-ordered index, so a selective filter
+        over many runs reads them all; use SQL stores for large filtered listings.
+        """
+        check_list_args(expired, now, limit)
+        after = decode_cursor(cursor)
+        r = self._redis()
+        low: str | int = "-inf" if after is None else after[0]
+        found: builtins.list[StoredRun] = []
+        offset = 0
+        while len(found) <= limit:
+            ids = await r.zrangebyscore(self._order, low, "+inf", start=offset, num=_CHUNK)
+            if not ids:
+                break
+            offset += len(ids)
+            for run in await self._bodies(ids):
+                key = (to_micros(run.created_at), run.run_id)
+                if after is not None and key <= after:
+                    continue
+                if matches(run, status, flow_id, reason, expired, now):
+                    found.append(run)
+        found.sort(key=lambda x: (to_micros(x.created_at), x.run_id))
+        page = found[:limit]
+        more = len(found) > limit
+        return RunPage(runs=tuple(page), next_cursor=encode_cursor(page[-1]) if more else None)
+
+    async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
+        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        ids = await self._redis().zrangebyscore(
+            self._due, "-inf", to_micros(now), start=0, num=limit
+        )
+        return [r for r in await self._bodies(ids) if r.status == "awaiting"]
+
+    async def stats(self, now: datetime) -> RunStats:
+        """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
+        runs: builtins.list[StoredRun] = []
+        r = self._redis()
+        offset = 0
+        while True:
+            ids = await r.zrange(self._order, offset, offset + _CHUNK - 1)
+            if not ids:
+                break
+            offset += len(ids)
+            runs.extend(await self._bodies(ids))
+        return compute_stats(runs, now)
+
+    async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
+        """The run's audit trail, oldest first."""
+        items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
+        return [HISTORY_DECODER.decode(_bytes(i)) for i in items]
+
+    async def remember(self, run_id: str, key: str, result: bytes) -> bool:
+        """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        return bool(await self._redis().hsetnx(self._key("idem", run_id), key, result))
+
+    async def recall(self, run_id: str, key: str) -> bytes | None:
+        """The result remembered under the key, or None."""
+        value = await self._redis().hget(self._key("idem", run_id), key)
+        return None if value is None else _bytes(value)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the named lease until ``now + ttl``."""
+        until = to_micros(now + timedelta(seconds=ttl))
+        reply = await self._call(
+            "acquire", _ACQUIRE, [self._key("lease", name)], [owner, until, to_micros(now)]
+        )
+        return bool(reply)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+        await self._call("release", _RELEASE, [self._key("lease", name)], [owner])
+
+    async def delete_finished(self, before: datetime) -> int:
+        """Delete finished runs last updated before ``before``; return how many."""
+        r = self._redis()
+        ids = await r.zrangebyscore(self._finished, "-inf", f"({to_micros(before)}")
+        names = _names(ids)
+        if not names:
+            return 0
+        async with r.pipeline(transaction=True) as pipe:
+            for rid in names:
+                pipe.delete(self._key("run", rid), self._key("hist", rid), self._key("idem", rid))
+            pipe.zrem(self._order, *names)
+            pipe.zrem(self._due, *names)
+            pipe.zrem(self._finished, *names)
+            await pipe.execute()
+        return len(names)
+
+    async def close(self) -> None:
+        """Close the client (unless it was passed in)."""
+        if self._client is not None and self._own_client:
+            await self._client.aclose()
+        self._client = None
+        self._scripts.clear()
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):  # a client created with decode_responses=True
+        return value.encode()
+    raise StoreError(f"unexpected reply from redis: {type(value).__name__}")
+
+
+def _names(ids: object) -> builtins.list[str]:
+    assert isinstance(ids, builtins.list)
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

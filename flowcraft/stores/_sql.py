@@ -1,0 +1,192 @@
+"""SQL shared by ``SqliteStore`` and ``PostgresStore``: schema, and parametrized queries.
+
+Table names come from the validated namespace; every value goes through a placeholder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ._base import (
+    FINISHED,
+    RUN_ENCODER,
+    HistoryRecord,
+    RunStats,
+    StoredRun,
+    decode_cursor,
+    opt_micros,
+    reasons_text,
+    to_micros,
+)
+
+__all__ = ["Dialect"]
+
+
+class Dialect:
+    """Query text for one namespace in one SQL dialect (``?`` or ``%s`` placeholders)."""
+
+    def __init__(self, namespace: str, *, postgres: bool) -> None:
+        self.runs = f"{namespace}_runs"
+        self.history = f"{namespace}_history"
+        self.idem = f"{namespace}_idempotency"
+        self.leases = f"{namespace}_leases"
+        self.p = "%s" if postgres else "?"
+        blob = "BYTEA" if postgres else "BLOB"
+        big = "BIGINT" if postgres else "INTEGER"
+        seq = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        self.contains = "strpos(reasons, %s) > 0" if postgres else "instr(reasons, ?) > 0"
+        self.schema = [
+            f"""CREATE TABLE IF NOT EXISTS {self.runs} (
+                run_id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, status TEXT NOT NULL,
+                revision {big} NOT NULL, reasons TEXT NOT NULL, due_at {big},
+                pause_deadline {big}, created_at {big} NOT NULL, updated_at {big} NOT NULL,
+                body {blob} NOT NULL)""",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_due ON {self.runs} (due_at) "
+            "WHERE due_at IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_order ON {self.runs} (created_at, run_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_status ON {self.runs} "
+            "(status, updated_at)",
+            f"""CREATE TABLE IF NOT EXISTS {self.history} (
+                seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
+            f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
+            f"""CREATE TABLE IF NOT EXISTS {self.idem} (
+                run_id TEXT NOT NULL, key TEXT NOT NULL, result {blob} NOT NULL,
+                PRIMARY KEY (run_id, key))""",
+            f"""CREATE TABLE IF NOT EXISTS {self.leases} (
+                name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at {big} NOT NULL)""",
+        ]
+        p = self.p
+        cols = (
+            "run_id, flow_id, status, revision, reasons, due_at, pause_deadline, created_at, "
+            "updated_at, body"
+        )
+        self.insert_run = f"INSERT INTO {self.runs} ({cols}) VALUES ({', '.join([p] * 10)})"
+        self.update_run = (
+            f"UPDATE {self.runs} SET flow_id = {p}, status = {p}, revision = {p}, reasons = {p}, "
+            f"due_at = {p}, pause_deadline = {p}, created_at = {p}, updated_at = {p}, body = {p} "
+            f"WHERE run_id = {p} AND revision = {p}"
+        )
+        self.get_revision = f"SELECT revision FROM {self.runs} WHERE run_id = {p}"
+        self.get_run = f"SELECT body FROM {self.runs} WHERE run_id = {p}"
+        self.insert_history = f"INSERT INTO {self.history} (run_id, body) VALUES ({p}, {p})"
+        self.read_history = f"SELECT body FROM {self.history} WHERE run_id = {p} ORDER BY seq"
+        self.remember = (
+            f"INSERT INTO {self.idem} (run_id, key, result) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (run_id, key) DO NOTHING"
+        )
+        self.recall = f"SELECT result FROM {self.idem} WHERE run_id = {p} AND key = {p}"
+        self.due = (
+            f"SELECT body FROM {self.runs} WHERE due_at IS NOT NULL AND due_at <= {p} "
+            f"ORDER BY due_at, run_id LIMIT {p}"
+        )
+        self.acquire = (
+            f"INSERT INTO {self.leases} (name, owner, expires_at) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+            f"expires_at = excluded.expires_at WHERE {self.leases}.owner = excluded.owner "
+            f"OR {self.leases}.expires_at <= {p} RETURNING name"
+        )
+        self.release = f"DELETE FROM {self.leases} WHERE name = {p} AND owner = {p}"
+        done = ", ".join(f"'{s}'" for s in sorted(FINISHED))
+        self.finished = (
+            f"SELECT run_id FROM {self.runs} WHERE status IN ({done}) AND updated_at < {p}"
+        )
+        self.delete = [
+            f"DELETE FROM {t} WHERE run_id = {p}" for t in (self.runs, self.history, self.idem)
+        ]
+        self.stats_status = f"SELECT status, COUNT(*) FROM {self.runs} GROUP BY status"
+        self.stats_flow = f"SELECT flow_id, COUNT(*) FROM {self.runs} GROUP BY flow_id"
+        self.stats_reason = (
+            f"SELECT reasons, COUNT(*) FROM {self.runs} WHERE status = 'awaiting' GROUP BY reasons"
+        )
+        self.stats_expired = (
+            f"SELECT COUNT(*) FROM {self.runs} WHERE status = 'awaiting' "
+            f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
+        )
+
+    def row(self, run: StoredRun) -> tuple[Any, ...]:
+        """The column values of ``run`` in ``insert_run`` order."""
+        due = opt_micros(run.due_at) if run.status == "awaiting" else None
+        return (
+            run.run_id,
+            run.flow_id,
+            run.status,
+            run.revision,
+            reasons_text(run),
+            due,
+            opt_micros(run.pause_deadline),
+            to_micros(run.created_at),
+            to_micros(run.updated_at),
+            RUN_ENCODER.encode(run),
+        )
+
+    def update_params(self, run: StoredRun, expected: int) -> tuple[Any, ...]:
+        """Parameters of ``update_run``."""
+        row = self.row(run)
+        return (*row[1:], run.run_id, expected)
+
+    def history_rows(self, run_id: str, history: Sequence[HistoryRecord]) -> list[tuple[Any, ...]]:
+        """Parameters of ``insert_history`` for each record."""
+        return [(run_id, RUN_ENCODER.encode(h)) for h in history]
+
+    def list_query(
+        self,
+        status: str | None,
+        flow_id: str | None,
+        reason: str | None,
+        expired: bool | None,
+        now: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[str, list[Any]]:
+        """A parametrized ``list`` query fetching ``limit + 1`` rows (to know if more follow)."""
+        p = self.p
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append(f"status = {p}")
+            params.append(status)
+        if flow_id is not None:
+            where.append(f"flow_id = {p}")
+            params.append(flow_id)
+        if reason is not None:
+            where.append(f"status = 'awaiting' AND {self.contains}")
+            params.append(f",{reason},")
+        if expired is not None:
+            assert now is not None
+            cond = f"status = 'awaiting' AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
+            where.append(f"({cond})" if expired else f"NOT ({cond})")
+            params.append(to_micros(now))
+        after = decode_cursor(cursor)
+        if after is not None:
+            where.append(f"(created_at > {p} OR (created_at = {p} AND run_id > {p}))")
+            params.extend([after[0], after[0], after[1]])
+        sql = f"SELECT body FROM {self.runs}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY created_at, run_id LIMIT {p}"
+        params.append(limit + 1)
+        return sql, params
+
+
+def build_stats(
+    statuses: Sequence[tuple[Any, ...]],
+    flows: Sequence[tuple[Any, ...]],
+    reasons: Sequence[tuple[Any, ...]],
+    expired: int,
+) -> RunStats:
+    """``RunStats`` from the rows of the four stats queries."""
+    by_reason: dict[str, int] = {}
+    for text, count in reasons:
+        for reason in str(text).strip(",").split(","):
+            if reason:
+                by_reason[reason] = by_reason.get(reason, 0) + int(count)
+    by_status = {str(s): int(c) for s, c in statuses}
+    return RunStats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_flow={str(f): int(c) for f, c in flows},
+        awaiting_by_reason=by_reason,
+        expired=expired,
+    )

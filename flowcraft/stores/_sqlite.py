@@ -1,0 +1,242 @@
+"""``SqliteStore``: the embedded default, stdlib ``sqlite3`` in WAL mode behind worker threads."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import anyio.to_thread
+
+from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
+
+from ._base import (
+    HISTORY_DECODER,
+    RUN_DECODER,
+    HistoryRecord,
+    RunExistsError,
+    RunPage,
+    RunStats,
+    StoredRun,
+    check_list_args,
+    check_namespace,
+    encode_cursor,
+    to_micros,
+)
+from ._sql import Dialect, build_stats
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+
+class SqliteStore:
+    """A ``RunStore`` in one SQLite file: no server, safe across processes (WAL, busy timeout).
+
+    Args:
+        path: The database file; ``SqliteStore()`` uses ``./flowcraft.db``.
+        namespace: Prefix of the tables, so several stores can share one file.
+        timeout: Seconds a writer waits for another process's lock before failing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "flowcraft.db",
+        *,
+        namespace: str = "flowcraft",
+        timeout: float = 30.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.namespace = check_namespace(namespace)
+        self._sql = Dialect(namespace, postgres=False)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"flowcraft.stores.SqliteStore({self.path!r}, namespace={self.namespace!r})"
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in self._sql.schema:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = self._connect()
+                try:
+                    return fn(self._conn)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in an immediate (write-locked) transaction."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(tx)
+
+    # --- RunStore ----------------------------------------------------------------------------
+
+    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql.get_revision, (run.run_id,)).fetchone() is not None:
+                raise RunExistsError(run.run_id)
+            conn.execute(sql.insert_run, sql.row(run))
+            conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
+
+        await self._write(op)
+
+    async def save(
+        self,
+        run: StoredRun,
+        expected_revision: int,
+        *,
+        history: Sequence[HistoryRecord] = (),
+        idempotency: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(sql.update_run, sql.update_params(run, expected_revision))
+            if cur.rowcount != 1:
+                row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFoundError(run.run_id)
+                raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
+            conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
+            if idempotency is not None:
+                conn.execute(sql.remember, (run.run_id, *idempotency))
+
+        await self._write(op)
+
+    async def get(self, run_id: str) -> StoredRun:
+        """The stored run; raise ``RunNotFoundError`` if there is none."""
+        row = await self._run(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return RUN_DECODER.decode(row[0])
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        reason: str | None = None,
+        expired: bool | None = None,
+        now: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs matching every filter given, oldest first, a page at a time."""
+        check_list_args(expired, now, limit)
+        query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
+        rows = await self._run(lambda c: c.execute(query, params).fetchall())
+        runs = [RUN_DECODER.decode(r[0]) for r in rows[:limit]]
+        more = len(rows) > limit
+        return RunPage(runs=tuple(runs), next_cursor=encode_cursor(runs[-1]) if more else None)
+
+    async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
+        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        params = (to_micros(now), limit)
+        rows = await self._run(lambda c: c.execute(self._sql.due, params).fetchall())
+        return [RUN_DECODER.decode(r[0]) for r in rows]
+
+    async def stats(self, now: datetime) -> RunStats:
+        """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> RunStats:
+            expired = conn.execute(sql.stats_expired, (to_micros(now),)).fetchone()[0]
+            return build_stats(
+                conn.execute(sql.stats_status).fetchall(),
+                conn.execute(sql.stats_flow).fetchall(),
+                conn.execute(sql.stats_reason).fetchall(),
+                int(expired),
+            )
+
+        return await self._run(op)
+
+    async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
+        """The run's audit trail, oldest first."""
+        rows = await self._run(lambda c: c.execute(self._sql.read_history, (run_id,)).fetchall())
+        return [HISTORY_DECODER.decode(r[0]) for r in rows]
+
+    async def remember(self, run_id: str, key: str, result: bytes) -> bool:
+        """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        params = (run_id, key, result)
+        count = await self._write(lambda c: c.execute(self._sql.remember, params).rowcount)
+        return bool(count == 1)
+
+    async def recall(self, run_id: str, key: str) -> bytes | None:
+        """The result remembered under the key, or None."""
+        row = await self._run(lambda c: c.execute(self._sql.recall, (run_id, key)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the named lease until ``now + ttl``."""
+        until = to_micros(now + timedelta(seconds=ttl))
+        params = (name, owner, until, to_micros(now))
+        rows = await self._write(lambda c: c.execute(self._sql.acquire, params).fetchall())
+        return bool(rows)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+        await self._write(lambda c: c.execute(self._sql.release, (name, owner)))
+
+    async def delete_finished(self, before: datetime) -> int:
+        """Delete finished runs last updated before ``before``; return how many."""
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute(sql.finished, (to_micros(before),)).fetchall()]
+            for statement in sql.delete:
+                conn.executemany(statement, [(i,) for i in ids])
+            return len(ids)
+
+        return await self._write(op)
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+        def op() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await anyio.to_thread.run_sync(op)
