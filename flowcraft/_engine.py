@@ -781,6 +781,10 @@ class Execution:
                     node_id, value, _ = self.ready.popleft()
                     self._await(node_id, "control", value, note=reason, by=by, now=now)
             env.status = "awaiting" if self.waiting else "completed"
+        if env.status in ("cancelled", "failed") and self.waiting:
+            # Nothing can resume a finished run: its open pauses become plain history.
+            self.history.extend(pause_entry(w) for w in self.waiting.values())
+            self.waiting.clear()
         env.waiting = list(self.waiting.values())
         env.skipped = sorted(self.skipped) if self.skipped else []
         env.revision += 1

@@ -170,7 +170,7 @@ class FlowRuntime:
         self._plans[key] = (bp, parent.registry, plan)
         return plan
 
-    async def inspect(
+    def inspect(
         self,
         blueprint: Blueprint,
         serialized_context: bytes | RunResult,

@@ -27,7 +27,7 @@ import msgspec
 
 from ._blueprint import Blueprint
 from ._builder import Flow
-from ._engine import RunControl, pause_entry, public_awaiting
+from ._engine import RunControl
 from ._errors import (
     FlowcraftError,
     NotAwaitingError,
@@ -36,7 +36,7 @@ from ._errors import (
     StoreError,
 )
 from ._runtime import FlowRuntime
-from ._types import HistoryEntry, Resume, ResumeData, RunResult
+from ._types import Resume, ResumeData, RunResult
 from .stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
 
 if TYPE_CHECKING:
@@ -632,14 +632,9 @@ class FlowService:
     ) -> StoredRun:
         """Cancel an awaiting run (not executing anywhere): write a cancelled context."""
         bp, reg = self._flow(stored.flow_id)
-        rt = self.runtime
-        now = rt.clock.now()
-        env = rt.load(rt.plan(bp, reg), stored.context)
-        env.status = "cancelled"
-        env.waiting = []
-        env.revision += 1
-        env.history.append(HistoryEntry("cancel", "", now, reason, by))
-        data = rt.codec.encode(env)
+        now = self.runtime.clock.now()
+        result = await self.runtime.cancel(bp, stored.context, reason=reason, by=by, registry=reg)
+        data = result.serialized_context
         cancelled = StoredRun(
             run_id=stored.run_id,
             flow_id=stored.flow_id,
@@ -649,7 +644,7 @@ class FlowService:
             updated_at=now,
             context=data,
         )
-        record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=env.revision)
+        record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=result.revision)
         await self.store.save(cancelled, stored.revision, history=[record])
         return cancelled
 
@@ -666,31 +661,17 @@ class FlowService:
         """Resume a due timer, or time out an expired wait along its ``on_timeout`` action."""
         bp, reg = self._flow(stored.flow_id)
         rt = self.runtime
-        plan = rt.plan(bp, reg)
-        env = rt.load(plan, stored.context)
-        data = {"action": plan.nodes[node_id].on_timeout} if expiry else None
         self._controls[stored.run_id] = RunControl()
         try:
             return await self._execute(
                 stored,
-                lambda c: rt._resume(plan, env, data, node_id, control=c, by=SCHEDULER, fired=True),
+                lambda c: rt.fire(
+                    bp, stored.context, node_id, registry=reg, control=c, by=SCHEDULER
+                ),
             )
         finally:
             self._controls.pop(stored.run_id, None)
 
     def _rebuild(self, stored: StoredRun, data: bytes) -> RunResult:
         bp, reg = self._flow(stored.flow_id)
-        rt = self.runtime
-        env = rt.load(rt.plan(bp, reg), data)
-        return RunResult(
-            status=env.status,  # type: ignore[arg-type]
-            run_id=env.run_id,
-            revision=env.revision,
-            context=env.state,
-            outputs=env.outputs,
-            awaiting=tuple(public_awaiting(w) for w in env.waiting),
-            errors=tuple(env.errors),
-            serialized_context=data,
-            blueprint_id=env.blueprint_id,
-            history=(*env.history, *map(pause_entry, env.waiting)),
-        )
+        return self.runtime.inspect(bp, data, registry=reg)
