@@ -56,6 +56,7 @@ class Flow:
         self._registry_view = MappingProxyType(self._registry)
         self._blueprint: Blueprint | None = None  # cached until the builder changes
         self._loops: set[str] = set()
+        self._batches: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"flowcraft.Flow({self.id!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
@@ -209,6 +210,49 @@ class Flow:
         self._edges.append(EdgeDefinition(source=id, target=start, action="continue"))
         return self
 
+    def batch(
+        self,
+        id: str,
+        worker: Callable[..., Any] | str,
+        *,
+        input_key: str,
+        output_key: str | None = None,
+        chunk_size: int | None = None,
+        max_retries: int = 1,
+        retry_delay: Duration = 0.0,
+        timeout: Duration | None = None,
+    ) -> Self:
+        """Scatter/gather: run ``worker`` on every item of the list in state ``input_key``.
+
+        Items run concurrently (at most ``chunk_size`` at once); the results, in item order, are
+        the batch's output and are stored under ``output_key``. Edges to and from ``id`` attach
+        to the ``<id>_scatter`` and ``<id>_gather`` nodes, as in Flowcraft TS. A failing item
+        fails the run naming its index; ``node.pause()`` in a worker pauses that item, which is
+        resumed as ``"<id>_scatter/<index>"``.
+        """
+        scatter, gather = f"{id}_scatter", f"{id}_gather"
+        key = worker if isinstance(worker, str) else self._register(worker, None, scatter)
+        params: dict[str, Any] = {"workerUsesKey": key, "gatherNodeId": gather}
+        if output_key is not None:
+            params["outputKey"] = output_key
+        if chunk_size is not None:
+            params["chunkSize"] = chunk_size
+        settings: dict[str, Any] = {
+            "max_retries": max_retries,
+            "retry_delay": self._ms(retry_delay, f"batch {id!r} retry_delay") or 0,
+            "timeout": self._ms(timeout, f"batch {id!r} timeout"),
+        }
+        config = NodeConfig(**{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)})
+        self._add(scatter, "batch-scatter", params, input_key, config)
+        gather_params = {
+            "gatherNodeId": gather,
+            **({"outputKey": output_key} if output_key else {}),
+        }
+        self._add(gather, "batch-gather", gather_params, None, None)
+        self._edges.append(EdgeDefinition(source=scatter, target=gather))
+        self._batches[id] = (scatter, gather)
+        return self
+
     def subflow(
         self,
         id: str,
@@ -244,13 +288,7 @@ class Flow:
             raise self._errors[0]
         if self._blueprint is not None:
             return self._blueprint
-        # Plain edges out of a loop controller are its exits.
-        edges = tuple(
-            msgspec.structs.replace(e, action="break")
-            if e.source in self._loops and e.action is None
-            else e
-            for e in self._edges
-        )
+        edges = tuple(map(self._resolve_edge, self._edges))
         bp = Blueprint(
             id=self.id,
             nodes=tuple(self._nodes),
@@ -309,6 +347,19 @@ class Flow:
                 config=config,
             )
         )
+
+    def _resolve_edge(self, edge: EdgeDefinition) -> EdgeDefinition:
+        """Point edges at a batch's scatter/gather nodes; plain loop-controller edges exit."""
+        source, target, action = edge.source, edge.target, edge.action
+        if source in self._batches:
+            source = self._batches[source][1]
+        if target in self._batches:
+            target = self._batches[target][0]
+        if source in self._loops and action is None:
+            action = "break"
+        if (source, target, action) == (edge.source, edge.target, edge.action):
+            return edge
+        return msgspec.structs.replace(edge, source=source, target=target, action=action)
 
     def _ms(self, value: Duration | None, where: str) -> float | None:
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ _REASONS: dict[str, Any] = {
     "node": "pause",
     "control": "pause",
     "subflow": "wait",
+    "batch": "pause",
 }
 
 
@@ -82,11 +84,15 @@ class SubflowError(Exception):
     """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
 
 
+class BatchItemError(Exception):
+    """One item of a batch failed (recorded on the batch node, naming the item index)."""
+
+
 def flat_waiting(waiting: list[WaitState], prefix: str = "") -> list[tuple[str, WaitState]]:
     """Every awaiting record with its path id; a subflow's waits read ``"node/child"``."""
     flat: list[tuple[str, WaitState]] = []
     for w in waiting:
-        if w.kind == "subflow" and w.sub:
+        if w.kind in ("subflow", "batch") and w.sub:
             flat.extend(flat_waiting(w.sub, f"{prefix}{w.node_id}/"))
         else:
             flat.append((prefix + w.node_id, w))
@@ -95,7 +101,7 @@ def flat_waiting(waiting: list[WaitState], prefix: str = "") -> list[tuple[str, 
 
 def awaiting_of(waiting: list[WaitState]) -> tuple[Awaiting, ...]:
     """The public awaiting records of a run, subflow waits included under their path ids."""
-    if not any(w.kind == "subflow" for w in waiting):
+    if not any(w.sub for w in waiting):
         return tuple(map(public_awaiting, waiting))
     return tuple(public_awaiting(w, path) for path, w in flat_waiting(waiting))
 
@@ -301,6 +307,8 @@ class Execution:
             value = self._resolve_inputs(node.definition.inputs)
         if node.kind == "subflow":
             await self._subflow(node, value)
+        elif node.kind == "scatter":
+            await self._scatter(node, value)
         elif node.kind != "task":
             self._await_builtin(node, value)
         elif node.pause_before and not gate_open:
@@ -326,6 +334,71 @@ class Execution:
             state = {name: self._lookup(key) for name, key in node.sub_inputs.items()}
         result, env = await self.rt.start(child, state, f"{self.run_id}/{node.id}", nested=True)
         self.subflow_done(node, value, child, result, env)
+
+    async def _scatter(self, node: PlanNode, items: Any) -> None:
+        """Run the batch worker over every item (bounded by chunk size), results in item order."""
+        template = node.worker
+        assert template is not None
+        if not isinstance(items, list | tuple):
+            err = TypeError(
+                f"batch {node.id!r} needs a list as input, got {type(items).__name__}; "
+                "point input_key at a state key holding a list"
+            )
+            self._record_error(node.id, err, 0)
+            return
+        outcomes: dict[int, tuple[Any, ...]] = {}
+        limiter = anyio.CapacityLimiter(node.chunk_size or max(1, len(items)))
+
+        async def one(index: int, item: Any) -> None:
+            async with limiter:
+                worker = copy.copy(template)
+                worker.id = f"{node.id}/{index}"
+                outcomes[index] = await self._attempts(worker, item)
+
+        if template.is_async and len(items) > 1:
+            tasks = TaskSet.create()
+            for index, item in enumerate(items):
+                tasks.spawn(one, index, item)
+            await tasks.wait()
+        else:
+            for index, item in enumerate(items):
+                await one(index, item)
+        self.batch_done(node, list(items), [None] * len(items), outcomes, [])
+
+    def batch_done(
+        self,
+        node: PlanNode,
+        items: list[Any],
+        results: list[Any],
+        outcomes: dict[int, tuple[Any, ...]],
+        paused: list[WaitState],
+    ) -> None:
+        """Fold item outcomes into the batch: fail on the first failed item, await paused ones."""
+        now = self.rt.clock.now()
+        for index in sorted(outcomes):
+            outcome = outcomes[index]
+            if outcome[0] == _FAILED:
+                exc = outcome[1]
+                failure = BatchItemError(f"batch {node.id!r} item {index} failed: {exc!r}")
+                failure.__cause__ = exc
+                self._record_error(node.id, failure, outcome[2])
+                self.errors[-1] = msgspec.structs.replace(self.errors[-1], type=type(exc).__name__)
+                return
+            if outcome[0] == _PAUSED:
+                paused.append(WaitState(str(index), "node", now, items[index], note=outcome[1]))
+            else:
+                results[index] = outcome[1]
+        if paused:
+            self.waiting[node.id] = WaitState(
+                node.id,
+                "batch",
+                now,
+                {"items": items, "results": results},
+                note=f"batch {node.id}",
+                sub=sorted(paused, key=lambda w: int(w.node_id)),
+            )
+            return
+        self.complete(node, results, None)
 
     def subflow_done(
         self, node: PlanNode, value: Any, child: Plan, result: RunResult, env: Envelope

@@ -17,6 +17,7 @@ from ._blueprint import (
     json_duration,
     sleep_seconds,
 )
+from ._context import NodeContext
 from ._errors import InvalidBlueprintError, MissingImplementationError
 from ._nodes import BaseNode, loop_controller
 from ._types import EdgeContext
@@ -71,6 +72,9 @@ class PlanNode:
     subflow: str | None = None  # the child blueprint id of a subflow node
     sub_inputs: dict[str, str] | None = None
     sub_outputs: dict[str, str] | None = None
+    worker: PlanNode | None = None  # batch-scatter: the per-item worker
+    chunk_size: int | None = None
+    output_key: str | None = None  # batch-gather: the state key receiving the results
     # Fast-path flags, computed once in compile_plan:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
     inline: bool = False  # never suspends by itself (built-in or sync task): no task needed
@@ -88,6 +92,23 @@ class Plan:
     start_items: tuple[tuple[str, None, bool], ...] = ()
     registry: Mapping[str, object] = field(default_factory=dict)
     terminals: tuple[str, ...] = ()
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _gather(output_key: str | None) -> Callable[[NodeContext], Any]:
+    """The built-in ``batch-gather``: pass the results on and store them under ``outputKey``."""
+
+    def gather(node: NodeContext) -> Any:
+        if output_key is not None:
+            node.context.set(output_key, node.input)
+        return node.input
+
+    return gather
 
 
 def _str_map(value: object, flow_id: str, node_id: str, what: str) -> dict[str, str] | None:
@@ -149,6 +170,37 @@ def compile_plan(
             node.subflow = child
             node.sub_inputs = _str_map(params.get("inputs"), bp.id, d.id, "inputs")
             node.sub_outputs = _str_map(params.get("outputs"), bp.id, d.id, "outputs")
+        elif d.uses == "batch-scatter":
+            params = d.params or {}
+            key = params.get("workerUsesKey")
+            if not isinstance(key, str):
+                raise InvalidBlueprintError(
+                    f"flow {bp.id!r}: batch {d.id!r} needs params.workerUsesKey naming its worker"
+                )
+            worker = _lookup(bp, d, key, registry)
+            if not callable(worker):
+                raise InvalidBlueprintError(
+                    f"flow {bp.id!r}: batch {d.id!r} worker {key!r} is not callable"
+                )
+            node.kind = "scatter"
+            node.chunk_size = params.get("chunkSize") or None
+            node.worker = PlanNode(
+                id=f"{d.id}/worker",
+                kind="task",
+                definition=d,
+                call=worker,
+                is_async=_is_async(worker),
+                params=params,
+                max_retries=node.max_retries,
+                retry_delay=node.retry_delay,
+                retry_backoff=node.retry_backoff,
+                timeout=node.timeout,
+            )
+            node.max_retries, node.timeout = 1, None  # retries and timeouts apply per item
+        elif d.uses == "batch-gather":
+            key = (d.params or {}).get("outputKey")
+            node.output_key = key if isinstance(key, str) else None
+            node.call = _gather(node.output_key)
         elif d.uses == "loop-controller":
             source = (d.params or {}).get("condition")
             if not isinstance(source, str):
@@ -175,9 +227,7 @@ def compile_plan(
             if isinstance(impl, type) and issubclass(impl, BaseNode):
                 node.cls = impl
             node.call = impl
-            node.is_async = inspect.iscoroutinefunction(impl) or inspect.iscoroutinefunction(
-                getattr(impl, "__call__", None)  # noqa: B004 - async callable objects
-            )
+            node.is_async = _is_async(impl)
         nodes[d.id] = node
 
     for index, e in enumerate(bp.edges):
@@ -217,7 +267,8 @@ def compile_plan(
             and node.timeout is None
         )
         node.inline = node.kind in ("wait", "sleep") or (
-            node.cls is None
+            node.kind == "task"
+            and node.cls is None
             and not node.is_async
             and node.timeout is None
             and (node.max_retries == 1 or node.retry_delay == 0)

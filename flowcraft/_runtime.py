@@ -344,6 +344,19 @@ class FlowRuntime:
         if node_id is not None and node_id not in waiting and "/" in node_id:
             head, rest = node_id.split("/", 1)
             parent = waiting.get(head)
+            if parent is not None and parent.kind == "batch":
+                return await self._resume_batch(
+                    plan,
+                    env,
+                    parent,
+                    rest,
+                    output,
+                    action,
+                    has_output,
+                    control=control,
+                    by=who,
+                    nested=nested,
+                )
             if parent is not None and parent.kind == "subflow":
                 return await self._resume_child(
                     plan,
@@ -367,7 +380,7 @@ class FlowRuntime:
                 raise AmbiguousResumeError(run_id, tuple(paths))
         else:
             target = waiting.get(node_id)
-            if target is None or target.kind == "subflow":
+            if target is None or target.kind in ("subflow", "batch"):
                 raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
             targets = [target]
         now = self.clock.now()
@@ -427,6 +440,42 @@ class FlowRuntime:
                 ex.complete(plan.nodes[w.node_id], w.input, None)
             else:
                 ex.ready.append((w.node_id, w.input, True))
+        await ex.drive()
+        return await self._finish(plan, ex, nested)
+
+    async def _resume_batch(
+        self,
+        plan: Plan,
+        env: Envelope,
+        parent: WaitState,
+        item: str,
+        output: Any,
+        action: str | None,
+        has_output: bool,
+        *,
+        control: RunControl | None,
+        by: str | None,
+        nested: bool,
+    ) -> tuple[RunResult, Envelope]:
+        """Give a paused batch item its output; the batch completes when no item is left."""
+        path = f"{parent.node_id}/{item}"
+        paused = {w.node_id: w for w in parent.sub}
+        if item not in paused:
+            paths = tuple(p for p, _ in flat_waiting(env.waiting))
+            raise NodeNotAwaitingError(env.run_id, path, paths)
+        if action is not None:
+            raise ResumeDataError(
+                env.run_id, path, "a batch item takes an output only; actions route whole nodes"
+            )
+        stored = parent.input if isinstance(parent.input, dict) else {}
+        items, results = list(stored.get("items", ())), list(stored.get("results", ()))
+        ex = Execution(self, plan, env, control)
+        del ex.waiting[parent.node_id]
+        ex.history.append(pause_entry(paused[item]))
+        ex.history.append(HistoryEntry("resume", path, self.clock.now(), None, by, None))
+        rest = [w for w in parent.sub if w.node_id != item]
+        results[int(item)] = output
+        ex.batch_done(plan.nodes[parent.node_id], items, results, {}, rest)
         await ex.drive()
         return await self._finish(plan, ex, nested)
 

@@ -18,7 +18,7 @@ __all__ = ["FORMAT", "Codec", "Envelope", "Serializer", "WaitState"]
 #: Envelope format written by this version. Older formats stay decodable (golden tests).
 FORMAT = 1
 
-WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow"]
+WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
 
 
 class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):

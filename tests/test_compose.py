@@ -302,3 +302,93 @@ async def test_subflow_with_unknown_blueprint_is_refused_before_running() -> Non
     parent = create_flow("parent").subflow("sub", "nowhere")
     with pytest.raises(InvalidBlueprintError, match="needs blueprint 'nowhere'"):
         await parent.run(FlowRuntime())
+
+
+async def test_batch_runs_items_concurrently_and_keeps_item_order() -> None:
+    """Workers run over every item (bounded by chunk_size); results come back in order."""
+    import anyio
+
+    running = 0
+    peak = 0
+
+    async def double(n: NodeContext) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(5 - n.input):  # later items finish first, no real time passes
+            await anyio.lowlevel.checkpoint()
+        running -= 1
+        return int(n.input) * 2
+
+    flow = (
+        create_flow("f")
+        .node("load", lambda n: n.context.set("numbers", [1, 2, 3, 4]))
+        .batch("double", double, input_key="numbers", output_key="doubled", chunk_size=2)
+        .node("sum", lambda n: sum(n.input))
+        .edge("load", "double")
+        .edge("double", "sum")
+    )
+    bp = flow.to_blueprint()
+    assert [n.uses for n in bp.nodes[1:3]] == ["batch-scatter", "batch-gather"]
+    result = await flow.run(FlowRuntime())
+    assert result.status == "completed"
+    assert result.context["doubled"] == [2, 4, 6, 8]
+    assert result.outputs["sum"] == 20
+    assert peak == 2
+
+
+async def test_failing_batch_item_fails_the_run_naming_the_index() -> None:
+    """One failing item fails the run with its index in the error (the gather never hangs)."""
+
+    def check(n: NodeContext) -> int:
+        if n.input == 3:
+            raise ValueError("three is bad")
+        return int(n.input)
+
+    flow = (
+        create_flow("f")
+        .batch("b", check, input_key="items", max_retries=2)
+        .node("after", echo)
+        .edge("b", "after")
+    )
+    result = await flow.run(FlowRuntime(), {"items": [1, 2, 3]})
+    assert result.status == "failed"
+    assert result.errors[0].node_id == "b_scatter"
+    assert result.errors[0].type == "ValueError"
+    assert "item 2 failed" in result.errors[0].message
+    assert result.errors[0].attempt == 2
+
+
+async def test_paused_batch_items_resume_one_by_one() -> None:
+    """node.pause() in a worker pauses that item; resuming every paused item completes the batch."""
+
+    def review(n: NodeContext) -> str:
+        if n.input.startswith("?"):
+            n.pause(f"check {n.input}")
+        return n.input.upper()
+
+    flow = (
+        create_flow("f")
+        .batch("b", review, input_key="items", output_key="out")
+        .node("after", echo)
+        .edge("b", "after")
+    )
+    rt = FlowRuntime()
+    first = await flow.run(rt, {"items": ["a", "?b", "c", "?d"]})
+    assert first.status == "awaiting"
+    assert [a.node_id for a in first.awaiting] == ["b_scatter/1", "b_scatter/3"]
+    assert first.awaiting[0].description == "check ?b"
+    second = await flow.resume(rt, first.serialized_context, {"output": "B!"}, "b_scatter/1")
+    assert [a.node_id for a in second.awaiting] == ["b_scatter/3"]
+    final = await flow.resume(rt, second.serialized_context, {"output": "D!"})
+    assert final.status == "completed"
+    assert final.outputs["after"] == ["A", "B!", "C", "D!"]
+    assert final.context["out"] == ["A", "B!", "C", "D!"]
+
+
+async def test_batch_input_must_be_a_list() -> None:
+    """A batch whose input key holds no list fails clearly."""
+    flow = create_flow("f").batch("b", echo, input_key="items")
+    result = await flow.run(FlowRuntime(), {"items": {"not": "a list"}})
+    assert result.status == "failed"
+    assert "needs a list" in result.errors[0].message
