@@ -10,6 +10,7 @@ from ._blueprint import Blueprint, EdgeDefinition, NodeConfig, NodeDefinition
 from ._builder import Flow, create_flow
 from ._clock import Clock, SystemClock
 from ._context import Context, NodeContext
+from ._diagram import LintIssue, lint_blueprint, to_mermaid
 from ._engine import RunControl
 from ._errors import (
     AmbiguousResumeError,
@@ -82,6 +83,7 @@ __all__ = (
     "HistoryEntry",
     "InvalidBlueprintError",
     "InvalidDurationError",
+    "LintIssue",
     "Middleware",
     "MissingImplementationError",
     "NoStartNodeError",
@@ -114,4 +116,6 @@ __all__ = (
     "UnknownNodeError",
     "WaitExpiredError",
     "create_flow",
+    "lint_blueprint",
+    "to_mermaid",
 )

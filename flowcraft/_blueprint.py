@@ -111,6 +111,12 @@ class Blueprint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, d
         """Return the blueprint as JSON text (Flowcraft TS field names)."""
         return _encoder.encode(self).decode()
 
+    def to_mermaid(self, result: Any = None, *, direction: str = "TD") -> str:
+        """A Mermaid flowchart of this blueprint; with ``result``, nodes coloured by state."""
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self, result, direction=direction)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the blueprint as plain builtins (the parsed form of ``to_json``)."""
         result: dict[str, Any] = msgspec.to_builtins(self)

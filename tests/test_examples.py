@@ -13,6 +13,7 @@ EXAMPLES = ROOT / "examples"
 
 # One phrase per example that only appears when its own final asserts have passed.
 KEY_PHRASES = {
+    "diagram.py": "diagram: OK",
     "approval_service.py": "approval service: OK",
     "durable_timers.py": "durable timers: OK",
     "delayed_notification.py": "delayed notification: OK",

@@ -1,0 +1,455 @@
+"""Mermaid diagrams of blueprints (and of runs), and a static linter for blueprints.
+
+``to_mermaid`` never trusts a node id or an expression: every node gets a generated key
+(``n0``, ``n1``, ...) and every label is quoted with Mermaid entity codes (``#quot;``, ``#35;``)
+for anything that is not plainly safe, so ids full of quotes, brackets, pipes, HTML or
+newlines cannot break the chart or inject markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import msgspec
+
+from ._blueprint import BUILTIN_USES, CALLABLE_PREFIX, Blueprint, EdgeDefinition
+from ._errors import FlowcraftError, InvalidBlueprintError
+from ._types import RunResult
+
+__all__ = ["LintIssue", "LintSeverity", "lint_blueprint", "to_mermaid"]
+
+LintSeverity = Literal["error", "warning"]
+
+_DIRECTIONS = frozenset({"TD", "TB", "BT", "LR", "RL"})
+# Node shapes by ``uses``: (opening, closing) around the quoted label.
+_SHAPES: dict[str, tuple[str, str]] = {
+    "wait": ("{{", "}}"),
+    "sleep": ("([", "])"),
+    "subflow": ("[[", "]]"),
+    "loop-controller": ("{", "}"),
+    "batch-scatter": ("[/", "/]"),
+    "batch-gather": ("[\\", "\\]"),
+}
+_TASK_SHAPE = ("[", "]")
+_STATUS_STYLES = (
+    ("completed", "fill:#d3f9d8,stroke:#2b8a3e,color:#1b4d26"),
+    ("awaiting", "fill:#fff3bf,stroke:#e67700,color:#5c3c00,stroke-width:2px"),
+    ("failed", "fill:#ffe3e3,stroke:#c92a2a,color:#5c0d0d,stroke-width:2px"),
+    ("skipped", "fill:#f1f3f5,stroke:#868e96,color:#495057,stroke-dasharray:5 5"),
+    ("notrun", "fill:#f8f9fa,stroke:#adb5bd,color:#868e96"),
+)
+# Characters kept as they are inside a quoted label; everything else becomes an entity.
+_SAFE_ASCII = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/=+*'!?@"
+)
+_NAMED = {'"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;"}
+# Built-ins that never choose an action: labelled edges out of them can never be taken.
+_NO_ACTIONS = frozenset({"sleep", "batch-scatter", "batch-gather"})
+_LOOP_ACTIONS = frozenset({"continue", "break"})
+
+
+class LintIssue(msgspec.Struct, frozen=True, kw_only=True):
+    """One problem ``lint_blueprint`` found.
+
+    ``code`` is stable (``"FC001"``...) and ``rule`` is its readable name
+    (``"unreachable-node"``); ``str(issue)`` reads ``"FC001 unreachable-node [x]: ..."``.
+    """
+
+    code: str
+    rule: str
+    node_id: str
+    message: str
+    severity: LintSeverity
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.rule} [{self.node_id}]: {self.message}"
+
+
+# --- Mermaid -----------------------------------------------------------------------------------
+
+
+def escape_label(text: str) -> str:
+    """Return ``text`` safe to put between double quotes in a Mermaid label.
+
+    Letters, digits, spaces and harmless punctuation stay; line breaks and tabs become spaces;
+    every other character becomes a Mermaid entity code (``#quot;``, ``#lt;``, ``#124;``...).
+    """
+    out: list[str] = []
+    for ch in text:
+        if ch in _SAFE_ASCII or (ord(ch) > 127 and ch.isalnum()):
+            out.append(ch)
+        elif ch in "\r\n\t":
+            out.append(" ")
+        elif ch in _NAMED:
+            out.append(_NAMED[ch])
+        else:
+            out.append(f"#{ord(ch)};")
+    return "".join(out)
+
+
+def to_mermaid(
+    blueprint: Blueprint, result: RunResult | None = None, *, direction: str = "TD"
+) -> str:
+    """Draw a blueprint as a Mermaid ``flowchart``, optionally coloured by a run's state.
+
+    Tasks are rectangles, waits hexagons, sleeps stadiums, subflows subroutines, loop
+    controllers rhombuses. Edges carry their action and condition; edges closing a cycle and
+    fallback links are dotted. Ids and expressions are escaped, so any text is safe.
+
+    Args:
+        blueprint: The flow to draw.
+        result: A ``RunResult`` of this blueprint. Nodes are then classed ``completed``,
+            ``awaiting``, ``failed`` or ``skipped`` (when the context can be decoded without
+            keys; otherwise nodes that did not run are classed ``notrun``).
+        direction: ``"TD"`` (top-down, the default), ``"TB"``, ``"BT"``, ``"LR"`` or ``"RL"``.
+
+    Raises:
+        ValueError: ``direction`` is not one of the above, or ``result`` is of another blueprint.
+    """
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be one of {sorted(_DIRECTIONS)}, not {direction!r}")
+    if result is not None and result.blueprint_id and result.blueprint_id != blueprint.id:
+        raise ValueError(
+            f"the result is of blueprint {result.blueprint_id!r}, not {blueprint.id!r}; "
+            "draw it with the blueprint it ran."
+        )
+    keys = {node.id: f"n{i}" for i, node in enumerate(blueprint.nodes)}
+    lines = [f"flowchart {direction}"]
+    for node in blueprint.nodes:
+        opening, closing = _SHAPES.get(node.uses, _TASK_SHAPE)
+        lines.append(f'    {keys[node.id]}{opening}"{escape_label(node.id)}"{closing}')
+    back = _back_edges(blueprint)
+    for index, edge in enumerate(blueprint.edges):
+        arrow = "-.->" if index in back else "-->"
+        label = _edge_label(edge)
+        middle = f'{arrow}|"{escape_label(label)}"|' if label else arrow
+        lines.append(f"    {keys[edge.source]} {middle} {keys[edge.target]}")
+    for node in blueprint.nodes:
+        fallback = node.settings.fallback
+        if fallback is not None and fallback in keys:
+            lines.append(f'    {keys[node.id]} -.->|"fallback"| {keys[fallback]}')
+    if result is not None:
+        lines.extend(_status_lines(blueprint, result, keys))
+    return "\n".join(lines) + "\n"
+
+
+def _edge_label(edge: EdgeDefinition) -> str:
+    parts = []
+    if edge.action is not None:
+        parts.append(edge.action)
+    if edge.condition is not None:
+        parts.append(f"if {edge.condition}")
+    return " / ".join(parts)
+
+
+def _status_lines(blueprint: Blueprint, result: RunResult, keys: Mapping[str, str]) -> list[str]:
+    status: dict[str, str] = {}
+
+    def mark(node_id: str, name: str) -> None:
+        # Nested ids ("parent/child-wait") colour their parent node.
+        if node_id not in keys and "/" in node_id:
+            node_id = node_id.split("/", 1)[0]
+        if node_id in keys and node_id not in status:
+            status[node_id] = name
+
+    for error in result.errors:
+        mark(error.node_id, "failed")
+    for waiting in result.awaiting:
+        mark(waiting.node_id, "awaiting")
+    for node_id in result.outputs:
+        mark(node_id, "completed")
+    skipped = _decoded_skipped(result)
+    if skipped is None:
+        for node in blueprint.nodes:
+            mark(node.id, "notrun")
+    else:
+        for node_id in skipped:
+            mark(node_id, "skipped")
+    lines = [f"    classDef {name} {style}" for name, style in _STATUS_STYLES]
+    for name, _ in _STATUS_STYLES:
+        members = [keys[n.id] for n in blueprint.nodes if status.get(n.id) == name]
+        if members:
+            lines.append(f"    class {','.join(members)} {name}")
+    return lines
+
+
+def _decoded_skipped(result: RunResult) -> list[str] | None:
+    """The skipped node ids from the result's context, or None if it cannot be read unkeyed."""
+    from ._serialize import Codec
+
+    try:
+        return list(Codec().decode(result.serialized_context).skipped)
+    except FlowcraftError:  # signed, or a custom serializer: skipped is unknown
+        return None
+
+
+def _back_edges(blueprint: Blueprint) -> set[int]:
+    """Indexes of edges closing a cycle: the DFS of ``compile_plan``, same order, same result."""
+    out: dict[str, list[tuple[int, str]]] = {n.id: [] for n in blueprint.nodes}
+    for index, edge in enumerate(blueprint.edges):
+        if edge.source in out and edge.target in out:
+            out[edge.source].append((index, edge.target))
+    back: set[int] = set()
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    for root in [*_start_nodes(blueprint), *out]:
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            nid, i = stack[-1]
+            if i == len(out[nid]):
+                state[nid] = 2
+                stack.pop()
+                continue
+            stack[-1] = (nid, i + 1)
+            index, target = out[nid][i]
+            seen = state.get(target)
+            if seen == 1:
+                back.add(index)
+            elif seen is None:
+                state[target] = 1
+                stack.append((target, 0))
+    return back
+
+
+def _start_nodes(blueprint: Blueprint) -> list[str]:
+    targets = {e.target for e in blueprint.edges}
+    fallbacks = {n.settings.fallback for n in blueprint.nodes if n.settings.fallback}
+    return [n.id for n in blueprint.nodes if n.id not in targets and n.id not in fallbacks]
+
+
+# --- lint --------------------------------------------------------------------------------------
+
+
+def lint_blueprint(
+    blueprint: Blueprint, registry: Mapping[str, object] | None = None
+) -> list[LintIssue]:
+    """Find problems a valid blueprint can still have, without running it.
+
+    Codes (stable; ``rule`` is the readable name):
+
+    - ``FC001 unreachable-node``: no path from a start node (nor as a reachable node's fallback).
+    - ``FC002 missing-implementation``: a ``uses``, schema, worker or ``@callable`` key is not in
+      ``registry`` or is not callable (only checked when ``registry`` is given).
+    - ``FC003 wait-without-default``: every outgoing edge of a wait is labelled, so a resume
+      without one of those actions is refused.
+    - ``FC004 join-never-fires``: an ``"all"`` join with a predecessor that can never run.
+    - ``FC005 dead-action``: an action label on an edge whose source never chooses that action
+      (sleeps and batch nodes choose none; loop controllers only ``continue`` and ``break``).
+    - ``FC006 invalid-expression``: a condition, transform or loop condition that does not compile.
+    - ``FC007 unrouted-timeout``: a wait with a timeout but no edge for its ``on_timeout``
+      action and no unlabelled edge: when the timeout passes, that branch just ends.
+
+    Returns:
+        The issues in a stable order: by code, then by node definition order.
+    """
+    issues: list[LintIssue] = []
+    order = {node.id: i for i, node in enumerate(blueprint.nodes)}
+    out_edges: dict[str, list[EdgeDefinition]] = {n.id: [] for n in blueprint.nodes}
+    for edge in blueprint.edges:
+        if edge.source in out_edges:
+            out_edges[edge.source].append(edge)
+
+    reached, fallback_only = _reachable(blueprint, out_edges)
+    issues.extend(_unreachable(blueprint, reached, fallback_only))
+    if registry is not None:
+        issues.extend(_missing(blueprint, registry))
+    issues.extend(_waits(blueprint, out_edges))
+    issues.extend(_joins(blueprint, reached))
+    issues.extend(_dead_actions(blueprint, out_edges))
+    issues.extend(_expressions(blueprint))
+    issues.sort(key=lambda issue: (issue.code, order.get(issue.node_id, len(order))))
+    return issues
+
+
+def _issue(code: str, rule: str, node_id: str, message: str, severity: LintSeverity) -> LintIssue:
+    return LintIssue(code=code, rule=rule, node_id=node_id, message=message, severity=severity)
+
+
+def _reachable(
+    blueprint: Blueprint, out_edges: Mapping[str, list[EdgeDefinition]]
+) -> tuple[set[str], set[str]]:
+    """Nodes that run along edges from a start, and nodes that only ever run as a fallback.
+
+    A fallback stands in for the failed node and routing continues along the failed node's
+    edges, so a fallback's own edges lead somewhere only if it is also reached normally.
+    """
+    nodes = blueprint.node_map
+    reached: set[str] = set()
+    stack = _start_nodes(blueprint)
+    while stack:
+        nid = stack.pop()
+        if nid in reached:
+            continue
+        reached.add(nid)
+        stack.extend(e.target for e in out_edges.get(nid, ()) if e.target not in reached)
+    fallbacks = {nodes[n].settings.fallback for n in reached} - {None}
+    fallback_only = {f for f in fallbacks if f is not None and f not in reached}
+    return reached, fallback_only
+
+
+def _unreachable(
+    blueprint: Blueprint, reached: set[str], fallback_only: set[str]
+) -> Iterable[LintIssue]:
+    preds: dict[str, list[str]] = {}
+    for edge in blueprint.edges:
+        preds.setdefault(edge.target, []).append(edge.source)
+    for node in blueprint.nodes:
+        if node.id in reached or node.id in fallback_only:
+            continue
+        via = [p for p in preds.get(node.id, ()) if p in fallback_only]
+        hint = (
+            f" Its edges come from {', '.join(map(repr, via))}, which only runs as a fallback; "
+            "a fallback's own edges are never taken (routing continues along the failed node's)."
+            if via
+            else " Connect it from a reachable node, or remove it."
+        )
+        yield _issue(
+            "FC001",
+            "unreachable-node",
+            node.id,
+            f"node {node.id!r} can never run: no path leads to it from a start node.{hint}",
+            "warning",
+        )
+
+
+def _missing(blueprint: Blueprint, registry: Mapping[str, object]) -> Iterable[LintIssue]:
+    def check(node_id: str, key: str, what: str) -> LintIssue | None:
+        if key not in registry:
+            problem = "is not in the registry"
+        elif not callable(registry[key]):
+            problem = f"is registered as a {type(registry[key]).__name__}, not a callable"
+        else:
+            return None
+        return _issue(
+            "FC002",
+            "missing-implementation",
+            node_id,
+            f"{what} {key!r} of node {node_id!r} {problem}; register it under that key.",
+            "error",
+        )
+
+    found: list[LintIssue | None] = []
+    for node in blueprint.nodes:
+        params = node.params or {}
+        if node.uses not in BUILTIN_USES:
+            found.append(check(node.id, node.uses, "implementation"))
+        elif node.uses == "wait" and params.get("schema") is not None:
+            found.append(check(node.id, str(params["schema"]), "schema"))
+        elif node.uses == "batch-scatter" and isinstance(params.get("workerUsesKey"), str):
+            found.append(check(node.id, params["workerUsesKey"], "batch worker"))
+    for edge in blueprint.edges:
+        for what, text in (("condition", edge.condition), ("transform", edge.transform)):
+            if text is not None and text.startswith(CALLABLE_PREFIX):
+                found.append(
+                    check(
+                        edge.source, text[len(CALLABLE_PREFIX) :], f"edge -> {edge.target!r} {what}"
+                    )
+                )
+    return [issue for issue in found if issue is not None]
+
+
+def _waits(
+    blueprint: Blueprint, out_edges: Mapping[str, list[EdgeDefinition]]
+) -> Iterable[LintIssue]:
+    for node in blueprint.nodes:
+        if node.uses != "wait":
+            continue
+        edges = out_edges[node.id]
+        actions = sorted({e.action for e in edges if e.action is not None})
+        has_default = any(e.action is None for e in edges)
+        if edges and not has_default:
+            yield _issue(
+                "FC003",
+                "wait-without-default",
+                node.id,
+                f"wait {node.id!r} only has labelled edges ({', '.join(map(repr, actions))}): "
+                "a resume without one of these actions is refused. Add an unlabelled edge if "
+                "a plain resume should continue.",
+                "warning",
+            )
+        params = node.params or {}
+        if params.get("timeout") is not None and edges and not has_default:
+            on_timeout = str(params.get("onTimeout", "timeout"))
+            if on_timeout not in actions:
+                yield _issue(
+                    "FC007",
+                    "unrouted-timeout",
+                    node.id,
+                    f"wait {node.id!r} has a timeout but no edge for its timeout action "
+                    f"{on_timeout!r}: when it expires, the branch ends there. Add an edge with "
+                    f"action={on_timeout!r}.",
+                    "warning",
+                )
+
+
+def _joins(blueprint: Blueprint, reached: set[str]) -> Iterable[LintIssue]:
+    back = _back_edges(blueprint)
+    forward_preds: dict[str, list[str]] = {}
+    for index, edge in enumerate(blueprint.edges):
+        if index not in back:
+            preds = forward_preds.setdefault(edge.target, [])
+            if edge.source not in preds:
+                preds.append(edge.source)
+    for node in blueprint.nodes:
+        if node.settings.join_strategy != "all" or node.id not in reached:
+            continue
+        dead = [p for p in forward_preds.get(node.id, ()) if p not in reached]
+        if dead:
+            yield _issue(
+                "FC004",
+                "join-never-fires",
+                node.id,
+                f"join {node.id!r} waits for all of its predecessors, but "
+                f"{', '.join(map(repr, dead))} can never run, so it never fires. Make the "
+                "predecessor reachable, remove the edge, or use join='any'.",
+                "error",
+            )
+
+
+def _dead_actions(
+    blueprint: Blueprint, out_edges: Mapping[str, list[EdgeDefinition]]
+) -> Iterable[LintIssue]:
+    for node in blueprint.nodes:
+        if node.uses in _NO_ACTIONS:
+            allowed: frozenset[str] = frozenset()
+        elif node.uses == "loop-controller":
+            allowed = _LOOP_ACTIONS
+        else:
+            continue
+        for edge in out_edges[node.id]:
+            if edge.action is not None and edge.action not in allowed:
+                yield _issue(
+                    "FC005",
+                    "dead-action",
+                    node.id,
+                    f"edge {node.id!r} -> {edge.target!r} needs action {edge.action!r}, which "
+                    f"a {node.uses!r} node never chooses; the edge is never taken.",
+                    "warning",
+                )
+
+
+def _expressions(blueprint: Blueprint) -> Iterable[LintIssue]:
+    from ._expr import compile_expression
+
+    def check(node_id: str, text: object, where: str) -> LintIssue | None:
+        if not isinstance(text, str) or text.startswith(CALLABLE_PREFIX):
+            return None
+        try:
+            compile_expression(text, where=where)
+        except InvalidBlueprintError as exc:
+            return _issue("FC006", "invalid-expression", node_id, str(exc), "error")
+        return None
+
+    found: list[LintIssue | None] = []
+    for node in blueprint.nodes:
+        if node.uses == "loop-controller":
+            condition = (node.params or {}).get("condition")
+            found.append(check(node.id, condition, f"loop {node.id!r} condition"))
+    for edge in blueprint.edges:
+        where = f"edge {edge.source!r} -> {edge.target!r}"
+        found.append(check(edge.source, edge.condition, f"{where} condition"))
+        found.append(check(edge.source, edge.transform, f"{where} transform"))
+    return [issue for issue in found if issue is not None]
