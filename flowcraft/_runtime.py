@@ -18,6 +18,7 @@ from ._engine import Execution, RunControl, awaiting_of, flat_waiting, pause_ent
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
+    ContextDecodeError,
     InvalidBlueprintError,
     NodeNotAwaitingError,
     NotAwaitingError,
@@ -278,6 +279,7 @@ class FlowRuntime:
             raise BlueprintMismatchError(
                 env.run_id, (env.blueprint_id, env.digest), (bp.id, plan.digest)
             )
+        _check_envelope(plan, env)
         return env
 
     @asynccontextmanager
@@ -499,6 +501,7 @@ class FlowRuntime:
         child = self.child_plan(node.subflow, plan)
         stored = parent.input if isinstance(parent.input, dict) else {}
         child_env = self.codec.decode(stored.get("context", b""))
+        _check_envelope(child, child_env)
         # The child validates first: a refused resume raises before the parent changes.
         try:
             result, new_env = await self._resume_env(
@@ -542,6 +545,39 @@ class FlowRuntime:
             history=(*env.history, *map(pause_entry, env.waiting)),
             _causes=causes,
         )
+
+
+_KIND_FITS = {
+    "wait": ("wait",),
+    "timer": ("sleep",),
+    "gate": ("task",),
+    "node": ("task",),
+    "control": ("task", "wait", "sleep", "subflow", "scatter"),
+    "subflow": ("subflow",),
+    "batch": ("scatter",),
+}
+
+
+def _check_envelope(plan: Plan, env: Envelope) -> None:
+    """Refuse a context whose records do not fit its blueprint (it was forged or corrupted)."""
+    nodes = plan.nodes
+    for w in env.waiting:
+        node = nodes.get(w.node_id)
+        if node is None or node.kind not in _KIND_FITS[w.kind]:
+            raise ContextDecodeError(
+                f"run {env.run_id!r} awaits {w.node_id!r} as a {w.kind}, which blueprint "
+                f"{plan.blueprint.id!r} does not have"
+            )
+    edges = plan.blueprint.edges
+    for node_id, buffers in env.joins.items():
+        node = nodes.get(node_id)
+        fwd = {e.index for e in node.fwd_in} if node is not None else set()
+        for index in buffers:
+            if index not in fwd and not (index == -1 and node is not None and node.join_any):
+                raise ContextDecodeError(
+                    f"run {env.run_id!r} has a join buffer for node {node_id!r} on edge #{index}, "
+                    f"which blueprint {plan.blueprint.id!r} ({len(edges)} edges) does not have"
+                )
 
 
 def _new_run_id() -> str:

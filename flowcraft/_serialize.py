@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -21,15 +21,18 @@ FORMAT = 1
 WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
 
 
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
     """One awaiting node, with what is needed to continue it."""
 
     node_id: str
     kind: WaitKind
-    since: datetime
+    since: AwareDatetime
     input: Any = None
-    wake_at: datetime | None = None
-    expires_at: datetime | None = None
+    wake_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
     note: str | None = None
     by: str | None = None
     sub: list[WaitState] = []  # a subflow's own waits (kind "subflow")
@@ -89,6 +92,7 @@ class _Json:
         return self.decoder.decode(data)
 
 
+_STATUSES = frozenset({"running", "awaiting", "completed", "failed", "cancelled"})
 _MSGPACK = _Msgpack()
 _JSON = _Json()
 _SIGNED_MAGIC = b"FCS1"
@@ -158,8 +162,10 @@ class Codec:
             reader = _MSGPACK
         try:
             env = reader.decode(data)
-        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
+        if env.status not in _STATUSES or env.revision < 0:
+            raise ContextDecodeError(f"invalid status {env.status!r} or revision {env.revision}")
         if env.format < 1 or env.format > FORMAT:
             raise ContextDecodeError(
                 f"envelope format {env.format} is not supported (this version reads 1..{FORMAT}); "
