@@ -42,7 +42,7 @@ from ._errors import (
 )
 from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
 from ._nodes import BaseNode
-from ._runtime import FlowRuntime
+from ._runtime import ContextView, FlowRuntime
 from ._scheduler import PendingTimer, Scheduler
 from ._serialize import Serializer
 from ._types import (
@@ -71,6 +71,7 @@ __all__ = (
     "ContextDecodeError",
     "ContextError",
     "ContextIntegrityError",
+    "ContextView",
     "DuplicateNodeError",
     "EVENT_NAMES",
     "EdgeContext",

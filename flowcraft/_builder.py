@@ -32,9 +32,21 @@ _DEFAULTS = NodeConfig()
 Duration = float | int | timedelta | str
 
 
-def create_flow(flow_id: str, *, metadata: Mapping[str, Any] | None = None) -> Flow:
-    """Start building a flow with this id."""
-    return Flow(flow_id, metadata=metadata)
+def create_flow(
+    flow_id: str,
+    *,
+    state: type | None = None,
+    version: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Flow:
+    """Start building a flow with this id.
+
+    ``state`` declares the state's shape (a ``msgspec.Struct``, dataclass or ``TypedDict``): its
+    annotated keys come back from a serialized context with their types (enums, datetimes,
+    UUIDs, Decimals, Structs, ...) instead of as plain JSON values. ``version`` is recorded in
+    every context and reported when a resume meets a changed blueprint.
+    """
+    return Flow(flow_id, state=state, version=version, metadata=metadata)
 
 
 class Flow:
@@ -44,7 +56,14 @@ class Flow:
     blueprint's ``uses`` keys to the Python callables given here.
     """
 
-    def __init__(self, flow_id: str, *, metadata: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        flow_id: str,
+        *,
+        state: type | None = None,
+        version: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(flow_id, str) or not flow_id:
             raise InvalidBlueprintError(f"flow id must be a non-empty string, got {flow_id!r}")
         self.id = flow_id
@@ -57,6 +76,11 @@ class Flow:
         self._blueprint: Blueprint | None = None  # cached until the builder changes
         self._loops: set[str] = set()
         self._batches: dict[str, tuple[str, str]] = {}
+        if version is not None:
+            self._metadata = {**(self._metadata or {}), "version": str(version)}
+        if state is not None:
+            key = self._register(state, None, "state", kind="state type")
+            self._metadata = {**(self._metadata or {}), "stateType": key}
 
     def __repr__(self) -> str:
         return f"flowcraft.Flow({self.id!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import struct
+import typing
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from ._blueprint import (
     BUILTIN_USES,
@@ -22,7 +27,7 @@ from ._errors import InvalidBlueprintError, MissingImplementationError
 from ._nodes import BaseNode, loop_controller
 from ._types import EdgeContext
 
-__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan"]
+__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "describe_changes", "shape_of"]
 
 Registry = Mapping[str, object]
 
@@ -92,6 +97,9 @@ class Plan:
     start_items: tuple[tuple[str, None, bool], ...] = ()
     registry: Mapping[str, object] = field(default_factory=dict)
     terminals: tuple[str, ...] = ()
+    state_hints: dict[str, Any] | None = None  # typed state: key -> type
+    shape: bytes = b""  # per node: 2-byte hash of its id, 2-byte hash of its definition
+    version: str | None = None
 
 
 def _is_async(fn: object) -> bool:
@@ -284,6 +292,13 @@ def compile_plan(
             node.direct = tuple(e.target for e in node.out)
     start_items = tuple((s, None, False) for s in starts)
     terminals = tuple(n.id for n in nodes.values() if not n.out)
+    meta = bp.metadata or {}
+    state_hints = None
+    if isinstance(meta.get("stateType"), str):
+        state_type = registry.get(meta["stateType"])
+        if not isinstance(state_type, type):
+            raise MissingImplementationError(bp.id, "(state type)", meta["stateType"])
+        state_hints = typing.get_type_hints(state_type, include_extras=True)
     return Plan(
         blueprint=bp,
         nodes=nodes,
@@ -292,7 +307,47 @@ def compile_plan(
         start_items=start_items,
         registry=registry,
         terminals=terminals,
+        state_hints=state_hints,
+        shape=shape_of(bp),
+        version=str(meta["version"]) if meta.get("version") is not None else None,
     )
+
+
+_node_json = msgspec.json.Encoder(order="sorted")
+
+
+def shape_of(bp: Blueprint) -> bytes:
+    """A compact fingerprint of every node (with its outgoing edges), to name what changed."""
+    out: dict[str, list[EdgeDefinition]] = {}
+    for e in bp.edges:
+        out.setdefault(e.source, []).append(e)
+    parts = []
+    for n in bp.nodes:
+        definition = _node_json.encode((n, out.get(n.id, [])))
+        parts.append(
+            struct.pack(">HH", zlib.crc32(n.id.encode()) & 0xFFFF, zlib.crc32(definition) & 0xFFFF)
+        )
+    return b"".join(parts)
+
+
+def describe_changes(old: bytes, bp: Blueprint) -> str:
+    """Which nodes were added, changed or removed since the blueprint that wrote ``old``."""
+    if not old or len(old) % 4:
+        return ""
+    before = dict(struct.iter_unpack(">HH", old))
+    now = dict(struct.iter_unpack(">HH", shape_of(bp)))
+    ids = {zlib.crc32(n.id.encode()) & 0xFFFF: n.id for n in bp.nodes}
+    added = [ids[h] for h in now if h not in before]
+    changed = [ids[h] for h in now if h in before and before[h] != now[h]]
+    removed = sum(1 for h in before if h not in now)
+    parts = []
+    if added:
+        parts.append("added " + ", ".join(map(repr, added)))
+    if changed:
+        parts.append("changed " + ", ".join(map(repr, changed)))
+    if removed:
+        parts.append(f"{removed} node(s) removed")
+    return "; ".join(parts) or "edges or settings changed"
 
 
 def _lookup(bp: Blueprint, d: NodeDefinition, key: str, registry: Registry) -> object:

@@ -7,6 +7,7 @@ import os
 from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +24,13 @@ from ._errors import (
     NodeNotAwaitingError,
     NotAwaitingError,
     ResumeDataError,
+    SerializationError,
     TimerNotDueError,
     UnknownActionError,
     WaitExpiredError,
 )
 from ._events import EventBus, Middleware
-from ._plan import Plan, compile_plan
+from ._plan import Plan, compile_plan, describe_changes
 from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
 from ._types import HistoryEntry, Resume, ResumeData, RunResult
 
@@ -145,7 +147,11 @@ class FlowRuntime:
             status="running",
             state=dict(initial_state) if initial_state else {},
             outputs={},
+            version=plan.version,
+            shape=plan.shape,
         )
+        if plan.state_hints and env.state:
+            _type_state(plan, env, initial=True)
         ex = Execution(self, plan, env, control)
         if self.event_bus is not None:
             ex.event("workflow:start", None, {})
@@ -235,6 +241,8 @@ class FlowRuntime:
         registry: Mapping[str, object] | None = None,
         control: RunControl | None = None,
         by: str | None = None,
+        migrate: Callable[[ContextView], Any] | None = None,
+        allow_blueprint_change: bool = False,
     ) -> RunResult:
         """Continue an awaiting run: complete ``node_id`` with ``data`` and run until quiescent.
 
@@ -242,12 +250,19 @@ class FlowRuntime:
         ``node_id`` may be omitted when exactly one node awaits. Every check happens before
         anything changes; a refused resume leaves the context usable as it was.
 
+        A context written by another version of the blueprint raises
+        ``BlueprintMismatchError`` naming what changed, unless ``allow_blueprint_change=True``
+        (the awaiting nodes must still exist) or ``migrate`` is given: it receives a
+        ``ContextView`` of the old context and may edit its state, outputs and awaiting ids.
+
         Raises:
             ResumeError: a subclass saying what does not fit (unknown node, wrong action, ...).
             ContextError: the context is corrupt, tampered with, or from another blueprint.
         """
         plan = self.plan(blueprint, registry)
-        env = self.load(plan, serialized_context)
+        env = self.load(
+            plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
+        )
         return await self._resume(plan, env, data, node_id, control=control, by=by)
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
@@ -266,7 +281,14 @@ class FlowRuntime:
             del self._plans[next(iter(self._plans))]
         return plan
 
-    def load(self, plan: Plan, serialized_context: bytes | RunResult) -> Envelope:
+    def load(
+        self,
+        plan: Plan,
+        serialized_context: bytes | RunResult,
+        *,
+        migrate: Callable[[ContextView], Any] | None = None,
+        allow_change: bool = False,
+    ) -> Envelope:
         """Decode and check a context against the plan's blueprint."""
         data = (
             serialized_context.serialized_context
@@ -276,10 +298,16 @@ class FlowRuntime:
         env = self.codec.decode(data)
         bp = plan.blueprint
         if env.blueprint_id != bp.id or env.digest != plan.digest[:_DIGEST_CHARS]:
-            raise BlueprintMismatchError(
-                env.run_id, (env.blueprint_id, env.digest), (bp.id, plan.digest)
-            )
-        _check_envelope(plan, env)
+            changes = describe_changes(env.shape, bp) if env.blueprint_id == bp.id else ""
+            if env.blueprint_id != bp.id or not (allow_change or migrate is not None):
+                raise BlueprintMismatchError(
+                    env.run_id, (env.blueprint_id, env.digest), (bp.id, plan.digest), changes
+                )
+            _adopt(plan, env, migrate)
+        else:
+            _check_envelope(plan, env)
+        if plan.state_hints and env.state:
+            _type_state(plan, env)
         return env
 
     @asynccontextmanager
@@ -578,6 +606,75 @@ def _check_envelope(plan: Plan, env: Envelope) -> None:
                     f"run {env.run_id!r} has a join buffer for node {node_id!r} on edge #{index}, "
                     f"which blueprint {plan.blueprint.id!r} ({len(edges)} edges) does not have"
                 )
+
+
+@dataclass
+class ContextView:
+    """What ``resume(..., migrate=fn)`` hands to ``fn``: the old context, editable in place.
+
+    ``awaiting`` maps each awaiting node id to the id it should have in the new blueprint
+    (initially itself): change a value to move a pause to a renamed node.
+    """
+
+    run_id: str
+    version: str | None
+    state: dict[str, Any]
+    outputs: dict[str, Any]
+    awaiting: dict[str, str]
+
+
+def _adopt(plan: Plan, env: Envelope, migrate: Callable[[ContextView], Any] | None) -> None:
+    """Move a context onto a changed blueprint (after the caller allowed it)."""
+    if env.joins:
+        raise BlueprintMismatchError(
+            env.run_id,
+            (env.blueprint_id, env.digest),
+            (plan.blueprint.id, plan.digest),
+            "a join is half-way (some branches arrived); finish the run on the old blueprint",
+        )
+    if migrate is not None:
+        view = ContextView(
+            env.run_id,
+            env.version,
+            env.state,
+            env.outputs,
+            {w.node_id: w.node_id for w in env.waiting},
+        )
+        migrate(view)
+        env.state, env.outputs = view.state, view.outputs
+        env.waiting = [
+            msgspec.structs.replace(w, node_id=view.awaiting.get(w.node_id, w.node_id))
+            for w in env.waiting
+        ]
+    try:
+        _check_envelope(plan, env)
+    except ContextDecodeError as exc:
+        raise BlueprintMismatchError(
+            env.run_id,
+            (env.blueprint_id, env.digest),
+            (plan.blueprint.id, plan.digest),
+            f"{exc.detail}; map it to a node of the new blueprint with migrate=",
+        ) from None
+    env.digest, env.shape, env.version = plan.digest[:_DIGEST_CHARS], plan.shape, plan.version
+
+
+def _type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
+    """Give declared state keys their declared types (a typed state's round trip)."""
+    assert plan.state_hints is not None
+    for key, hint in plan.state_hints.items():
+        if key not in env.state:
+            continue
+        try:
+            env.state[key] = msgspec.convert(env.state[key], hint, strict=False)
+        except msgspec.ValidationError as exc:
+            where = f"state key {key!r} of run {env.run_id!r}"
+            if initial:
+                raise SerializationError(
+                    where, f"does not match the flow's state type: {exc}"
+                ) from exc
+            raise ContextDecodeError(
+                f"{where} does not match the flow's state type: {exc}"
+            ) from exc
 
 
 def _new_run_id() -> str:

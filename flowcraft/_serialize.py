@@ -54,6 +54,8 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     joins: dict[str, dict[int, list[tuple[bool, Any]]]] = {}
     skipped: list[str] = []
     errors: list[NodeError] = []
+    version: str | None = None
+    shape: bytes = b""
 
 
 class Serializer(Protocol):
