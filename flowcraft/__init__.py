@@ -44,6 +44,7 @@ from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
 from ._nodes import BaseNode
 from ._runtime import ContextView, FlowRuntime
 from ._scheduler import PendingTimer, Scheduler
+from ._service import FlowService, UnknownFlowError
 from ._serialize import Serializer
 from ._types import (
     Awaiting,
@@ -80,6 +81,7 @@ __all__ = (
     "Flow",
     "FlowEvent",
     "FlowRuntime",
+    "FlowService",
     "FlowcraftError",
     "HistoryEntry",
     "InvalidBlueprintError",
@@ -114,6 +116,7 @@ __all__ = (
     "SystemClock",
     "TimerNotDueError",
     "UnknownActionError",
+    "UnknownFlowError",
     "UnknownNodeError",
     "WaitExpiredError",
     "create_flow",
