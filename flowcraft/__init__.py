@@ -44,8 +44,8 @@ from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
 from ._nodes import BaseNode
 from ._runtime import ContextView, FlowRuntime
 from ._scheduler import PendingTimer, Scheduler
-from ._service import FlowService, UnknownFlowError
 from ._serialize import Serializer
+from ._service import FlowService, UnknownFlowError
 from ._types import (
     Awaiting,
     EdgeContext,
