@@ -61,6 +61,7 @@ class RunControl:
     def __init__(self) -> None:
         self.pause_requested: tuple[str | None, str | None] | None = None
         self.cancelled = False
+        self.stepping = False  # run only the nodes ready now, then pause (testing.create_stepper)
         self._scopes: list[anyio.CancelScope] = []
 
     def __repr__(self) -> str:
@@ -219,7 +220,24 @@ class Execution:
         c = self.control
         return self.failed or (c is not None and (c.pause_requested is not None or c.cancelled))
 
+    async def _wave(self) -> None:
+        """Stepping: run exactly the nodes ready now; whatever they make ready stays paused."""
+        assert self.control is not None
+        wave = list(self.ready)
+        self.ready.clear()
+        self.control.pause_requested = ("step", None)
+        if len(wave) == 1:
+            await self._step(*wave[0])
+            return
+        tasks = TaskSet.create()
+        for item in wave:
+            tasks.spawn(self._step, *item)
+        await tasks.wait()
+
     async def _loop(self) -> None:
+        if self.control is not None and self.control.stepping:
+            await self._wave()
+            return
         ready = self.ready
         nodes = self.nodes
         while ready and not self.halted:

@@ -404,8 +404,8 @@ class FlowRuntime:
             controls = [w for w in env.waiting if w.kind == "control"]
             if len(waiting) == 1:
                 targets = list(waiting.values())
-            elif controls and len(controls) == len(waiting) and not has_output and action is None:
-                targets = controls
+            elif controls and data is None:
+                targets = controls  # continue a paused run: every control-paused node at once
             else:
                 raise AmbiguousResumeError(run_id, tuple(paths))
         else:

@@ -17,7 +17,7 @@ from ._events import FlowEvent
 from ._runtime import FlowRuntime
 from ._types import RunResult
 
-__all__ = ("FakeClock", "InMemoryEventLogger", "run_with_trace")
+__all__ = ("FakeClock", "InMemoryEventLogger", "Stepper", "create_stepper", "run_with_trace")
 
 
 class FakeClock:
@@ -127,3 +127,77 @@ async def run_with_trace(
         print(f"--- flowcraft trace of run {result.run_id} ({result.status}) ---")  # noqa: T201
         print(logger.format())  # noqa: T201
     return result
+
+
+class Stepper:
+    """Runs a flow one wave of ready nodes at a time, keeping every step to go back to.
+
+    Made by ``create_stepper``. ``await next()`` runs the nodes that are ready now (the first
+    call starts the run) and returns the ``RunResult``; nodes they make ready wait for the next
+    call. When the run awaits a real wait or sleep, ``next(data, node_id)`` resumes it.
+    ``prev()`` drops the last step, so the next ``next()`` replays it from the context before.
+    """
+
+    def __init__(
+        self,
+        runtime: FlowRuntime,
+        blueprint: Blueprint,
+        initial_state: Mapping[str, Any] | None,
+        registry: Mapping[str, object] | None,
+    ) -> None:
+        self.runtime = runtime
+        self.blueprint = blueprint
+        self.initial_state = dict(initial_state or {})
+        self.registry = registry
+        self.steps: list[RunResult] = []
+
+    def __repr__(self) -> str:
+        return f"flowcraft.testing.Stepper(steps={len(self.steps)}, done={self.done})"
+
+    @property
+    def current(self) -> RunResult | None:
+        """The newest step's result."""
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def done(self) -> bool:
+        """True once the run completed, failed or was cancelled."""
+        last = self.current
+        return last is not None and last.status != "awaiting"
+
+    async def next(self, data: Any = None, node_id: str | None = None) -> RunResult:
+        """Run one wave of ready nodes (or resume a real wait with ``data``)."""
+        from ._engine import RunControl
+
+        control = RunControl()
+        control.stepping = True
+        last = self.current
+        if last is None:
+            result = await self.runtime.run(
+                self.blueprint, self.initial_state, registry=self.registry, control=control
+            )
+        elif self.done:
+            raise RuntimeError("the run is finished; there is no next step")
+        else:
+            result = await self.runtime.resume(
+                self.blueprint, last, data, node_id, registry=self.registry, control=control
+            )
+        self.steps.append(result)
+        return result
+
+    def prev(self) -> RunResult | None:
+        """Go back one step; return the result now current (``None`` before the first)."""
+        if self.steps:
+            self.steps.pop()
+        return self.current
+
+
+def create_stepper(
+    runtime: FlowRuntime,
+    blueprint: Blueprint,
+    initial_state: Mapping[str, Any] | None = None,
+    *,
+    registry: Mapping[str, object] | None = None,
+) -> Stepper:
+    """A ``Stepper`` for ``blueprint`` on ``runtime`` (as Flowcraft TS ``createStepper``)."""
+    return Stepper(runtime, blueprint, initial_state, registry)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowcraft import FlowRuntime, NodeContext, create_flow
+from flowcraft.testing import FakeClock, create_stepper, run_with_trace
+
+
+def echo(n: NodeContext) -> Any:
+    return n.input
+
+
+def diamond() -> Any:
+    return (
+        create_flow("d")
+        .node("a", lambda n: 1)
+        .node("b", lambda n: n.input + 1)
+        .node("c", lambda n: n.input + 10)
+        .node("d", echo)
+        .wait("w")
+        .node("e", echo)
+        .edge("a", "b")
+        .edge("a", "c")
+        .edge("b", "d")
+        .edge("c", "d")
+        .edge("d", "w")
+        .edge("w", "e")
+    )
+
+
+async def test_stepper_runs_one_wave_at_a_time_and_can_go_back() -> None:
+    """Each next() runs the nodes ready now; prev() returns to the step before."""
+    flow = diamond()
+    stepper = create_stepper(FlowRuntime(), flow.to_blueprint(), registry=flow.registry)
+    first = await stepper.next()
+    assert set(first.outputs) == {"a"}
+    second = await stepper.next()
+    assert set(second.outputs) == {"a", "b", "c"}
+    third = await stepper.next()
+    assert third.outputs["d"] == {"b": 2, "c": 11}
+    fourth = await stepper.next()  # the wait is reached: a real pause now
+    assert [a.node_id for a in fourth.awaiting] == ["w"]
+    assert stepper.prev() is third
+    again = await stepper.next()
+    assert [a.node_id for a in again.awaiting] == ["w"]
+    final = await stepper.next({"output": "ok"}, "w")  # the resume runs the wave after the wait
+    assert final.status == "completed"
+    assert stepper.done
+    assert final.outputs["e"] == "ok"
+    with pytest.raises(RuntimeError, match="finished"):
+        await stepper.next()
+
+
+async def test_run_with_trace_prints_the_trace_of_a_failed_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A failed run prints its event trace; a good one prints nothing."""
+
+    def boom(n: NodeContext) -> None:
+        raise ValueError("nope")
+
+    bad = create_flow("bad").node("x", boom)
+    result = await run_with_trace(FlowRuntime(), bad.to_blueprint(), registry=bad.registry)
+    assert result.status == "failed"
+    out = capsys.readouterr().out
+    assert "node:error" in out
+    assert "workflow:finish" in out
+    good = create_flow("good").node("x", echo)
+    await run_with_trace(FlowRuntime(), good.to_blueprint(), registry=good.registry)
+    assert capsys.readouterr().out == ""
+
+
+async def test_fake_clock_refuses_to_go_backwards() -> None:
+    """FakeClock only moves forward."""
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-1)
