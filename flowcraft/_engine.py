@@ -58,7 +58,10 @@ class RunControl:
     done so far kept in its context.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_checkpoint: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+        #: Called after every node with a context to resume from if the process dies now: the
+        #: unfinished frontier is in it as paused nodes, so ``resume(bp, snapshot)`` continues.
+        self.on_checkpoint = on_checkpoint
         self.pause_requested: tuple[str | None, str | None] | None = None
         self.cancelled = False
         self.stepping = False  # run only the nodes ready now, then pause (testing.create_stepper)
@@ -136,12 +139,14 @@ class Execution:
         "cancel_note",
         "cancelled",
         "causes",
+        "checkpoint",
         "control",
         "deps",
         "env",
         "errors",
         "failed",
         "history",
+        "inflight",
         "joins",
         "limiter",
         "nodes",
@@ -177,6 +182,8 @@ class Execution:
         self.errors = env.errors
         self.skipped = set(env.skipped) if env.skipped else set()
         self.control = control
+        self.checkpoint = control.on_checkpoint if control is not None else None
+        self.inflight: dict[int, tuple[str, Any, bool]] = {}
         self.ready: deque[tuple[str, Any, bool]] = deque()
         self.causes: dict[str, BaseException] = {}
         self.failed = False
@@ -242,14 +249,17 @@ class Execution:
         nodes = self.nodes
         while ready and not self.halted:
             if len(ready) == 1 or self.serial:
-                await self._step(*ready.popleft())
+                if self.checkpoint is None:
+                    await self._step(*ready.popleft())
+                else:
+                    await self._checked_step(ready.popleft())
                 continue
             # Nodes that cannot suspend (built-ins, sync functions) need no task: run them now.
             if self.plain:
                 for _ in range(len(ready)):
                     item = ready.popleft()
                     if nodes[item[0]].inline:
-                        await self._step(*item)
+                        await self._checked_step(item)
                         if self.halted:
                             break
                     else:
@@ -272,16 +282,47 @@ class Execution:
             tasks.spawn(self._task, *self.ready.popleft())
 
     async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
+        item = (node_id, value, gate_open)
         if self.limiter is None:
-            await self._step(node_id, value, gate_open)
+            await self._checked_step(item)
         else:
             async with self.limiter:
                 if self.halted:
-                    self.ready.append((node_id, value, gate_open))
+                    self.ready.append(item)
                     return
-                await self._step(node_id, value, gate_open)
+                await self._checked_step(item)
         if self.tasks is not None:
             self._spawn()
+
+    async def _checked_step(self, item: tuple[str, Any, bool]) -> None:
+        if self.checkpoint is None:
+            await self._step(*item)
+            return
+        key = id(item)
+        self.inflight[key] = item
+        try:
+            await self._step(*item)
+        finally:
+            del self.inflight[key]
+        await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        """Hand the control's ``on_checkpoint`` a resumable snapshot of this moment."""
+        assert self.checkpoint is not None
+        now = self.rt.clock.now()
+        frontier = [
+            WaitState(node_id, "control", now, value, note="checkpoint")
+            for node_id, value, _ in (*self.ready, *self.inflight.values())
+        ]
+        snapshot = msgspec.structs.replace(
+            self.env,
+            status="awaiting" if frontier or self.waiting else "running",
+            waiting=[*self.waiting.values(), *frontier],
+            skipped=sorted(self.skipped),
+            history=list(self.history),
+            revision=self.env.revision + 1,
+        )
+        await self.checkpoint(self.rt.codec.encode(snapshot))
 
     async def _step(self, node_id: str, value: Any, gate_open: bool) -> None:
         node = self.nodes[node_id]

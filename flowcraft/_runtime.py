@@ -468,8 +468,8 @@ class FlowRuntime:
                 ex.complete(plan.nodes[w.node_id], output, action)
             elif w.kind == "timer":
                 ex.complete(plan.nodes[w.node_id], w.input, None)
-            else:
-                ex.ready.append((w.node_id, w.input, True))
+            else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
+                ex.ready.append((w.node_id, w.input, w.kind == "gate"))
         await ex.drive()
         return await self._finish(plan, ex, nested)
 

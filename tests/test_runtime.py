@@ -562,3 +562,48 @@ async def test_cancelling_a_fan_out_cancels_every_branch() -> None:
     assert result.status == "cancelled"
     assert cancelled == 3
     assert result.outputs == {"s": 0}
+
+
+async def test_checkpoints_after_every_node_resume_where_the_run_stopped() -> None:
+    """on_checkpoint gets a resumable context after each node; resuming one finishes the run."""
+    snapshots: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        snapshots.append(data)
+
+    calls: list[str] = []
+
+    def step(n: NodeContext) -> str:
+        calls.append(n.node_id)
+        return n.node_id
+
+    flow = create_flow("f").node("a", step).node("b", step).node("c", step)
+    flow.edge("a", "b").edge("b", "c")
+    rt = FlowRuntime()
+    result = await flow.run(rt, control=RunControl(on_checkpoint=keep))
+    assert result.status == "completed"
+    assert len(snapshots) == 3
+    # As if the process died right after "a": the snapshot continues with "b" and "c".
+    after_a = await flow.resume(rt, snapshots[0])
+    assert after_a.status == "completed"
+    assert after_a.outputs == {"a": "a", "b": "b", "c": "c"}
+    assert calls == ["a", "b", "c", "b", "c"]
+
+
+async def test_run_control_pause_keeps_pause_before_gates() -> None:
+    """A node paused by RunControl before its gate still asks for approval when continued."""
+    control = RunControl()
+
+    def first(n: NodeContext) -> str:
+        control.pause("maintenance")
+        return "one"
+
+    flow = create_flow("f").node("a", first).node("deploy", echo, pause_before=True)
+    flow.edge("a", "deploy")
+    rt = FlowRuntime()
+    paused = await flow.run(rt, control=control)
+    continued = await flow.resume(rt, paused.serialized_context)
+    assert continued.status == "awaiting"
+    assert continued.awaiting[0].description == "pause_before"
+    done = await flow.resume(rt, continued.serialized_context)
+    assert done.outputs["deploy"] == "one"
