@@ -521,7 +521,8 @@ class Execution:
     ) -> None:
         now = now or self.rt.clock.now()
         self.waiting[node_id] = WaitState(node_id, kind, now, value, wake_at, expires_at, note, by)
-        self.event("workflow:pause", node_id, {"reason": _REASONS[kind]})
+        if self.bus is not None:
+            self.event("workflow:pause", node_id, {"reason": _REASONS[kind]})
 
     # --- calling nodes -----------------------------------------------------------------------
 

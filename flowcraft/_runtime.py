@@ -368,7 +368,10 @@ class FlowRuntime:
             raise NotAwaitingError(run_id, env.status)
         output, action, who, has_output = _parse_data(data, run_id, node_id)
         who = by if by is not None else who
-        paths = [path for path, _ in flat_waiting(env.waiting)]
+        if any(w.sub for w in env.waiting):
+            paths = [path for path, _ in flat_waiting(env.waiting)]
+        else:
+            paths = list(waiting)
         if node_id is None and len(paths) == 1:
             node_id = paths[0] if "/" in paths[0] else None
         if node_id is not None and node_id not in waiting and "/" in node_id:
@@ -688,6 +691,10 @@ def _parse_data(
     """Split resume data into (output, action, by, has_output) or raise ``ResumeDataError``."""
     if data is None:
         return None, None, None, False
+    if type(data) is dict and len(data) <= 2 and data.keys() <= {"output", "action"}:
+        action = data.get("action")  # the common webhook shape: checked without ABC lookups
+        if action is None or type(action) is str:
+            return data.get("output"), action, None, "output" in data
     if isinstance(data, Resume):
         output, action, by, has_output = data.output, data.action, data.by, data.output is not None
     elif isinstance(data, Mapping):

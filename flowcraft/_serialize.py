@@ -148,7 +148,8 @@ class Codec:
     def decode(self, data: bytes) -> Envelope:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         if len(data) > self.max_bytes:
             raise ContextDecodeError(f"{len(data)} bytes is over the limit of {self.max_bytes}")
         if self._keys:
