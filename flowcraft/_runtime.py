@@ -187,11 +187,7 @@ class FlowRuntime:
         """Decode a stored context into a ``RunResult`` without running anything."""
         plan = self.plan(blueprint, registry)
         env = self.load(plan, serialized_context)
-        data = (
-            serialized_context.serialized_context
-            if isinstance(serialized_context, RunResult)
-            else bytes(serialized_context)
-        )
+        data = _bytes_of(serialized_context)
         return self._result(env, data, {})
 
     async def fire(
@@ -290,11 +286,7 @@ class FlowRuntime:
         allow_change: bool = False,
     ) -> Envelope:
         """Decode and check a context against the plan's blueprint."""
-        data = (
-            serialized_context.serialized_context
-            if isinstance(serialized_context, RunResult)
-            else serialized_context
-        )
+        data = _bytes_of(serialized_context)
         env = self.codec.decode(data)
         bp = plan.blueprint
         if env.blueprint_id != bp.id or env.digest != plan.digest[:_DIGEST_CHARS]:
@@ -678,6 +670,11 @@ def _type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
             raise ContextDecodeError(
                 f"{where} does not match the flow's state type: {exc}"
             ) from exc
+
+
+def _bytes_of(context: bytes | RunResult) -> bytes:
+    """The context bytes, given the bytes or the ``RunResult`` that carries them."""
+    return context.serialized_context if isinstance(context, RunResult) else context
 
 
 def _new_run_id() -> str:
