@@ -20,11 +20,22 @@ from ._types import RunResult
 __all__ = ("FakeClock", "InMemoryEventLogger", "Stepper", "create_stepper", "run_with_trace")
 
 
+class _Sleeper:
+    __slots__ = ("deadline", "done", "event")
+
+    def __init__(self, deadline: datetime) -> None:
+        self.deadline = deadline
+        self.event = anyio.Event()
+        self.done = False
+
+
 class FakeClock:
     """A clock that only moves when told to: ``advance(seconds)`` wakes every due sleeper.
 
-    With ``autojump=True`` every ``sleep`` advances the clock by its duration at once, so code
-    that waits (retry delays, timeouts) runs instantly with exact virtual time.
+    With ``autojump=True`` time also moves by itself, like trio's ``MockClock``: whenever every
+    task is blocked, the clock jumps to the earliest pending deadline. Code that waits (retry
+    delays, timeouts, sleeps) then runs at once with exact virtual time, and a timeout only
+    fires if the work it guards is really still blocked.
     """
 
     def __init__(self, start: datetime | None = None, *, autojump: bool = False) -> None:
@@ -32,8 +43,9 @@ class FakeClock:
         if self._now.tzinfo is None:
             raise ValueError("FakeClock start must be timezone-aware")
         self.autojump = autojump
-        self._sleepers: list[tuple[datetime, int, anyio.Event]] = []
+        self._sleepers: list[tuple[datetime, int, _Sleeper]] = []
         self._seq = itertools.count()
+        self._driving = False
 
     def __repr__(self) -> str:
         return f"flowcraft.testing.FakeClock({self._now.isoformat()})"
@@ -47,16 +59,39 @@ class FakeClock:
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
-        if self.autojump:
-            self._now += timedelta(seconds=seconds)
-            self._wake()
-            await anyio.lowlevel.checkpoint()
-            return
-        event = anyio.Event()
-        heapq.heappush(
-            self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), event)
-        )
-        await event.wait()
+        me = _Sleeper(self._now + timedelta(seconds=seconds))
+        heapq.heappush(self._sleepers, (me.deadline, next(self._seq), me))
+        try:
+            while True:
+                if self.autojump and not self._driving:
+                    await self._drive(me)
+                else:
+                    await me.event.wait()
+                if self._now >= me.deadline:
+                    return
+                me.event = anyio.Event()  # woken to take over driving, not because it is due
+        finally:
+            me.done = True  # dropped lazily from the heap
+
+    async def _drive(self, me: _Sleeper) -> None:
+        """While ``me`` is not due: when all else is blocked, jump to the earliest deadline."""
+        self._driving = True
+        try:
+            while self._now < me.deadline:
+                await anyio.wait_all_tasks_blocked()
+                if self._now >= me.deadline:
+                    break
+                self._drop_done()
+                self._now = max(self._now, self._sleepers[0][0])
+                self._wake()
+        finally:
+            self._driving = False
+            # Hand the wheel to the earliest sleeper still waiting, if any.
+            self._drop_done()
+            for _, _, sleeper in sorted(self._sleepers):
+                if sleeper is not me and not sleeper.done:
+                    sleeper.event.set()
+                    break
 
     def advance(self, seconds: float | timedelta) -> None:
         """Move time forward and wake the sleepers now due."""
@@ -68,7 +103,11 @@ class FakeClock:
 
     def _wake(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            heapq.heappop(self._sleepers)[2].set()
+            heapq.heappop(self._sleepers)[2].event.set()
+
+    def _drop_done(self) -> None:
+        while self._sleepers and self._sleepers[0][2].done:
+            heapq.heappop(self._sleepers)
 
 
 class InMemoryEventLogger:

@@ -77,3 +77,49 @@ async def test_fake_clock_refuses_to_go_backwards() -> None:
     clock = FakeClock()
     with pytest.raises(ValueError, match="backwards"):
         clock.advance(-1)
+
+
+async def test_autojump_clock_jumps_only_when_everything_is_blocked() -> None:
+    """A timeout guarding work that finishes after a few checkpoints does not fire."""
+    import anyio
+
+    from flowcraft import NodeResult
+
+    clock = FakeClock(autojump=True)
+    start = clock.now()
+
+    async def busy(n: NodeContext) -> NodeResult[str]:
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+        return NodeResult(output="done")
+
+    result = await create_flow("f").node("a", busy, timeout=5).run(FlowRuntime(clock=clock))
+    assert result.outputs == {"a": "done"}
+    assert clock.now() == start
+
+    async def stuck(n: NodeContext) -> None:
+        await anyio.Event().wait()
+
+    result = await create_flow("g").node("a", stuck, timeout=5).run(FlowRuntime(clock=clock))
+    assert result.errors[0].type == "TimeoutError"
+    assert (clock.now() - start).total_seconds() == 5
+
+
+async def test_autojump_clock_serves_several_sleepers_in_deadline_order() -> None:
+    """Concurrent sleepers all wake, each at its own virtual time."""
+    import anyio
+
+    clock = FakeClock(autojump=True)
+    woke: list[tuple[str, float]] = []
+    start = clock.now()
+
+    async def nap(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, (clock.now() - start).total_seconds()))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(nap, "long", 30)
+            tg.start_soon(nap, "short", 10)
+            tg.start_soon(nap, "mid", 20)
+    assert woke == [("short", 10), ("mid", 20), ("long", 30)]
