@@ -282,9 +282,8 @@ async def test_ts_retries_fallback_and_join_run() -> None:
     result = await runtime.run(bp)
     assert result.status == "completed", result.errors
     assert ATTEMPTS == [1, 2, 3]
-    # Two 10 ms retry delays (not 10 s). Not an exact check: autojump also jumps the 5 s
-    # timeout watchdog of each attempt, even though every attempt fails at once.
-    assert (clock.now() - before).total_seconds() >= 0.02
+    # Exactly two 10 ms retry delays (not 10 s); the 5 s timeouts never fire.
+    assert (clock.now() - before).total_seconds() == pytest.approx(0.02)
     assert result.outputs["fetch"] == "cached"
     assert result.outputs["merge"] == {"left": "L", "right": "R"}
 
