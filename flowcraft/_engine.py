@@ -131,44 +131,23 @@ def public_awaiting(w: WaitState, path: str | None = None) -> Awaiting:
 class Execution:
     """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
 
-    __slots__ = (
-        "afters",
-        "arounds",
-        "befores",
-        "bus",
-        "cancel_note",
-        "cancelled",
-        "causes",
-        "checkpoint",
-        "control",
-        "deps",
-        "env",
-        "errors",
-        "failed",
-        "history",
-        "inflight",
-        "joins",
-        "limiter",
-        "nodes",
-        "outputs",
-        "pending_events",
-        "plain",
-        "plan",
-        "ready",
-        "rt",
-        "run_id",
-        "serial",
-        "shared_ctx",
-        "skipped",
-        "state",
-        "steps",
-        "system_clock",
-        "tasks",
-        "waiting",
-    )
+    # Per-call defaults live on the class: a run/resume only pays for what it changes.
+    failed = False
+    cancelled = False
+    cancel_note: tuple[str | None, str | None] = (None, None)
+    steps = 0
+    tasks: TaskSet | None = None
+    limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
+    inflight: dict[int, tuple[str, Any, bool]]  # only with a checkpoint hook
+    causes: dict[str, BaseException]
 
     def __init__(
-        self, rt: FlowRuntime, plan: Plan, env: Envelope, control: RunControl | None
+        self,
+        rt: FlowRuntime,
+        plan: Plan,
+        env: Envelope,
+        control: RunControl | None,
+        waiting: dict[str, WaitState] | None = None,
     ) -> None:
         self.rt = rt
         self.plan = plan
@@ -176,22 +155,19 @@ class Execution:
         self.env = env
         self.state = env.state
         self.outputs = env.outputs
-        self.waiting: dict[str, WaitState] = {w.node_id: w for w in env.waiting}
+        self.waiting: dict[str, WaitState] = (
+            waiting if waiting is not None else {w.node_id: w for w in env.waiting}
+        )
         self.joins = env.joins
         self.history = env.history
         self.errors = env.errors
         self.skipped = set(env.skipped) if env.skipped else set()
         self.control = control
         self.checkpoint = control.on_checkpoint if control is not None else None
-        self.inflight: dict[int, tuple[str, Any, bool]] = {}
+        if self.checkpoint is not None:
+            self.inflight = {}
         self.ready: deque[tuple[str, Any, bool]] = deque()
-        self.causes: dict[str, BaseException] = {}
-        self.failed = False
-        self.cancelled = False
-        self.cancel_note: tuple[str | None, str | None] = (None, None)
-        self.steps = 0
-        self.tasks: TaskSet | None = None
-        self.limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
+        self.causes = {}
         self.serial = rt.concurrency == 1
         self.bus = rt.event_bus
         self.deps = rt.dependencies
@@ -199,7 +175,6 @@ class Execution:
         self.pending_events: list[FlowEvent] = []
         self.shared_ctx = Context(self.state)
         self.system_clock = rt.system_clock
-        self.befores, self.afters, self.arounds = rt.hooks
         self.plain = self.bus is None and not rt.has_hooks
 
     # --- driving -----------------------------------------------------------------------------
@@ -632,7 +607,8 @@ class Execution:
             return await self._invoke_with_timeout(node, nctx, limit, call)
         fn = call if call is not None else node.call
         assert fn is not None
-        if not (self.befores or self.afters or self.arounds):
+        befores, afters, arounds = self.rt.hooks
+        if not (befores or afters or arounds):
             result = fn(nctx)
             if node.is_async or inspect.isawaitable(result):
                 result = await result
@@ -645,17 +621,17 @@ class Execution:
             return result
 
         chain: Callable[[], Awaitable[Any]] = innermost
-        for around in reversed(self.arounds):
+        for around in reversed(arounds):
             chain = partial(around, nctx, chain)
-        for before in self.befores:
+        for before in befores:
             await before(nctx)
         try:
             result = await chain()
         except Exception as exc:
-            for after in reversed(self.afters):
+            for after in reversed(afters):
                 await after(nctx, None, exc)
             raise
-        for after in reversed(self.afters):
+        for after in reversed(afters):
             await after(nctx, result, None)
         return result
 

@@ -259,7 +259,7 @@ class FlowRuntime:
         env = self.load(
             plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
         )
-        return await self._resume(plan, env, data, node_id, control=control, by=by)
+        return (await self._resume_env(plan, env, data, node_id, control=control, by=by))[0]
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
         """The compiled plan of ``blueprint`` (cached per blueprint and registry)."""
@@ -451,7 +451,7 @@ class FlowRuntime:
                     raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
 
         # Everything checked: from here on the resume is applied.
-        ex = Execution(self, plan, env, control)
+        ex = Execution(self, plan, env, control, waiting)
         if self.event_bus is not None:
             ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
         for w in targets:
