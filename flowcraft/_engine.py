@@ -257,16 +257,19 @@ class Execution:
             tasks.spawn(self._task, *self.ready.popleft())
 
     async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
-        item = (node_id, value, gate_open)
-        if self.limiter is None:
-            await self._checked_step(item)
+        if self.limiter is None and self.checkpoint is None:
+            await self._step(node_id, value, gate_open)
+        elif self.limiter is None:
+            await self._checked_step((node_id, value, gate_open))
         else:
             async with self.limiter:
                 if self.halted:
-                    self.ready.append(item)
+                    self.ready.append((node_id, value, gate_open))
                     return
-                await self._checked_step(item)
-        if self.tasks is not None:
+                await self._checked_step((node_id, value, gate_open))
+        tasks = self.tasks
+        # The last task running leaves a single follower (say, a join) to the loop to run inline.
+        if tasks is not None and (len(self.ready) > 1 or tasks.running != 1):
             self._spawn()
 
     async def _checked_step(self, item: tuple[str, Any, bool]) -> None:

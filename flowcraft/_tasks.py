@@ -40,6 +40,11 @@ class TaskSet:
             loop = None
         return cls(loop)
 
+    @property
+    def running(self) -> int:
+        """Tasks not finished yet (-1 when the backend does not tell)."""
+        return len(self._tasks) if self._loop is not None else -1
+
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Start ``fn(*args)`` concurrently."""
         if self._loop is None:
