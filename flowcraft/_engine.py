@@ -294,7 +294,12 @@ class Execution:
         ]
         snapshot = msgspec.structs.replace(
             self.env,
-            status="awaiting" if frontier or self.waiting else "running",
+            # Nothing left to run and nothing waiting: the snapshot is the finished run.
+            status="failed"
+            if self.failed
+            else "awaiting"
+            if frontier or self.waiting
+            else "completed",
             waiting=[*self.waiting.values(), *frontier],
             skipped=sorted(self.skipped),
             history=list(self.history),

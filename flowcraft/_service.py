@@ -9,6 +9,21 @@ What is exactly-once and what is at-least-once:
 * **At-least-once**: node side effects. A node may run again when its process dies before the
   result is stored (the run is recovered from its last checkpoint), or in the losing process of a
   race. Make side effects idempotent (pass ``node.run_id`` to the systems you call).
+
+What is stored, and so what a crash can cost, depends on ``durability``:
+
+* ``"pause"`` (the default) writes a run when it starts (its intent), when it pauses or awaits,
+  and when it finishes. A run whose process dies is recovered by replaying its intent from the
+  last stored state: every node since the last pause runs again.
+* ``"step"`` also writes a checkpoint after every node finishes (one compare-and-set per node; the
+  run stays ``"running"`` under its owner's lease). A run whose process dies is recovered from
+  its last checkpoint: nodes finished before it are not run again; the nodes that were running
+  or ready when the process died run again (at-least-once). The checkpoint after a run's last
+  node is not written (the final result is stored right after it), so a crash in that short gap
+  re-runs the last node. Each checkpoint also appends the history entries made since the
+  previous write. If a checkpoint finds the stored revision moved (another process recovered or
+  changed the run, e.g. after this process stalled past its lease), this process cancels its
+  execution, stores nothing more and raises ``RevisionConflictError``: a run is never forked.
 """
 
 from __future__ import annotations
@@ -50,6 +65,7 @@ Durability: TypeAlias = Literal["pause", "step"]
 FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
 Duration: TypeAlias = "float | timedelta"
 SCHEDULER = "scheduler"
+_CHECKPOINT = "checkpoint"  # the note of nodes an engine snapshot left to run
 
 
 class UnknownFlowError(FlowcraftError, LookupError):
@@ -67,7 +83,7 @@ class UnknownFlowError(FlowcraftError, LookupError):
 class _Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a running run was asked to do: replayed by recovery after a crash."""
 
-    kind: Literal["start", "resume"]
+    kind: Literal["start", "resume", "checkpoint"]  # checkpoint: resume the stored context
     state: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     node_id: str | None = None
@@ -88,6 +104,81 @@ class _Control(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 _ENC = msgspec.msgpack.Encoder()
 _INTENT = msgspec.msgpack.Decoder(_Intent)
 _CONTROL = msgspec.msgpack.Decoder(_Control)
+
+
+class _Checkpoints:
+    """Step durability for one execution: stores each engine snapshot with compare-and-set.
+
+    ``latest`` is the run as last written (the execution's base until a checkpoint is stored),
+    so the final result's compare-and-set expects the revision the checkpoints moved it to.
+    """
+
+    def __init__(
+        self, svc: FlowService, base: StoredRun, control: RunControl, key: str | None
+    ) -> None:
+        self.svc = svc
+        self.latest = base
+        self.control = control
+        self.intent = _ENC.encode(_Intent(kind="checkpoint", key=key))
+        self.lock = anyio.Lock()
+        self.taken = 0  # snapshots handed over, in the order the engine took them
+        self.written = 0  # the newest of them stored
+        self.lost: RevisionConflictError | None = None
+
+    async def write(self, snapshot: bytes) -> None:
+        """``RunControl.on_checkpoint``: store ``snapshot`` unless a newer one already is."""
+        self.taken += 1
+        seq = self.taken
+        svc = self.svc
+        latest = self.latest
+        result = svc._rebuild(latest, snapshot)
+        if not any(_is_checkpoint(a.reason, a.description) for a in result.awaiting):
+            # Nothing left to run (the result is stored next), or only real waits: resuming
+            # this snapshot with no data would not continue the run, so it is not a checkpoint.
+            return
+        async with self.lock:
+            latest = self.latest
+            if self.lost is not None or seq < self.written:
+                return
+            now = svc.runtime.clock.now()
+            run = msgspec.structs.replace(
+                latest,
+                status="running",
+                revision=latest.revision + 1,
+                updated_at=now,
+                context=snapshot,
+                intent=self.intent,
+                awaiting=(),
+                reasons=(),
+                wake_at=None,
+                expires_at=None,
+                due_at=None,
+                pause_deadline=None,
+                paused_at=None,
+                paused_by=None,
+                pause_reason=None,
+                pause_request_id=None,
+                held=False,
+            )
+            history = svc._new_history(latest, result)
+            try:
+                await svc.store.save(run, latest.revision, history=history)
+            except RevisionConflictError as exc:
+                # Another process took the run over (recovered it after our lease lapsed, or
+                # changed it): stop here rather than fork it.
+                log.warning("flowcraft service: run %s was taken over; stopping", latest.run_id)
+                self.lost = exc
+                self.control.cancel()
+                return
+            except StoreError:
+                log.exception("flowcraft service: checkpoint of run %s not stored", latest.run_id)
+                return
+            self.latest = run
+            self.written = seq
+
+
+def _is_checkpoint(reason: str, description: str | None) -> bool:
+    return reason == "pause" and description == _CHECKPOINT
 
 
 def _seconds(value: Duration) -> float:
@@ -114,8 +205,9 @@ class FlowService:
         runtime: The (stateless) runtime executing runs; its clock drives expiries and leases.
         store: Where runs live (``SqliteStore()`` is the embedded default).
         flows: ``Flow`` builders, or ``(blueprint, registry)`` pairs, by flow id.
-        durability: ``"pause"`` persists at every pause and at the end; ``"step"`` also writes a
-            checkpoint before executing a resume so a crash mid-resume is recovered.
+        durability: ``"pause"`` persists at every pause and at the end; ``"step"`` also writes
+            the resume intent before executing it and a checkpoint after every node, so a run
+            whose process dies is recovered from its last finished node.
         max_pause: How long a run may await before it counts as expired: one duration for every
             flow, or a mapping by flow id (key ``"*"`` for the others).
         cancel_expired: Let the scheduler cancel expired runs (otherwise they are only listed).
@@ -285,9 +377,9 @@ class FlowService:
             stored = await self.store.get(run_id)
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
-            await self.store.remember(run_id, _control_key(stored.revision), _ENC.encode(request))
             if stored.status == "running":
-                return stored
+                return await self._send(stored, request)
+            await self.store.remember(run_id, _control_key(stored.revision), _ENC.encode(request))
             held = self._replace(
                 stored,
                 held=True,
@@ -326,10 +418,7 @@ class FlowService:
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
-                await self.store.remember(
-                    run_id, _control_key(stored.revision), _ENC.encode(request)
-                )
-                return stored
+                return await self._send(stored, request)
             try:
                 return await self._cancel_stored(stored, reason, by, event="cancel")
             except RevisionConflictError:
@@ -445,6 +534,23 @@ class FlowService:
         limit = self._max_pause.get(flow_id, self._max_pause.get("*"))
         return None if limit is None else timedelta(seconds=_seconds(limit))
 
+    async def _send(self, stored: StoredRun, request: _Control) -> StoredRun:
+        """Leave a pause/cancel request for the process executing a running run.
+
+        It is remembered under the stored revision; step checkpoints move that revision, so it
+        is sent again under each newer one until the revision holds still (the executing
+        process checks every revision it wrote since its last look).
+        """
+        first = stored
+        while True:
+            await self.store.remember(
+                stored.run_id, _control_key(stored.revision), _ENC.encode(request)
+            )
+            now = await self.store.get(stored.run_id)
+            if now.status != "running" or now.revision == stored.revision:
+                return first
+            stored = now
+
     @staticmethod
     def _replace(stored: StoredRun, **changes: Any) -> StoredRun:
         return msgspec.structs.replace(stored, revision=stored.revision + 1, **changes)
@@ -460,6 +566,15 @@ class FlowService:
         )
         self._controls[run_id] = RunControl()
         try:
+            if intent.kind == "checkpoint":
+                # Continue from the last checkpoint: the nodes it left to run run (again).
+                return await self._execute(
+                    base,
+                    lambda c: self.runtime.resume(
+                        bp, stored.context, None, None, registry=reg, control=c
+                    ),
+                    key=intent.key,
+                )
             if intent.kind == "start":
                 state = intent.state or {}
                 return await self._execute(
@@ -493,23 +608,33 @@ class FlowService:
         """Run ``call`` under this run's control, watching for requests, then store the result."""
         run_id = base.run_id
         control = self._controls[run_id]
+        checkpoints: _Checkpoints | None = None
+        if self.durability == "step":
+            checkpoints = _Checkpoints(self, base, control, key)
+            control.on_checkpoint = checkpoints.write
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch, base, control)
+            tg.start_soon(self._watch, base, control, checkpoints)
             try:
                 result = await call(control)
             except Exception as exc:  # re-raised below, outside the task group's exception group
                 failure = exc
             finally:
                 tg.cancel_scope.cancel()
+        latest = base if checkpoints is None else checkpoints.latest
+        if checkpoints is not None and checkpoints.lost is not None:
+            self._requests.pop(run_id, None)
+            raise checkpoints.lost  # another process owns the run now: store nothing
         if failure is not None:
-            if isinstance(failure, ResumeError) and restore is not None:
+            if isinstance(failure, ResumeError) and restore is not None and latest is base:
                 # A refused resume changes nothing: undo the checkpoint.
                 undo = msgspec.structs.replace(restore, revision=base.revision + 1)
                 await self.store.save(undo, base.revision)
             raise failure
         try:
-            return await self._store_result(base, result, key, self._requests.pop(run_id, None))
+            return await self._store_result(
+                latest, result, key, self._requests.pop(run_id, None)
+            )
         except RevisionConflictError:
             if key is not None:
                 first = await self.store.recall(run_id, key)
@@ -517,24 +642,37 @@ class FlowService:
                     return self._rebuild(base, first)
             raise
         finally:
-            if base.status == "running":
+            if latest.status == "running":
                 await self.store.release_lease(f"run:{run_id}", self.owner)
 
-    async def _watch(self, base: StoredRun, control: RunControl) -> None:
-        """Renew the run's lease and apply pause/cancel requests made from other processes."""
+    async def _watch(
+        self, base: StoredRun, control: RunControl, checkpoints: _Checkpoints | None
+    ) -> None:
+        """Renew the run's lease and apply pause/cancel requests made from other processes.
+
+        A request is remembered under the stored revision its sender saw; checkpoints move that
+        revision while the run executes, so every revision written since the last look is
+        checked (senders re-send under the newer revision until it stops moving).
+        """
         clock = self.runtime.clock
-        key = _control_key(base.revision)
+        checked = base.revision
         while True:
             await clock.sleep(self.poll_interval)
+            latest = base if checkpoints is None else checkpoints.latest
+            raw: bytes | None = None
             try:
-                if base.status == "running":
+                if latest.status == "running":
                     await self.store.acquire_lease(
                         f"run:{base.run_id}", self.owner, self.lease_ttl, clock.now()
                     )
-                raw = await self.store.recall(base.run_id, key)
+                for revision in range(checked, latest.revision + 1):
+                    raw = await self.store.recall(base.run_id, _control_key(revision))
+                    if raw is not None:
+                        break
             except StoreError:
                 log.exception("flowcraft service: watching run %s", base.run_id)
                 continue
+            checked = latest.revision
             if raw is not None:
                 request = _CONTROL.decode(raw)
                 self._requests[base.run_id] = request
@@ -553,11 +691,37 @@ class FlowService:
         extra: Sequence[HistoryRecord] = (),
     ) -> RunResult:
         now = self.runtime.clock.now()
-        # The entries this call added: the new history minus the one stored before (a multiset
-        # difference, since pending pauses are listed after entries made later).
+        history = self._new_history(base, result)
+        history.extend(extra)
+        if result.status in ("completed", "failed"):
+            history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
+        stored = self._stored_from(base, result, now, request)
+        idem = (key, result.serialized_context) if key is not None else None
+        await self.store.save(stored, base.revision, history=history, idempotency=idem)
+        return result
+
+    def _new_history(self, base: StoredRun, result: RunResult) -> builtins.list[HistoryRecord]:
+        """The entries ``result`` adds to the history stored with ``base``.
+
+        A multiset difference, since pending pauses are listed after entries made later.
+        Checkpoint bookkeeping (the frontier an engine snapshot pauses, and its continuation
+        when a run is recovered from it) is not part of the run's story and is left out.
+        """
         seen = Counter(self._rebuild(base, base.context).history if base.context else ())
         history: builtins.list[HistoryRecord] = []
+        previous: Any = None
         for h in result.history:
+            entry, previous = previous, h
+            if h.event == "pause" and h.reason == _CHECKPOINT:
+                continue
+            if (
+                h.event == "resume"
+                and entry is not None
+                and entry.event == "pause"
+                and entry.reason == _CHECKPOINT
+                and entry.node_id == h.node_id
+            ):
+                continue
             if seen[h] > 0:
                 seen[h] -= 1
                 continue
@@ -572,13 +736,7 @@ class FlowService:
                     revision=result.revision,
                 )
             )
-        history.extend(extra)
-        if result.status in ("completed", "failed"):
-            history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
-        stored = self._stored_from(base, result, now, request)
-        idem = (key, result.serialized_context) if key is not None else None
-        await self.store.save(stored, base.revision, history=history, idempotency=idem)
-        return result
+        return history
 
     def _stored_from(
         self, base: StoredRun, result: RunResult, now: datetime, request: _Control | None

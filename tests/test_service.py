@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from flowcraft import (
@@ -635,3 +636,258 @@ async def test_a_live_running_run_is_not_recovered(
         assert await other.recover() == []
         GATE["open"].set()
     assert CALLS == ["slow", "after"]
+
+
+# --- step durability: a checkpoint after every node ------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that records every save (status, revision, outputs so far)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[tuple[str, int, bytes]] = []
+
+    async def save(self, run: Any, expected_revision: int, **kw: Any) -> None:
+        await super().save(run, expected_revision, **kw)
+        self.saves.append((run.status, run.revision, run.context))
+
+
+def three_step_flow() -> Any:
+    return (
+        create_flow("three")
+        .node("one", submit, name="one")
+        .node("two", after, name="two")
+        .node("three", refuse, name="three")
+        .edge("one", "two")
+        .edge("two", "three")
+    )
+
+
+@pytest.mark.parametrize("durability", ["pause", "step"])
+async def test_step_durability_stores_a_checkpoint_after_every_node(
+    durability: Any, fake_clock: FakeClock
+) -> None:
+    """Step mode writes the run after each node (the last one's is the final result)."""
+    store = CountingStore()
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), store, flows=[three_step_flow()], durability=durability
+    )
+    result = await service.start("three", run_id="s1")
+    assert result.status == "completed"
+    assert CALLS == ["submit", "after", "refuse"]
+    statuses = [(status, revision) for status, revision, _ in store.saves]
+    if durability == "pause":
+        assert statuses == [("completed", 1)]
+        return
+    assert statuses == [("running", 1), ("running", 2), ("completed", 3)]
+    stored = await service.get("s1")
+    done = [sorted(service._rebuild(stored, ctx).outputs) for _, _, ctx in store.saves[:2]]
+    assert done == [["one"], ["one", "two"]]
+    assert (stored.status, stored.revision) == ("completed", 3)
+    assert [h.event for h in await service.history("s1")] == ["start", "completed"]
+
+
+async def test_step_durability_resume_checkpoints_and_keeps_the_audit(
+    fake_clock: FakeClock,
+) -> None:
+    """A resume in step mode checkpoints too; the final CAS follows the moved revision."""
+    store = CountingStore()
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), store, flows=flows(), durability="step"
+    )
+    await service.start("approval", run_id="r1")
+    before = len(store.saves)
+    result = await service.resume("r1", {"action": "approved"}, by="ann", idempotency_key="k")
+    assert result.status == "completed"
+    # the intent, then the result: "pay" was the only node run, and the checkpoint after a
+    # run's last node is the final result itself
+    assert [s for s, _, _ in store.saves[before:]] == ["running", "completed"]
+    again = await service.resume("r1", {"action": "approved"}, idempotency_key="k")
+    assert again.serialized_context == result.serialized_context
+    assert CALLS.count("pay") == 1
+    events = [(h.event, h.node_id, h.by) for h in await service.history("r1")]
+    assert events == [
+        ("start", None, None),
+        ("pause", "approve", None),
+        ("resume", "approve", "ann"),
+        ("completed", None, None),
+    ]
+
+
+async def test_a_checkpoint_that_loses_the_run_stops_it(fake_clock: FakeClock) -> None:
+    """Someone else wrote the run meanwhile: the checkpoint conflicts and the run stops."""
+    store = MemoryStore()
+
+    async def usurp(node: NodeContext) -> str:
+        stored = await store.get("s1")  # another process takes the run over
+        await store.save(
+            msgspec.structs.replace(stored, revision=stored.revision + 1), stored.revision
+        )
+        return await submit(node)
+
+    flow = (
+        create_flow("three")
+        .node("one", usurp, name="one")
+        .node("two", after, name="two")
+        .node("three", refuse, name="three")
+        .edge("one", "two")
+        .edge("two", "three")
+    )
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=[flow], durability="step")
+    with pytest.raises(RevisionConflictError):
+        await service.start("three", run_id="s1")
+    assert CALLS == ["submit"]  # "two" never ran here
+    stored = await store.get("s1")
+    assert (stored.status, stored.revision) == ("running", 1)  # only the usurper's write
+
+
+async def test_pause_from_another_service_reaches_a_checkpointing_run(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Checkpoints move the stored revision; a pause request sent meanwhile still arrives."""
+    flow = (
+        create_flow("pausable2")
+        .node("submit", submit, name="submit")
+        .node("slow", slow, name="slow")
+        .node("next", after, name="next")
+        .edge("submit", "slow")
+        .edge("slow", "next")
+    )
+    runner = FlowService(
+        FlowRuntime(clock=fake_clock), store, flows=[flow], poll_interval=1, durability="step"
+    )
+    other = FlowService(FlowRuntime(clock=fake_clock), store, flows=[flow])
+    results: list[Any] = []
+
+    async def run() -> None:
+        results.append(await runner.start("pausable2", run_id="p1"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await GATE["started"].wait()
+        assert (await store.get("p1")).revision == 1  # checkpoint after "submit"
+        await other.pause("p1", reason="maintenance", by="admin")
+        while not runner._controls["p1"].pause_requested:
+            fake_clock.advance(1)
+            await anyio.sleep(0.01)
+        GATE["open"].set()
+    assert results[0].status == "awaiting"
+    stored = await store.get("p1")
+    assert (stored.status, stored.paused_by, stored.pause_reason) == (
+        "awaiting", "admin", "maintenance"
+    )
+    assert "next" not in results[0].outputs
+    final = await runner.resume("p1", by="admin")
+    assert final.status == "completed"
+    assert CALLS == ["submit", "slow", "after"]
+
+
+STEP_CRASHER = """
+import sys, anyio
+from pathlib import Path
+from flowcraft import FlowRuntime, create_flow
+from flowcraft.stores import FlowService, SqliteStore
+
+db, log = sys.argv[1], Path(sys.argv[2])
+
+def note(line):
+    with log.open("a") as f:
+        f.write(line + "\\n")
+
+async def one(node):
+    note("one")
+    return "one done"
+
+async def two(node):
+    note("two started")
+    print("two", flush=True)
+    await anyio.sleep_forever()
+
+async def three(node):
+    note("three")
+    return "three done"
+
+flow = create_flow("steps").node("one", one, name="one").node("two", two, name="two")
+flow = flow.node("three", three, name="three").edge("one", "two").edge("two", "three")
+
+async def main():
+    service = FlowService(
+        FlowRuntime(), SqliteStore(db), flows=[flow], lease_ttl=5, durability="step"
+    )
+    await service.start("steps", {"n": 1}, run_id="step-1")
+
+anyio.run(main)
+"""
+
+SIDE_EFFECTS: list[Path] = []
+
+
+def _note(line: str) -> None:
+    with SIDE_EFFECTS[0].open("a") as f:
+        f.write(line + "\n")
+
+
+async def step_one(node: NodeContext) -> str:
+    _note("one")
+    return "one done"
+
+
+async def step_two(node: NodeContext) -> str:
+    _note("two")
+    return f"two after {node.input}"
+
+
+async def step_three(node: NodeContext) -> str:
+    _note("three")
+    return "three done"
+
+
+async def test_a_killed_step_run_is_recovered_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL during node 2: recovery continues at node 2; node 1 does not run again."""
+    db, log = tmp_path / "steps.db", tmp_path / "effects.log"
+    SIDE_EFFECTS[:] = [log]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEP_CRASHER, str(db), str(log)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "two"  # node 1's checkpoint is stored by now
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert log.read_text().splitlines() == ["one", "two started"]
+    flow = (
+        create_flow("steps")
+        .node("one", step_one, name="one")
+        .node("two", step_two, name="two")
+        .node("three", step_three, name="three")
+        .edge("one", "two")
+        .edge("two", "three")
+    )
+    clock = FakeClock(datetime.now(UTC) + timedelta(minutes=10))  # past the dead one's lease
+    store = SqliteStore(db)
+    service = FlowService(FlowRuntime(clock=clock), store, flows=[flow], durability="step")
+    crashed = await service.get("step-1")
+    assert (crashed.status, crashed.revision) == ("running", 1)
+    assert (await service.result("step-1")).outputs == {"one": "one done"}
+    recovered = await service.recover()
+    assert [r.status for r in recovered] == ["completed"]
+    result = await service.result("step-1")
+    assert result.status == "completed"
+    assert result.outputs == {
+        "one": "one done", "two": "two after one done", "three": "three done"
+    }
+    assert result.context == {"n": 1}
+    assert log.read_text().splitlines() == ["one", "two started", "two", "three"]
+    assert [h.event for h in await service.history("step-1")] == [
+        "start", "recover", "completed"
+    ]
+    assert await service.recover() == []
+    await store.close()
