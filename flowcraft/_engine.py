@@ -137,6 +137,7 @@ class Execution:
     cancel_note: tuple[str | None, str | None] = (None, None)
     steps = 0
     tasks: TaskSet | None = None
+    spawning = False
     limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
     inflight: dict[int, tuple[str, Any, bool]]  # only with a checkpoint hook
     causes: dict[str, BaseException]
@@ -253,8 +254,14 @@ class Execution:
     def _spawn(self) -> None:
         tasks = self.tasks
         assert tasks is not None
-        while self.ready and not self.halted:
-            tasks.spawn(self._task, *self.ready.popleft())
+        if self.spawning:
+            return  # an eager task finished inside spawn(): the loop below picks up its followers
+        self.spawning = True
+        try:
+            while self.ready and not self.halted:
+                tasks.spawn(self._task, *self.ready.popleft())
+        finally:
+            self.spawning = False
 
     async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
         if self.limiter is None and self.checkpoint is None:

@@ -3,12 +3,15 @@
 An anyio task costs ~20 µs to spawn on asyncio; a native asyncio task ~4 µs. Fan-out is the hot
 path of parallel branches, so on asyncio the engine spawns native tasks and does the structured
 part itself: it waits for all of them, and cancels and awaits them all if it is cancelled or one
-of them fails. On any other backend it uses an anyio task group.
+of them fails. On Python 3.12+ tasks start eagerly (``eager_start=True``): a node that finishes
+without suspending never touches the event loop's queue. On any other backend it uses an anyio
+task group.
 """
 
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - native tasks are the fast path; see the module docstring
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -52,7 +55,15 @@ class TaskSet:
             if self._tg is not None:
                 self._flush_pending()
             return
-        task: asyncio.Task[Any] = self._loop.create_task(fn(*args))
+        if sys.version_info >= (3, 12):
+            task = asyncio.Task(fn(*args), loop=self._loop, eager_start=True)
+            if task.done():  # finished without suspending: nothing to wait for
+                if not task.cancelled() and task.exception() is not None:
+                    self._error = self._error or task.exception()
+                    self._done.set()
+                return
+        else:
+            task = self._loop.create_task(fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
