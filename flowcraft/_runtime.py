@@ -555,17 +555,18 @@ class FlowRuntime:
         return result, env
 
     def _result(self, env: Envelope, data: bytes, causes: Mapping[str, BaseException]) -> RunResult:
+        waiting = env.waiting
         return RunResult(
-            status=env.status,  # type: ignore[arg-type]
+            status=env.status,  # type: ignore[arg-type]  # "running" never reaches a result
             run_id=env.run_id,
             revision=env.revision,
             context=env.state,
             outputs=env.outputs,
-            awaiting=awaiting_of(env.waiting),
-            errors=tuple(env.errors),
+            awaiting=awaiting_of(waiting) if waiting else (),
+            errors=tuple(env.errors) if env.errors else (),
             serialized_context=data,
             blueprint_id=env.blueprint_id,
-            history=(*env.history, *map(pause_entry, env.waiting)),
+            history=(*env.history, *map(pause_entry, waiting)) if waiting else tuple(env.history),
             _causes=causes,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
@@ -41,12 +41,12 @@ class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     """Everything about a run. Fields are append-only: new ones get defaults."""
 
-    format: int
+    format: Annotated[int, msgspec.Meta(ge=1)]
     run_id: str
     blueprint_id: str
     digest: str
-    revision: int
-    status: str
+    revision: Annotated[int, msgspec.Meta(ge=0)]
+    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
     state: dict[str, Any]
     outputs: dict[str, Any]
     waiting: list[WaitState] = []
@@ -94,9 +94,11 @@ class _Json:
         return self.decoder.decode(data)
 
 
-_STATUSES = frozenset({"running", "awaiting", "completed", "failed", "cancelled"})
 _MSGPACK = _Msgpack()
 _JSON = _Json()
+_MSGPACK_DECODE = _MSGPACK.decoder.decode
+_JSON_DECODE = _JSON.decoder.decode
+_JSON_STARTS = frozenset(b"[{ \t\r\n")
 _SIGNED_MAGIC = b"FCS1"
 
 
@@ -110,11 +112,14 @@ class Codec:
         signing_key_id: str | None = None,
         max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
+        self._encode: Callable[[Envelope], bytes]
         if serializer is None or serializer == "msgpack":
             self._writer: Serializer = _MSGPACK
+            self._encode = _MSGPACK.encoder.encode
             self._auto = True
         elif serializer == "json":
             self._writer = _JSON
+            self._encode = _JSON.encoder.encode
             self._auto = True
         elif isinstance(serializer, str):
             raise ValueError(
@@ -122,6 +127,7 @@ class Codec:
             )
         else:
             self._writer = serializer
+            self._encode = serializer.encode
             self._auto = False
         self._keys = {
             k: v.encode() if isinstance(v, str) else bytes(v)
@@ -136,7 +142,7 @@ class Codec:
 
     def encode(self, env: Envelope) -> bytes:
         try:
-            data = self._writer.encode(env)
+            data = self._encode(env)
         except (TypeError, ValueError, RecursionError, msgspec.EncodeError, OverflowError) as exc:
             raise _locate_unserializable(env, exc) from exc
         if self._key_id is None:
@@ -146,30 +152,30 @@ class Codec:
         return _SIGNED_MAGIC + len(key_id).to_bytes(1, "big") + key_id + mac + data
 
     def decode(self, data: bytes) -> Envelope:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
         if type(data) is not bytes:
+            if not isinstance(data, bytearray | memoryview):
+                raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
             data = bytes(data)
         if len(data) > self.max_bytes:
             raise ContextDecodeError(f"{len(data)} bytes is over the limit of {self.max_bytes}")
         if self._keys:
             data = self._verify(data)
-        elif data.startswith(_SIGNED_MAGIC):
+        elif data[:4] == _SIGNED_MAGIC:
             raise ContextIntegrityError(
                 "the context is signed but this runtime has no signing_keys"
             )
-        reader = self._writer
-        if self._auto and data[:1] in (b"[", b"{"):
-            reader = _JSON
-        elif self._auto:
-            reader = _MSGPACK
+        decode: Callable[[bytes], Envelope]
+        if not self._auto:
+            decode = self._writer.decode
+        elif data and data[0] in _JSON_STARTS:
+            decode = _JSON_DECODE
+        else:
+            decode = _MSGPACK_DECODE
         try:
-            env = reader.decode(data)
+            env = decode(data)
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
-        if env.status not in _STATUSES or env.revision < 0:
-            raise ContextDecodeError(f"invalid status {env.status!r} or revision {env.revision}")
-        if env.format < 1 or env.format > FORMAT:
+        if env.format > FORMAT:
             raise ContextDecodeError(
                 f"envelope format {env.format} is not supported (this version reads 1..{FORMAT}); "
                 "upgrade flowcraft to read it"
