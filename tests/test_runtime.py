@@ -607,3 +607,21 @@ async def test_run_control_pause_keeps_pause_before_gates() -> None:
     assert continued.awaiting[0].description == "pause_before"
     done = await flow.resume(rt, continued.serialized_context)
     assert done.outputs["deploy"] == "one"
+
+
+async def test_a_raising_condition_fails_the_source_node_not_the_caller() -> None:
+    """A condition or transform that raises is recorded as the source node's failure."""
+
+    def bad_condition(ec: Any) -> bool:
+        raise ZeroDivisionError("bad maths")
+
+    flow = (
+        create_flow("f")
+        .node("a", const(1))
+        .node("b", echo)
+        .edge("a", "b", condition=bad_condition)
+    )
+    result = await flow.run(FlowRuntime())
+    assert result.status == "failed"
+    assert (result.errors[0].node_id, result.errors[0].type) == ("a", "ZeroDivisionError")
+    assert result.outputs == {"a": 1}
