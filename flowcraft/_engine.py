@@ -223,6 +223,10 @@ class Execution:
             return
         ready = self.ready
         nodes = self.nodes
+        if self.control is None and self.checkpoint is None and not self.serial:
+            # The common case, kept tight: one ready node runs inline, no task, no checks.
+            while len(ready) == 1 and not self.failed:
+                await self._step(*ready.popleft())
         while ready and not self.halted:
             if len(ready) == 1 or self.serial:
                 if self.checkpoint is None:

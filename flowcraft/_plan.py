@@ -95,6 +95,7 @@ class Plan:
     starts: list[str]
     digest: str
     start_items: tuple[tuple[str, None, bool], ...] = ()
+    short_digest: str = ""  # what contexts store: 64 bits tell blueprints apart
     registry: Mapping[str, object] = field(default_factory=dict)
     terminals: tuple[str, ...] = ()
     state_hints: dict[str, Any] | None = None  # typed state: key -> type
@@ -305,6 +306,7 @@ def compile_plan(
         starts=starts,
         digest=bp.digest,
         start_items=start_items,
+        short_digest=bp.digest[:16],
         registry=registry,
         terminals=terminals,
         state_hints=state_hints,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["FlowRuntime"]
 
 _PLAN_CACHE_SIZE = 256
-_DIGEST_CHARS = 16  # stored in every context; 64 bits tell blueprints apart
 
 
 class FlowRuntime:
@@ -139,14 +137,14 @@ class FlowRuntime:
     ) -> tuple[RunResult, Envelope]:
         """Start a run of a compiled plan (``run`` without the lookups); also the envelope."""
         env = Envelope(
-            format=FORMAT,
-            run_id=run_id or _new_run_id(),
-            blueprint_id=plan.blueprint.id,
-            digest=plan.digest[:_DIGEST_CHARS],
-            revision=0,
-            status="running",
-            state=dict(initial_state) if initial_state else {},
-            outputs={},
+            FORMAT,
+            run_id or _new_run_id(),
+            plan.blueprint.id,
+            plan.short_digest,
+            0,
+            "running",
+            dict(initial_state) if initial_state else {},
+            {},
             version=plan.version,
             shape=plan.shape,
         )
@@ -157,6 +155,8 @@ class FlowRuntime:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
         await ex.drive()
+        if ex.bus is None:
+            return self._done(plan, ex, ex.seal(), nested)
         return await self._finish(plan, ex, nested)
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
@@ -289,7 +289,7 @@ class FlowRuntime:
         data = _bytes_of(serialized_context)
         env = self.codec.decode(data)
         bp = plan.blueprint
-        if env.blueprint_id != bp.id or env.digest != plan.digest[:_DIGEST_CHARS]:
+        if env.blueprint_id != bp.id or env.digest != plan.short_digest:
             changes = describe_changes(env.shape, bp) if env.blueprint_id == bp.id else ""
             if env.blueprint_id != bp.id or not (allow_change or migrate is not None):
                 raise BlueprintMismatchError(
@@ -466,6 +466,8 @@ class FlowRuntime:
             else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
                 ex.ready.append((w.node_id, w.input, w.kind == "gate"))
         await ex.drive()
+        if ex.bus is None:
+            return self._done(plan, ex, ex.seal(), nested)
         return await self._finish(plan, ex, nested)
 
     async def _resume_batch(
@@ -502,6 +504,8 @@ class FlowRuntime:
         results[int(item)] = output
         ex.batch_done(plan.nodes[parent.node_id], items, results, {}, rest)
         await ex.drive()
+        if ex.bus is None:
+            return self._done(plan, ex, ex.seal(), nested)
         return await self._finish(plan, ex, nested)
 
     async def _resume_child(
@@ -540,14 +544,22 @@ class FlowRuntime:
         ex.history.append(HistoryEntry("resume", path, now, None, by, action))
         ex.subflow_done(node, stored.get("input"), child, result, new_env)
         await ex.drive()
+        if ex.bus is None:
+            return self._done(plan, ex, ex.seal(), nested)
         return await self._finish(plan, ex, nested)
 
     async def _finish(
         self, plan: Plan, ex: Execution, nested: bool = False
     ) -> tuple[RunResult, Envelope]:
+        if ex.bus is None:
+            return self._done(plan, ex, ex.seal(), nested)
         env = ex.seal()
-        if ex.pending_events:
-            await ex.flush()
+        await ex.flush()
+        return self._done(plan, ex, env, nested)
+
+    def _done(
+        self, plan: Plan, ex: Execution, env: Envelope, nested: bool
+    ) -> tuple[RunResult, Envelope]:
         result = self._result(env, self.codec.encode(env), ex.causes)
         if not nested:  # a subflow's timers belong to its parent run
             for sched in self.schedulers:
@@ -651,7 +663,7 @@ def _adopt(plan: Plan, env: Envelope, migrate: Callable[[ContextView], Any] | No
             (plan.blueprint.id, plan.digest),
             f"{exc.detail}; map it to a node of the new blueprint with migrate=",
         ) from None
-    env.digest, env.shape, env.version = plan.digest[:_DIGEST_CHARS], plan.shape, plan.version
+    env.digest, env.shape, env.version = plan.short_digest, plan.shape, plan.version
 
 
 def _type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
@@ -679,8 +691,8 @@ def _bytes_of(context: bytes | RunResult) -> bytes:
 
 
 def _new_run_id() -> str:
-    """96 random bits, URL-safe: unique across processes without coordination."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+    """96 random bits as hex: unique across processes without coordination."""
+    return os.urandom(12).hex()
 
 
 def _parse_data(
