@@ -14,7 +14,7 @@ import msgspec
 
 from ._blueprint import Blueprint, iter_known_actions
 from ._clock import Clock, SystemClock
-from ._engine import Execution, RunControl, awaiting_of, flat_waiting, pause_entry
+from ._engine import Execution, RunControl, flat_waiting, pause_entry
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
@@ -567,18 +567,17 @@ class FlowRuntime:
         return result, env
 
     def _result(self, env: Envelope, data: bytes, causes: Mapping[str, BaseException]) -> RunResult:
-        waiting = env.waiting
         return RunResult(
             status=env.status,  # type: ignore[arg-type]  # "running" never reaches a result
             run_id=env.run_id,
             revision=env.revision,
             context=env.state,
             outputs=env.outputs,
-            awaiting=awaiting_of(waiting) if waiting else (),
-            errors=tuple(env.errors) if env.errors else (),
             serialized_context=data,
+            errors=tuple(env.errors) if env.errors else (),
             blueprint_id=env.blueprint_id,
-            history=(*env.history, *map(pause_entry, waiting)) if waiting else tuple(env.history),
+            _waiting=env.waiting,
+            _past=env.history,
             _causes=causes,
         )
 
@@ -695,13 +694,16 @@ def _new_run_id() -> str:
     return os.urandom(12).hex()
 
 
+_PLAIN_KEYS = frozenset({"output", "action"})
+
+
 def _parse_data(
     data: ResumeData, run_id: str, node_id: str | None
 ) -> tuple[Any, str | None, str | None, bool]:
     """Split resume data into (output, action, by, has_output) or raise ``ResumeDataError``."""
     if data is None:
         return None, None, None, False
-    if type(data) is dict and len(data) <= 2 and data.keys() <= {"output", "action"}:
+    if type(data) is dict and len(data) <= 2 and data.keys() <= _PLAIN_KEYS:
         action = data.get("action")  # the common webhook shape: checked without ABC lookups
         if action is None or type(action) is str:
             return data.get("output"), action, None, "output" in data

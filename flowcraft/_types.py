@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
@@ -94,20 +95,38 @@ class EdgeContext:
     """A read-only view of the run's state."""
 
 
-class RunResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The outcome of one ``run`` or ``resume`` call: a snapshot plus the bytes to resume from."""
+class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    """The outcome of one ``run`` or ``resume`` call: a snapshot plus the bytes to resume from.
+
+    Immutable. ``awaiting`` and ``history`` are built on first access (most callers only store
+    ``serialized_context``).
+    """
 
     status: RunStatus
     run_id: str
     revision: int
     context: dict[str, Any]
     outputs: dict[str, Any]
-    awaiting: tuple[Awaiting, ...]
-    errors: tuple[NodeError, ...]
     serialized_context: bytes
+    errors: tuple[NodeError, ...] = ()
     blueprint_id: str = ""
-    history: tuple[HistoryEntry, ...] = ()
+    _waiting: list[Any] = []  # the envelope's waiting records (WaitState)
+    _past: list[HistoryEntry] = []  # history without the pauses still open
     _causes: Mapping[str, BaseException] = {}  # in-process only: the original exceptions
+
+    @cached_property
+    def awaiting(self) -> tuple[Awaiting, ...]:
+        """The nodes the run waits on (empty unless ``status == "awaiting"``)."""
+        from ._engine import awaiting_of
+
+        return awaiting_of(self._waiting) if self._waiting else ()
+
+    @cached_property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """Every pause, resume, fallback and cancellation so far, oldest first."""
+        from ._engine import pause_entry
+
+        return (*self._past, *map(pause_entry, self._waiting))
 
     def __repr__(self) -> str:
         waiting = [a.node_id for a in self.awaiting]
