@@ -140,7 +140,8 @@ class Execution:
     spawning = False
     limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
     inflight: dict[int, tuple[str, Any, bool]]  # only with a checkpoint hook
-    causes: dict[str, BaseException]
+    causes: dict[str, BaseException] = {}  # noqa: RUF012 - replaced by a dict on first write
+    pending_events: list[FlowEvent] = []  # noqa: RUF012 - replaced on first event (bus only)
 
     def __init__(
         self,
@@ -168,12 +169,12 @@ class Execution:
         if self.checkpoint is not None:
             self.inflight = {}
         self.ready: deque[tuple[str, Any, bool]] = deque()
-        self.causes = {}
         self.serial = rt.concurrency == 1
         self.bus = rt.event_bus
         self.deps = rt.dependencies
         self.run_id = env.run_id
-        self.pending_events: list[FlowEvent] = []
+        if self.bus is not None:
+            self.pending_events = []
         self.shared_ctx = Context(self.state)
         self.system_clock = rt.system_clock
         self.plain = self.bus is None and not rt.has_hooks
@@ -707,12 +708,17 @@ class Execution:
         elif outcome[0] == _PAUSED:
             self._await(node.id, "node", value, note=outcome[1])
         else:
-            self.causes.setdefault(node.id, exc)
+            self._cause(node.id, exc)
             self._record_error(fb.id, outcome[1], outcome[2])
+
+    def _cause(self, node_id: str, exc: BaseException) -> None:
+        if "causes" not in self.__dict__:
+            self.causes = {}
+        self.causes.setdefault(node_id, exc)
 
     def _record_error(self, node_id: str, exc: BaseException, attempt: int) -> None:
         self.failed = True
-        self.causes.setdefault(node_id, exc)
+        self._cause(node_id, exc)
         self.errors.append(
             NodeError(
                 node_id=node_id,
