@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowRuntime"]
 
 _PLAN_CACHE_SIZE = 256
+_NO_PLAN = Plan(blueprint=Blueprint(id="-"), nodes={}, starts=[], digest="")
 
 
 class FlowRuntime:
@@ -102,6 +103,7 @@ class FlowRuntime:
         self.concurrency = concurrency if concurrency and concurrency > 0 else None
         self.codec = Codec(serializer, signing_keys, signing_key_id, max_context_bytes)
         self._plans: dict[tuple[int, int, int], tuple[object, object, Plan]] = {}
+        self._last: tuple[object, object, object, Plan] = (None, None, None, _NO_PLAN)
         self.schedulers: list[Scheduler] = []
 
     def __repr__(self) -> str:
@@ -263,9 +265,13 @@ class FlowRuntime:
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
         """The compiled plan of ``blueprint`` (cached per blueprint and registry)."""
+        last = self._last
+        if last[0] is blueprint and last[1] is registry and last[2] is self.registry:
+            return last[3]  # the same flow again: the common case, without hashing
         key = (id(blueprint), id(registry), id(self.registry))
         hit = self._plans.get(key)
         if hit is not None:
+            self._last = (blueprint, registry, self.registry, hit[2])
             return hit[2]
         reg: Mapping[str, object] = self.registry
         if registry is not None:
@@ -273,6 +279,7 @@ class FlowRuntime:
         plan = compile_plan(blueprint, reg, self.blueprints)
         # Holding the blueprint and registry keeps their ids from being reused while cached.
         self._plans[key] = (blueprint, registry, plan)
+        self._last = (blueprint, registry, self.registry, plan)
         if len(self._plans) > _PLAN_CACHE_SIZE:
             del self._plans[next(iter(self._plans))]
         return plan
