@@ -603,6 +603,8 @@ _KIND_FITS = {
 def _check_envelope(plan: Plan, env: Envelope) -> None:
     """Refuse a context whose records do not fit its blueprint (it was forged or corrupted)."""
     nodes = plan.nodes
+    if len({w.node_id for w in env.waiting}) != len(env.waiting):
+        raise ContextDecodeError(f"run {env.run_id!r} lists the same awaiting node twice")
     for w in env.waiting:
         node = nodes.get(w.node_id)
         if node is None or node.kind not in _KIND_FITS[w.kind]:
@@ -610,11 +612,19 @@ def _check_envelope(plan: Plan, env: Envelope) -> None:
                 f"run {env.run_id!r} awaits {w.node_id!r} as a {w.kind}, which blueprint "
                 f"{plan.blueprint.id!r} does not have"
             )
+        if w.kind in ("batch", "subflow") and not _nested_ok(w):
+            raise ContextDecodeError(
+                f"run {env.run_id!r}: the {w.kind} record of node {w.node_id!r} is malformed"
+            )
     edges = plan.blueprint.edges
     for node_id, buffers in env.joins.items():
         node = nodes.get(node_id)
         fwd = {e.index for e in node.fwd_in} if node is not None else set()
-        for index in buffers:
+        for index, tokens in buffers.items():
+            if not tokens:
+                raise ContextDecodeError(
+                    f"run {env.run_id!r} has an empty join buffer for node {node_id!r}"
+                )
             if index not in fwd and not (index == -1 and node is not None and node.join_any):
                 raise ContextDecodeError(
                     f"run {env.run_id!r} has a join buffer for node {node_id!r} on edge #{index}, "
@@ -694,6 +704,22 @@ def _type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
 def _bytes_of(context: bytes | RunResult) -> bytes:
     """The context bytes, given the bytes or the ``RunResult`` that carries them."""
     return context.serialized_context if isinstance(context, RunResult) else context
+
+
+def _nested_ok(w: WaitState) -> bool:
+    """Whether a batch/subflow waiting record has the shape the engine relies on."""
+    data = w.input
+    if not isinstance(data, dict) or not w.sub:
+        return False
+    if w.kind == "subflow":
+        return isinstance(data.get("context"), bytes)
+    items, results = data.get("items"), data.get("results")
+    if not isinstance(items, list) or not isinstance(results, list) or len(items) != len(results):
+        return False
+    ids = {s.node_id for s in w.sub}
+    return len(ids) == len(w.sub) and all(
+        s.kind == "node" and s.node_id.isdecimal() and int(s.node_id) < len(items) for s in w.sub
+    )
 
 
 def _new_run_id() -> str:

@@ -392,3 +392,23 @@ async def test_batch_input_must_be_a_list() -> None:
     result = await flow.run(FlowRuntime(), {"items": {"not": "a list"}})
     assert result.status == "failed"
     assert "needs a list" in result.errors[0].message
+
+
+async def test_forged_batch_record_is_a_context_error() -> None:
+    """A batch waiting record with an item id that is no index is refused on load."""
+    import msgspec
+
+    from flowcraft import ContextDecodeError
+    from flowcraft._serialize import Envelope
+
+    def review(n: NodeContext) -> str:
+        n.pause("check")
+
+    flow = create_flow("f").batch("b", review, input_key="items")
+    rt = FlowRuntime()
+    first = await flow.run(rt, {"items": ["a"]})
+    env = msgspec.msgpack.decode(first.serialized_context, type=Envelope)
+    env.waiting[0].sub[0].node_id = "x"
+    forged = msgspec.msgpack.encode(env)
+    with pytest.raises(ContextDecodeError, match="malformed"):
+        await flow.resume(rt, forged, {"output": 1}, "b_scatter/x")
