@@ -6,7 +6,7 @@ import base64
 import builtins
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
@@ -229,11 +229,6 @@ def to_micros(value: datetime) -> int:
         raise ValueError(f"store times must be timezone-aware, got {value!r}")
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    """The inverse of ``to_micros`` (UTC)."""
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def opt_micros(value: datetime | None) -> int | None:
