@@ -41,8 +41,9 @@ from ._errors import (
     WaitExpiredError,
 )
 from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
+from ._load import ContextView
 from ._nodes import BaseNode
-from ._runtime import ContextView, FlowRuntime
+from ._runtime import FlowRuntime
 from ._scheduler import PendingTimer, Scheduler
 from ._serialize import Serializer
 from ._service import FlowService, UnknownFlowError

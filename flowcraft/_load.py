@@ -1,0 +1,185 @@
+"""Loading contexts safely: structural checks against the blueprint, typed state, migration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ._errors import (
+    BlueprintMismatchError,
+    ContextDecodeError,
+    ResumeDataError,
+    SerializationError,
+)
+from ._plan import Plan
+from ._serialize import Envelope, WaitState
+from ._types import Resume, ResumeData
+
+__all__ = ["ContextView", "adopt", "check_envelope", "parse_data", "type_state"]
+
+
+_KIND_FITS = {
+    "wait": ("wait",),
+    "timer": ("sleep",),
+    "gate": ("task",),
+    "node": ("task",),
+    "control": ("task", "wait", "sleep", "subflow", "scatter"),
+    "subflow": ("subflow",),
+    "batch": ("scatter",),
+}
+
+
+def check_envelope(plan: Plan, env: Envelope) -> None:
+    """Refuse a context whose records do not fit its blueprint (it was forged or corrupted)."""
+    nodes = plan.nodes
+    if len({w.node_id for w in env.waiting}) != len(env.waiting):
+        raise ContextDecodeError(f"run {env.run_id!r} lists the same awaiting node twice")
+    for w in env.waiting:
+        node = nodes.get(w.node_id)
+        if node is None or node.kind not in _KIND_FITS[w.kind]:
+            raise ContextDecodeError(
+                f"run {env.run_id!r} awaits {w.node_id!r} as a {w.kind}, which blueprint "
+                f"{plan.blueprint.id!r} does not have"
+            )
+        if w.kind in ("batch", "subflow") and not _nested_ok(w):
+            raise ContextDecodeError(
+                f"run {env.run_id!r}: the {w.kind} record of node {w.node_id!r} is malformed"
+            )
+    edges = plan.blueprint.edges
+    for node_id, buffers in env.joins.items():
+        node = nodes.get(node_id)
+        fwd = {e.index for e in node.fwd_in} if node is not None else set()
+        for index, tokens in buffers.items():
+            if not tokens:
+                raise ContextDecodeError(
+                    f"run {env.run_id!r} has an empty join buffer for node {node_id!r}"
+                )
+            if index not in fwd and not (index == -1 and node is not None and node.join_any):
+                raise ContextDecodeError(
+                    f"run {env.run_id!r} has a join buffer for node {node_id!r} on edge #{index}, "
+                    f"which blueprint {plan.blueprint.id!r} ({len(edges)} edges) does not have"
+                )
+
+
+@dataclass
+class ContextView:
+    """What ``resume(..., migrate=fn)`` hands to ``fn``: the old context, editable in place.
+
+    ``awaiting`` maps each awaiting node id to the id it should have in the new blueprint
+    (initially itself): change a value to move a pause to a renamed node.
+    """
+
+    run_id: str
+    version: str | None
+    state: dict[str, Any]
+    outputs: dict[str, Any]
+    awaiting: dict[str, str]
+
+
+def adopt(plan: Plan, env: Envelope, migrate: Callable[[ContextView], Any] | None) -> None:
+    """Move a context onto a changed blueprint (after the caller allowed it)."""
+    if env.joins:
+        raise BlueprintMismatchError(
+            env.run_id,
+            (env.blueprint_id, env.digest),
+            (plan.blueprint.id, plan.digest),
+            "a join is half-way (some branches arrived); finish the run on the old blueprint",
+        )
+    if migrate is not None:
+        view = ContextView(
+            env.run_id,
+            env.version,
+            env.state,
+            env.outputs,
+            {w.node_id: w.node_id for w in env.waiting},
+        )
+        migrate(view)
+        env.state, env.outputs = view.state, view.outputs
+        env.waiting = [
+            msgspec.structs.replace(w, node_id=view.awaiting.get(w.node_id, w.node_id))
+            for w in env.waiting
+        ]
+    try:
+        check_envelope(plan, env)
+    except ContextDecodeError as exc:
+        raise BlueprintMismatchError(
+            env.run_id,
+            (env.blueprint_id, env.digest),
+            (plan.blueprint.id, plan.digest),
+            f"{exc.detail}; map it to a node of the new blueprint with migrate=",
+        ) from None
+    env.digest, env.shape, env.version = plan.short_digest, plan.shape, plan.version
+
+
+def type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
+    """Give declared state keys their declared types (a typed state's round trip)."""
+    assert plan.state_hints is not None
+    for key, hint in plan.state_hints.items():
+        if key not in env.state:
+            continue
+        try:
+            env.state[key] = msgspec.convert(env.state[key], hint, strict=False)
+        except msgspec.ValidationError as exc:
+            where = f"state key {key!r} of run {env.run_id!r}"
+            if initial:
+                raise SerializationError(
+                    where, f"does not match the flow's state type: {exc}"
+                ) from exc
+            raise ContextDecodeError(
+                f"{where} does not match the flow's state type: {exc}"
+            ) from exc
+
+
+def _nested_ok(w: WaitState) -> bool:
+    """Whether a batch/subflow waiting record has the shape the engine relies on."""
+    data = w.input
+    if not isinstance(data, dict) or not w.sub:
+        return False
+    if w.kind == "subflow":
+        return isinstance(data.get("context"), bytes)
+    items, results = data.get("items"), data.get("results")
+    if not isinstance(items, list) or not isinstance(results, list) or len(items) != len(results):
+        return False
+    ids = {s.node_id for s in w.sub}
+    return len(ids) == len(w.sub) and all(
+        s.kind == "node" and s.node_id.isdecimal() and int(s.node_id) < len(items) for s in w.sub
+    )
+
+
+_PLAIN_KEYS = frozenset({"output", "action"})
+
+
+def parse_data(
+    data: ResumeData, run_id: str, node_id: str | None
+) -> tuple[Any, str | None, str | None, bool]:
+    """Split resume data into (output, action, by, has_output) or raise ``ResumeDataError``."""
+    if data is None:
+        return None, None, None, False
+    if type(data) is dict and len(data) <= 2 and data.keys() <= _PLAIN_KEYS:
+        action = data.get("action")  # the common webhook shape: checked without ABC lookups
+        if action is None or type(action) is str:
+            return data.get("output"), action, None, "output" in data
+    if isinstance(data, Resume):
+        output, action, by, has_output = data.output, data.action, data.by, data.output is not None
+    elif isinstance(data, Mapping):
+        extra = set(data) - {"output", "action", "by"}
+        if extra:
+            raise ResumeDataError(
+                run_id,
+                node_id,
+                f"unexpected key(s) {sorted(map(str, extra))}; allowed: output, action, by",
+            )
+        output, action, by = data.get("output"), data.get("action"), data.get("by")
+        has_output = "output" in data
+    else:
+        raise ResumeDataError(
+            run_id, node_id, f"expected a mapping or Resume, got {type(data).__name__}"
+        )
+    if action is not None and not isinstance(action, str):
+        raise ResumeDataError(run_id, node_id, f"action must be a string, got {action!r}")
+    if by is not None and not isinstance(by, str):
+        raise ResumeDataError(run_id, node_id, f"by must be a string, got {by!r}")
+    return output, action, by, has_output
