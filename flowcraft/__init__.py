@@ -11,7 +11,6 @@ from ._builder import Flow, create_flow
 from ._clock import Clock, SystemClock
 from ._context import Context, NodeContext
 from ._diagram import LintIssue, lint_blueprint, to_mermaid
-from ._engine import RunControl
 from ._errors import (
     AmbiguousResumeError,
     BlueprintError,
@@ -58,6 +57,7 @@ from ._types import (
     RunResult,
     RunStatus,
 )
+from ._waits import RunControl
 
 __version__ = "0.1.0"
 

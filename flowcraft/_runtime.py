@@ -13,7 +13,7 @@ import msgspec
 
 from ._blueprint import Blueprint, iter_known_actions
 from ._clock import Clock, SystemClock
-from ._engine import Execution, RunControl, flat_waiting, pause_entry
+from ._engine import Execution
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
@@ -30,6 +30,7 @@ from ._load import ContextView, adopt, check_envelope, parse_data, type_state
 from ._plan import Plan, compile_plan, describe_changes
 from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
 from ._types import HistoryEntry, ResumeData, RunResult
+from ._waits import RunControl, flat_waiting, pause_entry
 
 if TYPE_CHECKING:
     from ._builder import Flow

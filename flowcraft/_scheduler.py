@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from ._engine import flat_waiting
 from ._errors import FlowcraftError, TimerNotDueError
 from ._plan import Plan
 from ._serialize import Envelope
 from ._types import RunResult
+from ._waits import flat_waiting
 
 if TYPE_CHECKING:
     from ._runtime import FlowRuntime

@@ -42,7 +42,6 @@ import msgspec
 
 from ._blueprint import Blueprint
 from ._builder import Flow
-from ._engine import RunControl
 from ._errors import (
     FlowcraftError,
     NotAwaitingError,
@@ -52,6 +51,7 @@ from ._errors import (
 )
 from ._runtime import FlowRuntime
 from ._types import Resume, ResumeData, RunResult
+from ._waits import RunControl
 from .stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
 
 if TYPE_CHECKING:

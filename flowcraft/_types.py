@@ -117,14 +117,14 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @cached_property
     def awaiting(self) -> tuple[Awaiting, ...]:
         """The nodes the run waits on (empty unless ``status == "awaiting"``)."""
-        from ._engine import awaiting_of
+        from ._waits import awaiting_of
 
         return awaiting_of(self._waiting) if self._waiting else ()
 
     @cached_property
     def history(self) -> tuple[HistoryEntry, ...]:
         """Every pause, resume, fallback and cancellation so far, oldest first."""
-        from ._engine import pause_entry
+        from ._waits import pause_entry
 
         return (*self._past, *map(pause_entry, self._waiting))
 
