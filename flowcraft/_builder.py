@@ -203,8 +203,18 @@ class Flow:
         """
         self._blueprint = None
         label = f"{source}->{target}"
-        cond = condition if isinstance(condition, str | None) else self._fn_ref(condition, label)
-        trans = transform if isinstance(transform, str | None) else self._fn_ref(transform, label)
+        if action is not None:
+            label = f"{label}[{action}]"
+        cond = (
+            condition
+            if isinstance(condition, str | None)
+            else self._fn_ref(condition, f"{label}:condition")
+        )
+        trans = (
+            transform
+            if isinstance(transform, str | None)
+            else self._fn_ref(transform, f"{label}:transform")
+        )
         self._edges.append(
             EdgeDefinition(
                 source=source, target=target, action=action, condition=cond, transform=trans

@@ -722,14 +722,21 @@ class Execution:
             buf = self.joins[target.id] = {}
         queue = buf.get(edge.index)
         if queue is None:
-            buf[edge.index] = [(fired, value)]
+            queue = buf[edge.index] = [(fired, value)]
         else:
             queue.append((fired, value))
-        any_ran = _ANY_RAN in buf
-        if target.join_any and fired and not any_ran:
-            buf[_ANY_RAN] = [(True, None)]
-            any_ran = True
-            self.ready.append((target.id, value, False))
+        if target.join_any:
+            # Tokens queue per edge; the k-th token of every edge makes activation k. An "any"
+            # join runs at the first fired token of each activation, once.
+            ran = buf.get(_ANY_RAN)
+            if ran is None:
+                ran = buf[_ANY_RAN] = []
+            activation = len(queue) - 1
+            while len(ran) <= activation:
+                ran.append((False, None))
+            if fired and not ran[activation][0]:
+                ran[activation] = (True, None)
+                self.ready.append((target.id, value, False))
         if len(buf) - (_ANY_RAN in buf) < len(target.fwd_in):
             return False
         # Every incoming edge has delivered: consume one token per edge (one activation).
@@ -741,7 +748,12 @@ class Execution:
                 del buf[e.index]
             if f:
                 arrived[e.source] = v
-        buf.pop(_ANY_RAN, None)
+        any_ran = False
+        if target.join_any:
+            ran = buf[_ANY_RAN]
+            any_ran = ran.pop(0)[0]
+            if not ran:
+                del buf[_ANY_RAN]
         if not buf:
             del self.joins[target.id]
         if target.join_any:

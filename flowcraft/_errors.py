@@ -244,11 +244,21 @@ class ResumeDataError(ResumeError, ValueError):
 class TimerNotDueError(ResumeError):
     """A sleep node was resumed before its wake time."""
 
-    def __init__(self, run_id: str, node_id: str, wake_at: datetime, now: datetime) -> None:
-        super().__init__(
-            f"run {run_id!r}: timer {node_id!r} is not due until {wake_at.isoformat()} "
-            f"(now {now.isoformat()}). Let the scheduler resume it, or resume at or after wake_at."
-        )
+    def __init__(
+        self, run_id: str, node_id: str, wake_at: datetime | None, now: datetime
+    ) -> None:
+        if wake_at is None:
+            message = (
+                f"run {run_id!r}: node {node_id!r} has no timer or deadline to fire. "
+                "Resume it with a decision instead."
+            )
+        else:
+            message = (
+                f"run {run_id!r}: timer {node_id!r} is not due until {wake_at.isoformat()} "
+                f"(now {now.isoformat()}). Let the scheduler resume it, or resume at or after "
+                "wake_at."
+            )
+        super().__init__(message)
         self.run_id, self.node_id, self.wake_at, self.now = run_id, node_id, wake_at, now
 
 

@@ -82,7 +82,7 @@ class PlanNode:
     output_key: str | None = None  # batch-gather: the state key receiving the results
     # Fast-path flags, computed once in compile_plan:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
-    inline: bool = False  # never suspends by itself (built-in or sync task): no task needed
+    inline: bool = False  # a built-in that never suspends: no task needed
     direct: tuple[str, ...] | None = None  # every edge unlabelled, unconditioned, to 1-input nodes
 
 
@@ -198,6 +198,7 @@ def compile_plan(
                 kind="task",
                 definition=d,
                 call=worker,
+                cls=worker if isinstance(worker, type) and issubclass(worker, BaseNode) else None,
                 is_async=_is_async(worker),
                 params=params,
                 max_retries=node.max_retries,
@@ -275,13 +276,8 @@ def compile_plan(
             and node.max_retries == 1
             and node.timeout is None
         )
-        node.inline = node.kind in ("wait", "sleep") or (
-            node.kind == "task"
-            and node.cls is None
-            and not node.is_async
-            and node.timeout is None
-            and (node.max_retries == 1 or node.retry_delay == 0)
-        )
+        # Only built-ins are sure never to suspend: a "sync" function may return a coroutine.
+        node.inline = node.kind in ("wait", "sleep")
         if all(
             e.action is None
             and e.condition is None

@@ -17,6 +17,7 @@ from ._engine import Execution
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
+    ContextDecodeError,
     InvalidBlueprintError,
     NodeNotAwaitingError,
     NotAwaitingError,
@@ -403,7 +404,7 @@ class FlowRuntime:
                 )
         if node_id is None:
             controls = [w for w in env.waiting if w.kind == "control"]
-            if len(waiting) == 1:
+            if len(paths) == 1 and env.waiting[0].kind not in ("subflow", "batch"):
                 targets = list(waiting.values())
             elif controls and data is None:
                 targets = controls  # continue a paused run: every control-paused node at once
@@ -417,6 +418,12 @@ class FlowRuntime:
         now = self.clock.now()
         for w in targets:
             node = plan.nodes[w.node_id]
+            if fired and w.kind != "timer":
+                # Firing is for deadlines: a due timer or an expired wait, nothing else.
+                if w.kind != "wait" or w.expires_at is None:
+                    raise TimerNotDueError(run_id, w.node_id, None, now)
+                if now < w.expires_at:
+                    raise TimerNotDueError(run_id, w.node_id, w.expires_at, now)
             if w.kind in ("wait", "node"):
                 expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
                 if fired and expired and action is None:
@@ -504,7 +511,7 @@ class FlowRuntime:
         items, results = list(stored.get("items", ())), list(stored.get("results", ()))
         ex = Execution(self, plan, env, control)
         del ex.waiting[parent.node_id]
-        ex.history.append(pause_entry(paused[item]))
+        ex.history.append(msgspec.structs.replace(pause_entry(paused[item]), node_id=path))
         ex.history.append(HistoryEntry("resume", path, self.clock.now(), None, by, None))
         rest = [w for w in parent.sub if w.node_id != item]
         results[int(item)] = output
@@ -533,8 +540,12 @@ class FlowRuntime:
         assert node.subflow is not None
         child = self.child_plan(node.subflow, plan)
         stored = parent.input if isinstance(parent.input, dict) else {}
-        child_env = self.codec.decode(stored.get("context", b""))
-        check_envelope(child, child_env)
+        context = stored.get("context")
+        if not isinstance(context, bytes):
+            raise ContextDecodeError(
+                f"run {env.run_id!r}: subflow {parent.node_id!r} lost its context"
+            )
+        child_env = self.load(child, context)  # digest, structure and typed state, like any load
         # The child validates first: a refused resume raises before the parent changes.
         try:
             result, new_env = await self._resume_env(
@@ -547,6 +558,9 @@ class FlowRuntime:
         del ex.waiting[parent.node_id]
         now = self.clock.now()
         path = f"{parent.node_id}/{child_id}"
+        for sub_path, record in flat_waiting(parent.sub):
+            if sub_path == child_id:
+                ex.history.append(msgspec.structs.replace(pause_entry(record), node_id=path))
         ex.history.append(HistoryEntry("resume", path, now, None, by, action))
         ex.subflow_done(node, stored.get("input"), child, result, new_env)
         await ex.drive()
