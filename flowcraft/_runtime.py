@@ -367,8 +367,10 @@ class FlowRuntime:
             raise NotAwaitingError(run_id, env.status)
         output, action, who, has_output = parse_data(data, run_id, node_id)
         who = by if by is not None else who
-        if any(w.sub for w in env.waiting):
-            paths = [path for path, _ in flat_waiting(env.waiting)]
+        for w in env.waiting:
+            if w.sub:  # batch/subflow records hold waits of their own, listed by path
+                paths = [path for path, _ in flat_waiting(env.waiting)]
+                break
         else:
             paths = list(waiting)
         if node_id is None and len(paths) == 1:
@@ -403,10 +405,10 @@ class FlowRuntime:
                     nested=nested,
                 )
         if node_id is None:
-            controls = [w for w in env.waiting if w.kind == "control"]
+            controls = [w for w in env.waiting if w.kind == "control"] if data is None else []
             if len(paths) == 1 and env.waiting[0].kind not in ("subflow", "batch"):
                 targets = list(waiting.values())
-            elif controls and data is None:
+            elif controls:
                 targets = controls  # continue a paused run: every control-paused node at once
             else:
                 raise AmbiguousResumeError(run_id, tuple(paths))
