@@ -242,6 +242,13 @@ def encode_cursor(run: StoredRun) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
+def page_of(runs: Sequence[StoredRun], limit: int) -> RunPage:
+    """A page from up to ``limit + 1`` matching runs in order: the extra one means there is more."""
+    page = tuple(runs[:limit])
+    more = len(runs) > limit
+    return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+
 def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     """``(created_at_micros, run_id)`` from a cursor, or None."""
     if cursor is None:

@@ -20,8 +20,8 @@ from ._base import (
     check_list_args,
     compute_stats,
     decode_cursor,
-    encode_cursor,
     matches,
+    page_of,
     to_micros,
 )
 
@@ -104,9 +104,7 @@ class MemoryStore:
                 page.append(run)
                 if len(page) > limit:
                     break
-        more = len(page) > limit
-        page = page[:limit]
-        return RunPage(runs=tuple(page), next_cursor=encode_cursor(page[-1]) if more else None)
+        return page_of(page, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""

@@ -23,9 +23,9 @@ from ._base import (
     check_namespace,
     compute_stats,
     decode_cursor,
-    encode_cursor,
     matches,
     opt_micros,
+    page_of,
     to_micros,
 )
 
@@ -247,9 +247,7 @@ class RedisStore:
                 if matches(run, status, flow_id, reason, expired, now):
                     found.append(run)
         found.sort(key=lambda x: (to_micros(x.created_at), x.run_id))
-        page = found[:limit]
-        more = len(found) > limit
-        return RunPage(runs=tuple(page), next_cursor=encode_cursor(page[-1]) if more else None)
+        return page_of(found, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""

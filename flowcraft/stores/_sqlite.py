@@ -24,7 +24,7 @@ from ._base import (
     StoredRun,
     check_list_args,
     check_namespace,
-    encode_cursor,
+    page_of,
     to_micros,
 )
 from ._sql import Dialect, build_stats
@@ -166,9 +166,7 @@ class SqliteStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._run(lambda c: c.execute(query, params).fetchall())
-        runs = [RUN_DECODER.decode(r[0]) for r in rows[:limit]]
-        more = len(rows) > limit
-        return RunPage(runs=tuple(runs), next_cursor=encode_cursor(runs[-1]) if more else None)
+        return page_of([RUN_DECODER.decode(r[0]) for r in rows], limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
