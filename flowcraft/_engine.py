@@ -37,6 +37,8 @@ __all__ = ["Execution"]
 
 _OK, _PAUSED, _FAILED = 0, 1, 2
 _ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
+
+
 class Execution:
     """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
 
@@ -173,21 +175,27 @@ class Execution:
         self.spawning = True
         try:
             while self.ready and not self.halted:
-                tasks.spawn(self._task, *self.ready.popleft())
+                item = self.ready.popleft()
+                if self.checkpoint is not None:
+                    # In flight from now on: a snapshot taken before its task starts has it.
+                    self.inflight[id(item)] = item
+                tasks.spawn(self._task, item)
         finally:
             self.spawning = False
 
-    async def _task(self, node_id: str, value: Any, gate_open: bool) -> None:
+    async def _task(self, item: tuple[str, Any, bool]) -> None:
         if self.limiter is None and self.checkpoint is None:
-            await self._step(node_id, value, gate_open)
+            await self._step(*item)
         elif self.limiter is None:
-            await self._checked_step((node_id, value, gate_open))
+            await self._checked_step(item)
         else:
             async with self.limiter:
                 if self.halted:
-                    self.ready.append((node_id, value, gate_open))
+                    if self.checkpoint is not None:
+                        del self.inflight[id(item)]
+                    self.ready.append(item)
                     return
-                await self._checked_step((node_id, value, gate_open))
+                await self._checked_step(item)
         tasks = self.tasks
         # The last task running leaves a single follower (say, a join) to the loop to run inline.
         if tasks is not None and (len(self.ready) > 1 or tasks.running != 1):

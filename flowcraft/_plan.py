@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dis
 import inspect
 import struct
+import types
 import typing
 import zlib
 from collections.abc import Callable, Mapping
@@ -101,6 +103,27 @@ class Plan:
     state_hints: dict[str, Any] | None = None  # typed state: key -> type
     shape: bytes = b""  # per node: 2-byte hash of its id, 2-byte hash of its definition
     version: str | None = None
+
+
+def never_suspends(fn: object) -> bool:
+    """True for an ``async def`` function whose body has no ``await``, ``async for/with``.
+
+    Such a coroutine runs to its end at the first ``send``, like a sync function, so the engine
+    can run it inline instead of in a task, without changing what any code observes (the task it
+    runs in cannot matter: it never yields to the event loop). Decided from the bytecode: every
+    suspension point of a coroutine frame is a ``YIELD_VALUE`` in its own code object.
+    """
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
+        return False
+    code = fn.__code__
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return False
+    return all(ins.opcode != _YIELD_VALUE for ins in dis.get_instructions(code))
+
+
+_YIELD_VALUE = dis.opmap["YIELD_VALUE"]
 
 
 def _is_async(fn: object) -> bool:
@@ -276,8 +299,9 @@ def compile_plan(
             and node.max_retries == 1
             and node.timeout is None
         )
-        # Only built-ins are sure never to suspend: a "sync" function may return a coroutine.
-        node.inline = node.kind in ("wait", "sleep")
+        # Nodes sure never to suspend run without a task: built-ins, and plain nodes whose
+        # function is an ``async def`` without awaits (a sync function may return a coroutine).
+        node.inline = node.kind in ("wait", "sleep") or (node.plain and never_suspends(node.call))
         if all(
             e.action is None
             and e.condition is None
