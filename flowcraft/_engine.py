@@ -16,7 +16,7 @@ import msgspec
 
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
-from ._events import FlowEvent
+from ._events import EventBus, FlowEvent
 from ._nodes import BaseNode, maybe_await
 from ._plan import Plan, PlanEdge, PlanNode
 from ._serialize import Envelope, WaitKind, WaitState
@@ -50,7 +50,13 @@ class Execution:
     tasks: TaskSet | None = None
     spawning = False
     limiter: anyio.CapacityLimiter | None = None  # created at the first fan-out
+    control: RunControl | None = None
+    checkpoint: Callable[[bytes], Awaitable[None]] | None = None  # control.on_checkpoint
     inflight: dict[int, tuple[str, Any, bool]]  # only with a checkpoint hook
+    serial = False  # concurrency=1: one node at a time
+    bus: EventBus | None = None
+    plain = True  # no event bus and no middleware
+    skipped: set[str] = frozenset()  # type: ignore[assignment]  # a set once a node is skipped
     causes: dict[str, BaseException] = {}  # noqa: RUF012 - replaced by a dict on first write
     pending_events: list[FlowEvent] = []  # noqa: RUF012 - replaced on first event (bus only)
 
@@ -66,34 +72,41 @@ class Execution:
         self.plan = plan
         self.nodes = plan.nodes
         self.env = env
-        self.state = env.state
+        self.state = state = env.state
         self.outputs = env.outputs
         self.waiting: dict[str, WaitState] = (
             waiting if waiting is not None else {w.node_id: w for w in env.waiting}
         )
-        self.joins = env.joins
         self.history = env.history
-        self.errors = env.errors
-        self.skipped = set(env.skipped) if env.skipped else set()
-        self.control = control
-        self.checkpoint = control.on_checkpoint if control is not None else None
-        if self.checkpoint is not None:
-            self.inflight = {}
+        if env.skipped:
+            self.skipped = set(env.skipped)
+        if control is not None:
+            self.control = control
+            self.checkpoint = control.on_checkpoint
+            if self.checkpoint is not None:
+                self.inflight = {}
         self.ready: deque[tuple[str, Any, bool]] = deque()
-        self.serial = rt.concurrency == 1
-        self.bus = rt.event_bus
+        if rt.concurrency == 1:
+            self.serial = True
+        if rt.event_bus is not None:
+            self.bus = rt.event_bus
+            self.pending_events = []
+            self.plain = False
+        elif rt.has_hooks:
+            self.plain = False
         self.deps = rt.dependencies
         self.run_id = env.run_id
-        if self.bus is not None:
-            self.pending_events = []
-        self.shared_ctx = Context(self.state)
-        self.system_clock = rt.system_clock
-        self.plain = self.bus is None and not rt.has_hooks
+        self.shared_ctx = Context(state)
 
     # --- driving -----------------------------------------------------------------------------
 
-    async def drive(self) -> None:
+    def drive(self) -> Awaitable[None]:
         """Run ready nodes until nothing is runnable."""
+        if self.control is None and self.bus is None:
+            return self._loop()  # the common case, one coroutine less
+        return self._drive()
+
+    async def _drive(self) -> None:
         if self.control is None:
             await self._loop()
         else:
@@ -137,6 +150,8 @@ class Execution:
         nodes = self.nodes
         if self.control is None and self.checkpoint is None and not self.serial:
             # The common case, kept tight: one ready node runs inline, no task, no checks.
+            if self.plain:
+                await self._line()
             while len(ready) == 1 and not self.failed:
                 await self._step(*ready.popleft())
         while ready and not self.halted:
@@ -166,6 +181,56 @@ class Execution:
                 await self.tasks.wait()
             finally:
                 self.tasks = None
+
+    async def _line(self) -> None:
+        """Nodes one at a time, no events or middleware: the hot path of ``_step``, inlined.
+
+        Plain nodes are called and routed here and plain waits pause here, with no coroutine per
+        node; anything else goes to ``_step``.
+        """
+        ready = self.ready
+        nodes = self.nodes
+        outputs = self.outputs
+        limit = self.rt.max_steps
+        while len(ready) == 1 and not self.failed:
+            node_id, value, gate_open = ready.popleft()
+            node = nodes[node_id]
+            if self.steps >= limit:
+                await self._step(node_id, value, gate_open)  # it records the limit error
+                continue
+            fn = node.call
+            if fn is None or not node.plain:
+                if node.kind == "wait" and node.definition.inputs is None:
+                    self.steps += 1
+                    self._await_builtin(node, value)
+                else:
+                    await self._step(node_id, value, gate_open)
+                continue
+            self.steps += 1
+            nctx = NodeContext(
+                self.shared_ctx, value, node.params, self.deps, node_id, self.run_id, 1
+            )
+            try:
+                result = fn(nctx)
+                if node.is_async or inspect.isawaitable(result):
+                    result = await result
+            except PauseRequested as pause:
+                self._await(node_id, "node", value, note=pause.reason)
+                continue
+            except Exception as exc:
+                await self._failed(node, value, exc, 1)
+                continue
+            direct = node.direct
+            if direct is not None and type(result) is not NodeResult:
+                outputs[node_id] = result
+                if self.skipped:
+                    self.skipped.discard(node_id)
+                for target in direct:
+                    ready.append((target, result, False))
+            elif type(result) is NodeResult:
+                self.complete(node, result.output, result.action)
+            else:
+                self.complete(node, result, None)
 
     def _spawn(self) -> None:
         tasks = self.tasks
@@ -353,7 +418,8 @@ class Execution:
                 failure = BatchItemError(f"batch {node.id!r} item {index} failed: {exc!r}")
                 failure.__cause__ = exc
                 self._record_error(node.id, failure, outcome[2])
-                self.errors[-1] = msgspec.structs.replace(self.errors[-1], type=type(exc).__name__)
+                errors = self.env.errors
+                errors[-1] = msgspec.structs.replace(errors[-1], type=type(exc).__name__)
                 return
             if outcome[0] == _PAUSED:
                 paused.append(WaitState(str(index), "node", now, items[index], note=outcome[1]))
@@ -396,7 +462,7 @@ class Execution:
             self._record_error(node.id, exc, 1)
             if err is not None:
                 # Keep the child's own error type visible in the record.
-                self.errors[-1] = msgspec.structs.replace(self.errors[-1], type=err.type)
+                self.env.errors[-1] = msgspec.structs.replace(self.env.errors[-1], type=err.type)
             return
         outputs = result.outputs
         if node.sub_outputs:
@@ -408,16 +474,18 @@ class Execution:
         self.complete(node, output, None)
 
     def _await_builtin(self, node: PlanNode, value: Any) -> None:
-        now = self.rt.clock.now()
+        now = self.rt.now()
         if node.kind == "wait":
-            expires = (
-                None if node.wait_timeout is None else now + timedelta(seconds=node.wait_timeout)
-            )
-            self._await(node.id, "wait", value, note=node.description, expires_at=expires, now=now)
+            timeout = node.wait_timeout
+            expires = None if timeout is None else now + timedelta(seconds=timeout)
+            wait = WaitState(node.id, "wait", now, value, None, expires, node.description)
         else:
             wake = node.sleep
             wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
-            self._await(node.id, "timer", value, wake_at=wake_at, now=now)
+            wait = WaitState(node.id, "timer", now, value, wake_at)
+        self.waiting[node.id] = wait
+        if self.bus is not None:
+            self.event("workflow:pause", node.id, {"reason": REASONS[wait.kind]})
 
     def _await(
         self,
@@ -580,7 +648,7 @@ class Execution:
         call: Callable[[NodeContext], Any] | None = None,
     ) -> Any:
         message = f"node {node.id!r} timed out after {seconds:g}s (attempt {nctx.attempt})"
-        if self.system_clock:
+        if self.rt.system_clock:
             try:
                 with anyio.fail_after(seconds):
                     return await self._invoke(node, nctx, call)
@@ -636,7 +704,7 @@ class Execution:
     def _record_error(self, node_id: str, exc: BaseException, attempt: int) -> None:
         self.failed = True
         self._cause(node_id, exc)
-        self.errors.append(
+        self.env.errors.append(
             NodeError(
                 node_id=node_id,
                 type=type(exc).__name__,
@@ -656,6 +724,15 @@ class Execution:
         if self.bus is not None:
             self.event("node:finish", node.id, {"output": output, "action": action})
         if not node.out:
+            return
+        routes = node.routes
+        if routes is not None:  # nothing to evaluate: hand the output on, kill what is not taken
+            route = routes.get(action) if action is not None else None
+            targets, dead = route if route is not None else routes[None]
+            for target in targets:
+                self.ready.append((target, output, False))
+            if dead:
+                self._kill(dead)
             return
         try:
             self._route(node, output, action)
@@ -725,9 +802,9 @@ class Execution:
                 self.ready.append((target.id, value, False))
                 return False
             return True
-        buf = self.joins.get(target.id)
+        buf = self.env.joins.get(target.id)
         if buf is None:
-            buf = self.joins[target.id] = {}
+            buf = self.env.joins[target.id] = {}
         queue = buf.get(edge.index)
         if queue is None:
             queue = buf[edge.index] = [(fired, value)]
@@ -763,7 +840,7 @@ class Execution:
             if not ran:
                 del buf[_ANY_RAN]
         if not buf:
-            del self.joins[target.id]
+            del self.env.joins[target.id]
         if target.join_any:
             return not any_ran
         if arrived:
@@ -778,6 +855,8 @@ class Execution:
             edge = stack.pop()
             if self._arrive(edge, False, None):
                 target = self.nodes[edge.target]
+                if not self.skipped:
+                    self.skipped = set()
                 self.skipped.add(target.id)
                 if self.bus is not None:
                     self.event("node:skipped", target.id, {"edge": [edge.source, edge.target]})
@@ -852,5 +931,5 @@ class Execution:
         env.skipped = sorted(self.skipped) if self.skipped else []
         env.revision += 1
         if self.bus is not None:
-            self.event("workflow:finish", None, {"status": env.status, "errors": len(self.errors)})
+            self.event("workflow:finish", None, {"status": env.status, "errors": len(env.errors)})
         return env

@@ -86,6 +86,9 @@ class PlanNode:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
     inline: bool = False  # a built-in that never suspends: no task needed
     direct: tuple[str, ...] | None = None  # every edge unlabelled, unconditioned, to 1-input nodes
+    # Every edge unconditioned, untransformed, forward, to a 1-input node: by action (None for
+    # the unlabelled edges), the targets that get the output and the edges that die.
+    routes: dict[str | None, tuple[tuple[str, ...], list[PlanEdge]]] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -303,14 +306,18 @@ def compile_plan(
         # function is an ``async def`` without awaits (a sync function may return a coroutine).
         node.inline = node.kind in ("wait", "sleep") or (node.plain and never_suspends(node.call))
         if all(
-            e.action is None
-            and e.condition is None
+            e.condition is None
             and e.transform is None
             and not e.back
             and len(nodes[e.target].fwd_in) == 1
             for e in node.out
         ):
-            node.direct = tuple(e.target for e in node.out)
+            node.routes = {
+                action: (tuple(e.target for e in taken), [e for e in node.out if e not in taken])
+                for action, taken in [(None, node.default), *node.by_action.items()]
+            }
+            if not node.by_action:
+                node.direct = tuple(e.target for e in node.out)
     start_items = tuple((s, None, False) for s in starts)
     terminals = tuple(n.id for n in nodes.values() if not n.out)
     meta = bp.metadata or {}

@@ -6,7 +6,8 @@ import os
 from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -99,6 +100,10 @@ class FlowRuntime:
         )
         self.has_hooks = any(self.hooks)
         self.system_clock = type(self.clock) is SystemClock
+        # The clock read on the hot path (a C call for the system clock).
+        self.now: Callable[[], datetime] = (
+            partial(datetime.now, UTC) if self.system_clock else self.clock.now
+        )
         self.max_steps = max_steps
         self.concurrency = concurrency if concurrency and concurrency > 0 else None
         self.codec = Codec(serializer, signing_keys, signing_key_id, max_context_bytes)
@@ -126,7 +131,7 @@ class FlowRuntime:
         ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
-        return (await self.start(plan, initial_state, run_id, control=control))[0]
+        return (await self._execute(self._begin(plan, initial_state, run_id, control)))[0]
 
     async def start(
         self,
@@ -138,6 +143,15 @@ class FlowRuntime:
         nested: bool = False,
     ) -> tuple[RunResult, Envelope]:
         """Start a run of a compiled plan (``run`` without the lookups); also the envelope."""
+        return await self._execute(self._begin(plan, initial_state, run_id, control), nested)
+
+    def _begin(
+        self,
+        plan: Plan,
+        initial_state: Mapping[str, Any] | None,
+        run_id: str | None,
+        control: RunControl | None,
+    ) -> Execution:
         env = Envelope(
             FORMAT,
             run_id or _new_run_id(),
@@ -156,10 +170,7 @@ class FlowRuntime:
         if self.event_bus is not None:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
-        await ex.drive()
-        if ex.bus is None:
-            return self._done(plan, ex, ex.seal(), nested)
-        return await self._finish(plan, ex, nested)
+        return ex
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -227,7 +238,7 @@ class FlowRuntime:
         ex = Execution(self, plan, env, None)
         ex.cancelled = True
         ex.cancel_note = (reason, by)
-        return (await self._finish(plan, ex))[0]
+        return (await self._execute(ex))[0]
 
     async def resume(
         self,
@@ -362,62 +373,72 @@ class FlowRuntime:
         nested: bool = False,
     ) -> tuple[RunResult, Envelope]:
         run_id = env.run_id
-        waiting = {w.node_id: w for w in env.waiting}
-        if env.status != "awaiting" or not waiting:
+        waits = env.waiting
+        if env.status != "awaiting" or not waits:
             raise NotAwaitingError(run_id, env.status)
         output, action, who, has_output = parse_data(data, run_id, node_id)
         who = by if by is not None else who
-        for w in env.waiting:
-            if w.sub:  # batch/subflow records hold waits of their own, listed by path
-                paths = [path for path, _ in flat_waiting(env.waiting)]
-                break
+        first = waits[0]
+        waiting: dict[str, WaitState] | None = None
+        if (
+            len(waits) == 1
+            and (node_id is None or node_id == first.node_id)
+            and first.kind not in ("subflow", "batch")
+        ):
+            targets = waits  # the common case: the one pause of the run, named or not
         else:
-            paths = list(waiting)
-        if node_id is None and len(paths) == 1:
-            node_id = paths[0] if "/" in paths[0] else None
-        if node_id is not None and node_id not in waiting and "/" in node_id:
-            head, rest = node_id.split("/", 1)
-            parent = waiting.get(head)
-            if parent is not None and parent.kind == "batch":
-                return await self._resume_batch(
-                    plan,
-                    env,
-                    parent,
-                    rest,
-                    output,
-                    action,
-                    has_output,
-                    control=control,
-                    by=who,
-                    nested=nested,
-                )
-            if parent is not None and parent.kind == "subflow":
-                return await self._resume_child(
-                    plan,
-                    env,
-                    parent,
-                    rest,
-                    data,
-                    action,
-                    control=control,
-                    by=who,
-                    fired=fired,
-                    nested=nested,
-                )
-        if node_id is None:
-            controls = [w for w in env.waiting if w.kind == "control"] if data is None else []
-            if len(paths) == 1 and env.waiting[0].kind not in ("subflow", "batch"):
-                targets = list(waiting.values())
-            elif controls:
-                targets = controls  # continue a paused run: every control-paused node at once
+            waiting = {w.node_id: w for w in waits}
+            for w in waits:
+                if w.sub:  # batch/subflow records hold waits of their own, listed by path
+                    paths = [path for path, _ in flat_waiting(waits)]
+                    break
             else:
-                raise AmbiguousResumeError(run_id, tuple(paths))
-        else:
-            target = waiting.get(node_id)
-            if target is None or target.kind in ("subflow", "batch"):
-                raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
-            targets = [target]
-        now = self.clock.now()
+                paths = list(waiting)
+            if node_id is None and len(paths) == 1:
+                node_id = paths[0] if "/" in paths[0] else None
+            if node_id is not None and node_id not in waiting and "/" in node_id:
+                head, rest = node_id.split("/", 1)
+                parent = waiting.get(head)
+                if parent is not None and parent.kind == "batch":
+                    return await self._resume_batch(
+                        plan,
+                        env,
+                        parent,
+                        rest,
+                        output,
+                        action,
+                        has_output,
+                        control=control,
+                        by=who,
+                        nested=nested,
+                    )
+                if parent is not None and parent.kind == "subflow":
+                    return await self._resume_child(
+                        plan,
+                        env,
+                        parent,
+                        rest,
+                        data,
+                        action,
+                        control=control,
+                        by=who,
+                        fired=fired,
+                        nested=nested,
+                    )
+            if node_id is None:
+                controls = [w for w in waits if w.kind == "control"] if data is None else []
+                if len(paths) == 1 and first.kind not in ("subflow", "batch"):
+                    targets = list(waiting.values())
+                elif controls:
+                    targets = controls  # continue a paused run: every control-paused node at once
+                else:
+                    raise AmbiguousResumeError(run_id, tuple(paths))
+            else:
+                target = waiting.get(node_id)
+                if target is None or target.kind in ("subflow", "batch"):
+                    raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
+                targets = [target]
+        now = self.now()
         for w in targets:
             node = plan.nodes[w.node_id]
             if fired and w.kind != "timer":
@@ -480,10 +501,7 @@ class FlowRuntime:
                 ex.complete(plan.nodes[w.node_id], w.input, None)
             else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
                 ex.ready.append((w.node_id, w.input, w.kind == "gate"))
-        await ex.drive()
-        if ex.bus is None:
-            return self._done(plan, ex, ex.seal(), nested)
-        return await self._finish(plan, ex, nested)
+        return await self._execute(ex, nested)
 
     async def _resume_batch(
         self,
@@ -518,10 +536,7 @@ class FlowRuntime:
         rest = [w for w in parent.sub if w.node_id != item]
         results[int(item)] = output
         ex.batch_done(plan.nodes[parent.node_id], items, results, {}, rest)
-        await ex.drive()
-        if ex.bus is None:
-            return self._done(plan, ex, ex.seal(), nested)
-        return await self._finish(plan, ex, nested)
+        return await self._execute(ex, nested)
 
     async def _resume_child(
         self,
@@ -565,27 +580,18 @@ class FlowRuntime:
                 ex.history.append(msgspec.structs.replace(pause_entry(record), node_id=path))
         ex.history.append(HistoryEntry("resume", path, now, None, by, action))
         ex.subflow_done(node, stored.get("input"), child, result, new_env)
+        return await self._execute(ex, nested)
+
+    async def _execute(self, ex: Execution, nested: bool = False) -> tuple[RunResult, Envelope]:
+        """Drive ``ex`` until nothing is runnable; seal, encode and report it."""
         await ex.drive()
-        if ex.bus is None:
-            return self._done(plan, ex, ex.seal(), nested)
-        return await self._finish(plan, ex, nested)
-
-    async def _finish(
-        self, plan: Plan, ex: Execution, nested: bool = False
-    ) -> tuple[RunResult, Envelope]:
-        if ex.bus is None:
-            return self._done(plan, ex, ex.seal(), nested)
         env = ex.seal()
-        await ex.flush()
-        return self._done(plan, ex, env, nested)
-
-    def _done(
-        self, plan: Plan, ex: Execution, env: Envelope, nested: bool
-    ) -> tuple[RunResult, Envelope]:
+        if ex.pending_events:
+            await ex.flush()
         result = self._result(env, self.codec.encode(env), ex.causes)
         if not nested:  # a subflow's timers belong to its parent run
             for sched in self.schedulers:
-                sched.observe(plan, result, env)
+                sched.observe(ex.plan, result, env)
         return result, env
 
     def _result(self, env: Envelope, data: bytes, causes: Mapping[str, BaseException]) -> RunResult:
@@ -609,6 +615,22 @@ def _bytes_of(context: bytes | RunResult) -> bytes:
     return context.serialized_context if isinstance(context, RunResult) else context
 
 
+_ID_BYTES = 12
+_ID_POOL = 256
+_ids: list[bytes] = []
+
+
 def _new_run_id() -> str:
-    """96 random bits as hex: unique across processes without coordination."""
-    return os.urandom(12).hex()
+    """96 random bits as hex: unique across processes without coordination.
+
+    ``os.urandom`` is read for 256 ids at a time (one system call instead of 256); a forked
+    child drops the parent's pool so the two never hand out the same ids.
+    """
+    if not _ids:
+        pool = os.urandom(_ID_BYTES * _ID_POOL)
+        _ids.extend(pool[i : i + _ID_BYTES] for i in range(0, len(pool), _ID_BYTES))
+    return _ids.pop().hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.clear)
