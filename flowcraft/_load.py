@@ -21,6 +21,7 @@ from ._types import Resume, ResumeData
 __all__ = ["ContextView", "adopt", "check_envelope", "parse_data", "type_state"]
 
 
+_NESTED = ("subflow", "batch")
 _KIND_FITS = {
     "wait": ("wait",),
     "timer": ("sleep",),
@@ -32,10 +33,23 @@ _KIND_FITS = {
 }
 
 
+# Per node kind, the wait kinds that fit it without nested records.
+_FLAT_FITS = {
+    kind: frozenset(w for w, fits in _KIND_FITS.items() if kind in fits and w not in _NESTED)
+    for kind in ("task", "wait", "sleep", "subflow", "scatter")
+}
+
+
 def check_envelope(plan: Plan, env: Envelope) -> None:
     """Refuse a context whose records do not fit its blueprint (it was forged or corrupted)."""
     nodes = plan.nodes
-    if len({w.node_id for w in env.waiting}) != len(env.waiting):
+    waits = env.waiting
+    if len(waits) == 1 and not env.joins:  # the common case: one pause, no half-done join
+        w = waits[0]
+        node = nodes.get(w.node_id)
+        if node is not None and not w.sub and w.kind in _FLAT_FITS.get(node.kind, ()):
+            return
+    if len({w.node_id for w in waits}) != len(waits):
         raise ContextDecodeError(f"run {env.run_id!r} lists the same awaiting node twice")
     for w in env.waiting:
         node = nodes.get(w.node_id)

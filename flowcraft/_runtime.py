@@ -304,8 +304,11 @@ class FlowRuntime:
         allow_change: bool = False,
     ) -> Envelope:
         """Decode and check a context against the plan's blueprint."""
-        data = _bytes_of(serialized_context)
-        env = self.codec.decode(data)
+        env = self.codec.decode(
+            serialized_context
+            if type(serialized_context) is bytes
+            else _bytes_of(serialized_context)
+        )
         bp = plan.blueprint
         if env.blueprint_id != bp.id or env.digest != plan.short_digest:
             changes = describe_changes(env.shape, bp) if env.blueprint_id == bp.id else ""

@@ -139,6 +139,7 @@ class Codec:
             raise ValueError(f"signing_key_id {signing_key_id!r} is not in signing_keys")
         self._key_id = signing_key_id
         self.max_bytes = max_bytes
+        self._plain = self._auto and not self._keys  # unsigned msgpack decodes without checks
 
     def encode(self, env: Envelope) -> bytes:
         try:
@@ -152,6 +153,19 @@ class Codec:
         return _SIGNED_MAGIC + len(key_id).to_bytes(1, "big") + key_id + mac + data
 
     def decode(self, data: bytes) -> Envelope:
+        if (
+            self._plain
+            and type(data) is bytes
+            and 0x90 <= (data[0] if data else 0) <= 0x9F  # a msgpack array: a plain envelope
+            and len(data) <= self.max_bytes
+        ):
+            try:
+                env = _MSGPACK_DECODE(data)
+            except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+                raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
+            if env.format > FORMAT:
+                raise _too_new(env.format)
+            return env
         if type(data) is not bytes:
             if not isinstance(data, bytearray | memoryview):
                 raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
@@ -176,10 +190,7 @@ class Codec:
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
         if env.format > FORMAT:
-            raise ContextDecodeError(
-                f"envelope format {env.format} is not supported (this version reads 1..{FORMAT}); "
-                "upgrade flowcraft to read it"
-            )
+            raise _too_new(env.format)
         return env
 
     def _verify(self, data: bytes) -> bytes:
@@ -196,6 +207,13 @@ class Codec:
         if not hmac.compare_digest(mac, expected):
             raise ContextIntegrityError("the signature does not match the content")
         return payload
+
+
+def _too_new(found: int) -> ContextDecodeError:
+    return ContextDecodeError(
+        f"envelope format {found} is not supported (this version reads 1..{FORMAT}); "
+        "upgrade flowcraft to read it"
+    )
 
 
 def _locate_unserializable(env: Envelope, exc: Exception) -> SerializationError:
