@@ -6,7 +6,7 @@ import copy
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from ._waits import (
     RunControl,
     SubflowError,
     pause_entry,
+    pause_record,
 )
 
 if TYPE_CHECKING:
@@ -474,16 +475,7 @@ class Execution:
         self.complete(node, output, None)
 
     def _await_builtin(self, node: PlanNode, value: Any) -> None:
-        now = self.rt.now()
-        if node.kind == "wait":
-            timeout = node.wait_timeout
-            expires = None if timeout is None else now + timedelta(seconds=timeout)
-            wait = WaitState(node.id, "wait", now, value, None, expires, node.description)
-        else:
-            wake = node.sleep
-            wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
-            wait = WaitState(node.id, "timer", now, value, wake_at)
-        self.waiting[node.id] = wait
+        wait = self.waiting[node.id] = pause_record(node, value, self.rt.now())
         if self.bus is not None:
             self.event("workflow:pause", node.id, {"reason": REASONS[wait.kind]})
 

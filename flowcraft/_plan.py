@@ -89,6 +89,7 @@ class PlanNode:
     # Every edge unconditioned, untransformed, forward, to a 1-input node: by action (None for
     # the unlabelled edges), the targets that get the output and the edges that die.
     routes: dict[str | None, tuple[tuple[str, ...], list[PlanEdge]]] | None = None
+    line: bool = False  # plain, and its output goes on to at most one node: see _line.py
 
 
 @dataclass(slots=True, eq=False)
@@ -318,6 +319,8 @@ def compile_plan(
             }
             if not node.by_action:
                 node.direct = tuple(e.target for e in node.out)
+                # A plain node leading to at most one node: the straight line runs it (_line.py).
+                node.line = node.plain and len(node.direct) <= 1
     start_items = tuple((s, None, False) for s in starts)
     terminals = tuple(n.id for n in nodes.values() if not n.out)
     meta = bp.metadata or {}

@@ -28,6 +28,7 @@ from ._errors import (
     WaitExpiredError,
 )
 from ._events import EventBus, Middleware
+from ._line import complete_wait, line_targets, run_line
 from ._load import ContextView, adopt, check_envelope, parse_data, type_state
 from ._plan import Plan, compile_plan, describe_changes
 from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
@@ -110,6 +111,7 @@ class FlowRuntime:
         self._plans: dict[tuple[int, int, int], tuple[object, object, Plan]] = {}
         self._last: tuple[object, object, object, Plan] = (None, None, None, _NO_PLAN)
         self.schedulers: list[Scheduler] = []
+        self.lines = True  # the straight-line fast path (tests switch it off to compare)
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowRuntime(registry={len(self.registry)} keys, clock={self.clock!r})"
@@ -131,7 +133,7 @@ class FlowRuntime:
         ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
-        return (await self._execute(self._begin(plan, initial_state, run_id, control)))[0]
+        return (await self.start(plan, initial_state, run_id, control=control))[0]
 
     async def start(
         self,
@@ -143,15 +145,6 @@ class FlowRuntime:
         nested: bool = False,
     ) -> tuple[RunResult, Envelope]:
         """Start a run of a compiled plan (``run`` without the lookups); also the envelope."""
-        return await self._execute(self._begin(plan, initial_state, run_id, control), nested)
-
-    def _begin(
-        self,
-        plan: Plan,
-        initial_state: Mapping[str, Any] | None,
-        run_id: str | None,
-        control: RunControl | None,
-    ) -> Execution:
         env = Envelope(
             FORMAT,
             run_id or _new_run_id(),
@@ -166,11 +159,17 @@ class FlowRuntime:
         )
         if plan.state_hints and env.state:
             type_state(plan, env, initial=True)
+        if control is None and len(plan.starts) == 1 and self._straight():
+            return await run_line(self, plan, env, plan.starts[0], None, nested)
         ex = Execution(self, plan, env, control)
         if self.event_bus is not None:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
-        return ex
+        return await self._execute(ex, nested)
+
+    def _straight(self) -> bool:
+        """Whether runs may take the engine-free straight line (nobody observes each node)."""
+        return self.lines and self.event_bus is None and not self.has_hooks
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -443,51 +442,24 @@ class FlowRuntime:
                 targets = [target]
         now = self.now()
         for w in targets:
-            node = plan.nodes[w.node_id]
-            if fired and w.kind != "timer":
-                # Firing is for deadlines: a due timer or an expired wait, nothing else.
-                if w.kind != "wait" or w.expires_at is None:
-                    raise TimerNotDueError(run_id, w.node_id, None, now)
-                if now < w.expires_at:
-                    raise TimerNotDueError(run_id, w.node_id, w.expires_at, now)
-            if w.kind in ("wait", "node"):
-                expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
-                if fired and expired and action is None:
-                    action = node.on_timeout
-                if expired and action != node.on_timeout and not fired:
-                    assert w.expires_at is not None
-                    raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
-                if (
-                    not fired
-                    and node.by_action
-                    and action not in node.by_action
-                    and not node.default
-                ):
-                    raise UnknownActionError(
-                        run_id,
-                        w.node_id,
-                        action,
-                        iter_known_actions(
-                            e.definition for e in node.out if e.definition is not None
-                        ),
-                    )
-                if expired and action == node.on_timeout:
-                    output = None  # a timeout carries no decision, whoever delivers it
-                elif node.schema is not None and w.kind == "wait" and not fired:
-                    try:
-                        output = msgspec.convert(output, node.schema)
-                    except msgspec.ValidationError as exc:
-                        raise ResumeDataError(run_id, w.node_id, str(exc)) from exc
-            else:
-                if has_output or action is not None:
-                    what = "a timer" if w.kind == "timer" else "a paused node"
-                    raise ResumeDataError(
-                        run_id,
-                        w.node_id,
-                        f"{what} takes no output or action; resume it with no data",
-                    )
-                if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
-                    raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
+            output, action = self._admit(plan, w, output, action, has_output, now, fired, run_id)
+        if (
+            targets is waits
+            and first.kind == "wait"
+            and not fired
+            and control is None
+            and not env.joins
+            and not env.skipped
+            and self._straight()
+        ):
+            line = line_targets(plan.nodes[first.node_id], action)
+            if line is not None:  # the common case: the run goes on in a straight line
+                complete_wait(env, output, action, who, now)
+                if line:
+                    return await run_line(self, plan, env, line[0], output, nested)
+                env.status = "completed"
+                env.revision += 1
+                return self._report(plan, env, {}, nested)
 
         # Everything checked: from here on the resume is applied.
         ex = Execution(self, plan, env, control, waiting)
@@ -505,6 +477,65 @@ class FlowRuntime:
             else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
                 ex.ready.append((w.node_id, w.input, w.kind == "gate"))
         return await self._execute(ex, nested)
+
+    def _admit(
+        self,
+        plan: Plan,
+        w: WaitState,
+        output: Any,
+        action: str | None,
+        has_output: bool,
+        now: datetime,
+        fired: bool,
+        run_id: str,
+    ) -> tuple[Any, str | None]:
+        """Check one resume target (changing nothing); the output and action it resumes with."""
+        node = plan.nodes[w.node_id]
+        if fired and w.kind != "timer":
+            # Firing is for deadlines: a due timer or an expired wait, nothing else.
+            if w.kind != "wait" or w.expires_at is None:
+                raise TimerNotDueError(run_id, w.node_id, None, now)
+            if now < w.expires_at:
+                raise TimerNotDueError(run_id, w.node_id, w.expires_at, now)
+        if w.kind in ("wait", "node"):
+            expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
+            if fired and expired and action is None:
+                action = node.on_timeout
+            if expired and action != node.on_timeout and not fired:
+                assert w.expires_at is not None
+                raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
+            if (
+                not fired
+                and node.by_action
+                and action not in node.by_action
+                and not node.default
+            ):
+                raise UnknownActionError(
+                    run_id,
+                    w.node_id,
+                    action,
+                    iter_known_actions(
+                        e.definition for e in node.out if e.definition is not None
+                    ),
+                )
+            if expired and action == node.on_timeout:
+                output = None  # a timeout carries no decision, whoever delivers it
+            elif node.schema is not None and w.kind == "wait" and not fired:
+                try:
+                    output = msgspec.convert(output, node.schema)
+                except msgspec.ValidationError as exc:
+                    raise ResumeDataError(run_id, w.node_id, str(exc)) from exc
+        else:
+            if has_output or action is not None:
+                what = "a timer" if w.kind == "timer" else "a paused node"
+                raise ResumeDataError(
+                    run_id,
+                    w.node_id,
+                    f"{what} takes no output or action; resume it with no data",
+                )
+            if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
+                raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
+        return output, action
 
     async def _resume_batch(
         self,
@@ -591,10 +622,16 @@ class FlowRuntime:
         env = ex.seal()
         if ex.pending_events:
             await ex.flush()
-        result = self._result(env, self.codec.encode(env), ex.causes)
+        return self._report(ex.plan, env, ex.causes, nested)
+
+    def _report(
+        self, plan: Plan, env: Envelope, causes: Mapping[str, BaseException], nested: bool
+    ) -> tuple[RunResult, Envelope]:
+        """Encode a finished call's envelope into its result; show it to the schedulers."""
+        result = self._result(env, self.codec.encode(env), causes)
         if not nested:  # a subflow's timers belong to its parent run
             for sched in self.schedulers:
-                sched.observe(ex.plan, result, env)
+                sched.observe(plan, result, env)
         return result, env
 
     def _result(self, env: Envelope, data: bytes, causes: Mapping[str, BaseException]) -> RunResult:

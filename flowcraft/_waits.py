@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._serialize import WaitState
 from ._types import Awaiting, HistoryEntry
+
+if TYPE_CHECKING:
+    from ._plan import PlanNode
 
 __all__ = [
     "REASONS",
@@ -18,6 +22,7 @@ __all__ = [
     "awaiting_of",
     "flat_waiting",
     "pause_entry",
+    "pause_record",
     "public_awaiting",
 ]
 
@@ -91,6 +96,17 @@ def awaiting_of(waiting: list[WaitState]) -> tuple[Awaiting, ...]:
     if not any(w.sub for w in waiting):
         return tuple(map(public_awaiting, waiting))
     return tuple(public_awaiting(w, path) for path, w in flat_waiting(waiting))
+
+
+def pause_record(node: PlanNode, value: Any, now: datetime) -> WaitState:
+    """The waiting record of a wait or sleep node reached with ``value`` at ``now``."""
+    if node.kind == "wait":
+        timeout = node.wait_timeout
+        expires = None if timeout is None else now + timedelta(seconds=timeout)
+        return WaitState(node.id, "wait", now, value, None, expires, node.description)
+    wake = node.sleep
+    wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
+    return WaitState(node.id, "timer", now, value, wake_at)
 
 
 def pause_entry(w: WaitState) -> HistoryEntry:

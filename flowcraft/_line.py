@@ -1,0 +1,110 @@
+"""The straight line: runs and resumes that call plain nodes one after another, engine-free.
+
+Most calls on a human-in-the-loop flow run a few plain nodes in a row and stop at a wait or at
+the end. For those this module does the engine's work with no ``Execution``, no ready queue and
+no coroutine per node. At the first thing it does not handle (a label to route, a fan-out, a
+join, a node that fails, pauses or returns a ``NodeResult``, the step limit) it hands the run,
+exactly as it stands, to the engine, which takes it from there. ``tests/test_line.py`` checks
+that both give the same contexts on random flows.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._context import Context, NodeContext, PauseRequested
+from ._engine import Execution
+from ._serialize import Envelope
+from ._types import HistoryEntry, NodeResult, RunResult
+from ._waits import pause_entry, pause_record
+
+if TYPE_CHECKING:
+    from ._plan import Plan, PlanNode
+    from ._runtime import FlowRuntime
+
+__all__ = ["complete_wait", "line_targets", "run_line"]
+
+
+async def run_line(
+    rt: FlowRuntime, plan: Plan, env: Envelope, node_id: str, value: Any, nested: bool
+) -> tuple[RunResult, Envelope]:
+    """Run from ``node_id`` (nothing else ready or waiting) until a pause or the end."""
+    nodes = plan.nodes
+    outputs = env.outputs
+    ctx = Context(env.state)
+    deps = rt.dependencies
+    run_id = env.run_id
+    limit = rt.max_steps
+    steps = 0
+    while True:
+        node = nodes[node_id]
+        fn = node.call
+        if fn is None or not node.line or steps >= limit:
+            if node.kind in ("wait", "sleep") and node.definition.inputs is None:
+                env.waiting = [pause_record(node, value, rt.now())]
+                env.status = "awaiting"
+                break
+            ex = _engine(rt, plan, env, steps)
+            ex.ready.append((node_id, value, False))
+            return await rt._execute(ex, nested)
+        steps += 1
+        try:
+            result = fn(NodeContext(ctx, value, node.params, deps, node_id, run_id, 1))
+            if node.is_async or inspect.isawaitable(result):
+                result = await result
+        except PauseRequested as pause:
+            ex = _engine(rt, plan, env, steps)
+            ex._await(node_id, "node", value, note=pause.reason)
+            return await rt._execute(ex, nested)
+        except Exception as exc:
+            ex = _engine(rt, plan, env, steps)
+            await ex._failed(node, value, exc, 1)
+            return await rt._execute(ex, nested)
+        if type(result) is NodeResult:
+            ex = _engine(rt, plan, env, steps)
+            ex.complete(node, result.output, result.action)
+            return await rt._execute(ex, nested)
+        outputs[node_id] = result
+        if not node.direct:
+            env.status = "completed"
+            break
+        node_id = node.direct[0]
+        value = result
+    env.revision += 1
+    return rt._report(plan, env, {}, nested)
+
+
+def line_targets(node: PlanNode, action: str | None) -> tuple[str, ...] | None:
+    """Where a resumed wait's output goes when that is a straight line: no node or one node.
+
+    ``None`` when the engine must route it (conditions, several targets, paths that die).
+    """
+    routes = node.routes
+    if routes is None:
+        return None
+    route = routes.get(action) if action is not None else None
+    targets, dead = route if route is not None else routes[None]
+    if dead or len(targets) > 1:
+        return None
+    return targets
+
+
+def complete_wait(
+    env: Envelope, output: Any, action: str | None, by: str | None, now: datetime
+) -> None:
+    """Record the run's one wait as resumed with ``output`` (the caller checked everything)."""
+    w = env.waiting[0]
+    env.waiting = []
+    history = env.history
+    history.append(pause_entry(w))
+    history.append(HistoryEntry("resume", w.node_id, now, None, by, action))
+    env.outputs[w.node_id] = output
+
+
+def _engine(rt: FlowRuntime, plan: Plan, env: Envelope, steps: int) -> Execution:
+    """Hand the run to the engine as it stands: nothing is waiting, nothing else is ready."""
+    ex = Execution(rt, plan, env, None, {})
+    ex.steps = steps
+    return ex
