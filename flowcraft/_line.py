@@ -42,7 +42,7 @@ async def run_line(
         node = nodes[node_id]
         fn = node.call
         if fn is None or not node.line or steps >= limit:
-            if node.kind in ("wait", "sleep") and node.definition.inputs is None:
+            if steps < limit and node.kind in ("wait", "sleep") and node.definition.inputs is None:
                 env.waiting = [pause_record(node, value, rt.now())]
                 env.status = "awaiting"
                 break
