@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
+import msgspec
+
 __all__ = ["Context", "NodeContext", "PauseRequested"]
 
 
@@ -16,21 +18,15 @@ class PauseRequested(BaseException):
         self.reason = reason
 
 
-class Context:
+class Context(msgspec.Struct, eq=False):
     """The run's user state: a small synchronous key/value API over a dict.
 
     Values must be serializable with msgspec when the run pauses or ends.
     """
 
-    __slots__ = ("_data", "_on_change")
-
-    def __init__(
-        self,
-        data: dict[str, Any],
-        on_change: Callable[[str, str, Any], None] | None = None,
-    ) -> None:
-        self._data = data
-        self._on_change = on_change
+    # A Struct for its C-level __init__: one is made per node call.
+    _data: dict[str, Any]
+    _on_change: Callable[[str, str, Any], None] | None = None
 
     def __repr__(self) -> str:
         return f"flowcraft.Context({self._data!r})"
@@ -68,28 +64,17 @@ class Context:
 _MISSING = object()
 
 
-class NodeContext:
+class NodeContext(msgspec.Struct, eq=False):
     """Everything a node function sees for one attempt."""
 
-    __slots__ = ("attempt", "context", "deps", "input", "node_id", "params", "run_id")
-
-    def __init__(
-        self,
-        context: Context,
-        input: Any,
-        params: Mapping[str, Any],
-        deps: Mapping[str, Any],
-        node_id: str,
-        run_id: str,
-        attempt: int,
-    ) -> None:
-        self.context = context
-        self.input = input
-        self.params = params
-        self.deps = deps
-        self.node_id = node_id
-        self.run_id = run_id
-        self.attempt = attempt
+    # A Struct for its C-level __init__: one is made per node call.
+    context: Context
+    input: Any
+    params: Mapping[str, Any]
+    deps: Mapping[str, Any]
+    node_id: str
+    run_id: str
+    attempt: int
 
     def __repr__(self) -> str:
         return f"flowcraft.NodeContext(node_id={self.node_id!r}, attempt={self.attempt})"

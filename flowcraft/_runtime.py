@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import ChainMap
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -133,7 +133,7 @@ class FlowRuntime:
         ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
-        return (await self.start(plan, initial_state, run_id, control=control))[0]
+        return (await self._launch(plan, initial_state, run_id, control, False))[0]
 
     async def start(
         self,
@@ -145,6 +145,16 @@ class FlowRuntime:
         nested: bool = False,
     ) -> tuple[RunResult, Envelope]:
         """Start a run of a compiled plan (``run`` without the lookups); also the envelope."""
+        return await self._launch(plan, initial_state, run_id, control, nested)
+
+    def _launch(
+        self,
+        plan: Plan,
+        initial_state: Mapping[str, Any] | None,
+        run_id: str | None,
+        control: RunControl | None,
+        nested: bool,
+    ) -> Awaitable[tuple[RunResult, Envelope]]:
         env = Envelope(
             FORMAT,
             run_id or _new_run_id(),
@@ -159,17 +169,19 @@ class FlowRuntime:
         )
         if plan.state_hints and env.state:
             type_state(plan, env, initial=True)
-        if control is None and len(plan.starts) == 1 and self._straight():
-            return await run_line(self, plan, env, plan.starts[0], None, nested)
+        if (
+            control is None
+            and len(plan.starts) == 1
+            and self.event_bus is None
+            and not self.has_hooks
+            and self.lines
+        ):
+            return run_line(self, plan, env, plan.starts[0], None, nested)
         ex = Execution(self, plan, env, control)
         if self.event_bus is not None:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
-        return await self._execute(ex, nested)
-
-    def _straight(self) -> bool:
-        """Whether runs may take the engine-free straight line (nobody observes each node)."""
-        return self.lines and self.event_bus is None and not self.has_hooks
+        return self._execute(ex, nested)
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -268,9 +280,12 @@ class FlowRuntime:
             ContextError: the context is corrupt, tampered with, or from another blueprint.
         """
         plan = self.plan(blueprint, registry)
-        env = self.load(
-            plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
-        )
+        if migrate is None and not allow_blueprint_change:
+            env = self.load(plan, serialized_context)
+        else:
+            env = self.load(
+                plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
+            )
         return (await self._resume_env(plan, env, data, node_id, control=control, by=by))[0]
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
@@ -362,7 +377,7 @@ class FlowRuntime:
         )
         return result
 
-    async def _resume_env(
+    def _resume_env(
         self,
         plan: Plan,
         env: Envelope,
@@ -373,7 +388,8 @@ class FlowRuntime:
         by: str | None = None,
         fired: bool = False,
         nested: bool = False,
-    ) -> tuple[RunResult, Envelope]:
+    ) -> Awaitable[tuple[RunResult, Envelope]]:
+        """Check a resume (raising before anything changes); the awaitable that applies it."""
         run_id = env.run_id
         waits = env.waiting
         if env.status != "awaiting" or not waits:
@@ -402,7 +418,7 @@ class FlowRuntime:
                 head, rest = node_id.split("/", 1)
                 parent = waiting.get(head)
                 if parent is not None and parent.kind == "batch":
-                    return await self._resume_batch(
+                    return self._resume_batch(
                         plan,
                         env,
                         parent,
@@ -415,7 +431,7 @@ class FlowRuntime:
                         nested=nested,
                     )
                 if parent is not None and parent.kind == "subflow":
-                    return await self._resume_child(
+                    return self._resume_child(
                         plan,
                         env,
                         parent,
@@ -450,16 +466,18 @@ class FlowRuntime:
             and control is None
             and not env.joins
             and not env.skipped
-            and self._straight()
+            and self.event_bus is None
+            and not self.has_hooks
+            and self.lines
         ):
             line = line_targets(plan.nodes[first.node_id], action)
             if line is not None:  # the common case: the run goes on in a straight line
                 complete_wait(env, output, action, who, now)
                 if line:
-                    return await run_line(self, plan, env, line[0], output, nested)
+                    return run_line(self, plan, env, line[0], output, nested)
                 env.status = "completed"
                 env.revision += 1
-                return self._report(plan, env, {}, nested)
+                return _resolved(self._report(plan, env, {}, nested))
 
         # Everything checked: from here on the resume is applied.
         ex = Execution(self, plan, env, control, waiting)
@@ -476,7 +494,7 @@ class FlowRuntime:
                 ex.complete(plan.nodes[w.node_id], w.input, None)
             else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
                 ex.ready.append((w.node_id, w.input, w.kind == "gate"))
-        return await self._execute(ex, nested)
+        return self._execute(ex, nested)
 
     def _admit(
         self,
@@ -648,6 +666,10 @@ class FlowRuntime:
             _past=env.history,
             _causes=causes,
         )
+
+
+async def _resolved(value: tuple[RunResult, Envelope]) -> tuple[RunResult, Envelope]:
+    return value
 
 
 def _bytes_of(context: bytes | RunResult) -> bytes:
