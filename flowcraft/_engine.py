@@ -201,7 +201,7 @@ class Execution:
                 continue
             fn = node.call
             if fn is None or not node.plain:
-                if node.kind == "wait" and node.definition.inputs is None:
+                if node.builtin_pause:
                     self.steps += 1
                     self._await_builtin(node, value)
                 else:

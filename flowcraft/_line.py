@@ -40,9 +40,8 @@ async def run_line(
     steps = 0
     while True:
         node = nodes[node_id]
-        fn = node.call
-        if fn is None or not node.line or steps >= limit:
-            if steps < limit and node.kind in ("wait", "sleep") and node.definition.inputs is None:
+        if not node.line or steps >= limit:
+            if node.builtin_pause and steps < limit:
                 env.waiting = [pause_record(node, value, rt.now())]
                 env.status = "awaiting"
                 break
@@ -50,6 +49,8 @@ async def run_line(
             ex.ready.append((node_id, value, False))
             return await rt._execute(ex, nested)
         steps += 1
+        fn = node.call
+        assert fn is not None  # a line node is a plain task
         try:
             result = fn(NodeContext(ctx, value, node.params, deps, node_id, run_id, 1))
             if node.is_async or inspect.isawaitable(result):

@@ -90,6 +90,7 @@ class PlanNode:
     # the unlabelled edges), the targets that get the output and the edges that die.
     routes: dict[str | None, tuple[tuple[str, ...], list[PlanEdge]]] | None = None
     line: bool = False  # plain, and its output goes on to at most one node: see _line.py
+    builtin_pause: bool = False  # a wait or sleep taking its input as is: it pauses on arrival
 
 
 @dataclass(slots=True, eq=False)
@@ -306,6 +307,7 @@ def compile_plan(
         # Nodes sure never to suspend run without a task: built-ins, and plain nodes whose
         # function is an ``async def`` without awaits (a sync function may return a coroutine).
         node.inline = node.kind in ("wait", "sleep") or (node.plain and never_suspends(node.call))
+        node.builtin_pause = node.kind in ("wait", "sleep") and d.inputs is None
         if all(
             e.condition is None
             and e.transform is None
