@@ -17,7 +17,7 @@ import msgspec
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
 from ._events import EventBus, FlowEvent
-from ._nodes import BaseNode, maybe_await
+from ._nodes import NEVER_AWAITABLE, BaseNode, maybe_await
 from ._plan import Plan, PlanEdge, PlanNode
 from ._serialize import Envelope, WaitKind, WaitState
 from ._tasks import TaskSet
@@ -213,7 +213,9 @@ class Execution:
             )
             try:
                 result = fn(nctx)
-                if node.is_async or inspect.isawaitable(result):
+                if node.is_async or (
+                    type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
+                ):
                     result = await result
             except PauseRequested as pause:
                 self._await(node_id, "node", value, note=pause.reason)
@@ -318,7 +320,9 @@ class Execution:
             )
             try:
                 result = fn(nctx)
-                if node.is_async or inspect.isawaitable(result):
+                if node.is_async or (
+                    type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
+                ):
                     result = await result
             except PauseRequested as pause:
                 self._await(node_id, "node", value, note=pause.reason)
@@ -607,7 +611,9 @@ class Execution:
         befores, afters, arounds = self.rt.hooks
         if not (befores or afters or arounds):
             result = fn(nctx)
-            if node.is_async or inspect.isawaitable(result):
+            if node.is_async or (
+                type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
+            ):
                 result = await result
             return result
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import Context, NodeContext, PauseRequested
 from ._engine import Execution
+from ._nodes import NEVER_AWAITABLE
 from ._serialize import Envelope
 from ._types import HistoryEntry, NodeResult, RunResult
 from ._waits import pause_entry, pause_record
@@ -53,7 +54,9 @@ async def run_line(
         assert fn is not None  # a line node is a plain task
         try:
             result = fn(NodeContext(ctx, value, node.params, deps, node_id, run_id, 1))
-            if node.is_async or inspect.isawaitable(result):
+            if node.is_async or (
+                type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
+            ):
                 result = await result
         except PauseRequested as pause:
             ex = _engine(rt, plan, env, steps)

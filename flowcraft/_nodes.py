@@ -9,7 +9,11 @@ from typing import Any
 from ._context import NodeContext
 from ._types import EdgeContext, NodeResult
 
-__all__ = ["BaseNode", "loop_controller", "maybe_await"]
+__all__ = ["NEVER_AWAITABLE", "BaseNode", "loop_controller", "maybe_await"]
+
+#: Exact result types that cannot be awaitable: a sync node's result is checked against these
+#: before the (slower) ``inspect.isawaitable``.
+NEVER_AWAITABLE = frozenset({str, int, float, bool, bytes, dict, list, tuple, type(None)})
 
 
 async def maybe_await(value: Any) -> Any:
