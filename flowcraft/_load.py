@@ -163,19 +163,17 @@ def _nested_ok(w: WaitState) -> bool:
     )
 
 
-_PLAIN_KEYS = frozenset({"output", "action"})
-
-
 def parse_data(
     data: ResumeData, run_id: str, node_id: str | None
 ) -> tuple[Any, str | None, str | None, bool]:
     """Split resume data into (output, action, by, has_output) or raise ``ResumeDataError``."""
     if data is None:
         return None, None, None, False
-    if type(data) is dict and len(data) <= 2 and data.keys() <= _PLAIN_KEYS:
-        action = data.get("action")  # the common webhook shape: checked without ABC lookups
-        if action is None or type(action) is str:
-            return data.get("output"), action, None, "output" in data
+    if type(data) is dict:  # the common webhook shape: checked without ABC lookups
+        has_output = "output" in data
+        action = data.get("action")
+        if len(data) == has_output + ("action" in data) and (action is None or type(action) is str):
+            return data.get("output"), action, None, has_output
     if isinstance(data, Resume):
         output, action, by, has_output = data.output, data.action, data.by, data.output is not None
     elif isinstance(data, Mapping):
