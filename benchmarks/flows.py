@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from flowcraft import Flow, FlowRuntime, NodeContext, create_flow
 from flowcraft.testing import FakeClock
@@ -25,6 +26,11 @@ async def step(node: NodeContext) -> int:
 
 
 def step_sync(node: NodeContext) -> int:
+    return 1
+
+
+async def step_suspending(node: NodeContext) -> int:
+    await anyio.lowlevel.checkpoint()  # yields to the event loop once: this branch needs a task
     return 1
 
 
@@ -49,10 +55,12 @@ def chain_flow(n: int, *, sync: bool = False) -> Flow:
     return flow
 
 
-def fanout_flow(n: int) -> Flow:
+def fanout_flow(n: int, *, suspending: bool = False) -> Flow:
+    """1 -> n -> join; ``suspending``: every branch yields to the event loop once."""
+    branch = step_suspending if suspending else step
     flow = create_flow(f"fanout{n}").node("src", step).node("join", step, join="all")
     for i in range(n):
-        flow.node(f"b{i}", step).edge("src", f"b{i}").edge(f"b{i}", "join")
+        flow.node(f"b{i}", branch).edge("src", f"b{i}").edge(f"b{i}", "join")
     return flow
 
 

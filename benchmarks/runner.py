@@ -173,8 +173,16 @@ async def fanout20(run: Run) -> None:
     results: dict[str, float | None] = {
         "floor": us(await measure(floor.make_fanout(n), s)),
         "flowcraft": us(await measure(flows.run_op(flows.fanout_flow(n), n + 2), s)),
+        # For information (no target): branches that suspend once each, so each needs a task.
+        "flowcraft-suspending-branches": us(
+            await measure(flows.run_op(flows.fanout_flow(n, suspending=True), n + 2), s)
+        ),
     }
-    extra: dict[str, dict[str, Any]] = {}
+    extra: dict[str, dict[str, Any]] = {
+        "flowcraft-suspending-branches": {
+            "note": "each branch awaits anyio.lowlevel.checkpoint(): one task per branch"
+        }
+    }
     await _peers(run, "fanout20", results, extra, lambda lg: lg.fanout_op(n))
     _report(
         run,
