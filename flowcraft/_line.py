@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._context import Context, NodeContext, PauseRequested
 from ._engine import Execution
@@ -96,14 +96,19 @@ def line_targets(node: PlanNode, action: str | None) -> tuple[str, ...] | None:
 
 
 def complete_wait(
-    env: Envelope, output: Any, action: str | None, by: str | None, now: datetime
+    env: Envelope,
+    output: Any,
+    action: str | None,
+    by: str | None,
+    now: datetime,
+    event: Literal["resume", "timeout"] = "resume",
 ) -> None:
-    """Record the run's one wait as resumed with ``output`` (the caller checked everything)."""
+    """Record the run's one pause as ended with ``output`` (the caller checked everything)."""
     w = env.waiting[0]
     env.waiting = []
     history = env.history
     history.append(pause_entry(w))
-    history.append(HistoryEntry("resume", w.node_id, now, None, by, action))
+    history.append(HistoryEntry(event, w.node_id, now, None, by, action))
     env.outputs[w.node_id] = output
 
 

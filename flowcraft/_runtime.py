@@ -461,8 +461,7 @@ class FlowRuntime:
             output, action = self._admit(plan, w, output, action, has_output, now, fired, run_id)
         if (
             targets is waits
-            and first.kind == "wait"
-            and not fired
+            and first.kind in ("wait", "timer")
             and control is None
             and not env.joins
             and not env.skipped
@@ -470,9 +469,12 @@ class FlowRuntime:
             and not self.has_hooks
             and self.lines
         ):
+            if first.kind == "timer":
+                output = first.input  # a sleep hands its input on
             line = line_targets(plan.nodes[first.node_id], action)
             if line is not None:  # the common case: the run goes on in a straight line
-                complete_wait(env, output, action, who, now)
+                event: Any = "timeout" if fired and first.kind == "wait" else "resume"
+                complete_wait(env, output, action, who, now, event)
                 if line:
                     return run_line(self, plan, env, line[0], output, nested)
                 env.status = "completed"
@@ -485,7 +487,7 @@ class FlowRuntime:
             ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
         for w in targets:
             del ex.waiting[w.node_id]
-            event: Any = "timeout" if fired and w.kind == "wait" else "resume"
+            event = "timeout" if fired and w.kind == "wait" else "resume"
             ex.history.append(pause_entry(w))
             ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
             if w.kind in ("wait", "node"):

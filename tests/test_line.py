@@ -109,7 +109,10 @@ async def play(spec: Spec, bp: Blueprint, registry: dict[str, object], lines: bo
         if target.reason == "wait":
             data = {"output": output, "action": action}
         try:
-            result = await rt.resume(bp, result, data, target.node_id)
+            if action == "b" and output != "x":  # what a scheduler does: fire a deadline
+                result = await rt.fire(bp, result, target.node_id)
+            else:
+                result = await rt.resume(bp, result, data, target.node_id)
         except FlowcraftError as exc:
             seen.append((type(exc).__name__, str(exc)))
             continue
