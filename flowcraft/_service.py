@@ -29,10 +29,8 @@ What is stored, and so what a crash can cost, depends on ``durability``:
 from __future__ import annotations
 
 import builtins
-import logging
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -42,6 +40,7 @@ import msgspec
 
 from ._blueprint import Blueprint
 from ._builder import Flow
+from ._durable import ENCODER, Intent, Request, control_key, data_dict, execute, recover_run, send
 from ._errors import (
     FlowcraftError,
     NotAwaitingError,
@@ -50,7 +49,7 @@ from ._errors import (
     StoreError,
 )
 from ._runtime import FlowRuntime
-from ._types import Resume, ResumeData, RunResult
+from ._types import ResumeData, RunResult
 from ._waits import RunControl
 from .stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
 
@@ -59,13 +58,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FlowService", "UnknownFlowError"]
 
-log = logging.getLogger("flowcraft.service")
-
 Durability: TypeAlias = Literal["pause", "step"]
 FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
 Duration: TypeAlias = "float | timedelta"
 SCHEDULER = "scheduler"
-_CHECKPOINT = "checkpoint"  # the note of nodes an engine snapshot left to run
 
 
 class UnknownFlowError(FlowcraftError, LookupError):
@@ -80,122 +76,8 @@ class UnknownFlowError(FlowcraftError, LookupError):
         self.flow_id = flow_id
 
 
-class _Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a running run was asked to do: replayed by recovery after a crash."""
-
-    kind: Literal["start", "resume", "checkpoint"]  # checkpoint: resume the stored context
-    state: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    node_id: str | None = None
-    by: str | None = None
-    key: str | None = None
-
-
-class _Control(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A pause or cancel request for a run executing in some process."""
-
-    kind: Literal["pause", "cancel"]
-    at: datetime
-    reason: str | None = None
-    by: str | None = None
-    request_id: str | None = None
-
-
-_ENC = msgspec.msgpack.Encoder()
-_INTENT = msgspec.msgpack.Decoder(_Intent)
-_CONTROL = msgspec.msgpack.Decoder(_Control)
-
-
-class _Checkpoints:
-    """Step durability for one execution: stores each engine snapshot with compare-and-set.
-
-    ``latest`` is the run as last written (the execution's base until a checkpoint is stored),
-    so the final result's compare-and-set expects the revision the checkpoints moved it to.
-    """
-
-    def __init__(
-        self, svc: FlowService, base: StoredRun, control: RunControl, key: str | None
-    ) -> None:
-        self.svc = svc
-        self.latest = base
-        self.control = control
-        self.intent = _ENC.encode(_Intent(kind="checkpoint", key=key))
-        self.lock = anyio.Lock()
-        self.taken = 0  # snapshots handed over, in the order the engine took them
-        self.written = 0  # the newest of them stored
-        self.lost: RevisionConflictError | None = None
-
-    async def write(self, snapshot: bytes) -> None:
-        """``RunControl.on_checkpoint``: store ``snapshot`` unless a newer one already is."""
-        self.taken += 1
-        seq = self.taken
-        svc = self.svc
-        latest = self.latest
-        result = svc._rebuild(latest, snapshot)
-        if not any(_is_checkpoint(a.reason, a.description) for a in result.awaiting):
-            # Nothing left to run (the result is stored next), or only real waits: resuming
-            # this snapshot with no data would not continue the run, so it is not a checkpoint.
-            return
-        async with self.lock:
-            latest = self.latest
-            if self.lost is not None or seq < self.written:
-                return
-            now = svc.runtime.clock.now()
-            run = msgspec.structs.replace(
-                latest,
-                status="running",
-                revision=latest.revision + 1,
-                updated_at=now,
-                context=snapshot,
-                intent=self.intent,
-                awaiting=(),
-                reasons=(),
-                wake_at=None,
-                expires_at=None,
-                due_at=None,
-                pause_deadline=None,
-                paused_at=None,
-                paused_by=None,
-                pause_reason=None,
-                pause_request_id=None,
-                held=False,
-            )
-            history = svc._new_history(latest, result)
-            try:
-                await svc.store.save(run, latest.revision, history=history)
-            except RevisionConflictError as exc:
-                # Another process took the run over (recovered it after our lease lapsed, or
-                # changed it): stop here rather than fork it.
-                log.warning("flowcraft service: run %s was taken over; stopping", latest.run_id)
-                self.lost = exc
-                self.control.cancel()
-                return
-            except StoreError:
-                log.exception("flowcraft service: checkpoint of run %s not stored", latest.run_id)
-                return
-            self.latest = run
-            self.written = seq
-
-
-def _is_checkpoint(reason: str, description: str | None) -> bool:
-    return reason == "pause" and description == _CHECKPOINT
-
-
 def _seconds(value: Duration) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def _control_key(revision: int) -> str:
-    return f"\0control:{revision}"
-
-
-def _data_dict(data: ResumeData) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    if isinstance(data, Resume):
-        out: dict[str, Any] = {"output": data.output, "action": data.action, "by": data.by}
-        return {k: v for k, v in out.items() if v is not None}
-    return dict(data)
 
 
 class FlowService:
@@ -247,7 +129,7 @@ class FlowService:
             self._max_pause = dict(max_pause)
         self._controls: dict[str, RunControl] = {}
         self.busy: set[str] = set()  # runs a scheduler/recovery task of this service works on
-        self._requests: dict[str, _Control] = {}
+        self._requests: dict[str, Request] = {}
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self._flows)!r})"
@@ -273,13 +155,14 @@ class FlowService:
             revision=0,
             created_at=now,
             updated_at=now,
-            intent=_ENC.encode(_Intent(kind="start", state=initial)),
+            intent=ENCODER.encode(Intent(kind="start", state=initial)),
         )
         self._controls[run_id] = RunControl()
         try:
             await self.store.create(marker, history=[HistoryRecord(at=now, event="start")])
             await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
-            return await self._execute(
+            return await execute(
+                self,
                 marker,
                 lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c),
             )
@@ -321,18 +204,19 @@ class FlowService:
         bp, reg = self._flow(stored.flow_id)
         base = stored
         if self.durability == "step":
-            intent = _Intent(
-                kind="resume", data=_data_dict(data), node_id=node_id, by=by, key=idempotency_key
+            intent = Intent(
+                kind="resume", data=data_dict(data), node_id=node_id, by=by, key=idempotency_key
             )
             now = self.runtime.clock.now()
             base = self._replace(
-                stored, status="running", intent=_ENC.encode(intent), updated_at=now
+                stored, status="running", intent=ENCODER.encode(intent), updated_at=now
             )
             await self.store.save(base, stored.revision)
             await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
         self._controls[run_id] = RunControl()
         try:
-            return await self._execute(
+            return await execute(
+                self,
                 base,
                 lambda c: self.runtime.resume(
                     bp, stored.context, data, node_id, registry=reg, control=c, by=by
@@ -367,7 +251,7 @@ class FlowService:
             NotAwaitingError: the run already finished.
         """
         now = self.runtime.clock.now()
-        request = _Control(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
+        request = Request(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
         control = self._controls.get(run_id)
         if control is not None:
             self._requests[run_id] = request
@@ -378,8 +262,8 @@ class FlowService:
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
-                return await self._send(stored, request)
-            await self.store.remember(run_id, _control_key(stored.revision), _ENC.encode(request))
+                return await send(self, stored, request)
+            await self.store.remember(run_id, control_key(stored.revision), ENCODER.encode(request))
             held = self._replace(
                 stored,
                 held=True,
@@ -407,7 +291,7 @@ class FlowService:
         the run already finished.
         """
         now = self.runtime.clock.now()
-        request = _Control(kind="cancel", at=now, reason=reason, by=by)
+        request = Request(kind="cancel", at=now, reason=reason, by=by)
         control = self._controls.get(run_id)
         if control is not None:
             self._requests[run_id] = request
@@ -418,7 +302,7 @@ class FlowService:
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
-                return await self._send(stored, request)
+                return await send(self, stored, request)
             try:
                 return await self._cancel_stored(stored, reason, by, event="cancel")
             except RevisionConflictError:
@@ -513,7 +397,7 @@ class FlowService:
                     now = self.runtime.clock.now()
                     lease = f"run:{run_id}"
                     if await self.store.acquire_lease(lease, self.owner, self.lease_ttl, now):
-                        results.append(await self._recover(stored))
+                        results.append(await recover_run(self, stored))
                 except (RevisionConflictError, NotAwaitingError):
                     continue  # another process got there first
                 finally:
@@ -534,244 +418,9 @@ class FlowService:
         limit = self._max_pause.get(flow_id, self._max_pause.get("*"))
         return None if limit is None else timedelta(seconds=_seconds(limit))
 
-    async def _send(self, stored: StoredRun, request: _Control) -> StoredRun:
-        """Leave a pause/cancel request for the process executing a running run.
-
-        It is remembered under the stored revision; step checkpoints move that revision, so it
-        is sent again under each newer one until the revision holds still (the executing
-        process checks every revision it wrote since its last look).
-        """
-        first = stored
-        while True:
-            await self.store.remember(
-                stored.run_id, _control_key(stored.revision), _ENC.encode(request)
-            )
-            now = await self.store.get(stored.run_id)
-            if now.status != "running" or now.revision == stored.revision:
-                return first
-            stored = now
-
     @staticmethod
     def _replace(stored: StoredRun, **changes: Any) -> StoredRun:
         return msgspec.structs.replace(stored, revision=stored.revision + 1, **changes)
-
-    async def _recover(self, stored: StoredRun) -> RunResult:
-        intent = _INTENT.decode(stored.intent)
-        bp, reg = self._flow(stored.flow_id)
-        run_id = stored.run_id
-        now = self.runtime.clock.now()
-        base = self._replace(stored, updated_at=now)
-        await self.store.save(
-            base, stored.revision, history=[HistoryRecord(at=now, event="recover", by=self.owner)]
-        )
-        self._controls[run_id] = RunControl()
-        try:
-            if intent.kind == "checkpoint":
-                # Continue from the last checkpoint: the nodes it left to run run (again).
-                return await self._execute(
-                    base,
-                    lambda c: self.runtime.resume(
-                        bp, stored.context, None, None, registry=reg, control=c
-                    ),
-                    key=intent.key,
-                )
-            if intent.kind == "start":
-                state = intent.state or {}
-                return await self._execute(
-                    base,
-                    lambda c: self.runtime.run(bp, state, registry=reg, run_id=run_id, control=c),
-                )
-            return await self._execute(
-                base,
-                lambda c: self.runtime.resume(
-                    bp,
-                    stored.context,
-                    intent.data,
-                    intent.node_id,
-                    registry=reg,
-                    control=c,
-                    by=intent.by,
-                ),
-                key=intent.key,
-            )
-        finally:
-            self._controls.pop(run_id, None)
-
-    async def _execute(
-        self,
-        base: StoredRun,
-        call: Callable[[RunControl], Awaitable[RunResult]],
-        *,
-        key: str | None = None,
-        restore: StoredRun | None = None,
-    ) -> RunResult:
-        """Run ``call`` under this run's control, watching for requests, then store the result."""
-        run_id = base.run_id
-        control = self._controls[run_id]
-        checkpoints: _Checkpoints | None = None
-        if self.durability == "step":
-            checkpoints = _Checkpoints(self, base, control, key)
-            control.on_checkpoint = checkpoints.write
-        failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch, base, control, checkpoints)
-            try:
-                result = await call(control)
-            except Exception as exc:  # re-raised below, outside the task group's exception group
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-        latest = base if checkpoints is None else checkpoints.latest
-        if checkpoints is not None and checkpoints.lost is not None:
-            self._requests.pop(run_id, None)
-            raise checkpoints.lost  # another process owns the run now: store nothing
-        if failure is not None:
-            if isinstance(failure, ResumeError) and restore is not None and latest is base:
-                # A refused resume changes nothing: undo the checkpoint.
-                undo = msgspec.structs.replace(restore, revision=base.revision + 1)
-                await self.store.save(undo, base.revision)
-            raise failure
-        try:
-            return await self._store_result(
-                latest, result, key, self._requests.pop(run_id, None)
-            )
-        except RevisionConflictError:
-            if key is not None:
-                first = await self.store.recall(run_id, key)
-                if first is not None:  # a duplicate delivery won the race: same answer
-                    return self._rebuild(base, first)
-            raise
-        finally:
-            if latest.status == "running":
-                await self.store.release_lease(f"run:{run_id}", self.owner)
-
-    async def _watch(
-        self, base: StoredRun, control: RunControl, checkpoints: _Checkpoints | None
-    ) -> None:
-        """Renew the run's lease and apply pause/cancel requests made from other processes.
-
-        A request is remembered under the stored revision its sender saw; checkpoints move that
-        revision while the run executes, so every revision written since the last look is
-        checked (senders re-send under the newer revision until it stops moving).
-        """
-        clock = self.runtime.clock
-        checked = base.revision
-        while True:
-            await clock.sleep(self.poll_interval)
-            latest = base if checkpoints is None else checkpoints.latest
-            raw: bytes | None = None
-            try:
-                if latest.status == "running":
-                    await self.store.acquire_lease(
-                        f"run:{base.run_id}", self.owner, self.lease_ttl, clock.now()
-                    )
-                for revision in range(checked, latest.revision + 1):
-                    raw = await self.store.recall(base.run_id, _control_key(revision))
-                    if raw is not None:
-                        break
-            except StoreError:
-                log.exception("flowcraft service: watching run %s", base.run_id)
-                continue
-            checked = latest.revision
-            if raw is not None:
-                request = _CONTROL.decode(raw)
-                self._requests[base.run_id] = request
-                if request.kind == "cancel":
-                    control.cancel()
-                else:
-                    control.pause(request.reason, request.by)
-                return
-
-    async def _store_result(
-        self,
-        base: StoredRun,
-        result: RunResult,
-        key: str | None,
-        request: _Control | None,
-        extra: Sequence[HistoryRecord] = (),
-    ) -> RunResult:
-        now = self.runtime.clock.now()
-        history = self._new_history(base, result)
-        history.extend(extra)
-        if result.status in ("completed", "failed"):
-            history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
-        stored = self._stored_from(base, result, now, request)
-        idem = (key, result.serialized_context) if key is not None else None
-        await self.store.save(stored, base.revision, history=history, idempotency=idem)
-        return result
-
-    def _new_history(self, base: StoredRun, result: RunResult) -> builtins.list[HistoryRecord]:
-        """The entries ``result`` adds to the history stored with ``base``.
-
-        A multiset difference, since pending pauses are listed after entries made later.
-        Checkpoint bookkeeping (the frontier an engine snapshot pauses, and its continuation
-        when a run is recovered from it) is not part of the run's story and is left out.
-        """
-        seen = Counter(self._rebuild(base, base.context).history if base.context else ())
-        history: builtins.list[HistoryRecord] = []
-        previous: Any = None
-        for h in result.history:
-            entry, previous = previous, h
-            if h.event == "pause" and h.reason == _CHECKPOINT:
-                continue
-            if (
-                h.event == "resume"
-                and entry is not None
-                and entry.event == "pause"
-                and entry.reason == _CHECKPOINT
-                and entry.node_id == h.node_id
-            ):
-                continue
-            if seen[h] > 0:
-                seen[h] -= 1
-                continue
-            history.append(
-                HistoryRecord(
-                    at=h.at,
-                    event=h.event,
-                    node_id=h.node_id or None,
-                    by=h.by,
-                    reason=h.reason,
-                    action=h.action,
-                    revision=result.revision,
-                )
-            )
-        return history
-
-    def _stored_from(
-        self, base: StoredRun, result: RunResult, now: datetime, request: _Control | None
-    ) -> StoredRun:
-        awaiting = result.awaiting
-        wake = [a.wake_at for a in awaiting if a.wake_at is not None]
-        expiry = [a.expires_at for a in awaiting if a.expires_at is not None]
-        deadline = None
-        if result.status == "awaiting":
-            limit = self._pause_limit(base.flow_id)
-            deadline = None if limit is None else now + limit
-        due = [*wake, *expiry]
-        if deadline is not None and self.cancel_expired:
-            due.append(deadline)
-        paused = request if request is not None and request.kind == "pause" else None
-        first = awaiting[0] if awaiting else None
-        return StoredRun(
-            run_id=base.run_id,
-            flow_id=base.flow_id,
-            status=result.status,
-            revision=base.revision + 1,
-            created_at=base.created_at,
-            updated_at=now,
-            context=result.serialized_context,
-            awaiting=tuple(a.node_id for a in awaiting),
-            reasons=tuple(a.reason for a in awaiting),
-            wake_at=min(wake, default=None),
-            expires_at=min(expiry, default=None),
-            due_at=min(due, default=None) if result.status == "awaiting" else None,
-            pause_deadline=deadline,
-            paused_at=now if result.status == "awaiting" else None,
-            paused_by=paused.by if paused else (first.requested_by if first else None),
-            pause_reason=paused.reason if paused else (first.description if first else None),
-            pause_request_id=paused.request_id if paused else None,
-        )
 
     async def _release(self, stored: StoredRun, by: str | None) -> RunResult:
         """Lift a hold: timers and expiries count again."""
@@ -821,7 +470,8 @@ class FlowService:
         rt = self.runtime
         self._controls[stored.run_id] = RunControl()
         try:
-            return await self._execute(
+            return await execute(
+                self,
                 stored,
                 lambda c: rt.fire(
                     bp, stored.context, node_id, registry=reg, control=c, by=SCHEDULER
