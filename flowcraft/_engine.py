@@ -1,4 +1,9 @@
-"""The engine loop: execute ready nodes, route along edges, eliminate dead paths, pause."""
+"""The engine loop: execute ready nodes, route along edges, eliminate dead paths, pause.
+
+``Execution`` drives the loop, runs built-ins, batches and subflows, pauses, emits events and seals
+the envelope; calling task nodes lives in ``_calls`` and routing in ``_routing``, two mixins it
+inherits.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,21 @@ import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from functools import partial
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
+from ._calls import _FAILED, _OK, _PAUSED, Calls
 from ._context import Context, NodeContext, PauseRequested
 from ._errors import RunLimitError
 from ._events import EventBus, FlowEvent
-from ._nodes import NEVER_AWAITABLE, BaseNode, maybe_await
-from ._plan import Plan, PlanEdge, PlanNode
+from ._nodes import NEVER_AWAITABLE
+from ._plan import Plan, PlanNode
+from ._routing import Routing
 from ._serialize import Envelope, WaitKind, WaitState
 from ._tasks import TaskSet
-from ._types import EdgeContext, HistoryEntry, NodeError, NodeResult, RunResult
+from ._types import HistoryEntry, NodeResult, RunResult
 from ._waits import (
     REASONS,
     BatchItemError,
@@ -36,11 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Execution"]
 
-_OK, _PAUSED, _FAILED = 0, 1, 2
-_ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
 
-
-class Execution:
+class Execution(Routing, Calls):
     """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
 
     # Per-call defaults live on the class: a run/resume only pays for what it changes.
@@ -499,378 +501,6 @@ class Execution:
         self.waiting[node_id] = WaitState(node_id, kind, now, value, wake_at, expires_at, note, by)
         if self.bus is not None:
             self.event("workflow:pause", node_id, {"reason": REASONS[kind]})
-
-    # --- calling nodes -----------------------------------------------------------------------
-
-    async def _attempts(self, node: PlanNode, value: Any) -> tuple[Any, ...]:
-        rt = self.rt
-        ctx = self.shared_ctx
-        last: Exception | None = None
-        instance: BaseNode | None = None
-        prepared: Any = None
-        if node.cls is not None:
-            # Class node: one instance and one prep() per execution; exec() is what is retried.
-            nctx = self._node_context(node, value, 1)
-            try:
-                instance = node.cls(node.params, node.id)
-                prepared = await maybe_await(instance.prep(nctx))
-            except PauseRequested as pause:
-                return _PAUSED, pause.reason
-            except Exception as exc:
-                return await self._class_failed(node, instance, nctx, exc, 1)
-        for attempt in range(1, node.max_retries + 1):
-            if self.bus is not None:
-                ctx = Context(self.state, partial(self._context_change, node.id))
-                self.event("node:start", node.id, {"input": value, "attempt": attempt})
-            nctx = NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
-            try:
-                if instance is not None:
-                    call = partial(instance.exec, prepared)
-                    result = await self._invoke(node, nctx, call, node.timeout)
-                elif node.timeout is None:
-                    result = await self._invoke(node, nctx)
-                else:
-                    result = await self._invoke_with_timeout(node, nctx, node.timeout)
-            except PauseRequested as pause:
-                return _PAUSED, pause.reason
-            except Exception as exc:
-                last = exc
-                if attempt < node.max_retries:
-                    self.event("node:retry", node.id, {"attempt": attempt, "error": repr(exc)})
-                    if self.pending_events:
-                        await self.flush()
-                    delay = node.retry_delay * node.retry_backoff ** (attempt - 1)
-                    if delay > 0:
-                        await rt.clock.sleep(delay)
-                    continue
-                if instance is not None:
-                    return await self._class_failed(node, instance, nctx, exc, attempt)
-                self.event("node:error", node.id, {"error": repr(exc), "attempt": attempt})
-                return _FAILED, exc, attempt
-            if instance is not None:
-                try:
-                    result = await maybe_await(instance.post(result, nctx))
-                except PauseRequested as pause:
-                    return _PAUSED, pause.reason
-                except Exception as exc:
-                    return await self._class_failed(node, instance, nctx, exc, attempt, post=True)
-            if type(result) is NodeResult:
-                return _OK, result.output, result.action
-            return _OK, result, None
-        raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover
-
-    def _node_context(self, node: PlanNode, value: Any, attempt: int) -> NodeContext:
-        ctx = self.shared_ctx
-        if self.bus is not None:
-            ctx = Context(self.state, partial(self._context_change, node.id))
-        return NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
-
-    async def _class_failed(
-        self,
-        node: PlanNode,
-        instance: BaseNode | None,
-        nctx: NodeContext,
-        exc: Exception,
-        attempt: int,
-        *,
-        post: bool = False,
-    ) -> tuple[Any, ...]:
-        """Every exec attempt failed (or prep/post raised): fallback(), post(), else recover()."""
-        error = exc
-        if instance is not None and not post:
-            try:
-                result = await maybe_await(instance.fallback(exc, nctx))
-                result = await maybe_await(instance.post(result, nctx))
-            except PauseRequested as pause:
-                return _PAUSED, pause.reason
-            except Exception as again:
-                error = again
-            else:
-                if type(result) is NodeResult:
-                    return _OK, result.output, result.action
-                return _OK, result, None
-        if instance is not None:
-            try:
-                await maybe_await(instance.recover(error, nctx))
-            except Exception as cleanup:  # a failing cleanup must not hide the real error
-                error.__context__ = cleanup
-        self.event("node:error", node.id, {"error": repr(error), "attempt": attempt})
-        return _FAILED, error, attempt
-
-    async def _invoke(
-        self,
-        node: PlanNode,
-        nctx: NodeContext,
-        call: Callable[[NodeContext], Any] | None = None,
-        limit: float | None = None,
-    ) -> Any:
-        if limit is not None:
-            return await self._invoke_with_timeout(node, nctx, limit, call)
-        fn = call if call is not None else node.call
-        assert fn is not None
-        befores, afters, arounds = self.rt.hooks
-        if not (befores or afters or arounds):
-            result = fn(nctx)
-            if node.is_async or (
-                type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
-            ):
-                result = await result
-            return result
-
-        async def innermost() -> Any:
-            result = fn(nctx)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        chain: Callable[[], Awaitable[Any]] = innermost
-        for around in reversed(arounds):
-            chain = partial(around, nctx, chain)
-        for before in befores:
-            await before(nctx)
-        try:
-            result = await chain()
-        except Exception as exc:
-            for after in reversed(afters):
-                await after(nctx, None, exc)
-            raise
-        for after in reversed(afters):
-            await after(nctx, result, None)
-        return result
-
-    async def _invoke_with_timeout(
-        self,
-        node: PlanNode,
-        nctx: NodeContext,
-        seconds: float,
-        call: Callable[[NodeContext], Any] | None = None,
-    ) -> Any:
-        message = f"node {node.id!r} timed out after {seconds:g}s (attempt {nctx.attempt})"
-        if self.rt.system_clock:
-            try:
-                with anyio.fail_after(seconds):
-                    return await self._invoke(node, nctx, call)
-            except TimeoutError:
-                raise TimeoutError(message) from None
-        # Any other clock (e.g. FakeClock): race the node against clock.sleep.
-        outcome: list[Any] = []
-        timed_out = False
-        async with anyio.create_task_group() as tg:
-
-            async def watchdog() -> None:
-                nonlocal timed_out
-                await self.rt.clock.sleep(seconds)
-                timed_out = True
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watchdog)
-            try:
-                outcome.append((True, await self._invoke(node, nctx, call)))
-            except (Exception, PauseRequested) as exc:
-                outcome.append((False, exc))
-            tg.cancel_scope.cancel()
-        if timed_out and not outcome:
-            raise TimeoutError(message)
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
-
-    async def _failed(self, node: PlanNode, value: Any, exc: Exception, attempt: int) -> None:
-        fb = self.nodes.get(node.fallback) if node.fallback else None
-        if fb is None or fb.kind != "task":
-            self._record_error(node.id, exc, attempt)
-            return
-        self.event("node:fallback", node.id, {"fallback": fb.id})
-        now = self.rt.clock.now()
-        self.history.append(HistoryEntry("fallback", node.id, now, f"{type(exc).__name__}: {exc}"))
-        outcome = await self._attempts(fb, value)
-        if outcome[0] == _OK:
-            self.outputs[fb.id] = outcome[1]
-            self.complete(node, outcome[1], outcome[2])
-        elif outcome[0] == _PAUSED:
-            self._await(node.id, "node", value, note=outcome[1])
-        else:
-            self._cause(node.id, exc)
-            self._record_error(fb.id, outcome[1], outcome[2])
-
-    def _cause(self, node_id: str, exc: BaseException) -> None:
-        if "causes" not in self.__dict__:
-            self.causes = {}
-        self.causes.setdefault(node_id, exc)
-
-    def _record_error(self, node_id: str, exc: BaseException, attempt: int) -> None:
-        self.failed = True
-        self._cause(node_id, exc)
-        self.env.errors.append(
-            NodeError(
-                node_id=node_id,
-                type=type(exc).__name__,
-                message=str(exc),
-                attempt=attempt,
-                timestamp=self.rt.clock.now(),
-            )
-        )
-
-    # --- routing -----------------------------------------------------------------------------
-
-    def complete(self, node: PlanNode, output: Any, action: str | None) -> None:
-        """Record a node's output and route along its edges."""
-        self.outputs[node.id] = output
-        if node.id in self.skipped:
-            self.skipped.discard(node.id)
-        if self.bus is not None:
-            self.event("node:finish", node.id, {"output": output, "action": action})
-        if not node.out:
-            return
-        routes = node.routes
-        if routes is not None:  # nothing to evaluate: hand the output on, kill what is not taken
-            route = routes.get(action) if action is not None else None
-            targets, dead = route if route is not None else routes[None]
-            for target in targets:
-                self.ready.append((target, output, False))
-            if dead:
-                self._kill(dead)
-            return
-        try:
-            self._route(node, output, action)
-        except Exception as exc:  # a user condition/transform raised: the source node fails
-            self._record_error(node.id, exc, 0)
-
-    def _route(self, node: PlanNode, output: Any, action: str | None) -> None:
-        ec: EdgeContext | None = None
-        taken: list[PlanEdge] = []
-        if action is not None:
-            for edge in node.by_action.get(action, ()):
-                if edge.condition is None:
-                    taken.append(edge)
-                    continue
-                ec = ec or self._edge_context(output, action)
-                if self._check(edge, ec):
-                    taken.append(edge)
-        if not taken:
-            for edge in node.default:
-                if edge.condition is None:
-                    taken.append(edge)
-                    continue
-                ec = ec or self._edge_context(output, action)
-                if self._check(edge, ec):
-                    taken.append(edge)
-        # A taken back edge means the loop goes on: the node's other exits are undecided, not dead.
-        looping = False
-        values: list[Any] = []
-        for edge in taken:
-            looping = looping or edge.back
-            value = output
-            if edge.transform is not None:
-                ec = ec or self._edge_context(output, action)
-                value = edge.transform(ec)
-            values.append(value)
-        for edge, value in zip(taken, values, strict=True):
-            self._arrive(edge, True, value)
-        if len(taken) < len(node.out) and not looping:
-            chosen = set(taken)
-            dead = [e for e in node.out if not e.back and e not in chosen]
-            if dead:
-                self._kill(dead)
-
-    def _edge_context(self, output: Any, action: str | None) -> EdgeContext:
-        return EdgeContext(
-            input=output,
-            result=NodeResult(output=output, action=action),
-            context=MappingProxyType(self.state),
-        )
-
-    def _check(self, edge: PlanEdge, ec: EdgeContext) -> bool:
-        assert edge.condition is not None
-        ok = bool(edge.condition(ec))
-        if self.bus is not None:
-            self.event("edge:evaluate", edge.source, {"target": edge.target, "result": ok})
-        return ok
-
-    def _arrive(self, edge: PlanEdge, fired: bool, value: Any) -> bool:
-        """Deliver a token along ``edge``; return True if the target was skipped."""
-        target = self.nodes[edge.target]
-        if edge.back:
-            if fired:
-                self.ready.append((target.id, value, False))
-            return False
-        if len(target.fwd_in) == 1:
-            if fired:
-                self.ready.append((target.id, value, False))
-                return False
-            return True
-        buf = self.env.joins.get(target.id)
-        if buf is None:
-            buf = self.env.joins[target.id] = {}
-        queue = buf.get(edge.index)
-        if queue is None:
-            queue = buf[edge.index] = [(fired, value)]
-        else:
-            queue.append((fired, value))
-        if target.join_any:
-            # Tokens queue per edge; the k-th token of every edge makes activation k. An "any"
-            # join runs at the first fired token of each activation, once.
-            ran = buf.get(_ANY_RAN)
-            if ran is None:
-                ran = buf[_ANY_RAN] = []
-            activation = len(queue) - 1
-            while len(ran) <= activation:
-                ran.append((False, None))
-            if fired and not ran[activation][0]:
-                ran[activation] = (True, None)
-                self.ready.append((target.id, value, False))
-        if len(buf) - (_ANY_RAN in buf) < len(target.fwd_in):
-            return False
-        # Every incoming edge has delivered: consume one token per edge (one activation).
-        arrived: dict[str, Any] = {}
-        for e in target.fwd_in:
-            tokens = buf[e.index]
-            f, v = tokens.pop(0)
-            if not tokens:
-                del buf[e.index]
-            if f:
-                arrived[e.source] = v
-        any_ran = False
-        if target.join_any:
-            ran = buf[_ANY_RAN]
-            any_ran = ran.pop(0)[0]
-            if not ran:
-                del buf[_ANY_RAN]
-        if not buf:
-            del self.env.joins[target.id]
-        if target.join_any:
-            return not any_ran
-        if arrived:
-            self.ready.append((target.id, arrived, False))
-            return False
-        return True
-
-    def _kill(self, edges: list[PlanEdge]) -> None:
-        """Propagate dead paths: skip nodes none of whose incoming edges can fire any more."""
-        stack = list(edges)
-        while stack:
-            edge = stack.pop()
-            if self._arrive(edge, False, None):
-                target = self.nodes[edge.target]
-                if not self.skipped:
-                    self.skipped = set()
-                self.skipped.add(target.id)
-                if self.bus is not None:
-                    self.event("node:skipped", target.id, {"edge": [edge.source, edge.target]})
-                stack.extend(e for e in target.out if not e.back)
-
-    def _resolve_inputs(self, inputs: str | dict[str, str]) -> Any:
-        if isinstance(inputs, str):
-            return self._lookup(inputs)
-        return {name: self._lookup(key) for name, key in inputs.items()}
-
-    def _lookup(self, key: str) -> Any:
-        if key in self.outputs:
-            return self.outputs[key]
-        if key.startswith("_outputs."):
-            return self.outputs.get(key[9:])
-        return self.state.get(key)
 
     # --- events ------------------------------------------------------------------------------
 
