@@ -153,8 +153,6 @@ class Execution(Routing, Calls):
         nodes = self.nodes
         if self.control is None and self.checkpoint is None and not self.serial:
             # The common case, kept tight: one ready node runs inline, no task, no checks.
-            if self.plain:
-                await self._line()
             while len(ready) == 1 and not self.failed:
                 await self._step(*ready.popleft())
         while ready and not self.halted:
@@ -164,7 +162,8 @@ class Execution(Routing, Calls):
                 else:
                     await self._checked_step(ready.popleft())
                 continue
-            # Nodes that cannot suspend (built-ins, sync functions) need no task: run them now.
+            # Nodes that cannot suspend (built-ins, async functions without awaits) need no
+            # task: run them now.
             if self.plain:
                 for _ in range(len(ready)):
                     item = ready.popleft()
@@ -184,58 +183,6 @@ class Execution(Routing, Calls):
                 await self.tasks.wait()
             finally:
                 self.tasks = None
-
-    async def _line(self) -> None:
-        """Nodes one at a time, no events or middleware: the hot path of ``_step``, inlined.
-
-        Plain nodes are called and routed here and plain waits pause here, with no coroutine per
-        node; anything else goes to ``_step``.
-        """
-        ready = self.ready
-        nodes = self.nodes
-        outputs = self.outputs
-        limit = self.rt.max_steps
-        while len(ready) == 1 and not self.failed:
-            node_id, value, gate_open = ready.popleft()
-            node = nodes[node_id]
-            if self.steps >= limit:
-                await self._step(node_id, value, gate_open)  # it records the limit error
-                continue
-            fn = node.call
-            if fn is None or not node.plain:
-                if node.builtin_pause:
-                    self.steps += 1
-                    self._await_builtin(node, value)
-                else:
-                    await self._step(node_id, value, gate_open)
-                continue
-            self.steps += 1
-            nctx = NodeContext(
-                self.shared_ctx, value, node.params, self.deps, node_id, self.run_id, 1
-            )
-            try:
-                result = fn(nctx)
-                if node.is_async or (
-                    type(result) not in NEVER_AWAITABLE and inspect.isawaitable(result)
-                ):
-                    result = await result
-            except PauseRequested as pause:
-                self._await(node_id, "node", value, note=pause.reason)
-                continue
-            except Exception as exc:
-                await self._failed(node, value, exc, 1)
-                continue
-            direct = node.direct
-            if direct is not None and type(result) is not NodeResult:
-                outputs[node_id] = result
-                if self.skipped:
-                    self.skipped.discard(node_id)
-                for target in direct:
-                    ready.append((target, result, False))
-            elif type(result) is NodeResult:
-                self.complete(node, result.output, result.action)
-            else:
-                self.complete(node, result, None)
 
     def _spawn(self) -> None:
         tasks = self.tasks
