@@ -10,27 +10,21 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from ._blueprint import Blueprint, iter_known_actions
+from ._blueprint import Blueprint
 from ._clock import Clock, SystemClock
 from ._engine import Execution
 from ._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
-    ContextDecodeError,
     InvalidBlueprintError,
     NodeNotAwaitingError,
     NotAwaitingError,
-    ResumeDataError,
-    TimerNotDueError,
-    UnknownActionError,
-    WaitExpiredError,
 )
 from ._events import EventBus, Middleware
 from ._line import complete_wait, line_targets, run_line
 from ._load import ContextView, adopt, check_envelope, parse_data, type_state
 from ._plan import Plan, compile_plan, describe_changes
+from ._resume import admit, resume_batch, resume_child
 from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
 from ._types import HistoryEntry, ResumeData, RunResult
 from ._waits import RunControl, flat_waiting, pause_entry
@@ -418,7 +412,8 @@ class FlowRuntime:
                 head, rest = node_id.split("/", 1)
                 parent = waiting.get(head)
                 if parent is not None and parent.kind == "batch":
-                    return self._resume_batch(
+                    return resume_batch(
+                        self,
                         plan,
                         env,
                         parent,
@@ -431,7 +426,8 @@ class FlowRuntime:
                         nested=nested,
                     )
                 if parent is not None and parent.kind == "subflow":
-                    return self._resume_child(
+                    return resume_child(
+                        self,
                         plan,
                         env,
                         parent,
@@ -458,7 +454,7 @@ class FlowRuntime:
                 targets = [target]
         now = self.now()
         for w in targets:
-            output, action = self._admit(plan, w, output, action, has_output, now, fired, run_id)
+            output, action = admit(plan, w, output, action, has_output, now, fired, run_id)
         if (
             targets is waits
             and first.kind in ("wait", "timer")
@@ -497,144 +493,6 @@ class FlowRuntime:
             else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
                 ex.ready.append((w.node_id, w.input, w.kind == "gate"))
         return self._execute(ex, nested)
-
-    def _admit(
-        self,
-        plan: Plan,
-        w: WaitState,
-        output: Any,
-        action: str | None,
-        has_output: bool,
-        now: datetime,
-        fired: bool,
-        run_id: str,
-    ) -> tuple[Any, str | None]:
-        """Check one resume target (changing nothing); the output and action it resumes with."""
-        node = plan.nodes[w.node_id]
-        if fired and w.kind != "timer":
-            # Firing is for deadlines: a due timer or an expired wait, nothing else.
-            if w.kind != "wait" or w.expires_at is None:
-                raise TimerNotDueError(run_id, w.node_id, None, now)
-            if now < w.expires_at:
-                raise TimerNotDueError(run_id, w.node_id, w.expires_at, now)
-        if w.kind in ("wait", "node"):
-            expired = w.kind == "wait" and w.expires_at is not None and now >= w.expires_at
-            if fired and expired and action is None:
-                action = node.on_timeout
-            if expired and action != node.on_timeout and not fired:
-                assert w.expires_at is not None
-                raise WaitExpiredError(run_id, w.node_id, w.expires_at, node.on_timeout)
-            if (
-                not fired
-                and node.by_action
-                and action not in node.by_action
-                and not node.default
-            ):
-                raise UnknownActionError(
-                    run_id,
-                    w.node_id,
-                    action,
-                    iter_known_actions(
-                        e.definition for e in node.out if e.definition is not None
-                    ),
-                )
-            if expired and action == node.on_timeout:
-                output = None  # a timeout carries no decision, whoever delivers it
-            elif node.schema is not None and w.kind == "wait" and not fired:
-                try:
-                    output = msgspec.convert(output, node.schema)
-                except msgspec.ValidationError as exc:
-                    raise ResumeDataError(run_id, w.node_id, str(exc)) from exc
-        else:
-            if has_output or action is not None:
-                what = "a timer" if w.kind == "timer" else "a paused node"
-                raise ResumeDataError(
-                    run_id,
-                    w.node_id,
-                    f"{what} takes no output or action; resume it with no data",
-                )
-            if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
-                raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
-        return output, action
-
-    async def _resume_batch(
-        self,
-        plan: Plan,
-        env: Envelope,
-        parent: WaitState,
-        item: str,
-        output: Any,
-        action: str | None,
-        has_output: bool,
-        *,
-        control: RunControl | None,
-        by: str | None,
-        nested: bool,
-    ) -> tuple[RunResult, Envelope]:
-        """Give a paused batch item its output; the batch completes when no item is left."""
-        path = f"{parent.node_id}/{item}"
-        paused = {w.node_id: w for w in parent.sub}
-        if item not in paused:
-            paths = tuple(p for p, _ in flat_waiting(env.waiting))
-            raise NodeNotAwaitingError(env.run_id, path, paths)
-        if action is not None:
-            raise ResumeDataError(
-                env.run_id, path, "a batch item takes an output only; actions route whole nodes"
-            )
-        stored = parent.input if isinstance(parent.input, dict) else {}
-        items, results = list(stored.get("items", ())), list(stored.get("results", ()))
-        ex = Execution(self, plan, env, control)
-        del ex.waiting[parent.node_id]
-        ex.history.append(msgspec.structs.replace(pause_entry(paused[item]), node_id=path))
-        ex.history.append(HistoryEntry("resume", path, self.clock.now(), None, by, None))
-        rest = [w for w in parent.sub if w.node_id != item]
-        results[int(item)] = output
-        ex.batch_done(plan.nodes[parent.node_id], items, results, {}, rest)
-        return await self._execute(ex, nested)
-
-    async def _resume_child(
-        self,
-        plan: Plan,
-        env: Envelope,
-        parent: WaitState,
-        child_id: str,
-        data: ResumeData,
-        action: str | None,
-        *,
-        control: RunControl | None,
-        by: str | None,
-        fired: bool,
-        nested: bool,
-    ) -> tuple[RunResult, Envelope]:
-        """Resume a wait inside a subflow, then continue the parent with the child's outcome."""
-        node = plan.nodes[parent.node_id]
-        assert node.subflow is not None
-        child = self.child_plan(node.subflow, plan)
-        stored = parent.input if isinstance(parent.input, dict) else {}
-        context = stored.get("context")
-        if not isinstance(context, bytes):
-            raise ContextDecodeError(
-                f"run {env.run_id!r}: subflow {parent.node_id!r} lost its context"
-            )
-        child_env = self.load(child, context)  # digest, structure and typed state, like any load
-        # The child validates first: a refused resume raises before the parent changes.
-        try:
-            result, new_env = await self._resume_env(
-                child, child_env, data, child_id, control=control, by=by, fired=fired, nested=True
-            )
-        except NodeNotAwaitingError:
-            paths = tuple(path for path, _ in flat_waiting(env.waiting))
-            raise NodeNotAwaitingError(env.run_id, f"{parent.node_id}/{child_id}", paths) from None
-        ex = Execution(self, plan, env, control)
-        del ex.waiting[parent.node_id]
-        now = self.clock.now()
-        path = f"{parent.node_id}/{child_id}"
-        for sub_path, record in flat_waiting(parent.sub):
-            if sub_path == child_id:
-                ex.history.append(msgspec.structs.replace(pause_entry(record), node_id=path))
-        ex.history.append(HistoryEntry("resume", path, now, None, by, action))
-        ex.subflow_done(node, stored.get("input"), child, result, new_env)
-        return await self._execute(ex, nested)
 
     async def _execute(self, ex: Execution, nested: bool = False) -> tuple[RunResult, Envelope]:
         """Drive ``ex`` until nothing is runnable; seal, encode and report it."""
