@@ -105,7 +105,7 @@ class FlowRuntime:
         self._plans: dict[tuple[int, int, int], tuple[object, object, Plan]] = {}
         self._last: tuple[object, object, object, Plan] = (None, None, None, _NO_PLAN)
         self.schedulers: list[Scheduler] = []
-        self.lines = True  # the straight-line fast path (tests switch it off to compare)
+        self._lines = True  # the straight-line fast path (tests switch it off to compare)
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowRuntime(registry={len(self.registry)} keys, clock={self.clock!r})"
@@ -168,7 +168,7 @@ class FlowRuntime:
             and len(plan.starts) == 1
             and self.event_bus is None
             and not self.has_hooks
-            and self.lines
+            and self._lines
         ):
             return run_line(self, plan, env, plan.starts[0], None, nested)
         ex = Execution(self, plan, env, control)
@@ -463,7 +463,7 @@ class FlowRuntime:
             and not env.skipped
             and self.event_bus is None
             and not self.has_hooks
-            and self.lines
+            and self._lines
         ):
             if first.kind == "timer":
                 output = first.input  # a sleep hands its input on

@@ -96,7 +96,7 @@ async def play(spec: Spec, bp: Blueprint, registry: dict[str, object], lines: bo
     """Run, then resume the first awaiting node with each decision in turn; record everything."""
     clock = FakeClock()
     rt = FlowRuntime(registry=registry, clock=clock, max_steps=spec.max_steps)
-    rt.lines = lines
+    rt._lines = lines
     seen: list[Any] = []
     result = await rt.run(bp, {"seed": 1}, run_id="r1")
     seen.append(result.serialized_context)
