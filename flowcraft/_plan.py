@@ -123,12 +123,12 @@ def never_suspends(fn: object) -> bool:
     if not isinstance(fn, types.FunctionType):
         return False
     code = fn.__code__
-    if not code.co_flags & inspect.CO_COROUTINE:
+    if not code.co_flags & inspect.CO_COROUTINE or _YIELD_VALUE is None:
         return False
     return all(ins.opcode != _YIELD_VALUE for ins in dis.get_instructions(code))
 
 
-_YIELD_VALUE = dis.opmap["YIELD_VALUE"]
+_YIELD_VALUE = dis.opmap.get("YIELD_VALUE")  # absent in some future CPython: then never inline
 
 
 def _is_async(fn: object) -> bool:
