@@ -7,6 +7,7 @@ inherits.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 from collections import deque
@@ -163,16 +164,11 @@ class Execution(Routing, Calls):
                     await self._checked_step(ready.popleft())
                 continue
             # Nodes that cannot suspend (built-ins, async functions without awaits) need no
-            # task: run them now.
+            # task. The leading ones run now, in ready order, each in its own copy of the
+            # context variables as a task would; from the first other node on, all are spawned.
             if self.plain:
-                for _ in range(len(ready)):
-                    item = ready.popleft()
-                    if nodes[item[0]].inline:
-                        await self._checked_step(item)
-                        if self.halted:
-                            break
-                    else:
-                        ready.append(item)
+                while len(ready) > 1 and nodes[ready[0][0]].inline and not self.halted:
+                    await self._inline(ready.popleft())
                 if len(ready) < 2 or self.halted:
                     continue
             if self.limiter is None and self.rt.concurrency is not None:
@@ -200,7 +196,30 @@ class Execution(Routing, Calls):
         finally:
             self.spawning = False
 
+    async def _inline(self, item: tuple[str, Any, bool]) -> None:
+        """Run a node that cannot suspend to its end, in a copy of the context variables."""
+        if self.checkpoint is not None:
+            self.inflight[id(item)] = item
+        step = self._step(*item)
+        try:
+            contextvars.copy_context().run(step.send, None)
+        except StopIteration:
+            pass
+        else:  # pragma: no cover - compile_plan marks `inline` only nodes that cannot suspend
+            step.close()
+            raise RuntimeError(f"node {item[0]!r} suspended, but was planned not to")
+        finally:
+            if self.checkpoint is not None:
+                del self.inflight[id(item)]
+        if self.checkpoint is not None:
+            await self._checkpoint()
+
     async def _task(self, item: tuple[str, Any, bool]) -> None:
+        if self.halted:  # the run failed or was paused before this task got to start
+            if self.checkpoint is not None:
+                del self.inflight[id(item)]
+            self.ready.append(item)
+            return
         if self.limiter is None and self.checkpoint is None:
             await self._step(*item)
         elif self.limiter is None:

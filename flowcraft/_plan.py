@@ -306,7 +306,10 @@ def compile_plan(
         )
         # Nodes sure never to suspend run without a task: built-ins, and plain nodes whose
         # function is an ``async def`` without awaits (a sync function may return a coroutine).
-        node.inline = node.kind in ("wait", "sleep") or (node.plain and never_suspends(node.call))
+        # (A fallback may suspend, so a node with one is not inline.)
+        node.inline = node.kind in ("wait", "sleep") or (
+            node.plain and node.fallback is None and never_suspends(node.call)
+        )
         node.builtin_pause = node.kind in ("wait", "sleep") and d.inputs is None
         if all(
             e.condition is None

@@ -141,3 +141,31 @@ async def test_an_inline_branch_failing_fails_the_run_and_stops_the_others() -> 
     assert result.status == "failed"
     assert [(e.node_id, e.type) for e in result.errors] == [("boom", "ValueError")]
     assert "slow" not in result.outputs
+
+
+async def test_a_branch_not_started_when_a_sibling_fails_never_starts() -> None:
+    """``boom`` could suspend (so it gets a task) but fails at once: ``slow`` must not start."""
+    started: list[str] = []
+
+    async def boom(n: NodeContext) -> int:
+        if n.input is None:  # never true here; the await makes this node need a task
+            await anyio.lowlevel.checkpoint()
+        raise ValueError("bad branch")
+
+    async def slow(n: NodeContext) -> int:
+        started.append(n.node_id)
+        await anyio.lowlevel.checkpoint()
+        return 1
+
+    flow = (
+        create_flow("fail-fast")
+        .node("src", no_await)
+        .node("boom", boom)
+        .node("slow", slow)
+        .edge("src", "boom")
+        .edge("src", "slow")
+    )
+    result = await flow.run(FlowRuntime(registry=flow.registry))
+    assert result.status == "failed"
+    assert [e.node_id for e in result.errors] == ["boom"]
+    assert started == []
