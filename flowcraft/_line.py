@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._plan import Plan, PlanNode
     from ._runtime import FlowRuntime
 
-__all__ = ["complete_wait", "line_targets", "run_line"]
+__all__ = ["line_targets", "resume_line", "run_line"]
 
 
 async def run_line(
@@ -95,21 +95,33 @@ def line_targets(node: PlanNode, action: str | None) -> tuple[str, ...] | None:
     return targets
 
 
-def complete_wait(
+async def resume_line(
+    rt: FlowRuntime,
+    plan: Plan,
     env: Envelope,
+    targets: tuple[str, ...],
     output: Any,
     action: str | None,
     by: str | None,
     now: datetime,
-    event: Literal["resume", "timeout"] = "resume",
-) -> None:
-    """Record the run's one pause as ended with ``output`` (the caller checked everything)."""
+    event: Literal["resume", "timeout"],
+    nested: bool,
+) -> tuple[RunResult, Envelope]:
+    """End the run's one pause with ``output`` and go on to ``targets`` (from ``line_targets``).
+
+    The caller checked everything; nothing changed before this runs.
+    """
     w = env.waiting[0]
     env.waiting = []
     history = env.history
     history.append(pause_entry(w))
     history.append(HistoryEntry(event, w.node_id, now, None, by, action))
     env.outputs[w.node_id] = output
+    if targets:
+        return await run_line(rt, plan, env, targets[0], output, nested)
+    env.status = "completed"
+    env.revision += 1
+    return rt._report(plan, env, {}, nested)
 
 
 def _engine(rt: FlowRuntime, plan: Plan, env: Envelope, steps: int) -> Execution:

@@ -21,7 +21,7 @@ from ._errors import (
     NotAwaitingError,
 )
 from ._events import EventBus, Middleware
-from ._line import complete_wait, line_targets, run_line
+from ._line import line_targets, resume_line, run_line
 from ._load import ContextView, adopt, check_envelope, parse_data, type_state
 from ._plan import Plan, compile_plan, describe_changes
 from ._resume import admit, resume_batch, resume_child
@@ -470,12 +470,7 @@ class FlowRuntime:
             line = line_targets(plan.nodes[first.node_id], action)
             if line is not None:  # the common case: the run goes on in a straight line
                 event: Any = "timeout" if fired and first.kind == "wait" else "resume"
-                complete_wait(env, output, action, who, now, event)
-                if line:
-                    return run_line(self, plan, env, line[0], output, nested)
-                env.status = "completed"
-                env.revision += 1
-                return _resolved(self._report(plan, env, {}, nested))
+                return resume_line(self, plan, env, line, output, action, who, now, event, nested)
 
         # Everything checked: from here on the resume is applied.
         ex = Execution(self, plan, env, control, waiting)
@@ -526,10 +521,6 @@ class FlowRuntime:
             _past=env.history,
             _causes=causes,
         )
-
-
-async def _resolved(value: tuple[RunResult, Envelope]) -> tuple[RunResult, Envelope]:
-    return value
 
 
 def _bytes_of(context: bytes | RunResult) -> bytes:
