@@ -11,21 +11,23 @@ that both give the same contexts on random flows.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._context import Context, NodeContext, PauseRequested
 from ._engine import Execution
+from ._load import parse_data
 from ._nodes import NEVER_AWAITABLE
 from ._serialize import Envelope
-from ._types import HistoryEntry, NodeResult, RunResult
+from ._types import HistoryEntry, NodeResult, ResumeData, RunResult
 from ._waits import pause_entry, pause_record
 
 if TYPE_CHECKING:
     from ._plan import Plan, PlanNode
     from ._runtime import FlowRuntime
 
-__all__ = ["line_targets", "resume_line", "run_line"]
+__all__ = ["line_targets", "quick_resume", "resume_line", "run_line"]
 
 
 async def run_line(
@@ -106,13 +108,17 @@ async def resume_line(
     now: datetime,
     event: Literal["resume", "timeout"],
     nested: bool,
+    skipped: list[str] | None = None,
 ) -> tuple[RunResult, Envelope]:
-    """End the run's one pause with ``output`` and go on to ``targets`` (from ``line_targets``).
+    """End the run's one pause with ``output`` and go on to ``targets``.
 
-    The caller checked everything; nothing changed before this runs.
+    ``skipped``: the nodes the pause's other exits kill (the run had none skipped before). The
+    caller checked everything; nothing changed before this runs.
     """
     w = env.waiting[0]
     env.waiting = []
+    if skipped:
+        env.skipped = list(skipped)
     history = env.history
     history.append(pause_entry(w))
     history.append(HistoryEntry(event, w.node_id, now, None, by, action))
@@ -122,6 +128,40 @@ async def resume_line(
     env.status = "completed"
     env.revision += 1
     return rt._report(plan, env, {}, nested)
+
+
+def quick_resume(
+    rt: FlowRuntime,
+    plan: Plan,
+    env: Envelope,
+    data: ResumeData,
+    node_id: str | None,
+    by: str | None,
+) -> Awaitable[tuple[RunResult, Envelope]] | None:
+    """The awaitable of a resume that a few lookups prove valid, or ``None``: check it fully.
+
+    Valid at a glance: the run awaits one plain ``wait`` (no deadline passed, no schema), the
+    data is ``{"output": ..., "action": ...}``, and the action leads on in a straight line
+    (``PlanNode.quick``). Anything else, including every mistake, takes the general path,
+    which raises the specific error.
+    """
+    waits = env.waiting
+    if env.status != "awaiting" or len(waits) != 1 or env.joins or env.skipped:
+        return None
+    w = waits[0]
+    if w.kind != "wait" or (node_id is not None and node_id != w.node_id):
+        return None
+    quick = plan.nodes[w.node_id].quick
+    if quick is None:
+        return None
+    output, action, who, _ = parse_data(data, env.run_id, node_id)
+    route = quick.get(action)
+    now = rt.now()
+    if route is None or (w.expires_at is not None and now >= w.expires_at):
+        return None
+    targets, skipped = route
+    who = by if by is not None else who
+    return resume_line(rt, plan, env, targets, output, action, who, now, "resume", False, skipped)
 
 
 def _engine(rt: FlowRuntime, plan: Plan, env: Envelope, steps: int) -> Execution:

@@ -90,6 +90,9 @@ class PlanNode:
     # the unlabelled edges), the targets that get the output and the edges that die.
     routes: dict[str | None, tuple[tuple[str, ...], list[PlanEdge]]] | None = None
     line: bool = False  # plain, and its output goes on to at most one node: see _line.py
+    # A wait without schema: the actions a resume may take that lead on in a straight line,
+    # with where they lead and the nodes their dead exits skip (see _line.quick_resume).
+    quick: dict[str | None, tuple[tuple[str, ...], list[str]]] | None = None
     builtin_pause: bool = False  # a wait or sleep taking its input as is: it pauses on arrival
 
 
@@ -108,6 +111,35 @@ class Plan:
     state_hints: dict[str, Any] | None = None  # typed state: key -> type
     shape: bytes = b""  # per node: 2-byte hash of its id, 2-byte hash of its definition
     version: str | None = None
+
+
+def _quick_routes(
+    nodes: dict[str, PlanNode], node: PlanNode
+) -> dict[str | None, tuple[tuple[str, ...], list[str]]]:
+    """For a wait: each action resume validation accepts whose route is a straight line.
+
+    The value is (the one target or none, the sorted ids of the nodes the other exits kill).
+    An action is left out when its dead exits reach a node with several inputs: a join keeps
+    tokens, which is the engine's business.
+    """
+    assert node.routes is not None
+    allowed = [*node.by_action, *([None] if node.default or not node.by_action else [])]
+    quick: dict[str | None, tuple[tuple[str, ...], list[str]]] = {}
+    for action in allowed:
+        targets, dead = node.routes[action]
+        if len(targets) > 1:
+            continue
+        skipped: set[str] = set()
+        stack = list(dead)
+        while stack:
+            target = nodes[stack.pop().target]
+            if len(target.fwd_in) != 1:
+                break
+            skipped.add(target.id)
+            stack.extend(e for e in target.out if not e.back)
+        else:
+            quick[action] = (targets, sorted(skipped))
+    return quick
 
 
 def never_suspends(fn: object) -> bool:
@@ -322,6 +354,8 @@ def compile_plan(
                 action: (tuple(e.target for e in taken), [e for e in node.out if e not in taken])
                 for action, taken in [(None, node.default), *node.by_action.items()]
             }
+            if node.kind == "wait" and node.schema is None:
+                node.quick = _quick_routes(nodes, node)
             if not node.by_action:
                 node.direct = tuple(e.target for e in node.out)
                 # A plain node leading to at most one node: the straight line runs it (_line.py).

@@ -21,7 +21,7 @@ from ._errors import (
     NotAwaitingError,
 )
 from ._events import EventBus, Middleware
-from ._line import line_targets, resume_line, run_line
+from ._line import line_targets, quick_resume, resume_line, run_line
 from ._load import ContextView, adopt, check_envelope, parse_data, type_state
 from ._plan import Plan, compile_plan, describe_changes
 from ._resume import admit, resume_batch, resume_child
@@ -280,6 +280,10 @@ class FlowRuntime:
             env = self.load(
                 plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
             )
+        if control is None and self.event_bus is None and not self.has_hooks and self._lines:
+            quick = quick_resume(self, plan, env, data, node_id, by)
+            if quick is not None:
+                return (await quick)[0]
         return (await self._resume_env(plan, env, data, node_id, control=control, by=by))[0]
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:

@@ -162,3 +162,86 @@ async def test_the_straight_line_is_taken_by_a_run_and_a_resume() -> None:
     assert final.outputs == {"submit": "submitted", "approve": 5, "process": "paid 5"}
     assert [e.event for e in final.history] == ["pause", "resume"]
     assert handovers == []
+
+
+async def test_quick_resumes_refuse_what_the_engine_refuses() -> None:
+    """Deadlines, unknown actions, bad data and wrong nodes: same errors, same results."""
+
+    async def play_quick(lines: bool) -> list[Any]:
+        flow = (
+            create_flow("quick")
+            .node("a", lambda n: "a")
+            .wait("w", timeout=60)
+            .node("b", lambda n: f"b<{n.input}>")
+            .node("t", lambda n: "late")
+            .edge("a", "w")
+            .edge("w", "b", action="ok")
+            .edge("w", "t", action="timeout")
+        )
+        seen: list[Any] = []
+        for advance, data, node in [
+            (0, {"output": 1, "action": "ok"}, "w"),
+            (0, {"output": 1, "action": "nope"}, None),
+            (0, {"output": 1}, None),
+            (0, {"output": 1, "action": "ok", "extra": 1}, None),
+            (0, {"output": 1, "action": 3}, None),
+            (0, {"output": 1, "action": "ok"}, "a"),
+            (0, "approved", None),
+            (61, {"output": 1, "action": "ok"}, None),
+            (61, {"output": 1, "action": "timeout"}, "w"),
+        ]:
+            clock = FakeClock()
+            rt = FlowRuntime(registry=flow.registry, clock=clock)
+            rt._lines = lines
+            first = await flow.run(rt, run_id="q")
+            clock.advance(advance)
+            try:
+                result = await flow.resume(rt, first, data, node, by="ann")
+            except FlowcraftError as exc:
+                seen.append((type(exc).__name__, str(exc)))
+            else:
+                seen.append((result.status, result.outputs, result.serialized_context))
+        return seen
+
+    fast, engine = await play_quick(True), await play_quick(False)
+    assert fast == engine
+    assert [s[0] for s in fast] == [
+        "completed",
+        "UnknownActionError",
+        "UnknownActionError",
+        "ResumeDataError",
+        "ResumeDataError",
+        "NodeNotAwaitingError",
+        "ResumeDataError",
+        "WaitExpiredError",
+        "completed",
+    ]
+    assert fast[0][1]["b"] == "b<1>"
+    assert fast[-1][1] == {"a": "a", "w": None, "t": "late"}
+
+
+async def test_a_dead_exit_into_a_join_is_left_to_the_engine() -> None:
+    """``no`` dies when the decision is ``ok``: the join must hear that, or it never runs."""
+    flow = (
+        create_flow("dead-join")
+        .node("a", lambda n: "a")
+        .wait("w")
+        .node("yes", lambda n: "yes")
+        .node("no", lambda n: "no")
+        .node("after_no", lambda n: "after")
+        .node("j", lambda n: sorted(n.input), join="all")
+        .edge("a", "w")
+        .edge("w", "yes", action="ok")
+        .edge("w", "no", action="no")
+        .edge("no", "after_no")
+        .edge("yes", "j")
+        .edge("after_no", "j")
+    )
+    results = []
+    for lines in (True, False):
+        rt = FlowRuntime(registry=flow.registry, clock=FakeClock())
+        rt._lines = lines
+        first = await flow.run(rt, run_id="d")
+        results.append(await flow.resume(rt, first, {"action": "ok"}))
+    assert results[0].serialized_context == results[1].serialized_context
+    assert results[0].outputs["j"] == ["yes"]
