@@ -159,13 +159,7 @@ class Codec:
             and 0x90 <= (data[0] if data else 0) <= 0x9F  # a msgpack array: a plain envelope
             and len(data) <= self.max_bytes
         ):
-            try:
-                env = _MSGPACK_DECODE(data)
-            except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-                raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
-            if env.format > FORMAT:
-                raise _too_new(env.format)
-            return env
+            return _decoded(_MSGPACK_DECODE, data)
         if type(data) is not bytes:
             if not isinstance(data, bytearray | memoryview):
                 raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")
@@ -185,13 +179,7 @@ class Codec:
             decode = _JSON_DECODE
         else:
             decode = _MSGPACK_DECODE
-        try:
-            env = decode(data)
-        except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-            raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
-        if env.format > FORMAT:
-            raise _too_new(env.format)
-        return env
+        return _decoded(decode, data)
 
     def _verify(self, data: bytes) -> bytes:
         if not data.startswith(_SIGNED_MAGIC) or len(data) < 6:
@@ -209,11 +197,18 @@ class Codec:
         return payload
 
 
-def _too_new(found: int) -> ContextDecodeError:
-    return ContextDecodeError(
-        f"envelope format {found} is not supported (this version reads 1..{FORMAT}); "
-        "upgrade flowcraft to read it"
-    )
+def _decoded(decode: Callable[[bytes], Envelope], data: bytes) -> Envelope:
+    """Decode with ``decode``, as a ``ContextDecodeError`` when the bytes are not an envelope."""
+    try:
+        env = decode(data)
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ContextDecodeError(str(exc) or type(exc).__name__) from exc
+    if env.format > FORMAT:
+        raise ContextDecodeError(
+            f"envelope format {env.format} is not supported (this version reads 1..{FORMAT}); "
+            "upgrade flowcraft to read it"
+        )
+    return env
 
 
 def _locate_unserializable(env: Envelope, exc: Exception) -> SerializationError:
