@@ -163,19 +163,17 @@ class FlowRuntime:
         )
         if plan.state_hints and env.state:
             type_state(plan, env, initial=True)
-        if (
-            control is None
-            and len(plan.starts) == 1
-            and self.event_bus is None
-            and not self.has_hooks
-            and self._lines
-        ):
+        if control is None and len(plan.starts) == 1 and self._unobserved():
             return run_line(self, plan, env, plan.starts[0], None, nested)
         ex = Execution(self, plan, env, control)
         if self.event_bus is not None:
             ex.event("workflow:start", None, {})
         ex.ready.extend(plan.start_items)
         return self._execute(ex, nested)
+
+    def _unobserved(self) -> bool:
+        """Nobody watches single nodes (no event bus, no middleware): the straight line may run."""
+        return self.event_bus is None and not self.has_hooks and self._lines
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -274,13 +272,10 @@ class FlowRuntime:
             ContextError: the context is corrupt, tampered with, or from another blueprint.
         """
         plan = self.plan(blueprint, registry)
-        if migrate is None and not allow_blueprint_change:
-            env = self.load(plan, serialized_context)
-        else:
-            env = self.load(
-                plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
-            )
-        if control is None and self.event_bus is None and not self.has_hooks and self._lines:
+        env = self.load(
+            plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
+        )
+        if control is None and self._unobserved():
             quick = quick_resume(self, plan, env, data, node_id, by)
             if quick is not None:
                 return (await quick)[0]
@@ -465,9 +460,7 @@ class FlowRuntime:
             and control is None
             and not env.joins
             and not env.skipped
-            and self.event_bus is None
-            and not self.has_hooks
-            and self._lines
+            and self._unobserved()
         ):
             if first.kind == "timer":
                 output = first.input  # a sleep hands its input on
