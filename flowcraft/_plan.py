@@ -84,7 +84,7 @@ class PlanNode:
     output_key: str | None = None  # batch-gather: the state key receiving the results
     # Fast-path flags, computed once in compile_plan:
     plain: bool = False  # task with no inputs/gate/retries/timeout: call it and route
-    inline: bool = False  # a built-in that never suspends: no task needed
+    inline: bool = False  # cannot suspend (a built-in, an async def without awaits): no task
     direct: tuple[str, ...] | None = None  # every edge unlabelled, unconditioned, to 1-input nodes
     # Every edge unconditioned, untransformed, forward, to a 1-input node: by action (None for
     # the unlabelled edges), the targets that get the output and the edges that die.
@@ -146,9 +146,10 @@ def never_suspends(fn: object) -> bool:
     """True for an ``async def`` function whose body has no ``await``, ``async for/with``.
 
     Such a coroutine runs to its end at the first ``send``, like a sync function, so the engine
-    can run it inline instead of in a task, without changing what any code observes (the task it
-    runs in cannot matter: it never yields to the event loop). Decided from the bytecode: every
-    suspension point of a coroutine frame is a ``YIELD_VALUE`` in its own code object.
+    can run it without a task: it never yields to the event loop, so no other code runs while
+    it does (the engine still gives it its own copy of the context variables, as a task would).
+    Decided from the bytecode: every suspension point of a coroutine frame is a
+    ``YIELD_VALUE`` in its own code object.
     """
     if isinstance(fn, types.MethodType):
         fn = fn.__func__
