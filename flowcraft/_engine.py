@@ -96,7 +96,7 @@ class Execution(Routing, Calls):
             self.bus = rt.event_bus
             self.pending_events = []
             self.plain = False
-        elif rt.has_hooks:
+        elif rt.has_hooks or not rt._lines:
             self.plain = False
         self.deps = rt.dependencies
         self.run_id = env.run_id

@@ -105,7 +105,9 @@ class FlowRuntime:
         self._plans: dict[tuple[int, int, int], tuple[object, object, Plan]] = {}
         self._last: tuple[object, object, object, Plan] = (None, None, None, _NO_PLAN)
         self.schedulers: list[Scheduler] = []
-        self._lines = True  # the straight-line fast path (tests switch it off to compare)
+        # Every shortcut at once (the straight line, quick resume, inline nodes, the plain-node
+        # hot path); FLOWCRAFT_FAST_PATHS=0 runs everything through the general engine.
+        self._lines = os.environ.get("FLOWCRAFT_FAST_PATHS", "1") != "0"
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowRuntime(registry={len(self.registry)} keys, clock={self.clock!r})"
