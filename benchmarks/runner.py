@@ -311,7 +311,7 @@ async def approval_context_bytes(run: Run) -> None:
 def _breakdown(data: bytes) -> dict[str, int]:
     """Encoded bytes per envelope field: where the context's size goes."""
     try:
-        from flowcraft._serialize import Envelope
+        from flowcraft._envelope.records import Envelope
 
         names = list(Envelope.__struct_fields__)
     except (ImportError, AttributeError):

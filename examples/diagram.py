@@ -16,7 +16,8 @@ from pathlib import Path
 import anyio
 
 from flowcraft import FlowRuntime, NodeContext, NodeResult, create_flow
-from flowcraft._diagram import lint_blueprint, to_mermaid
+from flowcraft._flow.blueprint import to_mermaid
+from flowcraft._flow.lint import lint_blueprint
 
 
 async def receive(node: NodeContext) -> dict[str, object]:

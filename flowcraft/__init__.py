@@ -6,12 +6,12 @@ Build a flow with ``create_flow``, freeze it with ``to_blueprint()``, run it wit
 
 from __future__ import annotations
 
-from ._blueprint import Blueprint, EdgeDefinition, NodeConfig, NodeDefinition
-from ._builder import Flow, create_flow
-from ._clock import Clock, SystemClock
-from ._context import Context, NodeContext
-from ._diagram import LintIssue, lint_blueprint, to_mermaid
-from ._errors import (
+from flowcraft._clock import Clock, SystemClock
+from flowcraft._engine.control import RunControl
+from flowcraft._engine.load import ContextView
+from flowcraft._envelope.codec import Serializer
+from flowcraft._envelope.records import HistoryEntry, NodeError
+from flowcraft._errors import (
     AmbiguousResumeError,
     BlueprintError,
     BlueprintMismatchError,
@@ -39,25 +39,24 @@ from ._errors import (
     UnknownNodeError,
     WaitExpiredError,
 )
-from ._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
-from ._load import ContextView
-from ._nodes import BaseNode
-from ._runtime import FlowRuntime
-from ._scheduler import PendingTimer, Scheduler
-from ._serialize import Serializer
-from ._service import FlowService, UnknownFlowError
-from ._types import (
+from flowcraft._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
+from flowcraft._flow.blueprint import Blueprint, to_mermaid
+from flowcraft._flow.builder import Flow, create_flow
+from flowcraft._flow.lint import LintIssue, lint_blueprint
+from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
+from flowcraft._node import BaseNode, Context, NodeContext
+from flowcraft._runtime import FlowRuntime
+from flowcraft._scheduler import PendingTimer, Scheduler
+from flowcraft._service.service import FlowService, UnknownFlowError
+from flowcraft._values import (
     Awaiting,
     EdgeContext,
-    HistoryEntry,
-    NodeError,
     NodeResult,
     Resume,
     ResumeData,
     RunResult,
     RunStatus,
 )
-from ._waits import RunControl
 
 __version__ = "0.1.0"
 

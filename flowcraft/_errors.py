@@ -323,3 +323,11 @@ class RevisionConflictError(StoreError):
             "won the race; load the run again and decide whether this change still applies."
         )
         self.run_id, self.expected, self.actual = run_id, expected, actual
+
+
+class SubflowError(Exception):
+    """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
+
+
+class BatchItemError(Exception):
+    """One item of a batch failed (recorded on the batch node, naming the item index)."""

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._context import NodeContext
+from flowcraft._node import NodeContext
 
 __all__ = ["EVENT_NAMES", "EventBus", "FlowEvent", "Middleware"]
 

@@ -10,28 +10,29 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._blueprint import Blueprint
-from ._clock import Clock, SystemClock
-from ._engine import Execution
-from ._errors import (
+from flowcraft._clock import Clock, SystemClock
+from flowcraft._engine.control import RunControl
+from flowcraft._engine.execution import Execution
+from flowcraft._engine.line import line_targets, quick_resume, resume_line, run_line
+from flowcraft._engine.load import ContextView, adopt, check_envelope, parse_data, type_state
+from flowcraft._engine.plan import Plan, compile_plan, describe_changes
+from flowcraft._engine.resume import admit, resume_batch, resume_child
+from flowcraft._envelope.codec import Codec, Serializer
+from flowcraft._envelope.records import FORMAT, Envelope, HistoryEntry, WaitState
+from flowcraft._errors import (
     AmbiguousResumeError,
     BlueprintMismatchError,
     InvalidBlueprintError,
     NodeNotAwaitingError,
     NotAwaitingError,
 )
-from ._events import EventBus, Middleware
-from ._line import line_targets, quick_resume, resume_line, run_line
-from ._load import ContextView, adopt, check_envelope, parse_data, type_state
-from ._plan import Plan, compile_plan, describe_changes
-from ._resume import admit, resume_batch, resume_child
-from ._serialize import FORMAT, Codec, Envelope, Serializer, WaitState
-from ._types import HistoryEntry, ResumeData, RunResult
-from ._waits import RunControl, flat_waiting, pause_entry
+from flowcraft._events import EventBus, Middleware
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._values import ResumeData, RunResult, flat_waiting, pause_entry
 
 if TYPE_CHECKING:
-    from ._builder import Flow
-    from ._scheduler import Scheduler
+    from flowcraft._flow.builder import Flow
+    from flowcraft._scheduler import Scheduler
 
 __all__ = ["FlowRuntime"]
 
@@ -342,7 +343,7 @@ class FlowRuntime:
 
         ``on_result`` receives each ``RunResult`` the scheduler produces (sync or async).
         """
-        from ._scheduler import Scheduler
+        from flowcraft._scheduler import Scheduler
 
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         sched = Scheduler(self, seconds, on_result)

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from ._errors import FlowcraftError, TimerNotDueError
-from ._plan import Plan
-from ._serialize import Envelope
-from ._types import RunResult
-from ._waits import flat_waiting
+from flowcraft._engine.plan import Plan
+from flowcraft._envelope.records import Envelope
+from flowcraft._errors import FlowcraftError, TimerNotDueError
+from flowcraft._values import RunResult, flat_waiting
 
 if TYPE_CHECKING:
-    from ._runtime import FlowRuntime
+    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["PendingTimer", "Scheduler"]
 

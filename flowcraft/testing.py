@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._blueprint import Blueprint
-from ._events import FlowEvent
-from ._runtime import FlowRuntime
-from ._types import RunResult
+from flowcraft._events import FlowEvent
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._runtime import FlowRuntime
+from flowcraft._values import RunResult
 
 __all__ = ("FakeClock", "InMemoryEventLogger", "Stepper", "create_stepper", "run_with_trace")
 
@@ -206,7 +206,7 @@ class Stepper:
 
     async def next(self, data: Any = None, node_id: str | None = None) -> RunResult:
         """Run one wave of ready nodes (or resume a real wait with ``data``)."""
-        from ._waits import RunControl
+        from flowcraft._engine.control import RunControl
 
         control = RunControl()
         control.stepping = True

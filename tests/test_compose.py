@@ -399,7 +399,7 @@ async def test_forged_batch_record_is_a_context_error() -> None:
     import msgspec
 
     from flowcraft import ContextDecodeError
-    from flowcraft._serialize import Envelope
+    from flowcraft._envelope.records import Envelope
 
     def review(n: NodeContext) -> str:
         n.pause("check")

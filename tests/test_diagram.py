@@ -9,7 +9,9 @@ import msgspec
 import pytest
 
 from flowcraft import Blueprint, FlowRuntime, NodeContext, create_flow
-from flowcraft._diagram import LintIssue, escape_label, lint_blueprint, to_mermaid
+from flowcraft._flow.blueprint import to_mermaid
+from flowcraft._flow.lint import LintIssue, lint_blueprint
+from flowcraft._flow.mermaid import escape_label
 
 
 def ok(node: NodeContext) -> str:

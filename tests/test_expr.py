@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowcraft._errors import InvalidBlueprintError
-from flowcraft._expr import compile_expression
+from flowcraft._flow.expr import compile_expression
 
 WHERE = "flow 'demo': edge 'a'->'b' condition"
 

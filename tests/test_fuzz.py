@@ -39,7 +39,7 @@ from flowcraft import (
     RunResult,
     create_flow,
 )
-from flowcraft._serialize import Envelope, WaitState
+from flowcraft._envelope.records import Envelope, WaitState
 from flowcraft.testing import FakeClock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from flowcraft import ContextIntegrityError, FlowRuntime, RunResult
-from flowcraft._serialize import FORMAT, Codec, Envelope
+from flowcraft._envelope.codec import Codec
+from flowcraft._envelope.records import FORMAT, Envelope
 from flowcraft.testing import FakeClock
 
 from .golden.make_golden import CASES, SIGNING_KEYS, START, VARIANTS, apply, file_name, runtime

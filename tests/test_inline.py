@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from flowcraft import FlowRuntime, NodeContext, create_flow
-from flowcraft._plan import never_suspends
+from flowcraft._engine.plan import never_suspends
 
 
 async def no_await(n: NodeContext) -> int:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowcraft import FlowcraftError, FlowRuntime, NodeContext, NodeResult, create_flow
-from flowcraft._blueprint import Blueprint
+from flowcraft._flow.blueprint import Blueprint
 from flowcraft.testing import FakeClock
 
 KINDS = ("plain", "async", "result", "raise", "pause", "wait", "timed", "sleep", "state")
@@ -135,7 +135,7 @@ def test_straight_line_and_engine_write_the_same_contexts(spec: Spec) -> None:
 
 async def test_the_straight_line_is_taken_by_a_run_and_a_resume() -> None:
     """The comparison above means something only if the fast path runs: count its handovers."""
-    from flowcraft import _line
+    from flowcraft._engine import line as _line
 
     handovers: list[str] = []
     real = _line._engine

@@ -26,7 +26,7 @@ from flowcraft import (
     WaitExpiredError,
     create_flow,
 )
-from flowcraft._service import UnknownFlowError
+from flowcraft._service.service import UnknownFlowError
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore, SqliteStore
 from flowcraft.testing import FakeClock
 

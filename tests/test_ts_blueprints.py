@@ -22,7 +22,8 @@ from flowcraft import (
     TimerNotDueError,
     UnknownActionError,
 )
-from flowcraft._diagram import lint_blueprint, to_mermaid
+from flowcraft._flow.blueprint import to_mermaid
+from flowcraft._flow.lint import lint_blueprint
 from flowcraft.testing import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ts"

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._base import HistoryRecord, RunExistsError, RunPage, RunStats, RunStore, StoredRun
-from ._memory import MemoryStore
-from ._postgres import PostgresStore
-from ._redis import RedisStore
-from ._scheduler import DurableScheduler
-from ._sqlite import SqliteStore
+from flowcraft._service.scheduler import DurableScheduler
+from flowcraft.stores._base import (
+    HistoryRecord,
+    RunExistsError,
+    RunPage,
+    RunStats,
+    RunStore,
+    StoredRun,
+)
+from flowcraft.stores._memory import MemoryStore
+from flowcraft.stores._postgres import PostgresStore
+from flowcraft.stores._redis import RedisStore
+from flowcraft.stores._sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from flowcraft._service import FlowService
+    from flowcraft._service.service import FlowService
 
 __all__ = (
     "DurableScheduler",
@@ -37,7 +44,7 @@ __all__ = (
 def __getattr__(name: str) -> object:
     # FlowService imports this package; resolving it lazily avoids an import cycle.
     if name == "FlowService":
-        from flowcraft._service import FlowService
+        from flowcraft._service.service import FlowService
 
         return FlowService
     raise AttributeError(f"module 'flowcraft.stores' has no attribute {name!r}")

@@ -9,8 +9,7 @@ from datetime import datetime, timedelta
 import anyio.lowlevel
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError
-
-from ._base import (
+from flowcraft.stores._base import (
     FINISHED,
     HistoryRecord,
     RunExistsError,

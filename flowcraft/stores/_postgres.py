@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
-
-from ._base import (
+from flowcraft.stores._base import (
     HISTORY_DECODER,
     RUN_DECODER,
     HistoryRecord,
@@ -24,7 +23,7 @@ from ._base import (
     page_of,
     to_micros,
 )
-from ._sql import Dialect, build_stats
+from flowcraft.stores._sql import Dialect, build_stats
 
 if TYPE_CHECKING:
     from types import ModuleType

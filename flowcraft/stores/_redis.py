@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
-
-from ._base import (
+from flowcraft.stores._base import (
     FINISHED,
     HISTORY_DECODER,
     RUN_DECODER,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ._base import (
+from flowcraft.stores._base import (
     FINISHED,
     RUN_ENCODER,
     HistoryRecord,

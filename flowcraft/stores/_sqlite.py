@@ -13,8 +13,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
-
-from ._base import (
+from flowcraft.stores._base import (
     HISTORY_DECODER,
     RUN_DECODER,
     HistoryRecord,
@@ -27,7 +26,7 @@ from ._base import (
     page_of,
     to_micros,
 )
-from ._sql import Dialect, build_stats
+from flowcraft.stores._sql import Dialect, build_stats
 
 __all__ = ["SqliteStore"]
 

@@ -277,7 +277,7 @@ def file_name(fmt: int, name: str, variant: str) -> str:
 
 
 async def main() -> None:
-    from flowcraft._serialize import FORMAT
+    from flowcraft._envelope.records import FORMAT
 
     for name in CASES:
         for variant in VARIANTS:

@@ -10,20 +10,14 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import msgspec
 
-from ._blueprint import (
-    CALLABLE_PREFIX,
-    Blueprint,
-    EdgeDefinition,
-    NodeConfig,
-    NodeDefinition,
-    parse_duration,
-    validate,
-)
-from ._errors import BlueprintError, InvalidBlueprintError, InvalidDurationError
+from flowcraft._errors import BlueprintError, InvalidBlueprintError, InvalidDurationError
+from flowcraft._flow.blueprint import Blueprint, validate
+from flowcraft._flow.durations import parse_duration
+from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeConfig, NodeDefinition
 
 if TYPE_CHECKING:
-    from ._runtime import FlowRuntime
-    from ._types import ResumeData, RunResult
+    from flowcraft._runtime import FlowRuntime
+    from flowcraft._values import ResumeData, RunResult
 
 __all__ = ["Flow", "create_flow"]
 

@@ -15,17 +15,17 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._context import Context, NodeContext, PauseRequested
-from ._engine import Execution
-from ._load import parse_data
-from ._nodes import NEVER_AWAITABLE
-from ._serialize import Envelope
-from ._types import HistoryEntry, NodeResult, ResumeData, RunResult
-from ._waits import pause_entry, pause_record
+from flowcraft._engine.calls import NEVER_AWAITABLE
+from flowcraft._engine.execution import Execution
+from flowcraft._engine.load import parse_data
+from flowcraft._engine.plan import pause_record
+from flowcraft._envelope.records import Envelope, HistoryEntry
+from flowcraft._node import Context, NodeContext, PauseRequested
+from flowcraft._values import NodeResult, ResumeData, RunResult, pause_entry
 
 if TYPE_CHECKING:
-    from ._plan import Plan, PlanNode
-    from ._runtime import FlowRuntime
+    from flowcraft._engine.plan import Plan, PlanNode
+    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["line_targets", "quick_resume", "resume_line", "run_line"]
 

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._blueprint import iter_known_actions
-from ._engine import Execution
-from ._errors import (
+from flowcraft._engine.control import RunControl
+from flowcraft._engine.execution import Execution
+from flowcraft._engine.plan import Plan
+from flowcraft._envelope.records import Envelope, HistoryEntry, WaitState
+from flowcraft._errors import (
     ContextDecodeError,
     NodeNotAwaitingError,
     ResumeDataError,
@@ -23,13 +25,11 @@ from ._errors import (
     UnknownActionError,
     WaitExpiredError,
 )
-from ._plan import Plan
-from ._serialize import Envelope, WaitState
-from ._types import HistoryEntry, ResumeData, RunResult
-from ._waits import RunControl, flat_waiting, pause_entry
+from flowcraft._flow.parts import iter_known_actions
+from flowcraft._values import ResumeData, RunResult, flat_waiting, pause_entry
 
 if TYPE_CHECKING:
-    from ._runtime import FlowRuntime
+    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["admit", "resume_batch", "resume_child"]
 

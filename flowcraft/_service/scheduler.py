@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowcraft._errors import FlowcraftError, NotAwaitingError, RevisionConflictError, StoreError
-from flowcraft._types import RunResult
+from flowcraft._values import RunResult
 
 if TYPE_CHECKING:
-    from flowcraft._service import FlowService
+    from flowcraft._service.service import FlowService
 
 __all__ = ["DurableScheduler"]
 

@@ -15,19 +15,31 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._context import Context, NodeContext, PauseRequested
-from ._nodes import NEVER_AWAITABLE, BaseNode, maybe_await
-from ._plan import PlanNode
-from ._types import HistoryEntry, NodeError, NodeResult
+from flowcraft._engine.plan import PlanNode
+from flowcraft._envelope.records import HistoryEntry, NodeError
+from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
+from flowcraft._values import NodeResult
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from ._events import EventBus, FlowEvent
-    from ._runtime import FlowRuntime
-    from ._serialize import Envelope, WaitKind
+    from flowcraft._envelope.records import Envelope, WaitKind
+    from flowcraft._events import EventBus, FlowEvent
+    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["Calls"]
+
+#: Exact result types that cannot be awaitable: a sync node's result is checked against these
+#: before the (slower) ``inspect.isawaitable``.
+NEVER_AWAITABLE = frozenset({str, int, float, bool, bytes, dict, list, tuple, type(None)})
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` if it is awaitable (lets node methods be sync or async)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
 
 _OK, _PAUSED, _FAILED = 0, 1, 2
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from ._errors import ResumeError, RevisionConflictError, StoreError
-from ._types import Resume, ResumeData, RunResult
-from ._waits import RunControl
-from .stores._base import HistoryRecord, StoredRun
+from flowcraft._engine.control import RunControl
+from flowcraft._errors import ResumeError, RevisionConflictError, StoreError
+from flowcraft._values import Resume, ResumeData, RunResult
+from flowcraft.stores._base import HistoryRecord, StoredRun
 
 if TYPE_CHECKING:
-    from ._service import FlowService
+    from flowcraft._service.service import FlowService
 
 __all__ = [
     "ENCODER",

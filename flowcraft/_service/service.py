@@ -38,23 +38,32 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import anyio
 import msgspec
 
-from ._blueprint import Blueprint
-from ._builder import Flow
-from ._durable import ENCODER, Intent, Request, control_key, data_dict, execute, recover_run, send
-from ._errors import (
+from flowcraft._engine.control import RunControl
+from flowcraft._errors import (
     FlowcraftError,
     NotAwaitingError,
     ResumeError,
     RevisionConflictError,
     StoreError,
 )
-from ._runtime import FlowRuntime
-from ._types import ResumeData, RunResult
-from ._waits import RunControl
-from .stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._flow.builder import Flow
+from flowcraft._runtime import FlowRuntime
+from flowcraft._service.segment import (
+    ENCODER,
+    Intent,
+    Request,
+    control_key,
+    data_dict,
+    execute,
+    recover_run,
+    send,
+)
+from flowcraft._values import ResumeData, RunResult
+from flowcraft.stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
 
 if TYPE_CHECKING:
-    from .stores._scheduler import DurableScheduler
+    from flowcraft._service.scheduler import DurableScheduler
 
 __all__ = ["FlowService", "UnknownFlowError"]
 
@@ -372,7 +381,7 @@ class FlowService:
         Several schedulers (in several processes) may run at once: per-run leases and
         compare-and-set make each firing happen once. Overdue timers fire on the first tick.
         """
-        from .stores._scheduler import DurableScheduler
+        from flowcraft._service.scheduler import DurableScheduler
 
         sched = DurableScheduler(self, _seconds(interval), on_result, batch)
         async with anyio.create_task_group() as tg:

@@ -10,24 +10,19 @@ import typing
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from ._blueprint import (
-    BUILTIN_USES,
-    CALLABLE_PREFIX,
-    Blueprint,
-    EdgeDefinition,
-    NodeDefinition,
-    json_duration,
-    sleep_seconds,
-)
-from ._context import NodeContext
-from ._errors import InvalidBlueprintError, MissingImplementationError
-from ._nodes import BaseNode, loop_controller
-from ._types import EdgeContext
+from flowcraft._envelope.records import WaitState
+from flowcraft._errors import InvalidBlueprintError, MissingImplementationError
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._flow.durations import json_duration, sleep_seconds
+from flowcraft._flow.graph import back_edges, start_nodes
+from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
+from flowcraft._node import BaseNode, NodeContext
+from flowcraft._values import EdgeContext, NodeResult
 
 __all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "describe_changes", "shape_of"]
 
@@ -197,7 +192,7 @@ def compile_plan(
     bp: Blueprint, registry: Registry, blueprints: Mapping[str, object] | None = None
 ) -> Plan:
     """Resolve every node and edge of ``bp`` against ``registry``; raise for what is missing."""
-    from ._expr import compile_expression
+    from flowcraft._flow.expr import compile_expression
 
     nodes: dict[str, PlanNode] = {}
     for d in bp.nodes:
@@ -226,7 +221,7 @@ def compile_plan(
                 node.schema = _lookup(bp, d, str(params["schema"]), registry)
         elif d.uses == "sleep":
             node.kind = "sleep"
-            node.sleep = sleep_seconds(d, bp.id)
+            node.sleep = sleep_seconds(d.params, f"flow {bp.id!r}: sleep {d.id!r}")
         elif d.uses in ("subflow", "SubflowNode"):
             params = d.params or {}
             child = params.get("blueprintId")
@@ -319,10 +314,11 @@ def compile_plan(
         else:
             src.by_action.setdefault(e.action, []).append(edge)
 
-    fallbacks = {n.fallback for n in nodes.values() if n.fallback}
-    targets = {e.target for e in bp.edges}
-    starts = [n for n in nodes if n not in targets and n not in fallbacks]
-    _mark_back_edges(nodes, starts)
+    starts = start_nodes(bp.nodes, bp.edges)
+    back = back_edges(bp.nodes, bp.edges)
+    for node in nodes.values():
+        for edge in node.out:
+            edge.back = edge.index in back
     for node in nodes.values():
         for edge in node.out:
             if not edge.back:
@@ -452,26 +448,26 @@ def _edge_fn(
     return evaluate
 
 
-def _mark_back_edges(nodes: dict[str, PlanNode], starts: list[str]) -> None:
-    """Mark edges closing a cycle (DFS from the start nodes, in definition order)."""
-    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
-    for root in [*starts, *nodes]:
-        if root in state:
-            continue
-        state[root] = 1
-        stack: list[tuple[str, int]] = [(root, 0)]
-        while stack:
-            nid, i = stack[-1]
-            out = nodes[nid].out
-            if i == len(out):
-                state[nid] = 2
-                stack.pop()
-                continue
-            stack[-1] = (nid, i + 1)
-            edge = out[i]
-            seen = state.get(edge.target)
-            if seen == 1:
-                edge.back = True
-            elif seen is None:
-                state[edge.target] = 1
-                stack.append((edge.target, 0))
+def loop_controller(
+    condition: Callable[[EdgeContext], Any],
+) -> Callable[[NodeContext], NodeResult[Any]]:
+    """The built-in ``loop-controller``: ``continue`` while the condition holds, else ``break``."""
+
+    def controller(node: NodeContext) -> NodeResult[Any]:
+        state = node.context.to_dict()
+        ec = EdgeContext(input=node.input, result=NodeResult(output=node.input), context=state)
+        action = "continue" if condition(ec) else "break"
+        return NodeResult(output=node.input, action=action)
+
+    return controller
+
+
+def pause_record(node: PlanNode, value: Any, now: datetime) -> WaitState:
+    """The waiting record of a wait or sleep node reached with ``value`` at ``now``."""
+    if node.kind == "wait":
+        timeout = node.wait_timeout
+        expires = None if timeout is None else now + timedelta(seconds=timeout)
+        return WaitState(node.id, "wait", now, value, None, expires, node.description)
+    wake = node.sleep
+    wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
+    return WaitState(node.id, "timer", now, value, wake_at)

@@ -8,15 +8,15 @@ from typing import Any
 
 import msgspec
 
-from ._errors import (
+from flowcraft._engine.plan import Plan
+from flowcraft._envelope.records import Envelope, WaitState
+from flowcraft._errors import (
     BlueprintMismatchError,
     ContextDecodeError,
     ResumeDataError,
     SerializationError,
 )
-from ._plan import Plan
-from ._serialize import Envelope, WaitState
-from ._types import Resume, ResumeData
+from flowcraft._values import Resume, ResumeData
 
 __all__ = ["ContextView", "adopt", "check_envelope", "parse_data", "type_state"]
 

@@ -10,18 +10,22 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from ._errors import NodeExecutionError
+from flowcraft._envelope.records import HistoryEntry, NodeError, WaitState
+from flowcraft._errors import NodeExecutionError
 
 __all__ = [
+    "REASONS",
     "Awaiting",
     "EdgeContext",
-    "HistoryEntry",
-    "NodeError",
     "NodeResult",
     "Resume",
     "ResumeData",
     "RunResult",
     "RunStatus",
+    "awaiting_of",
+    "flat_waiting",
+    "pause_entry",
+    "public_awaiting",
 ]
 
 T = TypeVar("T")
@@ -62,27 +66,6 @@ class Awaiting(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     requested_by: str | None = None
 
 
-class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A node failure recorded in a run (the run did not raise)."""
-
-    node_id: str
-    type: str
-    message: str
-    attempt: int
-    timestamp: datetime
-
-
-class HistoryEntry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """One pause, resume, fallback or cancellation in a run's life."""
-
-    event: Literal["pause", "resume", "fallback", "cancel", "timeout"]
-    node_id: str
-    at: datetime
-    reason: str | None = None
-    by: str | None = None
-    action: str | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class EdgeContext:
     """What an edge condition or transform sees."""
@@ -117,15 +100,11 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @cached_property
     def awaiting(self) -> tuple[Awaiting, ...]:
         """The nodes the run waits on (empty unless ``status == "awaiting"``)."""
-        from ._waits import awaiting_of
-
         return awaiting_of(self._waiting) if self._waiting else ()
 
     @cached_property
     def history(self) -> tuple[HistoryEntry, ...]:
         """Every pause, resume, fallback and cancellation so far, oldest first."""
-        from ._waits import pause_entry
-
         return (*self._past, *map(pause_entry, self._waiting))
 
     def __repr__(self) -> str:
@@ -143,3 +122,50 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 self.run_id, err.node_id, f"{err.type}: {err.message}", err.attempt
             ) from self._causes.get(err.node_id)
         return self
+
+
+REASONS: dict[str, Any] = {
+    "wait": "wait",
+    "timer": "timer",
+    "gate": "pause",
+    "node": "pause",
+    "control": "pause",
+    "subflow": "wait",
+    "batch": "pause",
+}
+
+
+def flat_waiting(waiting: list[WaitState], prefix: str = "") -> list[tuple[str, WaitState]]:
+    """Every awaiting record with its path id; a subflow's waits read ``"node/child"``."""
+    flat: list[tuple[str, WaitState]] = []
+    for w in waiting:
+        if w.kind in ("subflow", "batch") and w.sub:
+            flat.extend(flat_waiting(w.sub, f"{prefix}{w.node_id}/"))
+        else:
+            flat.append((prefix + w.node_id, w))
+    return flat
+
+
+def awaiting_of(waiting: list[WaitState]) -> tuple[Awaiting, ...]:
+    """The public awaiting records of a run, subflow waits included under their path ids."""
+    if not any(w.sub for w in waiting):
+        return tuple(map(public_awaiting, waiting))
+    return tuple(public_awaiting(w, path) for path, w in flat_waiting(waiting))
+
+
+def pause_entry(w: WaitState) -> HistoryEntry:
+    """The history entry of a pause (kept in the waiting record until the node is resumed)."""
+    return HistoryEntry("pause", w.node_id, w.since, w.note or REASONS[w.kind], w.by)
+
+
+def public_awaiting(w: WaitState, path: str | None = None) -> Awaiting:
+    """The public view of one waiting record."""
+    return Awaiting(
+        node_id=path or w.node_id,
+        reason=REASONS[w.kind],
+        since=w.since,
+        wake_at=w.wake_at,
+        expires_at=w.expires_at,
+        description=w.note,
+        requested_by=w.by,
+    )

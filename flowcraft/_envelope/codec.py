@@ -5,57 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
-from ._errors import ContextDecodeError, ContextIntegrityError, SerializationError
-from ._types import HistoryEntry, NodeError
+from flowcraft._envelope.records import FORMAT, Envelope
+from flowcraft._errors import ContextDecodeError, ContextIntegrityError, SerializationError
 
-__all__ = ["FORMAT", "Codec", "Envelope", "Serializer", "WaitState"]
-
-#: Envelope format written by this version. Older formats stay decodable (golden tests).
-FORMAT = 1
-
-WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
-
-
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
-    """One awaiting node, with what is needed to continue it."""
-
-    node_id: str
-    kind: WaitKind
-    since: AwareDatetime
-    input: Any = None
-    wake_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
-    note: str | None = None
-    by: str | None = None
-    sub: list[WaitState] = []  # a subflow's own waits (kind "subflow")
-
-
-class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
-    """Everything about a run. Fields are append-only: new ones get defaults."""
-
-    format: Annotated[int, msgspec.Meta(ge=1)]
-    run_id: str
-    blueprint_id: str
-    digest: str
-    revision: Annotated[int, msgspec.Meta(ge=0)]
-    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
-    state: dict[str, Any]
-    outputs: dict[str, Any]
-    waiting: list[WaitState] = []
-    history: list[HistoryEntry] = []
-    joins: dict[str, dict[int, list[tuple[bool, Any]]]] = {}
-    skipped: list[str] = []
-    errors: list[NodeError] = []
-    version: str | None = None
-    shape: bytes = b""
+__all__ = ["Codec", "Serializer"]
 
 
 class Serializer(Protocol):

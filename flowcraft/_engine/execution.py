@@ -18,27 +18,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from ._calls import _FAILED, _OK, _PAUSED, Calls
-from ._context import Context, NodeContext, PauseRequested
-from ._errors import RunLimitError
-from ._events import EventBus, FlowEvent
-from ._nodes import NEVER_AWAITABLE
-from ._plan import Plan, PlanNode
-from ._routing import Routing
-from ._serialize import Envelope, WaitKind, WaitState
-from ._tasks import TaskSet
-from ._types import HistoryEntry, NodeResult, RunResult
-from ._waits import (
-    REASONS,
-    BatchItemError,
-    RunControl,
-    SubflowError,
-    pause_entry,
-    pause_record,
-)
+from flowcraft._engine.calls import _FAILED, _OK, _PAUSED, NEVER_AWAITABLE, Calls
+from flowcraft._engine.control import RunControl
+from flowcraft._engine.plan import Plan, PlanNode, pause_record
+from flowcraft._engine.routing import Routing
+from flowcraft._engine.tasks import TaskSet
+from flowcraft._envelope.records import Envelope, HistoryEntry, WaitKind, WaitState
+from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
+from flowcraft._events import EventBus, FlowEvent
+from flowcraft._node import Context, NodeContext, PauseRequested
+from flowcraft._values import REASONS, NodeResult, RunResult, pause_entry
 
 if TYPE_CHECKING:
-    from ._runtime import FlowRuntime
+    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["Execution"]
 

@@ -85,3 +85,42 @@ class NodeContext(msgspec.Struct, eq=False):
         The function is not run again on resume.
         """
         raise PauseRequested(reason)
+
+
+class BaseNode:
+    """A node written as a class: ``prep`` once, ``exec`` (retried), then ``post``.
+
+    The lifecycle follows Flowcraft TS: ``prep(node)`` prepares the input (default: the node's
+    input); ``exec(prepared, node)`` does the work and is retried up to the node's
+    ``max_retries`` with its delays; when every attempt failed, ``fallback(error, node)`` may
+    return a result instead (default: re-raise); ``post(result, node)`` shapes the final output
+    (return a value or a ``NodeResult``). If the node still fails, ``recover(error, node)`` runs
+    for cleanup before the failure is recorded. Methods may be sync or async. A new instance is
+    made for every execution, with the node's ``params`` and id.
+    """
+
+    def __init__(self, params: Mapping[str, Any] | None = None, node_id: str = "") -> None:
+        self.params: Mapping[str, Any] = params or {}
+        self.node_id = node_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(node_id={self.node_id!r})"
+
+    async def prep(self, node: NodeContext) -> Any:
+        """Prepare what ``exec`` receives (runs once per execution)."""
+        return node.input
+
+    async def exec(self, prepared: Any, node: NodeContext) -> Any:
+        """Do the work; retried on failure."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement exec()")
+
+    async def post(self, result: Any, node: NodeContext) -> Any:
+        """Turn ``exec``'s result into the node's output (or a ``NodeResult``)."""
+        return result
+
+    async def fallback(self, error: Exception, node: NodeContext) -> Any:
+        """Called when every ``exec`` attempt failed; return a result or raise."""
+        raise error
+
+    async def recover(self, error: Exception, node: NodeContext) -> None:
+        """Clean up after a failure that is about to be recorded."""

@@ -12,12 +12,12 @@ from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._plan import PlanEdge, PlanNode
-from ._types import EdgeContext, NodeResult
+from flowcraft._engine.plan import PlanEdge, PlanNode
+from flowcraft._values import EdgeContext, NodeResult
 
 if TYPE_CHECKING:
-    from ._events import EventBus
-    from ._serialize import Envelope
+    from flowcraft._envelope.records import Envelope
+    from flowcraft._events import EventBus
 
 __all__ = ["Routing"]
 

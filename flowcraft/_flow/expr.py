@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
-from ._errors import InvalidBlueprintError
+from flowcraft._errors import InvalidBlueprintError
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
 

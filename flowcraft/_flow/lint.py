@@ -1,10 +1,4 @@
-"""Mermaid diagrams of blueprints (and of runs), and a static linter for blueprints.
-
-``to_mermaid`` never trusts a node id or an expression: every node gets a generated key
-(``n0``, ``n1``, ...) and every label is quoted with Mermaid entity codes (``#quot;``, ``#35;``)
-for anything that is not plainly safe, so ids full of quotes, brackets, pipes, HTML or
-newlines cannot break the chart or inject markup.
-"""
+"""``lint_blueprint``: what a blueprint allows but almost certainly does not mean."""
 
 from __future__ import annotations
 
@@ -13,39 +7,20 @@ from typing import Literal
 
 import msgspec
 
-from ._blueprint import BUILTIN_USES, CALLABLE_PREFIX, Blueprint, EdgeDefinition
-from ._errors import FlowcraftError, InvalidBlueprintError
-from ._types import RunResult
+from flowcraft._errors import InvalidBlueprintError
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._flow.graph import back_edges, start_nodes
+from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition
 
-__all__ = ["LintIssue", "LintSeverity", "lint_blueprint", "to_mermaid"]
+__all__ = ["LintIssue", "LintSeverity", "lint_blueprint"]
 
 LintSeverity = Literal["error", "warning"]
 
-_DIRECTIONS = frozenset({"TD", "TB", "BT", "LR", "RL"})
-# Node shapes by ``uses``: (opening, closing) around the quoted label.
-_SHAPES: dict[str, tuple[str, str]] = {
-    "wait": ("{{", "}}"),
-    "sleep": ("([", "])"),
-    "subflow": ("[[", "]]"),
-    "loop-controller": ("{", "}"),
-    "batch-scatter": ("[/", "/]"),
-    "batch-gather": ("[\\", "\\]"),
-}
-_TASK_SHAPE = ("[", "]")
-_STATUS_STYLES = (
-    ("completed", "fill:#d3f9d8,stroke:#2b8a3e,color:#1b4d26"),
-    ("awaiting", "fill:#fff3bf,stroke:#e67700,color:#5c3c00,stroke-width:2px"),
-    ("failed", "fill:#ffe3e3,stroke:#c92a2a,color:#5c0d0d,stroke-width:2px"),
-    ("skipped", "fill:#f1f3f5,stroke:#868e96,color:#495057,stroke-dasharray:5 5"),
-    ("notrun", "fill:#f8f9fa,stroke:#adb5bd,color:#868e96"),
-)
-# Characters kept as they are inside a quoted label; everything else becomes an entity.
-_SAFE_ASCII = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/=+*'!?@"
-)
-_NAMED = {'"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;"}
+
 # Built-ins that never choose an action: labelled edges out of them can never be taken.
 _NO_ACTIONS = frozenset({"sleep", "batch-scatter", "batch-gather"})
+
+
 _LOOP_ACTIONS = frozenset({"continue", "break"})
 
 
@@ -64,163 +39,6 @@ class LintIssue(msgspec.Struct, frozen=True, kw_only=True):
 
     def __str__(self) -> str:
         return f"{self.code} {self.rule} [{self.node_id}]: {self.message}"
-
-
-# --- Mermaid -----------------------------------------------------------------------------------
-
-
-def escape_label(text: str) -> str:
-    """Return ``text`` safe to put between double quotes in a Mermaid label.
-
-    Letters, digits, spaces and harmless punctuation stay; line breaks and tabs become spaces;
-    every other character becomes a Mermaid entity code (``#quot;``, ``#lt;``, ``#124;``...).
-    """
-    out: list[str] = []
-    for ch in text:
-        if ch in _SAFE_ASCII or (ord(ch) > 127 and ch.isalnum()):
-            out.append(ch)
-        elif ch in "\r\n\t":
-            out.append(" ")
-        elif ch in _NAMED:
-            out.append(_NAMED[ch])
-        else:
-            out.append(f"#{ord(ch)};")
-    return "".join(out)
-
-
-def to_mermaid(
-    blueprint: Blueprint, result: RunResult | None = None, *, direction: str = "TD"
-) -> str:
-    """Draw a blueprint as a Mermaid ``flowchart``, optionally coloured by a run's state.
-
-    Tasks are rectangles, waits hexagons, sleeps stadiums, subflows subroutines, loop
-    controllers rhombuses. Edges carry their action and condition; edges closing a cycle and
-    fallback links are dotted. Ids and expressions are escaped, so any text is safe.
-
-    Args:
-        blueprint: The flow to draw.
-        result: A ``RunResult`` of this blueprint. Nodes are then classed ``completed``,
-            ``awaiting``, ``failed`` or ``skipped`` (when the context can be decoded without
-            keys; otherwise nodes that did not run are classed ``notrun``).
-        direction: ``"TD"`` (top-down, the default), ``"TB"``, ``"BT"``, ``"LR"`` or ``"RL"``.
-
-    Raises:
-        ValueError: ``direction`` is not one of the above, or ``result`` is of another blueprint.
-    """
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be one of {sorted(_DIRECTIONS)}, not {direction!r}")
-    if result is not None and result.blueprint_id and result.blueprint_id != blueprint.id:
-        raise ValueError(
-            f"the result is of blueprint {result.blueprint_id!r}, not {blueprint.id!r}; "
-            "draw it with the blueprint it ran."
-        )
-    keys = {node.id: f"n{i}" for i, node in enumerate(blueprint.nodes)}
-    lines = [f"flowchart {direction}"]
-    for node in blueprint.nodes:
-        opening, closing = _SHAPES.get(node.uses, _TASK_SHAPE)
-        lines.append(f'    {keys[node.id]}{opening}"{escape_label(node.id)}"{closing}')
-    back = _back_edges(blueprint)
-    for index, edge in enumerate(blueprint.edges):
-        arrow = "-.->" if index in back else "-->"
-        label = _edge_label(edge)
-        middle = f'{arrow}|"{escape_label(label)}"|' if label else arrow
-        lines.append(f"    {keys[edge.source]} {middle} {keys[edge.target]}")
-    for node in blueprint.nodes:
-        fallback = node.settings.fallback
-        if fallback is not None and fallback in keys:
-            lines.append(f'    {keys[node.id]} -.->|"fallback"| {keys[fallback]}')
-    if result is not None:
-        lines.extend(_status_lines(blueprint, result, keys))
-    return "\n".join(lines) + "\n"
-
-
-def _edge_label(edge: EdgeDefinition) -> str:
-    parts = []
-    if edge.action is not None:
-        parts.append(edge.action)
-    if edge.condition is not None:
-        parts.append(f"if {edge.condition}")
-    return " / ".join(parts)
-
-
-def _status_lines(blueprint: Blueprint, result: RunResult, keys: Mapping[str, str]) -> list[str]:
-    status: dict[str, str] = {}
-
-    def mark(node_id: str, name: str) -> None:
-        # Nested ids ("parent/child-wait") colour their parent node.
-        if node_id not in keys and "/" in node_id:
-            node_id = node_id.split("/", 1)[0]
-        if node_id in keys and node_id not in status:
-            status[node_id] = name
-
-    for error in result.errors:
-        mark(error.node_id, "failed")
-    for waiting in result.awaiting:
-        mark(waiting.node_id, "awaiting")
-    for node_id in result.outputs:
-        mark(node_id, "completed")
-    skipped = _decoded_skipped(result)
-    if skipped is None:
-        for node in blueprint.nodes:
-            mark(node.id, "notrun")
-    else:
-        for node_id in skipped:
-            mark(node_id, "skipped")
-    lines = [f"    classDef {name} {style}" for name, style in _STATUS_STYLES]
-    for name, _ in _STATUS_STYLES:
-        members = [keys[n.id] for n in blueprint.nodes if status.get(n.id) == name]
-        if members:
-            lines.append(f"    class {','.join(members)} {name}")
-    return lines
-
-
-def _decoded_skipped(result: RunResult) -> list[str] | None:
-    """The skipped node ids from the result's context, or None if it cannot be read unkeyed."""
-    from ._serialize import Codec
-
-    try:
-        return list(Codec().decode(result.serialized_context).skipped)
-    except FlowcraftError:  # signed, or a custom serializer: skipped is unknown
-        return None
-
-
-def _back_edges(blueprint: Blueprint) -> set[int]:
-    """Indexes of edges closing a cycle: the DFS of ``compile_plan``, same order, same result."""
-    out: dict[str, list[tuple[int, str]]] = {n.id: [] for n in blueprint.nodes}
-    for index, edge in enumerate(blueprint.edges):
-        if edge.source in out and edge.target in out:
-            out[edge.source].append((index, edge.target))
-    back: set[int] = set()
-    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
-    for root in [*_start_nodes(blueprint), *out]:
-        if root in state:
-            continue
-        state[root] = 1
-        stack: list[tuple[str, int]] = [(root, 0)]
-        while stack:
-            nid, i = stack[-1]
-            if i == len(out[nid]):
-                state[nid] = 2
-                stack.pop()
-                continue
-            stack[-1] = (nid, i + 1)
-            index, target = out[nid][i]
-            seen = state.get(target)
-            if seen == 1:
-                back.add(index)
-            elif seen is None:
-                state[target] = 1
-                stack.append((target, 0))
-    return back
-
-
-def _start_nodes(blueprint: Blueprint) -> list[str]:
-    targets = {e.target for e in blueprint.edges}
-    fallbacks = {n.settings.fallback for n in blueprint.nodes if n.settings.fallback}
-    return [n.id for n in blueprint.nodes if n.id not in targets and n.id not in fallbacks]
-
-
-# --- lint --------------------------------------------------------------------------------------
 
 
 def lint_blueprint(
@@ -278,7 +96,7 @@ def _reachable(
     """
     nodes = blueprint.node_map
     reached: set[str] = set()
-    stack = _start_nodes(blueprint)
+    stack = start_nodes(blueprint.nodes, blueprint.edges)
     while stack:
         nid = stack.pop()
         if nid in reached:
@@ -386,7 +204,7 @@ def _waits(
 
 
 def _joins(blueprint: Blueprint, reached: set[str]) -> Iterable[LintIssue]:
-    back = _back_edges(blueprint)
+    back = back_edges(blueprint.nodes, blueprint.edges)
     forward_preds: dict[str, list[str]] = {}
     for index, edge in enumerate(blueprint.edges):
         if index not in back:
@@ -432,7 +250,7 @@ def _dead_actions(
 
 
 def _expressions(blueprint: Blueprint) -> Iterable[LintIssue]:
-    from ._expr import compile_expression
+    from flowcraft._flow.expr import compile_expression
 
     def check(node_id: str, text: object, where: str) -> LintIssue | None:
         if not isinstance(text, str) or text.startswith(CALLABLE_PREFIX):

@@ -1,0 +1,73 @@
+"""The serialized run: ``Envelope``, its waiting records and history entries, ``FORMAT``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["FORMAT", "Envelope", "HistoryEntry", "NodeError", "WaitKind", "WaitState"]
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+#: Envelope format written by this version. Older formats stay decodable (golden tests).
+FORMAT = 1
+
+
+WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
+
+
+class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One awaiting node, with what is needed to continue it."""
+
+    node_id: str
+    kind: WaitKind
+    since: AwareDatetime
+    input: Any = None
+    wake_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    note: str | None = None
+    by: str | None = None
+    sub: list[WaitState] = []  # a subflow's own waits (kind "subflow")
+
+
+class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Everything about a run. Fields are append-only: new ones get defaults."""
+
+    format: Annotated[int, msgspec.Meta(ge=1)]
+    run_id: str
+    blueprint_id: str
+    digest: str
+    revision: Annotated[int, msgspec.Meta(ge=0)]
+    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
+    state: dict[str, Any]
+    outputs: dict[str, Any]
+    waiting: list[WaitState] = []
+    history: list[HistoryEntry] = []
+    joins: dict[str, dict[int, list[tuple[bool, Any]]]] = {}
+    skipped: list[str] = []
+    errors: list[NodeError] = []
+    version: str | None = None
+    shape: bytes = b""
+
+
+class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A node failure recorded in a run (the run did not raise)."""
+
+    node_id: str
+    type: str
+    message: str
+    attempt: int
+    timestamp: datetime
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One pause, resume, fallback or cancellation in a run's life."""
+
+    event: Literal["pause", "resume", "fallback", "cancel", "timeout"]
+    node_id: str
+    at: datetime
+    reason: str | None = None
+    by: str | None = None
+    action: str | None = None

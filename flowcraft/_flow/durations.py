@@ -1,0 +1,74 @@
+"""Durations as the builder takes them (seconds, timedelta, "5m", ISO-8601); JSON durations."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from flowcraft._errors import InvalidDurationError
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+_SIMPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+_ISO = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a builder duration: seconds, timedelta, ``"5m"``-style or ISO-8601 string."""
+    if isinstance(value, bool):
+        raise InvalidDurationError(where, value, "a bool is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        seconds = _parse_duration_text(value, where)
+    else:
+        raise InvalidDurationError(where, value, f"unsupported type {type(value).__name__}")
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise InvalidDurationError(where, value, "must be a finite, non-negative number")
+    return seconds
+
+
+def _parse_duration_text(text: str, where: str) -> float:
+    match = _SIMPLE.match(text)
+    if match:
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    iso = _ISO.match(text.strip().upper())
+    if iso and text.strip().upper() not in ("P", "PT") and any(iso.groupdict().values()):
+        parts = {k: float(v) if v else 0.0 for k, v in iso.groupdict().items()}
+        return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    raise InvalidDurationError(where, text)
+
+
+def json_duration(value: object, where: str) -> float:
+    """Seconds from a blueprint-JSON duration: a number is milliseconds (TS), a string as above."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return parse_duration(value / 1000.0, where)
+    return parse_duration(value, where)
+
+
+def sleep_seconds(params: Mapping[str, Any] | None, where: str) -> float | datetime:
+    """A sleep node's duration in seconds, or its absolute wake time; validates its params."""
+    params = params or {}
+    duration, until = params.get("duration"), params.get("until")
+    if (duration is None) == (until is None):
+        raise InvalidDurationError(where, params, "give exactly one of duration or until")
+    if duration is not None:
+        return json_duration(duration, where)
+    if isinstance(until, str):
+        try:
+            until = datetime.fromisoformat(until)
+        except ValueError as exc:
+            raise InvalidDurationError(where, until, "until is not an ISO-8601 datetime") from exc
+    if not isinstance(until, datetime) or until.tzinfo is None:
+        raise InvalidDurationError(where, until, "until must be a timezone-aware datetime")
+    return until

@@ -1,0 +1,1 @@
+"""Durable runs: ``FlowService`` over the runtime's public API and the ``RunStore`` protocol."""
