@@ -10,18 +10,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 import msgspec
 
+from flowcraft._engine.config import Config
+from flowcraft._engine.load import load
 from flowcraft._engine.plan import Plan
+from flowcraft._engine.resume import resume
 from flowcraft._envelope.records import Envelope
 from flowcraft._errors import FlowcraftError, TimerNotDueError
 from flowcraft._values import RunResult, flat_waiting
-
-if TYPE_CHECKING:
-    from flowcraft._runtime import FlowRuntime
 
 __all__ = ["PendingTimer", "Scheduler"]
 
@@ -52,11 +52,11 @@ class Scheduler:
 
     def __init__(
         self,
-        runtime: FlowRuntime,
+        config: Config,
         interval: float,
         on_result: Callable[[RunResult], Any] | None,
     ) -> None:
-        self._rt = runtime
+        self._cfg = config
         self._interval = interval
         self._on_result = on_result
         self._runs: dict[str, _Entry] = {}
@@ -107,7 +107,7 @@ class Scheduler:
 
     async def tick(self) -> int:
         """Fire every deadline that is due now, earliest first; return how many fired."""
-        now = self._rt.clock.now()
+        now = self._cfg.clock.now()
         count = 0
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -116,8 +116,9 @@ class Scheduler:
                 continue  # replaced by a newer revision of its run, or already fired
             entry = self._runs[timer.run_id]
             try:
-                env = self._rt.load(entry.plan, entry.result)
-                result = await self._rt._resume(entry.plan, env, None, timer.node_id, fired=True)
+                env = load(self._cfg.codec, entry.plan, entry.result)
+                node_id = timer.node_id
+                result, _ = await resume(self._cfg, entry.plan, env, None, node_id, fired=True)
             except TimerNotDueError:
                 heapq.heappush(heap, (timer.due, next(self._seq), timer))
                 break
@@ -142,7 +143,7 @@ class Scheduler:
         return heap[0][0] if heap else None
 
     async def _loop(self) -> None:
-        clock = self._rt.clock
+        clock = self._cfg.clock
         while True:
             await self.tick()
             delay = self._interval

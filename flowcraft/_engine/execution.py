@@ -11,31 +11,34 @@ import contextvars
 import copy
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from types import MappingProxyType
+from typing import Any
 
 import anyio
 import msgspec
 
-from flowcraft._engine.calls import _FAILED, _OK, _PAUSED, NEVER_AWAITABLE, Calls
+from flowcraft._engine.calls import NEVER_AWAITABLE, invoke, invoke_with_timeout, maybe_await
+from flowcraft._engine.config import Config
 from flowcraft._engine.control import RunControl
-from flowcraft._engine.plan import Plan, PlanNode, pause_record
-from flowcraft._engine.routing import Routing
+from flowcraft._engine.load import new_envelope
+from flowcraft._engine.plan import Plan, PlanEdge, PlanNode, pause_record
 from flowcraft._engine.tasks import TaskSet
-from flowcraft._envelope.records import Envelope, HistoryEntry, WaitKind, WaitState
+from flowcraft._envelope.records import Envelope, HistoryEntry, NodeError, WaitKind, WaitState
 from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
 from flowcraft._events import EventBus, FlowEvent
-from flowcraft._node import Context, NodeContext, PauseRequested
-from flowcraft._values import REASONS, NodeResult, RunResult, pause_entry
+from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
+from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry
 
-if TYPE_CHECKING:
-    from flowcraft._runtime import FlowRuntime
+__all__ = ["Execution", "begin", "cancel", "execute", "finish"]
 
-__all__ = ["Execution"]
+_OK, _PAUSED, _FAILED = 0, 1, 2  # how one node's attempts ended (tuples tagged with these)
+_ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
 
 
-class Execution(Routing, Calls):
+class Execution:
     """One run or resume call: mutable state over a decoded envelope, driven to quiescence."""
 
     # Per-call defaults live on the class: a run/resume only pays for what it changes.
@@ -58,13 +61,13 @@ class Execution(Routing, Calls):
 
     def __init__(
         self,
-        rt: FlowRuntime,
+        cfg: Config,
         plan: Plan,
         env: Envelope,
         control: RunControl | None,
         waiting: dict[str, WaitState] | None = None,
     ) -> None:
-        self.rt = rt
+        self.cfg = cfg
         self.plan = plan
         self.nodes = plan.nodes
         self.env = env
@@ -82,15 +85,15 @@ class Execution(Routing, Calls):
             if self.checkpoint is not None:
                 self.inflight = {}
         self.ready: deque[tuple[str, Any, bool]] = deque()
-        if rt.concurrency == 1:
+        if cfg.concurrency == 1:
             self.serial = True
-        if rt.event_bus is not None:
-            self.bus = rt.event_bus
+        if cfg.event_bus is not None:
+            self.bus = cfg.event_bus
             self.pending_events = []
             self.plain = False
-        elif rt.has_hooks or not rt._lines:
+        elif cfg.has_hooks or not cfg.fast:  # the hot path and inline nodes are shortcuts
             self.plain = False
-        self.deps = rt.dependencies
+        self.deps = cfg.dependencies
         self.run_id = env.run_id
         self.shared_ctx = Context(state)
 
@@ -163,8 +166,8 @@ class Execution(Routing, Calls):
                     await self._inline(ready.popleft())
                 if len(ready) < 2 or self.halted:
                     continue
-            if self.limiter is None and self.rt.concurrency is not None:
-                self.limiter = anyio.CapacityLimiter(self.rt.concurrency)
+            if self.limiter is None and self.cfg.concurrency is not None:
+                self.limiter = anyio.CapacityLimiter(self.cfg.concurrency)
             self.tasks = TaskSet.create()
             try:
                 self._spawn()
@@ -244,7 +247,7 @@ class Execution(Routing, Calls):
     async def _checkpoint(self) -> None:
         """Hand the control's ``on_checkpoint`` a resumable snapshot of this moment."""
         assert self.checkpoint is not None
-        now = self.rt.clock.now()
+        now = self.cfg.clock.now()
         frontier = [
             WaitState(node_id, "control", now, value, note="checkpoint")
             for node_id, value, _ in (*self.ready, *self.inflight.values())
@@ -262,13 +265,13 @@ class Execution(Routing, Calls):
             history=list(self.history),
             revision=self.env.revision + 1,
         )
-        await self.checkpoint(self.rt.codec.encode(snapshot))
+        await self.checkpoint(self.cfg.codec.encode(snapshot))
 
     async def _step(self, node_id: str, value: Any, gate_open: bool) -> None:
         node = self.nodes[node_id]
         self.steps += 1
-        if self.steps > self.rt.max_steps:
-            err = RunLimitError(self.env.run_id, self.rt.max_steps)
+        if self.steps > self.cfg.max_steps:
+            err = RunLimitError(self.env.run_id, self.cfg.max_steps)
             self._record_error(node_id, err, 0)
             return
         if node.plain and self.plain:
@@ -285,10 +288,10 @@ class Execution(Routing, Calls):
                 ):
                     result = await result
             except PauseRequested as pause:
-                self._await(node_id, "node", value, note=pause.reason)
+                self.suspend(node_id, "node", value, note=pause.reason)
                 return
             except Exception as exc:
-                await self._failed(node, value, exc, 1)
+                await self.fail(node, value, exc, 1)
                 return
             action = None
             if type(result) is NodeResult:
@@ -313,27 +316,29 @@ class Execution(Routing, Calls):
         elif node.kind != "task":
             self._await_builtin(node, value)
         elif node.pause_before and not gate_open:
-            self._await(node.id, "gate", value, note="pause_before")
+            self.suspend(node.id, "gate", value, note="pause_before")
         else:
             outcome = await self._attempts(node, value)
             if outcome[0] == _OK:
                 self.complete(node, outcome[1], outcome[2])
             elif outcome[0] == _PAUSED:
-                self._await(node.id, "node", value, note=outcome[1])
+                self.suspend(node.id, "node", value, note=outcome[1])
             else:
-                await self._failed(node, value, outcome[1], outcome[2])
+                await self.fail(node, value, outcome[1], outcome[2])
         if self.pending_events:
             await self.flush()
 
     async def _subflow(self, node: PlanNode, value: Any) -> None:
         """Run the child blueprint in-process; its waits surface as this node's waits."""
         assert node.subflow is not None
-        child = self.rt.child_plan(node.subflow, self.plan)
+        child = self.cfg.child_plan(node.subflow, self.plan)
         if node.sub_inputs is None:
             state: dict[str, Any] = {"input": value}
         else:
             state = {name: self._lookup(key) for name, key in node.sub_inputs.items()}
-        result, env = await self.rt.start(child, state, f"{self.run_id}/{node.id}", nested=True)
+        # The general twin of ``start``: a child run starts on the engine, never the line.
+        env = new_envelope(child, state, f"{self.run_id}/{node.id}")
+        result, env = await execute(begin(self.cfg, child, env, None), nested=True)
         self.subflow_done(node, value, child, result, env)
 
     async def _scatter(self, node: PlanNode, items: Any) -> None:
@@ -375,7 +380,7 @@ class Execution(Routing, Calls):
         paused: list[WaitState],
     ) -> None:
         """Fold item outcomes into the batch: fail on the first failed item, await paused ones."""
-        now = self.rt.clock.now()
+        now = self.cfg.clock.now()
         for index in sorted(outcomes):
             outcome = outcomes[index]
             if outcome[0] == _FAILED:
@@ -407,7 +412,7 @@ class Execution(Routing, Calls):
     ) -> None:
         """Apply a child run's outcome to its subflow node."""
         if result.status == "awaiting":
-            now = self.rt.clock.now()
+            now = self.cfg.clock.now()
             self.waiting[node.id] = WaitState(
                 node.id,
                 "subflow",
@@ -439,11 +444,11 @@ class Execution(Routing, Calls):
         self.complete(node, output, None)
 
     def _await_builtin(self, node: PlanNode, value: Any) -> None:
-        wait = self.waiting[node.id] = pause_record(node, value, self.rt.now())
+        wait = self.waiting[node.id] = pause_record(node, value, self.cfg.now())
         if self.bus is not None:
             self.event("workflow:pause", node.id, {"reason": REASONS[wait.kind]})
 
-    def _await(
+    def suspend(
         self,
         node_id: str,
         kind: WaitKind,
@@ -455,7 +460,7 @@ class Execution(Routing, Calls):
         expires_at: datetime | None = None,
         now: datetime | None = None,
     ) -> None:
-        now = now or self.rt.clock.now()
+        now = now or self.cfg.clock.now()
         self.waiting[node_id] = WaitState(node_id, kind, now, value, wake_at, expires_at, note, by)
         if self.bus is not None:
             self.event("workflow:pause", node_id, {"reason": REASONS[kind]})
@@ -497,17 +502,17 @@ class Execution(Routing, Calls):
         if self.cancelled:
             env.status = "cancelled"
             reason, by = self.cancel_note
-            self.history.append(HistoryEntry("cancel", "", self.rt.clock.now(), reason, by))
+            self.history.append(HistoryEntry("cancel", "", self.cfg.clock.now(), reason, by))
         elif self.failed:
             env.status = "failed"
         else:
             control = self.control
             if self.ready and control is not None and control.pause_requested is not None:
                 reason, by = control.pause_requested
-                now = self.rt.clock.now()
+                now = self.cfg.clock.now()
                 while self.ready:
                     node_id, value, _ = self.ready.popleft()
-                    self._await(node_id, "control", value, note=reason, by=by, now=now)
+                    self.suspend(node_id, "control", value, note=reason, by=by, now=now)
             env.status = "awaiting" if self.waiting else "completed"
         if env.status in ("cancelled", "failed") and self.waiting:
             # Nothing can resume a finished run: its open pauses become plain history.
@@ -519,3 +524,350 @@ class Execution(Routing, Calls):
         if self.bus is not None:
             self.event("workflow:finish", None, {"status": env.status, "errors": len(env.errors)})
         return env
+
+    # --- calling nodes -----------------------------------------------------------------------
+
+    async def _attempts(self, node: PlanNode, value: Any) -> tuple[Any, ...]:
+        cfg = self.cfg
+        ctx = self.shared_ctx
+        last: Exception | None = None
+        instance: BaseNode | None = None
+        prepared: Any = None
+        if node.cls is not None:
+            # Class node: one instance and one prep() per execution; exec() is what is retried.
+            nctx = self._node_context(node, value, 1)
+            try:
+                instance = node.cls(node.params, node.id)
+                prepared = await maybe_await(instance.prep(nctx))
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as exc:
+                return await self._class_failed(node, instance, nctx, exc, 1)
+        for attempt in range(1, node.max_retries + 1):
+            if self.bus is not None:
+                ctx = Context(self.state, partial(self._context_change, node.id))
+                self.event("node:start", node.id, {"input": value, "attempt": attempt})
+            nctx = NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
+            try:
+                if instance is not None:
+                    call = partial(instance.exec, prepared)
+                    result = await invoke(self.cfg, node, nctx, call, node.timeout)
+                elif node.timeout is None:
+                    result = await invoke(self.cfg, node, nctx)
+                else:
+                    result = await invoke_with_timeout(self.cfg, node, nctx, node.timeout)
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as exc:
+                last = exc
+                if attempt < node.max_retries:
+                    self.event("node:retry", node.id, {"attempt": attempt, "error": repr(exc)})
+                    if self.pending_events:
+                        await self.flush()
+                    delay = node.retry_delay * node.retry_backoff ** (attempt - 1)
+                    if delay > 0:
+                        await cfg.clock.sleep(delay)
+                    continue
+                if instance is not None:
+                    return await self._class_failed(node, instance, nctx, exc, attempt)
+                self.event("node:error", node.id, {"error": repr(exc), "attempt": attempt})
+                return _FAILED, exc, attempt
+            if instance is not None:
+                try:
+                    result = await maybe_await(instance.post(result, nctx))
+                except PauseRequested as pause:
+                    return _PAUSED, pause.reason
+                except Exception as exc:
+                    return await self._class_failed(node, instance, nctx, exc, attempt, post=True)
+            if type(result) is NodeResult:
+                return _OK, result.output, result.action
+            return _OK, result, None
+        raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover
+
+    def _node_context(self, node: PlanNode, value: Any, attempt: int) -> NodeContext:
+        ctx = self.shared_ctx
+        if self.bus is not None:
+            ctx = Context(self.state, partial(self._context_change, node.id))
+        return NodeContext(ctx, value, node.params, self.deps, node.id, self.run_id, attempt)
+
+    async def _class_failed(
+        self,
+        node: PlanNode,
+        instance: BaseNode | None,
+        nctx: NodeContext,
+        exc: Exception,
+        attempt: int,
+        *,
+        post: bool = False,
+    ) -> tuple[Any, ...]:
+        """Every exec attempt failed (or prep/post raised): fallback(), post(), else recover()."""
+        error = exc
+        if instance is not None and not post:
+            try:
+                result = await maybe_await(instance.fallback(exc, nctx))
+                result = await maybe_await(instance.post(result, nctx))
+            except PauseRequested as pause:
+                return _PAUSED, pause.reason
+            except Exception as again:
+                error = again
+            else:
+                if type(result) is NodeResult:
+                    return _OK, result.output, result.action
+                return _OK, result, None
+        if instance is not None:
+            try:
+                await maybe_await(instance.recover(error, nctx))
+            except Exception as cleanup:  # a failing cleanup must not hide the real error
+                error.__context__ = cleanup
+        self.event("node:error", node.id, {"error": repr(error), "attempt": attempt})
+        return _FAILED, error, attempt
+
+    async def fail(self, node: PlanNode, value: Any, exc: Exception, attempt: int) -> None:
+        fb = self.nodes.get(node.fallback) if node.fallback else None
+        if fb is None or fb.kind != "task":
+            self._record_error(node.id, exc, attempt)
+            return
+        self.event("node:fallback", node.id, {"fallback": fb.id})
+        now = self.cfg.clock.now()
+        self.history.append(HistoryEntry("fallback", node.id, now, f"{type(exc).__name__}: {exc}"))
+        outcome = await self._attempts(fb, value)
+        if outcome[0] == _OK:
+            self.outputs[fb.id] = outcome[1]
+            self.complete(node, outcome[1], outcome[2])
+        elif outcome[0] == _PAUSED:
+            self.suspend(node.id, "node", value, note=outcome[1])
+        else:
+            self._cause(node.id, exc)
+            self._record_error(fb.id, outcome[1], outcome[2])
+
+    def _cause(self, node_id: str, exc: BaseException) -> None:
+        if "causes" not in self.__dict__:
+            self.causes = {}
+        self.causes.setdefault(node_id, exc)
+
+    def _record_error(self, node_id: str, exc: BaseException, attempt: int) -> None:
+        self.failed = True
+        self._cause(node_id, exc)
+        self.env.errors.append(
+            NodeError(
+                node_id=node_id,
+                type=type(exc).__name__,
+                message=str(exc),
+                attempt=attempt,
+                timestamp=self.cfg.clock.now(),
+            )
+        )
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    def complete(self, node: PlanNode, output: Any, action: str | None) -> None:
+        """Record a node's output and route along its edges."""
+        self.outputs[node.id] = output
+        if node.id in self.skipped:
+            self.skipped.discard(node.id)
+        if self.bus is not None:
+            self.event("node:finish", node.id, {"output": output, "action": action})
+        if not node.out:
+            return
+        routes = node.routes
+        if routes is not None:  # nothing to evaluate: hand the output on, kill what is not taken
+            route = routes.get(action) if action is not None else None
+            targets, dead = route if route is not None else routes[None]
+            for target in targets:
+                self.ready.append((target, output, False))
+            if dead:
+                self._kill(dead)
+            return
+        try:
+            self._route(node, output, action)
+        except Exception as exc:  # a user condition/transform raised: the source node fails
+            self._record_error(node.id, exc, 0)
+
+    def _route(self, node: PlanNode, output: Any, action: str | None) -> None:
+        ec: EdgeContext | None = None
+        taken: list[PlanEdge] = []
+        if action is not None:
+            for edge in node.by_action.get(action, ()):
+                if edge.condition is None:
+                    taken.append(edge)
+                    continue
+                ec = ec or self._edge_context(output, action)
+                if self._check(edge, ec):
+                    taken.append(edge)
+        if not taken:
+            for edge in node.default:
+                if edge.condition is None:
+                    taken.append(edge)
+                    continue
+                ec = ec or self._edge_context(output, action)
+                if self._check(edge, ec):
+                    taken.append(edge)
+        # A taken back edge means the loop goes on: the node's other exits are undecided, not dead.
+        looping = False
+        values: list[Any] = []
+        for edge in taken:
+            looping = looping or edge.back
+            value = output
+            if edge.transform is not None:
+                ec = ec or self._edge_context(output, action)
+                value = edge.transform(ec)
+            values.append(value)
+        for edge, value in zip(taken, values, strict=True):
+            self._arrive(edge, True, value)
+        if len(taken) < len(node.out) and not looping:
+            chosen = set(taken)
+            dead = [e for e in node.out if not e.back and e not in chosen]
+            if dead:
+                self._kill(dead)
+
+    def _edge_context(self, output: Any, action: str | None) -> EdgeContext:
+        return EdgeContext(
+            input=output,
+            result=NodeResult(output=output, action=action),
+            context=MappingProxyType(self.state),
+        )
+
+    def _check(self, edge: PlanEdge, ec: EdgeContext) -> bool:
+        assert edge.condition is not None
+        ok = bool(edge.condition(ec))
+        if self.bus is not None:
+            self.event("edge:evaluate", edge.source, {"target": edge.target, "result": ok})
+        return ok
+
+    def _arrive(self, edge: PlanEdge, fired: bool, value: Any) -> bool:
+        """Deliver a token along ``edge``; return True if the target was skipped."""
+        target = self.nodes[edge.target]
+        if edge.back:
+            if fired:
+                self.ready.append((target.id, value, False))
+            return False
+        if len(target.fwd_in) == 1:
+            if fired:
+                self.ready.append((target.id, value, False))
+                return False
+            return True
+        buf = self.env.joins.get(target.id)
+        if buf is None:
+            buf = self.env.joins[target.id] = {}
+        queue = buf.get(edge.index)
+        if queue is None:
+            queue = buf[edge.index] = [(fired, value)]
+        else:
+            queue.append((fired, value))
+        if target.join_any:
+            # Tokens queue per edge; the k-th token of every edge makes activation k. An "any"
+            # join runs at the first fired token of each activation, once.
+            ran = buf.get(_ANY_RAN)
+            if ran is None:
+                ran = buf[_ANY_RAN] = []
+            activation = len(queue) - 1
+            while len(ran) <= activation:
+                ran.append((False, None))
+            if fired and not ran[activation][0]:
+                ran[activation] = (True, None)
+                self.ready.append((target.id, value, False))
+        if len(buf) - (_ANY_RAN in buf) < len(target.fwd_in):
+            return False
+        # Every incoming edge has delivered: consume one token per edge (one activation).
+        arrived: dict[str, Any] = {}
+        for e in target.fwd_in:
+            tokens = buf[e.index]
+            f, v = tokens.pop(0)
+            if not tokens:
+                del buf[e.index]
+            if f:
+                arrived[e.source] = v
+        any_ran = False
+        if target.join_any:
+            ran = buf[_ANY_RAN]
+            any_ran = ran.pop(0)[0]
+            if not ran:
+                del buf[_ANY_RAN]
+        if not buf:
+            del self.env.joins[target.id]
+        if target.join_any:
+            return not any_ran
+        if arrived:
+            self.ready.append((target.id, arrived, False))
+            return False
+        return True
+
+    def _kill(self, edges: list[PlanEdge]) -> None:
+        """Propagate dead paths: skip nodes none of whose incoming edges can fire any more."""
+        stack = list(edges)
+        while stack:
+            edge = stack.pop()
+            if self._arrive(edge, False, None):
+                target = self.nodes[edge.target]
+                if not self.skipped:
+                    self.skipped = set()
+                self.skipped.add(target.id)
+                if self.bus is not None:
+                    self.event("node:skipped", target.id, {"edge": [edge.source, edge.target]})
+                stack.extend(e for e in target.out if not e.back)
+
+    def _resolve_inputs(self, inputs: str | dict[str, str]) -> Any:
+        if isinstance(inputs, str):
+            return self._lookup(inputs)
+        return {name: self._lookup(key) for name, key in inputs.items()}
+
+    def _lookup(self, key: str) -> Any:
+        if key in self.outputs:
+            return self.outputs[key]
+        if key.startswith("_outputs."):
+            return self.outputs.get(key[9:])
+        return self.state.get(key)
+
+
+# --- one call, start to finish --------------------------------------------------------------------
+
+
+def begin(cfg: Config, plan: Plan, env: Envelope, control: RunControl | None) -> Execution:
+    """A new run's execution, its start nodes ready."""
+    ex = Execution(cfg, plan, env, control)
+    if cfg.event_bus is not None:
+        ex.event("workflow:start", None, {})
+    ex.ready.extend(plan.start_items)
+    return ex
+
+
+def cancel(
+    cfg: Config, plan: Plan, env: Envelope, reason: str | None, by: str | None
+) -> Awaitable[tuple[RunResult, Envelope]]:
+    """End an awaiting run as ``cancelled``, keeping everything done so far."""
+    ex = Execution(cfg, plan, env, None)
+    ex.cancelled = True
+    ex.cancel_note = (reason, by)
+    return execute(ex)
+
+
+async def execute(ex: Execution, nested: bool = False) -> tuple[RunResult, Envelope]:
+    """Drive ``ex`` until nothing is runnable; seal, encode and report it."""
+    await ex.drive()
+    env = ex.seal()
+    if ex.pending_events:
+        await ex.flush()
+    return finish(ex.cfg, ex.plan, env, ex.causes, nested)
+
+
+def finish(
+    cfg: Config, plan: Plan, env: Envelope, causes: Mapping[str, BaseException], nested: bool
+) -> tuple[RunResult, Envelope]:
+    """Encode a finished call's envelope into its result; show it to the observers."""
+    result = RunResult(
+        status=env.status,  # type: ignore[arg-type]  # "running" never reaches a result
+        run_id=env.run_id,
+        revision=env.revision,
+        context=env.state,
+        outputs=env.outputs,
+        serialized_context=cfg.codec.encode(env),
+        errors=tuple(env.errors) if env.errors else (),
+        blueprint_id=env.blueprint_id,
+        _waiting=env.waiting,
+        _past=env.history,
+        _causes=causes,
+    )
+    if not nested:  # a subflow's timers belong to its parent run
+        for observe in cfg.observers:
+            observe(plan, result, env)
+    return result, env

@@ -11,46 +11,44 @@ that both give the same contexts on random flows.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from flowcraft._engine.calls import NEVER_AWAITABLE
-from flowcraft._engine.execution import Execution
-from flowcraft._engine.load import parse_data
+from flowcraft._engine.config import Config
+from flowcraft._engine.execution import Execution, execute, finish
 from flowcraft._engine.plan import pause_record
 from flowcraft._envelope.records import Envelope, HistoryEntry
 from flowcraft._node import Context, NodeContext, PauseRequested
-from flowcraft._values import NodeResult, ResumeData, RunResult, pause_entry
+from flowcraft._values import NodeResult, RunResult, pause_entry
 
 if TYPE_CHECKING:
     from flowcraft._engine.plan import Plan, PlanNode
-    from flowcraft._runtime import FlowRuntime
 
-__all__ = ["line_targets", "quick_resume", "resume_line", "run_line"]
+__all__ = ["line_targets", "resume_line", "run_line"]
 
 
 async def run_line(
-    rt: FlowRuntime, plan: Plan, env: Envelope, node_id: str, value: Any, nested: bool
+    cfg: Config, plan: Plan, env: Envelope, node_id: str, value: Any, nested: bool
 ) -> tuple[RunResult, Envelope]:
     """Run from ``node_id`` (nothing else ready or waiting) until a pause or the end."""
     nodes = plan.nodes
     outputs = env.outputs
     ctx = Context(env.state)
-    deps = rt.dependencies
+    deps = cfg.dependencies
     run_id = env.run_id
-    limit = rt.max_steps
+    limit = cfg.max_steps
     steps = 0
     while True:
         node = nodes[node_id]
         if not node.line or steps >= limit:
             if node.builtin_pause and steps < limit:
-                env.waiting = [pause_record(node, value, rt.now())]
+                env.waiting = [pause_record(node, value, cfg.now())]
                 env.status = "awaiting"
                 break
-            ex = _engine(rt, plan, env, steps)
+            ex = _engine(cfg, plan, env, steps)
             ex.ready.append((node_id, value, False))
-            return await rt._execute(ex, nested)
+            return await execute(ex, nested)
         steps += 1
         fn = node.call
         assert fn is not None  # a line node is a plain task
@@ -61,17 +59,17 @@ async def run_line(
             ):
                 result = await result
         except PauseRequested as pause:
-            ex = _engine(rt, plan, env, steps)
-            ex._await(node_id, "node", value, note=pause.reason)
-            return await rt._execute(ex, nested)
+            ex = _engine(cfg, plan, env, steps)
+            ex.suspend(node_id, "node", value, note=pause.reason)
+            return await execute(ex, nested)
         except Exception as exc:
-            ex = _engine(rt, plan, env, steps)
-            await ex._failed(node, value, exc, 1)
-            return await rt._execute(ex, nested)
+            ex = _engine(cfg, plan, env, steps)
+            await ex.fail(node, value, exc, 1)
+            return await execute(ex, nested)
         if type(result) is NodeResult:
-            ex = _engine(rt, plan, env, steps)
+            ex = _engine(cfg, plan, env, steps)
             ex.complete(node, result.output, result.action)
-            return await rt._execute(ex, nested)
+            return await execute(ex, nested)
         outputs[node_id] = result
         if not node.direct:
             env.status = "completed"
@@ -79,7 +77,7 @@ async def run_line(
         node_id = node.direct[0]
         value = result
     env.revision += 1
-    return rt._report(plan, env, {}, nested)
+    return finish(cfg, plan, env, {}, nested)
 
 
 def line_targets(node: PlanNode, action: str | None) -> tuple[str, ...] | None:
@@ -98,7 +96,7 @@ def line_targets(node: PlanNode, action: str | None) -> tuple[str, ...] | None:
 
 
 async def resume_line(
-    rt: FlowRuntime,
+    cfg: Config,
     plan: Plan,
     env: Envelope,
     targets: tuple[str, ...],
@@ -124,48 +122,14 @@ async def resume_line(
     history.append(HistoryEntry(event, w.node_id, now, None, by, action))
     env.outputs[w.node_id] = output
     if targets:
-        return await run_line(rt, plan, env, targets[0], output, nested)
+        return await run_line(cfg, plan, env, targets[0], output, nested)
     env.status = "completed"
     env.revision += 1
-    return rt._report(plan, env, {}, nested)
+    return finish(cfg, plan, env, {}, nested)
 
 
-def quick_resume(
-    rt: FlowRuntime,
-    plan: Plan,
-    env: Envelope,
-    data: ResumeData,
-    node_id: str | None,
-    by: str | None,
-) -> Awaitable[tuple[RunResult, Envelope]] | None:
-    """The awaitable of a resume that a few lookups prove valid, or ``None``: check it fully.
-
-    Valid at a glance: the run awaits one plain ``wait`` (no deadline passed, no schema), the
-    data is ``{"output": ..., "action": ...}``, and the action leads on in a straight line
-    (``PlanNode.quick``). Anything else, including every mistake, takes the general path,
-    which raises the specific error.
-    """
-    waits = env.waiting
-    if env.status != "awaiting" or len(waits) != 1 or env.joins or env.skipped:
-        return None
-    w = waits[0]
-    if w.kind != "wait" or (node_id is not None and node_id != w.node_id):
-        return None
-    quick = plan.nodes[w.node_id].quick
-    if quick is None:
-        return None
-    output, action, who, _ = parse_data(data, env.run_id, node_id)
-    route = quick.get(action)
-    now = rt.now()
-    if route is None or (w.expires_at is not None and now >= w.expires_at):
-        return None
-    targets, skipped = route
-    who = by if by is not None else who
-    return resume_line(rt, plan, env, targets, output, action, who, now, "resume", False, skipped)
-
-
-def _engine(rt: FlowRuntime, plan: Plan, env: Envelope, steps: int) -> Execution:
+def _engine(cfg: Config, plan: Plan, env: Envelope, steps: int) -> Execution:
     """Hand the run to the engine as it stands: nothing is waiting, nothing else is ready."""
-    ex = Execution(rt, plan, env, None, {})
+    ex = Execution(cfg, plan, env, None, {})
     ex.steps = steps
     return ex

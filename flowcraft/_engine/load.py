@@ -1,24 +1,108 @@
-"""Loading contexts safely: structural checks against the blueprint, typed state, migration."""
+"""Envelopes against plans: a new run's envelope, a decoded one checked, typed state, migration."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from flowcraft._engine.plan import Plan
-from flowcraft._envelope.records import Envelope, WaitState
+from flowcraft._engine.plan import Plan, describe_changes
+from flowcraft._envelope.codec import Codec
+from flowcraft._envelope.records import FORMAT, Envelope, WaitState
 from flowcraft._errors import (
     BlueprintMismatchError,
     ContextDecodeError,
     ResumeDataError,
     SerializationError,
 )
-from flowcraft._values import Resume, ResumeData
+from flowcraft._values import Resume, ResumeData, RunResult
 
-__all__ = ["ContextView", "adopt", "check_envelope", "parse_data", "type_state"]
+__all__ = [
+    "ContextView",
+    "adopt",
+    "bytes_of",
+    "check_envelope",
+    "load",
+    "new_envelope",
+    "parse_data",
+    "type_state",
+]
+
+
+def new_envelope(
+    plan: Plan, initial_state: Mapping[str, Any] | None, run_id: str | None
+) -> Envelope:
+    """The envelope of a new run of ``plan``, its state typed when the flow declares a type."""
+    env = Envelope(
+        FORMAT,
+        run_id or new_run_id(),
+        plan.blueprint.id,
+        plan.short_digest,
+        0,
+        "running",
+        dict(initial_state) if initial_state else {},
+        {},
+        version=plan.version,
+        shape=plan.shape,
+    )
+    if plan.state_hints and env.state:
+        type_state(plan, env, initial=True)
+    return env
+
+
+def load(
+    codec: Codec,
+    plan: Plan,
+    serialized_context: bytes | RunResult,
+    migrate: Callable[[ContextView], Any] | None = None,
+    allow_change: bool = False,
+) -> Envelope:
+    """Decode a context and check it against the plan's blueprint (migrating it if allowed)."""
+    env = codec.decode(
+        serialized_context if type(serialized_context) is bytes else bytes_of(serialized_context)
+    )
+    bp = plan.blueprint
+    if env.blueprint_id != bp.id or env.digest != plan.short_digest:
+        changes = describe_changes(env.shape, bp) if env.blueprint_id == bp.id else ""
+        if env.blueprint_id != bp.id or not (allow_change or migrate is not None):
+            raise BlueprintMismatchError(
+                env.run_id, (env.blueprint_id, env.digest), (bp.id, plan.digest), changes
+            )
+        adopt(plan, env, migrate)
+    else:
+        check_envelope(plan, env)
+    if plan.state_hints and env.state:
+        type_state(plan, env)
+    return env
+
+
+def bytes_of(context: bytes | RunResult) -> bytes:
+    """The context bytes, given the bytes or the ``RunResult`` that carries them."""
+    return context.serialized_context if isinstance(context, RunResult) else context
+
+
+_ID_BYTES = 12
+_ID_POOL = 256
+_ids: list[bytes] = []
+
+
+def new_run_id() -> str:
+    """96 random bits as hex: unique across processes without coordination.
+
+    ``os.urandom`` is read for 256 ids at a time (one system call instead of 256); a forked
+    child drops the parent's pool so the two never hand out the same ids.
+    """
+    if not _ids:
+        pool = os.urandom(_ID_BYTES * _ID_POOL)
+        _ids.extend(pool[i : i + _ID_BYTES] for i in range(0, len(pool), _ID_BYTES))
+    return _ids.pop().hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.clear)
 
 
 _NESTED = ("subflow", "batch")

@@ -1,25 +1,31 @@
-"""Resume internals of ``FlowRuntime``: checking a target, resuming in a batch or a subflow.
+"""Resuming, in one place: parse the data, select the targets, admit each, apply.
 
-``FlowRuntime._resume_env`` chooses what a resume targets and keeps the common case (one wait,
-then the straight line) to itself; it calls ``admit`` to check each target before anything
-changes, and hands a path into a paused batch item or a subflow's wait to ``resume_batch`` or
-``resume_child``, which apply it and run the parent on.
+``resume`` chooses what a resume targets; it calls ``admit`` to check each target before
+anything changes, and hands a path into a paused batch item or a subflow's wait to
+``resume_batch`` or ``resume_child``, which apply it and run the parent on. ``quick_resume`` is the
+shortcut for the common approval (one plain wait, plain data, a straight line after it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from flowcraft._engine.config import Config
 from flowcraft._engine.control import RunControl
-from flowcraft._engine.execution import Execution
+from flowcraft._engine.execution import Execution, execute
+from flowcraft._engine.line import line_targets, resume_line
+from flowcraft._engine.load import load, parse_data
 from flowcraft._engine.plan import Plan
 from flowcraft._envelope.records import Envelope, HistoryEntry, WaitState
 from flowcraft._errors import (
+    AmbiguousResumeError,
     ContextDecodeError,
     NodeNotAwaitingError,
+    NotAwaitingError,
     ResumeDataError,
     TimerNotDueError,
     UnknownActionError,
@@ -28,10 +34,7 @@ from flowcraft._errors import (
 from flowcraft._flow.parts import iter_known_actions
 from flowcraft._values import ResumeData, RunResult, flat_waiting, pause_entry
 
-if TYPE_CHECKING:
-    from flowcraft._runtime import FlowRuntime
-
-__all__ = ["admit", "resume_batch", "resume_child"]
+__all__ = ["admit", "quick_resume", "resume", "resume_batch", "resume_child"]
 
 
 def admit(
@@ -87,7 +90,7 @@ def admit(
 
 
 async def resume_batch(
-    rt: FlowRuntime,
+    cfg: Config,
     plan: Plan,
     env: Envelope,
     parent: WaitState,
@@ -112,18 +115,18 @@ async def resume_batch(
         )
     stored = parent.input if isinstance(parent.input, dict) else {}
     items, results = list(stored.get("items", ())), list(stored.get("results", ()))
-    ex = Execution(rt, plan, env, control)
+    ex = Execution(cfg, plan, env, control)
     del ex.waiting[parent.node_id]
     ex.history.append(msgspec.structs.replace(pause_entry(paused[item]), node_id=path))
-    ex.history.append(HistoryEntry("resume", path, rt.clock.now(), None, by, None))
+    ex.history.append(HistoryEntry("resume", path, cfg.clock.now(), None, by, None))
     rest = [w for w in parent.sub if w.node_id != item]
     results[int(item)] = output
     ex.batch_done(plan.nodes[parent.node_id], items, results, {}, rest)
-    return await rt._execute(ex, nested)
+    return await execute(ex, nested)
 
 
 async def resume_child(
-    rt: FlowRuntime,
+    cfg: Config,
     plan: Plan,
     env: Envelope,
     parent: WaitState,
@@ -139,27 +142,185 @@ async def resume_child(
     """Resume a wait inside a subflow, then continue the parent with the child's outcome."""
     node = plan.nodes[parent.node_id]
     assert node.subflow is not None
-    child = rt.child_plan(node.subflow, plan)
+    child = cfg.child_plan(node.subflow, plan)
     stored = parent.input if isinstance(parent.input, dict) else {}
     context = stored.get("context")
     if not isinstance(context, bytes):
         raise ContextDecodeError(f"run {env.run_id!r}: subflow {parent.node_id!r} lost its context")
-    child_env = rt.load(child, context)  # digest, structure and typed state, like any load
+    child_env = load(cfg.codec, child, context)  # digest, structure and typed state, like any load
     # The child validates first: a refused resume raises before the parent changes.
     try:
-        result, new_env = await rt._resume_env(
+        result, new_env = await resume(
+            cfg,
             child, child_env, data, child_id, control=control, by=by, fired=fired, nested=True
         )
     except NodeNotAwaitingError:
         paths = tuple(path for path, _ in flat_waiting(env.waiting))
         raise NodeNotAwaitingError(env.run_id, f"{parent.node_id}/{child_id}", paths) from None
-    ex = Execution(rt, plan, env, control)
+    ex = Execution(cfg, plan, env, control)
     del ex.waiting[parent.node_id]
-    now = rt.clock.now()
+    now = cfg.clock.now()
     path = f"{parent.node_id}/{child_id}"
     for sub_path, record in flat_waiting(parent.sub):
         if sub_path == child_id:
             ex.history.append(msgspec.structs.replace(pause_entry(record), node_id=path))
     ex.history.append(HistoryEntry("resume", path, now, None, by, action))
     ex.subflow_done(node, stored.get("input"), child, result, new_env)
-    return await rt._execute(ex, nested)
+    return await execute(ex, nested)
+
+
+def resume(
+    cfg: Config,
+    plan: Plan,
+    env: Envelope,
+    data: ResumeData,
+    node_id: str | None,
+    *,
+    control: RunControl | None = None,
+    by: str | None = None,
+    fired: bool = False,
+    nested: bool = False,
+) -> Awaitable[tuple[RunResult, Envelope]]:
+    """Check a resume (raising before anything changes); return the awaitable that applies it.
+
+    This is every resume's home: parse the data, select the targets (the one pause, a named node,
+    every control-paused node, a batch item or a subflow's wait by path), ``admit`` each target,
+    then apply: on the straight line when it can (``resume_line``), else on the engine.
+    ``quick_resume`` is its shortcut for the common approval.
+    """
+    run_id = env.run_id
+    waits = env.waiting
+    if env.status != "awaiting" or not waits:
+        raise NotAwaitingError(run_id, env.status)
+    output, action, who, has_output = parse_data(data, run_id, node_id)
+    who = by if by is not None else who
+    first = waits[0]
+    waiting: dict[str, WaitState] | None = None
+    if (
+        len(waits) == 1
+        and (node_id is None or node_id == first.node_id)
+        and first.kind not in ("subflow", "batch")
+    ):
+        targets = waits  # the common case: the one pause of the run, named or not
+    else:
+        waiting = {w.node_id: w for w in waits}
+        for w in waits:
+            if w.sub:  # batch/subflow records hold waits of their own, listed by path
+                paths = [path for path, _ in flat_waiting(waits)]
+                break
+        else:
+            paths = list(waiting)
+        if node_id is None and len(paths) == 1:
+            node_id = paths[0] if "/" in paths[0] else None
+        if node_id is not None and node_id not in waiting and "/" in node_id:
+            head, rest = node_id.split("/", 1)
+            parent = waiting.get(head)
+            if parent is not None and parent.kind == "batch":
+                return resume_batch(
+                    cfg,
+                    plan,
+                    env,
+                    parent,
+                    rest,
+                    output,
+                    action,
+                    has_output,
+                    control=control,
+                    by=who,
+                    nested=nested,
+                )
+            if parent is not None and parent.kind == "subflow":
+                return resume_child(
+                    cfg,
+                    plan,
+                    env,
+                    parent,
+                    rest,
+                    data,
+                    action,
+                    control=control,
+                    by=who,
+                    fired=fired,
+                    nested=nested,
+                )
+        if node_id is None:
+            controls = [w for w in waits if w.kind == "control"] if data is None else []
+            if len(paths) == 1 and first.kind not in ("subflow", "batch"):
+                targets = list(waiting.values())
+            elif controls:
+                targets = controls  # continue a paused run: every control-paused node at once
+            else:
+                raise AmbiguousResumeError(run_id, tuple(paths))
+        else:
+            target = waiting.get(node_id)
+            if target is None or target.kind in ("subflow", "batch"):
+                raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
+            targets = [target]
+    now = cfg.now()
+    for w in targets:
+        output, action = admit(plan, w, output, action, has_output, now, fired, run_id)
+    if (
+        targets is waits
+        and first.kind in ("wait", "timer")
+        and control is None
+        and not env.joins
+        and not env.skipped
+        and cfg.line
+    ):
+        if first.kind == "timer":
+            output = first.input  # a sleep hands its input on
+        line = line_targets(plan.nodes[first.node_id], action)
+        if line is not None:  # the common case: the run goes on in a straight line
+            event: Any = "timeout" if fired and first.kind == "wait" else "resume"
+            return resume_line(cfg, plan, env, line, output, action, who, now, event, nested)
+
+    # Everything checked: from here on the resume is applied.
+    ex = Execution(cfg, plan, env, control, waiting)
+    if cfg.event_bus is not None:
+        ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
+    for w in targets:
+        del ex.waiting[w.node_id]
+        event = "timeout" if fired and w.kind == "wait" else "resume"
+        ex.history.append(pause_entry(w))
+        ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
+        if w.kind in ("wait", "node"):
+            ex.complete(plan.nodes[w.node_id], output, action)
+        elif w.kind == "timer":
+            ex.complete(plan.nodes[w.node_id], w.input, None)
+        else:  # a gate opens; a node paused by RunControl meets its gate again, if it has one
+            ex.ready.append((w.node_id, w.input, w.kind == "gate"))
+    return execute(ex, nested)
+
+
+def quick_resume(
+    cfg: Config,
+    plan: Plan,
+    env: Envelope,
+    data: ResumeData,
+    node_id: str | None,
+    by: str | None,
+) -> Awaitable[tuple[RunResult, Envelope]] | None:
+    """The awaitable of a resume that a few lookups prove valid, or ``None``: check it fully.
+
+    The shortcut of ``resume`` (its general twin). Valid at a glance: the run awaits one plain
+    ``wait`` (no deadline passed, no schema), the data is ``{"output": ..., "action": ...}``,
+    and the action leads on in a straight line (``PlanNode.quick``). Anything else, including
+    every mistake, takes ``resume``, which raises the specific error.
+    """
+    waits = env.waiting
+    if env.status != "awaiting" or len(waits) != 1 or env.joins or env.skipped:
+        return None
+    w = waits[0]
+    if w.kind != "wait" or (node_id is not None and node_id != w.node_id):
+        return None
+    quick = plan.nodes[w.node_id].quick
+    if quick is None:
+        return None
+    output, action, who, _ = parse_data(data, env.run_id, node_id)
+    route = quick.get(action)
+    now = cfg.now()
+    if route is None or (w.expires_at is not None and now >= w.expires_at):
+        return None
+    targets, skipped = route
+    who = by if by is not None else who
+    return resume_line(cfg, plan, env, targets, output, action, who, now, "resume", False, skipped)
