@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import msgspec
 
@@ -14,12 +14,40 @@ from flowcraft._errors import BlueprintError, InvalidBlueprintError, InvalidDura
 from flowcraft._flow.blueprint import Blueprint, validate
 from flowcraft._flow.durations import parse_duration
 from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeConfig, NodeDefinition
+from flowcraft._values import ResumeData, RunResult
 
-if TYPE_CHECKING:
-    from flowcraft._runtime import FlowRuntime
-    from flowcraft._values import ResumeData, RunResult
+__all__ = ["Flow", "Runner", "create_flow"]
 
-__all__ = ["Flow", "create_flow"]
+
+class Runner(Protocol):
+    """What ``Flow.run``/``Flow.resume`` need of a runtime (``FlowRuntime`` is one).
+
+    The builder knows no runtime: it names the two calls it forwards to, nothing else.
+    """
+
+    async def run(
+        self,
+        blueprint: Blueprint,
+        initial_state: Mapping[str, Any] | None = None,
+        *,
+        registry: Mapping[str, object] | None = None,
+        run_id: str | None = None,
+        control: Any = None,
+    ) -> RunResult: ...
+
+    async def resume(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | RunResult,
+        data: ResumeData = None,
+        node_id: str | None = None,
+        *,
+        registry: Mapping[str, object] | None = None,
+        control: Any = None,
+        by: str | None = None,
+        migrate: Any = None,
+        allow_blueprint_change: bool = False,
+    ) -> RunResult: ...
 
 _DEFAULTS = NodeConfig()
 
@@ -333,14 +361,14 @@ class Flow:
         return self._registry_view
 
     async def run(
-        self, runtime: FlowRuntime, state: Mapping[str, Any] | None = None, **kw: Any
+        self, runtime: Runner, state: Mapping[str, Any] | None = None, **kw: Any
     ) -> RunResult:
         """Run this flow on ``runtime`` (shorthand passing this flow's blueprint and registry)."""
         return await runtime.run(self.to_blueprint(), state, registry=self.registry, **kw)
 
     async def resume(
         self,
-        runtime: FlowRuntime,
+        runtime: Runner,
         ctx: bytes | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
