@@ -6,8 +6,10 @@ Build a flow with ``create_flow``, freeze it with ``to_blueprint()``, run it wit
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from flowcraft._clock import Clock, SystemClock
-from flowcraft._engine.control import RunControl
+from flowcraft._control import RunControl
 from flowcraft._engine.load import ContextView
 from flowcraft._envelope.codec import Serializer
 from flowcraft._envelope.records import HistoryEntry, NodeError
@@ -47,6 +49,7 @@ from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
+from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import FlowService, UnknownFlowError
 from flowcraft._values import (
     Awaiting,
@@ -58,7 +61,10 @@ from flowcraft._values import (
     RunStatus,
 )
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("flowcraft")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
 
 __all__ = (
     "AmbiguousResumeError",
@@ -74,6 +80,7 @@ __all__ = (
     "ContextIntegrityError",
     "ContextView",
     "DuplicateNodeError",
+    "DurableScheduler",
     "EVENT_NAMES",
     "EdgeContext",
     "EdgeDefinition",

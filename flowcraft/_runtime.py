@@ -15,8 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from flowcraft._clock import Clock, SystemClock
+from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
-from flowcraft._engine.control import RunControl
 from flowcraft._engine.execution import begin, cancel, execute
 from flowcraft._engine.line import run_line
 from flowcraft._engine.load import ContextView, bytes_of, load, new_envelope

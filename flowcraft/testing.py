@@ -206,7 +206,7 @@ class Stepper:
 
     async def next(self, data: Any = None, node_id: str | None = None) -> RunResult:
         """Run one wave of ready nodes (or resume a real wait with ``data``)."""
-        from flowcraft._engine.control import RunControl
+        from flowcraft._control import RunControl
 
         control = RunControl()
         control.stepping = True

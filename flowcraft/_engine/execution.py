@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 import msgspec
 
+from flowcraft._control import RunControl
 from flowcraft._engine.calls import NEVER_AWAITABLE, invoke, invoke_with_timeout, maybe_await
 from flowcraft._engine.config import Config
-from flowcraft._engine.control import RunControl
 from flowcraft._engine.load import new_envelope
 from flowcraft._engine.plan import Plan, PlanEdge, PlanNode, pause_record
 from flowcraft._engine.tasks import TaskSet

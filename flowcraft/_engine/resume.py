@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
+from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
-from flowcraft._engine.control import RunControl
 from flowcraft._engine.execution import Execution, execute
 from flowcraft._engine.line import line_targets, resume_line
 from flowcraft._engine.load import load, parse_data

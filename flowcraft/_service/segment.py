@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from flowcraft._engine.control import RunControl
+from flowcraft._control import RunControl
 from flowcraft._errors import ResumeError, RevisionConflictError, StoreError
 from flowcraft._values import Resume, ResumeData, RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun

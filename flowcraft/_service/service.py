@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import anyio
 import msgspec
 
-from flowcraft._engine.control import RunControl
+from flowcraft._control import RunControl
 from flowcraft._errors import (
     FlowcraftError,
     NotAwaitingError,

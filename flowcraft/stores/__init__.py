@@ -1,4 +1,4 @@
-"""Durable runs: the ``RunStore`` protocol, its implementations, and ``FlowService``.
+"""Where durable runs are kept: the ``RunStore`` protocol and its implementations.
 
 ``SqliteStore()`` is the embedded default (a file in the working directory). ``RedisStore`` and
 ``PostgresStore`` need the ``redis`` / ``postgres`` extras, imported only when first used.
@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import Any
 
-from flowcraft._service.scheduler import DurableScheduler
 from flowcraft.stores._base import (
     HistoryRecord,
     RunExistsError,
@@ -21,9 +21,6 @@ from flowcraft.stores._memory import MemoryStore
 from flowcraft.stores._postgres import PostgresStore
 from flowcraft.stores._redis import RedisStore
 from flowcraft.stores._sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from flowcraft._service.service import FlowService
 
 __all__ = (
     "DurableScheduler",
@@ -41,10 +38,10 @@ __all__ = (
 )
 
 
-def __getattr__(name: str) -> object:
-    # FlowService imports this package; resolving it lazily avoids an import cycle.
-    if name == "FlowService":
-        from flowcraft._service.service import FlowService
-
-        return FlowService
+def __getattr__(name: str) -> Any:
+    # FlowService and DurableScheduler live in the service layer, above the stores. They are
+    # offered here too, where they used to be, without this package importing that layer (type
+    # checkers see them as Any here; `from flowcraft import FlowService` is the typed home).
+    if name in ("DurableScheduler", "FlowService"):
+        return getattr(importlib.import_module("flowcraft"), name)
     raise AttributeError(f"module 'flowcraft.stores' has no attribute {name!r}")
