@@ -192,110 +192,9 @@ def compile_plan(
     bp: Blueprint, registry: Registry, blueprints: Mapping[str, object] | None = None
 ) -> Plan:
     """Resolve every node and edge of ``bp`` against ``registry``; raise for what is missing."""
-    from flowcraft._flow.expr import compile_expression
+    from flowcraft._flow.expr import compile_expression  # the parser is loaded on first use
 
-    nodes: dict[str, PlanNode] = {}
-    for d in bp.nodes:
-        cfg = d.settings
-        node = PlanNode(
-            id=d.id,
-            kind="task",
-            definition=d,
-            params=d.params or {},
-            max_retries=cfg.max_retries,
-            retry_delay=cfg.retry_delay / 1000.0,
-            retry_backoff=cfg.retry_backoff,
-            timeout=None if cfg.timeout is None else cfg.timeout / 1000.0,
-            fallback=cfg.fallback,
-            join_any=cfg.join_strategy == "any",
-            pause_before=cfg.pause_before,
-        )
-        if d.uses == "wait":
-            node.kind = "wait"
-            params = d.params or {}
-            if params.get("timeout") is not None:
-                node.wait_timeout = json_duration(params["timeout"], f"wait {d.id!r} timeout")
-            node.on_timeout = str(params.get("onTimeout", "timeout"))
-            node.description = params.get("description")
-            if params.get("schema") is not None:
-                node.schema = _lookup(bp, d, str(params["schema"]), registry)
-        elif d.uses == "sleep":
-            node.kind = "sleep"
-            node.sleep = sleep_seconds(d.params, f"flow {bp.id!r}: sleep {d.id!r}")
-        elif d.uses in ("subflow", "SubflowNode"):
-            params = d.params or {}
-            child = params.get("blueprintId")
-            if not isinstance(child, str) or (blueprints is not None and child not in blueprints):
-                known = ", ".join(map(repr, blueprints or ())) or "none"
-                raise InvalidBlueprintError(
-                    f"flow {bp.id!r}: subflow {d.id!r} needs blueprint {child!r}, which the "
-                    f"runtime does not have (known: {known}). Pass FlowRuntime(blueprints=...)."
-                )
-            node.kind = "subflow"
-            node.subflow = child
-            node.sub_inputs = _str_map(params.get("inputs"), bp.id, d.id, "inputs")
-            node.sub_outputs = _str_map(params.get("outputs"), bp.id, d.id, "outputs")
-        elif d.uses == "batch-scatter":
-            params = d.params or {}
-            key = params.get("workerUsesKey")
-            if not isinstance(key, str):
-                raise InvalidBlueprintError(
-                    f"flow {bp.id!r}: batch {d.id!r} needs params.workerUsesKey naming its worker"
-                )
-            worker = _lookup(bp, d, key, registry)
-            if not callable(worker):
-                raise InvalidBlueprintError(
-                    f"flow {bp.id!r}: batch {d.id!r} worker {key!r} is not callable"
-                )
-            node.kind = "scatter"
-            node.chunk_size = params.get("chunkSize") or None
-            node.worker = PlanNode(
-                id=f"{d.id}/worker",
-                kind="task",
-                definition=d,
-                call=worker,
-                cls=worker if isinstance(worker, type) and issubclass(worker, BaseNode) else None,
-                is_async=_is_async(worker),
-                params=params,
-                max_retries=node.max_retries,
-                retry_delay=node.retry_delay,
-                retry_backoff=node.retry_backoff,
-                timeout=node.timeout,
-            )
-            node.max_retries, node.timeout = 1, None  # retries and timeouts apply per item
-        elif d.uses == "batch-gather":
-            key = (d.params or {}).get("outputKey")
-            node.output_key = key if isinstance(key, str) else None
-            node.call = _gather(node.output_key)
-        elif d.uses == "loop-controller":
-            source = (d.params or {}).get("condition")
-            if not isinstance(source, str):
-                raise InvalidBlueprintError(
-                    f"flow {bp.id!r}: loop controller {d.id!r} needs a 'condition' expression "
-                    "string (or a registered callable reference) in its params."
-                )
-            where = f"flow {bp.id!r}: loop {d.id!r} condition"
-            cond = _edge_fn(bp, source, registry, where, compile_expression)
-            assert cond is not None
-            node.call = loop_controller(cond)
-        elif d.uses in BUILTIN_USES:
-            raise InvalidBlueprintError(
-                f"flow {bp.id!r}: node {d.id!r} uses the built-in {d.uses!r}, which this version "
-                "of flowcraft does not run yet. Replace it with a task node."
-            )
-        else:
-            impl = _lookup(bp, d, d.uses, registry)
-            if not callable(impl):
-                raise InvalidBlueprintError(
-                    f"flow {bp.id!r}: node {d.id!r}: registry entry {d.uses!r} is not callable "
-                    f"({type(impl).__name__}); register a function taking a NodeContext."
-                )
-            if isinstance(impl, type) and issubclass(impl, BaseNode):
-                node.cls = impl
-            node.call = impl
-            node.is_async = _is_async(impl)
-        nodes[d.id] = node
-
+    nodes = {d.id: _compile_node(bp, d, registry, blueprints, compile_expression) for d in bp.nodes}
     for index, e in enumerate(bp.edges):
         where = f"flow {bp.id!r}: edge {e.source!r} -> {e.target!r}"
         edge = PlanEdge(
@@ -323,6 +222,151 @@ def compile_plan(
         for edge in node.out:
             if not edge.back:
                 nodes[edge.target].fwd_in.append(edge)
+    _plan_shortcuts(nodes)
+    meta = bp.metadata or {}
+    return Plan(
+        blueprint=bp,
+        nodes=nodes,
+        starts=starts,
+        digest=bp.digest,
+        start_items=tuple((s, None, False) for s in starts),
+        short_digest=bp.digest[:16],
+        registry=registry,
+        terminals=tuple(n.id for n in nodes.values() if not n.out),
+        state_hints=_state_hints(bp, registry),
+        shape=shape_of(bp),
+        version=str(meta["version"]) if meta.get("version") is not None else None,
+    )
+
+
+def _compile_node(
+    bp: Blueprint,
+    d: NodeDefinition,
+    registry: Registry,
+    blueprints: Mapping[str, object] | None,
+    compile_expression: Callable[..., Callable[[Mapping[str, Any]], Any]],
+) -> PlanNode:
+    """One node of the plan: its settings, and what it runs (by ``uses``)."""
+    cfg = d.settings
+    node = PlanNode(
+        id=d.id,
+        kind="task",
+        definition=d,
+        params=d.params or {},
+        max_retries=cfg.max_retries,
+        retry_delay=cfg.retry_delay / 1000.0,
+        retry_backoff=cfg.retry_backoff,
+        timeout=None if cfg.timeout is None else cfg.timeout / 1000.0,
+        fallback=cfg.fallback,
+        join_any=cfg.join_strategy == "any",
+        pause_before=cfg.pause_before,
+    )
+    if d.uses == "wait":
+        node.kind = "wait"
+        params = d.params or {}
+        if params.get("timeout") is not None:
+            node.wait_timeout = json_duration(params["timeout"], f"wait {d.id!r} timeout")
+        node.on_timeout = str(params.get("onTimeout", "timeout"))
+        node.description = params.get("description")
+        if params.get("schema") is not None:
+            node.schema = _lookup(bp, d, str(params["schema"]), registry)
+    elif d.uses == "sleep":
+        node.kind = "sleep"
+        node.sleep = sleep_seconds(d.params, f"flow {bp.id!r}: sleep {d.id!r}")
+    elif d.uses in ("subflow", "SubflowNode"):
+        _compile_subflow(bp, d, node, blueprints)
+    elif d.uses == "batch-scatter":
+        _compile_batch(bp, d, node, registry)
+    elif d.uses == "batch-gather":
+        key = (d.params or {}).get("outputKey")
+        node.output_key = key if isinstance(key, str) else None
+        node.call = _gather(node.output_key)
+    elif d.uses == "loop-controller":
+        source = (d.params or {}).get("condition")
+        if not isinstance(source, str):
+            raise InvalidBlueprintError(
+                f"flow {bp.id!r}: loop controller {d.id!r} needs a 'condition' expression "
+                "string (or a registered callable reference) in its params."
+            )
+        where = f"flow {bp.id!r}: loop {d.id!r} condition"
+        cond = _edge_fn(bp, source, registry, where, compile_expression)
+        assert cond is not None
+        node.call = loop_controller(cond)
+    elif d.uses in BUILTIN_USES:
+        raise InvalidBlueprintError(
+            f"flow {bp.id!r}: node {d.id!r} uses the built-in {d.uses!r}, which this version "
+            "of flowcraft does not run yet. Replace it with a task node."
+        )
+    else:
+        impl = _lookup(bp, d, d.uses, registry)
+        if not callable(impl):
+            raise InvalidBlueprintError(
+                f"flow {bp.id!r}: node {d.id!r}: registry entry {d.uses!r} is not callable "
+                f"({type(impl).__name__}); register a function taking a NodeContext."
+            )
+        if isinstance(impl, type) and issubclass(impl, BaseNode):
+            node.cls = impl
+        node.call = impl
+        node.is_async = _is_async(impl)
+    return node
+
+
+def _compile_subflow(
+    bp: Blueprint, d: NodeDefinition, node: PlanNode, blueprints: Mapping[str, object] | None
+) -> None:
+    """A subflow node: which child blueprint it runs, and how state goes in and out."""
+    params = d.params or {}
+    child = params.get("blueprintId")
+    if not isinstance(child, str) or (blueprints is not None and child not in blueprints):
+        known = ", ".join(map(repr, blueprints or ())) or "none"
+        raise InvalidBlueprintError(
+            f"flow {bp.id!r}: subflow {d.id!r} needs blueprint {child!r}, which the "
+            f"runtime does not have (known: {known}). Pass FlowRuntime(blueprints=...)."
+        )
+    node.kind = "subflow"
+    node.subflow = child
+    node.sub_inputs = _str_map(params.get("inputs"), bp.id, d.id, "inputs")
+    node.sub_outputs = _str_map(params.get("outputs"), bp.id, d.id, "outputs")
+
+
+def _compile_batch(bp: Blueprint, d: NodeDefinition, node: PlanNode, registry: Registry) -> None:
+    """A batch node: its worker runs once per item, with the node's retries and timeout each."""
+    params = d.params or {}
+    key = params.get("workerUsesKey")
+    if not isinstance(key, str):
+        raise InvalidBlueprintError(
+            f"flow {bp.id!r}: batch {d.id!r} needs params.workerUsesKey naming its worker"
+        )
+    worker = _lookup(bp, d, key, registry)
+    if not callable(worker):
+        raise InvalidBlueprintError(
+            f"flow {bp.id!r}: batch {d.id!r} worker {key!r} is not callable"
+        )
+    node.kind = "scatter"
+    node.chunk_size = params.get("chunkSize") or None
+    node.worker = PlanNode(
+        id=f"{d.id}/worker",
+        kind="task",
+        definition=d,
+        call=worker,
+        cls=worker if isinstance(worker, type) and issubclass(worker, BaseNode) else None,
+        is_async=_is_async(worker),
+        params=params,
+        max_retries=node.max_retries,
+        retry_delay=node.retry_delay,
+        retry_backoff=node.retry_backoff,
+        timeout=node.timeout,
+    )
+    node.max_retries, node.timeout = 1, None  # retries and timeouts apply per item
+
+
+def _plan_shortcuts(nodes: dict[str, PlanNode]) -> None:
+    """Mark what the shortcuts may take: the hot path, inline nodes, precomputed routes, the line.
+
+    Each flag only lets a shortcut skip work its general twin would find to be empty (no
+    middleware-free retries, no conditions to evaluate, no joins to buffer); the suite runs with
+    and without them (``Config.fast``).
+    """
     for node in nodes.values():
         d = node.definition
         node.plain = (
@@ -357,28 +401,17 @@ def compile_plan(
                 node.direct = tuple(e.target for e in node.out)
                 # A plain node leading to at most one node: the straight line runs it (_line.py).
                 node.line = node.plain and len(node.direct) <= 1
-    start_items = tuple((s, None, False) for s in starts)
-    terminals = tuple(n.id for n in nodes.values() if not n.out)
+
+
+def _state_hints(bp: Blueprint, registry: Registry) -> dict[str, Any] | None:
+    """The type hints of the flow's declared state type (``metadata.stateType``), if any."""
     meta = bp.metadata or {}
-    state_hints = None
-    if isinstance(meta.get("stateType"), str):
-        state_type = registry.get(meta["stateType"])
-        if not isinstance(state_type, type):
-            raise MissingImplementationError(bp.id, "(state type)", meta["stateType"])
-        state_hints = typing.get_type_hints(state_type, include_extras=True)
-    return Plan(
-        blueprint=bp,
-        nodes=nodes,
-        starts=starts,
-        digest=bp.digest,
-        start_items=start_items,
-        short_digest=bp.digest[:16],
-        registry=registry,
-        terminals=terminals,
-        state_hints=state_hints,
-        shape=shape_of(bp),
-        version=str(meta["version"]) if meta.get("version") is not None else None,
-    )
+    if not isinstance(meta.get("stateType"), str):
+        return None
+    state_type = registry.get(meta["stateType"])
+    if not isinstance(state_type, type):
+        raise MissingImplementationError(bp.id, "(state type)", meta["stateType"])
+    return typing.get_type_hints(state_type, include_extras=True)
 
 
 _node_json = msgspec.json.Encoder(order="sorted")

@@ -204,58 +204,21 @@ def resume(
         targets = waits  # the common case: the one pause of the run, named or not
     else:
         waiting = {w.node_id: w for w in waits}
-        for w in waits:
-            if w.sub:  # batch/subflow records hold waits of their own, listed by path
-                paths = [path for path, _ in flat_waiting(waits)]
-                break
-        else:
-            paths = list(waiting)
+        paths = _paths(waits, waiting)
         if node_id is None and len(paths) == 1:
             node_id = paths[0] if "/" in paths[0] else None
-        if node_id is not None and node_id not in waiting and "/" in node_id:
-            head, rest = node_id.split("/", 1)
-            parent = waiting.get(head)
-            if parent is not None and parent.kind == "batch":
-                return resume_batch(
-                    cfg,
-                    plan,
-                    env,
-                    parent,
-                    rest,
-                    output,
-                    action,
-                    has_output,
-                    control=control,
-                    by=who,
-                    nested=nested,
-                )
-            if parent is not None and parent.kind == "subflow":
-                return resume_child(
-                    cfg,
-                    plan,
-                    env,
-                    parent,
-                    rest,
-                    data,
-                    action,
-                    control=control,
-                    by=who,
-                    fired=fired,
-                    nested=nested,
-                )
-        if node_id is None:
-            controls = [w for w in waits if w.kind == "control"] if data is None else []
-            if len(paths) == 1 and first.kind not in ("subflow", "batch"):
-                targets = list(waiting.values())
-            elif controls:
-                targets = controls  # continue a paused run: every control-paused node at once
-            else:
-                raise AmbiguousResumeError(run_id, tuple(paths))
-        else:
-            target = waiting.get(node_id)
-            if target is None or target.kind in ("subflow", "batch"):
-                raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
-            targets = [target]
+        parent, rest = _nested(waiting, node_id)
+        if parent is not None and parent.kind == "batch":
+            return resume_batch(
+                cfg, plan, env, parent, rest, output, action, has_output,
+                control=control, by=who, nested=nested,
+            )  # fmt: skip
+        if parent is not None:
+            return resume_child(
+                cfg, plan, env, parent, rest, data, action,
+                control=control, by=who, fired=fired, nested=nested,
+            )  # fmt: skip
+        targets = _targets(waits, waiting, paths, node_id, data is None, run_id)
     now = cfg.now()
     for w in targets:
         output, action = admit(plan, w, output, action, has_output, now, fired, run_id)
@@ -275,12 +238,74 @@ def resume(
             return resume_line(cfg, plan, env, line, output, action, who, now, event, nested)
 
     # Everything checked: from here on the resume is applied.
+    return _apply(
+        cfg, plan, env, waiting, targets, output, action, who, now, control, fired, nested
+    )
+
+
+def _paths(waits: list[WaitState], waiting: dict[str, WaitState]) -> list[str]:
+    """Every awaiting path: node ids, and ``"node/child"`` for waits inside batches and subflows."""
+    if any(w.sub for w in waits):
+        return [path for path, _ in flat_waiting(waits)]
+    return list(waiting)
+
+
+def _nested(
+    waiting: dict[str, WaitState], node_id: str | None
+) -> tuple[WaitState | None, str]:
+    """The batch or subflow record a ``"node/child"`` path points into, and the rest of the path."""
+    if node_id is None or node_id in waiting or "/" not in node_id:
+        return None, ""
+    head, rest = node_id.split("/", 1)
+    parent = waiting.get(head)
+    if parent is None or parent.kind not in ("batch", "subflow"):
+        return None, ""
+    return parent, rest
+
+
+def _targets(
+    waits: list[WaitState],
+    waiting: dict[str, WaitState],
+    paths: list[str],
+    node_id: str | None,
+    no_data: bool,
+    run_id: str,
+) -> list[WaitState]:
+    """The waits a resume names (or, unnamed, the only one, or every control-paused node)."""
+    if node_id is not None:
+        target = waiting.get(node_id)
+        if target is None or target.kind in ("subflow", "batch"):
+            raise NodeNotAwaitingError(run_id, node_id, tuple(paths))
+        return [target]
+    if len(paths) == 1 and waits[0].kind not in ("subflow", "batch"):
+        return list(waiting.values())
+    controls = [w for w in waits if w.kind == "control"] if no_data else []
+    if controls:
+        return controls  # continue a paused run: every control-paused node at once
+    raise AmbiguousResumeError(run_id, tuple(paths))
+
+
+def _apply(
+    cfg: Config,
+    plan: Plan,
+    env: Envelope,
+    waiting: dict[str, WaitState] | None,
+    targets: list[WaitState],
+    output: Any,
+    action: str | None,
+    who: str | None,
+    now: datetime,
+    control: RunControl | None,
+    fired: bool,
+    nested: bool,
+) -> Awaitable[tuple[RunResult, Envelope]]:
+    """End the targets' pauses on the engine (the general twin of ``resume_line``), run on."""
     ex = Execution(cfg, plan, env, control, waiting)
     if cfg.event_bus is not None:
         ex.event("workflow:resume", None, {"node_ids": [w.node_id for w in targets]})
     for w in targets:
         del ex.waiting[w.node_id]
-        event = "timeout" if fired and w.kind == "wait" else "resume"
+        event: Any = "timeout" if fired and w.kind == "wait" else "resume"
         ex.history.append(pause_entry(w))
         ex.history.append(HistoryEntry(event, w.node_id, now, None, who, action))
         if w.kind in ("wait", "node"):
