@@ -32,12 +32,14 @@ from flowcraft._errors import (
     ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunExistsError,
     RunLimitError,
     RunNotFoundError,
     SerializationError,
     StoreError,
     TimerNotDueError,
     UnknownActionError,
+    UnknownFlowError,
     UnknownNodeError,
     WaitExpiredError,
 )
@@ -50,7 +52,7 @@ from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.service import FlowService, UnknownFlowError
+from flowcraft._service.service import FlowService
 from flowcraft._values import (
     Awaiting,
     EdgeContext,
@@ -112,6 +114,7 @@ __all__ = (
     "ResumeError",
     "RevisionConflictError",
     "RunControl",
+    "RunExistsError",
     "RunLimitError",
     "RunNotFoundError",
     "RunResult",

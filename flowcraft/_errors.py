@@ -25,8 +25,12 @@
     │   └── WaitExpiredError
     ├── NodeExecutionError
     ├── RunLimitError
+    ├── SubflowError       recorded on a subflow node whose child run failed
+    ├── BatchItemError     recorded on a batch node when one of its items failed
+    ├── UnknownFlowError (LookupError)
     └── StoreError
         ├── RunNotFoundError (LookupError)
+        ├── RunExistsError
         └── RevisionConflictError
 
 Every message says what happened, to which run/node, and what to do next. Data is kept on
@@ -325,9 +329,32 @@ class RevisionConflictError(StoreError):
         self.run_id, self.expected, self.actual = run_id, expected, actual
 
 
-class SubflowError(Exception):
+class SubflowError(FlowcraftError):
     """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
 
 
-class BatchItemError(Exception):
+class BatchItemError(FlowcraftError):
     """One item of a batch failed (recorded on the batch node, naming the item index)."""
+
+
+class UnknownFlowError(FlowcraftError, LookupError):
+    """The service was asked to start a flow it was not given."""
+
+    def __init__(self, flow_id: str, known: Iterable[str]) -> None:
+        names = ", ".join(map(repr, known)) or "none"
+        super().__init__(
+            f"flow {flow_id!r} is not registered with this FlowService (known: {names}). "
+            "Pass it in FlowService(..., flows=[...])."
+        )
+        self.flow_id = flow_id
+
+
+class RunExistsError(StoreError):
+    """``create`` was given a run id the store already holds."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is already in the store. Pick another run id, or load the "
+            "stored run with get() instead of creating it again."
+        )
+        self.run_id = run_id

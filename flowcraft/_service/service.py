@@ -40,11 +40,11 @@ import msgspec
 
 from flowcraft._control import RunControl
 from flowcraft._errors import (
-    FlowcraftError,
     NotAwaitingError,
     ResumeError,
     RevisionConflictError,
     StoreError,
+    UnknownFlowError,
 )
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
@@ -71,18 +71,6 @@ Durability: TypeAlias = Literal["pause", "step"]
 FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
 Duration: TypeAlias = "float | timedelta"
 SCHEDULER = "scheduler"
-
-
-class UnknownFlowError(FlowcraftError, LookupError):
-    """The service was asked to start a flow it was not given."""
-
-    def __init__(self, flow_id: str, known: Sequence[str]) -> None:
-        names = ", ".join(map(repr, known)) or "none"
-        super().__init__(
-            f"flow {flow_id!r} is not registered with this FlowService (known: {names}). "
-            "Pass it in FlowService(..., flows=[...])."
-        )
-        self.flow_id = flow_id
 
 
 def _seconds(value: Duration) -> float:

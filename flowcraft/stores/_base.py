@@ -11,7 +11,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-from flowcraft._errors import StoreError
+from flowcraft._errors import RunExistsError
 
 __all__ = [
     "FINISHED",
@@ -29,17 +29,6 @@ StoredStatus: TypeAlias = Literal["running", "awaiting", "completed", "failed", 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
-
-
-class RunExistsError(StoreError):
-    """``create`` was given a run id the store already holds."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(
-            f"run {run_id!r} is already in the store. Pick another run id, or load the "
-            "stored run with get() instead of creating it again."
-        )
-        self.run_id = run_id
 
 
 class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
