@@ -1,8 +1,9 @@
 """The engine loop: execute ready nodes, route along edges, eliminate dead paths, pause.
 
-``Execution`` drives the loop, runs built-ins, batches and subflows, pauses, emits events and seals
-the envelope; calling task nodes lives in ``_calls`` and routing in ``_routing``, two mixins it
-inherits.
+``Execution`` is one call's mutable state over a decoded envelope. Its sections, in order:
+driving (the loop, tasks, inline nodes, checkpoints), built-ins, batches and subflows, pausing,
+events, sealing, calling nodes (attempts, retries, fallbacks, failures), routing (edges, joins,
+dead paths). ``execute`` drives one to its result. The glossary is in ``_engine/__init__.py``.
 """
 
 from __future__ import annotations
@@ -158,9 +159,10 @@ class Execution:
                 else:
                     await self._checked_step(ready.popleft())
                 continue
-            # Nodes that cannot suspend (built-ins, async functions without awaits) need no
-            # task. The leading ones run now, in ready order, each in its own copy of the
-            # context variables as a task would; from the first other node on, all are spawned.
+            # Nodes that cannot suspend (built-ins, async functions without awaits) need no task
+            # (a shortcut; twin: _spawn). The leading ones run now, in ready order, each in its
+            # own copy of the context variables as a task would; from the first other node on,
+            # all are spawned.
             if self.plain:
                 while len(ready) > 1 and nodes[ready[0][0]].inline and not self.halted:
                     await self._inline(ready.popleft())
@@ -275,7 +277,8 @@ class Execution:
             self._record_error(node_id, err, 0)
             return
         if node.plain and self.plain:
-            # Hot path: no events, middleware, retries, timeout or input mapping to honour.
+            # Hot path (a shortcut; twin: _attempts below): no events, middleware, retries,
+            # timeout or input mapping to honour.
             fn = node.call
             assert fn is not None
             nctx = NodeContext(

@@ -4,8 +4,11 @@ Most calls on a human-in-the-loop flow run a few plain nodes in a row and stop a
 the end. For those this module does the engine's work with no ``Execution``, no ready queue and
 no coroutine per node. At the first thing it does not handle (a label to route, a fan-out, a
 join, a node that fails, pauses or returns a ``NodeResult``, the step limit) it hands the run,
-exactly as it stands, to the engine, which takes it from there. ``tests/test_line.py`` checks
-that both give the same contexts on random flows.
+exactly as it stands, to the engine, which takes it from there.
+
+A shortcut (``Config.fast``): ``run_line``'s general twin is ``execute(begin(...))``, and
+``resume_line``'s is ``resume._apply``. The test suite runs with and without it, and a property
+test checks that both write the same contexts on random flows.
 """
 
 from __future__ import annotations
