@@ -1,9 +1,11 @@
-"""Write golden contexts for the current envelope format: ``python tests/golden/make_golden.py``.
+"""Write golden contexts for the current envelope format.
+
+Run ``python tests/envelope/golden/make_golden.py``.
 
 Each fixed flow below is run (and for some, resumed part-way) at a fixed clock and run id, and
 its context is written as ``format{FORMAT}-{case}[.signed].{msgpack,json}``. Commit the files.
-Files of older formats are never rewritten or deleted: ``tests/test_golden.py`` resumes every one
-of them, so a format change must keep decoding them, and must come with new files.
+Files of older formats are never rewritten or deleted: ``tests/envelope/test_golden.py``
+resumes every one of them, so a format change must keep decoding them, and must come with new files.
 
 Node implementations carry explicit ``name=`` keys so the blueprint digest does not depend on the
 module this file is imported as.

@@ -30,7 +30,7 @@ REDIS_URL = os.environ.get("FLOWCRAFT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 POSTGRES_DSN = os.environ.get("FLOWCRAFT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE = os.environ.get("FLOWCRAFT_REQUIRE_SERVICES") == "1"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def unavailable(what: str, exc: BaseException) -> None:

@@ -6,8 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowcraft import FlowRuntime
-
-from .strategies import FlowSpec, build, flow_specs, reference
+from tests.strategies import FlowSpec, build, flow_specs, reference
 
 
 async def drive(

@@ -30,7 +30,7 @@ from flowcraft._service import UnknownFlowError
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore, SqliteStore
 from flowcraft.testing import FakeClock
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CALLS: list[str] = []
 
 
@@ -244,7 +244,7 @@ RESUMER = """
 import sys, anyio
 from flowcraft import FlowRuntime, RevisionConflictError, NodeNotAwaitingError, NotAwaitingError
 from flowcraft.stores import FlowService, SqliteStore
-from tests.test_service import flows
+from tests.service.test_service import flows
 
 path, action = sys.argv[1:3]
 

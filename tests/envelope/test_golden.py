@@ -1,7 +1,8 @@
 """Golden contexts: every context a released envelope format wrote still resumes to the same end.
 
-The files in ``tests/golden/`` are written by ``tests/golden/make_golden.py`` and committed. They
-are never regenerated for an old format: if one stops resuming, decoding of that format broke.
+The files in ``tests/envelope/golden/`` are written by ``tests/envelope/golden/make_golden.py``
+and committed. They are never regenerated for an old format: if one stops resuming, decoding of
+that format broke.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def test_every_envelope_format_has_golden_files(fmt: int) -> None:
         if not (GOLDEN / file_name(fmt, name, variant)).is_file()
     ]
     assert missing == [], (
-        f"no golden contexts for envelope format {fmt}: run `python tests/golden/make_golden.py` "
+        f"no golden contexts for envelope format {fmt}: "
+        "run `python tests/envelope/golden/make_golden.py` "
         "and commit the new files (keep the old ones)"
     )
 
