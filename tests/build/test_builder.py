@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,6 +18,8 @@ from flowcraft import (
     InvalidBlueprintError,
     InvalidDurationError,
     MissingImplementationError,
+    NodeContext,
+    NodeResult,
     NoStartNodeError,
     UnknownNodeError,
     create_flow,
@@ -291,3 +294,20 @@ def test_expression_condition_errors_surface_when_compiled() -> None:
     rt = FlowRuntime()
     with pytest.raises(InvalidBlueprintError):
         rt.plan(bp, {f"{__name__}.noop": noop})
+
+
+def echo(n: NodeContext) -> Any:
+    return n.input
+
+
+def test_two_edges_between_the_same_nodes_may_each_have_lambda_condition_and_transform() -> None:
+    """Lambdas on parallel edges get distinct deterministic keys instead of a collision error."""
+    flow = (
+        create_flow("k")
+        .node("a", lambda n: NodeResult(output=1, action="x"))
+        .node("b", echo)
+        .edge("a", "b", action="x", condition=lambda e: True, transform=lambda e: "x")
+        .edge("a", "b", action="y", condition=lambda e: True, transform=lambda e: "y")
+    )
+    bp = flow.to_blueprint()
+    assert len(bp.edges) == 2

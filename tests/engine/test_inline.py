@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import types
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from flowcraft import FlowRuntime, NodeContext, create_flow
 from flowcraft._plan import never_suspends
+from flowcraft.testing import FakeClock
 
 
 async def no_await(n: NodeContext) -> int:
@@ -169,3 +171,109 @@ async def test_a_branch_not_started_when_a_sibling_fails_never_starts() -> None:
     assert result.status == "failed"
     assert [e.node_id for e in result.errors] == ["boom"]
     assert started == []
+
+
+def echo(n: NodeContext) -> Any:
+    return n.input
+
+
+# What branches got from running as tasks, kept now that non-suspending branches run inline.
+
+
+def runtime(flow: Any, lines: bool, **kw: Any) -> FlowRuntime:
+    kw.setdefault("clock", FakeClock())
+    rt = FlowRuntime(registry=flow.registry, **kw)
+    rt._lines = lines
+    return rt
+
+
+async def sibling(n: NodeContext) -> str:
+    await anyio.lowlevel.checkpoint()
+    n.deps["a_done"].set()
+    return "sibling"
+
+
+async def fails(n: NodeContext) -> str:
+    raise ValueError("down")
+
+
+async def fails_late(n: NodeContext) -> str:
+    await anyio.lowlevel.checkpoint()
+    raise ValueError("down")
+
+
+async def rescue(n: NodeContext) -> str:
+    await n.deps["a_done"].wait()
+    return "rescued"
+
+
+async def test_inline_branch_whose_fallback_suspends_does_not_block_its_siblings() -> None:
+    """``b`` fails inline; its fallback waits for ``a``, which only starts after ``b`` is done."""
+    flow = create_flow("fb").node("s", lambda n: 0).node("a", sibling).node("f", rescue)
+    flow.node("b", fails, fallback="f").edge("s", "a").edge("s", "b")
+    rt = runtime(flow, True, dependencies={"a_done": anyio.Event()})
+    with anyio.fail_after(2):  # with ``b`` inline, its fallback would wait forever
+        result = await flow.run(rt, run_id="r")
+    assert result.outputs == {"s": 0, "a": "sibling", "f": "rescued", "b": "rescued"}
+
+
+async def cache_hit() -> str:
+    return "hit"  # awaited, but completes at once (a cache hit): the caller never suspends
+
+
+async def x_node(n: NodeContext) -> str:
+    return f"x:{await cache_hit()}:{VAR.get()}"
+
+
+async def y_node(n: NodeContext) -> str:
+    VAR.set("leaked")
+    return "y"
+
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+async def fan_out() -> Any:
+    flow = create_flow("any").node("s", lambda n: 0).node("x", x_node).node("y", y_node)
+    flow.node("j", echo, join="any").edge("s", "x").edge("s", "y").edge("x", "j").edge("y", "j")
+    token = VAR.set("unset")
+    try:
+        return await flow.run(runtime(flow, True), run_id="r")
+    finally:
+        VAR.reset(token)
+
+
+async def test_inline_branch_does_not_overtake_an_earlier_branch() -> None:
+    """Neither branch suspends: the first edge's branch used to run first and win the any-join."""
+    result = await fan_out()
+    assert list(result.outputs) == ["s", "x", "y", "j"]
+    assert result.outputs["j"] == result.outputs["x"]
+
+
+async def test_context_var_set_in_one_branch_stays_out_of_its_siblings() -> None:
+    """Each branch had its own task, so its own copy of the context variables."""
+    assert (await fan_out()).outputs["x"] == "x:hit:unset"
+
+
+async def test_an_inline_branch_runs_in_its_own_copy_of_the_context_variables() -> None:
+    """``y`` runs inline (no task) before ``x``; what it sets stays in its own copy."""
+    flow = create_flow("iso").node("s", lambda n: 0).node("y", y_node).node("x", x_node)
+    flow.node("j", echo).edge("s", "y").edge("s", "x").edge("x", "j").edge("y", "j")
+    token = VAR.set("unset")
+    try:
+        result = await flow.run(runtime(flow, True), run_id="r")
+        assert VAR.get() == "unset"  # nor does it reach the caller
+    finally:
+        VAR.reset(token)
+    assert result.outputs["j"] == {"x": "x:hit:unset", "y": "y"}
+
+
+async def test_a_branch_that_started_before_its_sibling_failed_finishes() -> None:
+    """Whether ``boom`` fails at once (inline) or after an await, ``slow`` had started first."""
+    seen = []
+    for boom in (fails, fails_late):
+        flow = create_flow("fail").node("s", lambda n: 0).node("slow", sibling)
+        flow.node("boom", boom, name="boom").edge("s", "slow").edge("s", "boom")
+        rt = runtime(flow, True, dependencies={"a_done": anyio.Event()})
+        seen.append(list((await flow.run(rt, run_id="r")).outputs))
+    assert seen == [["s", "slow"], ["s", "slow"]]

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
-from flowcraft import BaseNode, FlowRuntime, NodeContext, NodeResult, create_flow
+from flowcraft import (
+    AmbiguousResumeError,
+    BaseNode,
+    BlueprintMismatchError,
+    FlowRuntime,
+    NodeContext,
+    NodeResult,
+    create_flow,
+)
 from flowcraft.testing import FakeClock
 
 
@@ -412,3 +422,136 @@ async def test_forged_batch_record_is_a_context_error() -> None:
     forged = msgspec.msgpack.encode(env)
     with pytest.raises(ContextDecodeError, match="malformed"):
         await flow.resume(rt, forged, {"output": 1}, "b_scatter/x")
+
+
+async def test_resume_without_node_id_is_ambiguous_when_a_batch_has_two_paused_items() -> None:
+    """Two paused batch items are two awaiting nodes: omitting node_id must be ambiguous."""
+
+    def review(n: NodeContext) -> str:
+        n.pause("check")
+
+    flow = create_flow("f").batch("b", review, input_key="items")
+    rt = FlowRuntime(registry=flow.registry)
+    first = await flow.run(rt, {"items": ["a", "b"]})
+    assert len(first.awaiting) == 2
+    with pytest.raises(AmbiguousResumeError):
+        await flow.resume(rt, first.serialized_context, {"output": "x"})
+    with pytest.raises(AmbiguousResumeError):
+        await flow.resume(rt, first.serialized_context)
+
+
+def _two_wait_child() -> Any:
+    return (
+        create_flow("child")
+        .node("a", lambda n: 1)
+        .wait("w1")
+        .wait("w2")
+        .edge("a", "w1")
+        .edge("a", "w2")
+    )
+
+
+async def test_resume_without_node_id_is_ambiguous_when_a_subflow_has_two_waits() -> None:
+    """Two pending waits inside one subflow are two awaiting nodes: node_id is required."""
+    child = _two_wait_child()
+    parent = create_flow("parent").subflow("sub", "child")
+    rt = FlowRuntime(blueprints={"child": child})
+    first = await parent.run(rt)
+    assert sorted(a.node_id for a in first.awaiting) == ["sub/w1", "sub/w2"]
+    with pytest.raises(AmbiguousResumeError):
+        await parent.resume(rt, first.serialized_context, {"output": 1})
+    with pytest.raises(AmbiguousResumeError):
+        await parent.resume(rt, first.serialized_context)
+
+
+async def test_subflow_wait_resumed_after_child_blueprint_changed_raises_mismatch() -> None:
+    """A child context written by another version of the child blueprint is refused."""
+    v1 = create_flow("child").node("a", lambda n: 1).wait("w").edge("a", "w")
+    v2 = (
+        create_flow("child")
+        .node("a", lambda n: 1)
+        .wait("w")
+        .node("new", lambda n: "new")
+        .edge("a", "w")
+        .edge("w", "new")
+    )
+    parent = create_flow("parent").subflow("sub", "child")
+    first = await parent.run(FlowRuntime(blueprints={"child": v1}))
+    assert first.status == "awaiting"
+    rt2 = FlowRuntime(blueprints={"child": v2})
+    with pytest.raises(BlueprintMismatchError):
+        await parent.resume(rt2, first.serialized_context, {"output": 1}, "sub/w")
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class ChildState(msgspec.Struct):
+    color: Color = Color.RED
+
+
+async def test_typed_state_of_a_subflow_child_survives_a_resume() -> None:
+    """A child flow's declared state type is restored when a wait inside the subflow resumes."""
+    seen: list[Any] = []
+
+    def look(n: NodeContext) -> str:
+        seen.append(n.context.get("color"))
+        return "done"
+
+    child = (
+        create_flow("child", state=ChildState)
+        .node("set", lambda n: n.context.set("color", Color.BLUE))
+        .wait("w")
+        .node("look", look)
+        .edge("set", "w")
+        .edge("w", "look")
+    )
+    parent = create_flow("parent").subflow("sub", "child")
+    rt = FlowRuntime(blueprints={"child": child})
+    first = await parent.run(rt)
+    assert first.status == "awaiting"
+    final = await parent.resume(rt, first.serialized_context, {"output": 1}, "sub/w")
+    assert final.status == "completed"
+    assert seen == [Color.BLUE]
+
+
+class Doubler(BaseNode):
+    async def exec(self, prepared: Any, node: NodeContext) -> Any:
+        return prepared * 2
+
+
+async def test_batch_worker_may_be_a_base_node_class() -> None:
+    """A BaseNode subclass works as a batch worker: items go through prep/exec/post."""
+    flow = create_flow("f").batch("b", Doubler, input_key="items", output_key="out")
+    rt = FlowRuntime(registry=flow.registry)
+    result = await flow.run(rt, {"items": [1, 2, 3]})
+    assert result.status == "completed"
+    assert result.context["out"] == [2, 4, 6]
+
+
+async def test_batch_item_pause_is_recorded_in_history_under_its_path() -> None:
+    """Resuming batch item 1 records a pause and a resume both named "b_scatter/1"."""
+
+    def review(n: NodeContext) -> str:
+        n.pause("check")
+
+    flow = create_flow("f").batch("b", review, input_key="items")
+    rt = FlowRuntime(registry=flow.registry)
+    first = await flow.run(rt, {"items": ["a", "b"]})
+    second = await flow.resume(rt, first, {"output": 1}, "b_scatter/1")
+    done = [(h.event, h.node_id) for h in second.history if h.event in ("pause", "resume")]
+    assert ("pause", "b_scatter/1") in done
+    assert ("resume", "b_scatter/1") in done
+
+
+async def test_subflow_wait_pause_is_kept_in_history_after_its_resume() -> None:
+    """After resuming "sub/w" the history still shows that the run paused there."""
+    child = create_flow("child").wait("w")
+    parent = create_flow("parent").subflow("sub", "child")
+    rt = FlowRuntime(blueprints={"child": child})
+    first = await parent.run(rt)
+    final = await parent.resume(rt, first, {"output": 1}, "sub/w")
+    assert final.status == "completed"
+    assert [h.event for h in final.history] == ["pause", "resume"]

@@ -388,3 +388,43 @@ async def test_json_and_msgpack_contexts_are_both_readable() -> None:
     assert json_ctx.startswith(b"[")
     result = await flow.resume(FlowRuntime(), json_ctx, {"output": 1}, "tech")
     assert result.status == "awaiting"
+
+
+async def test_fire_on_a_wait_that_has_not_expired_raises_timer_not_due() -> None:
+    """`runtime.fire` on a wait whose deadline has not come must refuse, not complete the wait."""
+    clock = FakeClock()
+    flow = (
+        create_flow("f")
+        .wait("w", timeout=60, on_timeout="timeout")
+        .node("ok", lambda n: "ok")
+        .node("late", lambda n: "late")
+        .edge("w", "ok", action="ok")
+        .edge("w", "late", action="timeout")
+    )
+    rt = FlowRuntime(registry=flow.registry, clock=clock)
+    bp = flow.to_blueprint()
+    first = await rt.run(bp)
+    clock.advance(10)
+    with pytest.raises(TimerNotDueError):
+        await rt.fire(bp, first.serialized_context, "w")
+
+
+async def test_fire_on_a_wait_without_timeout_raises() -> None:
+    """A wait with no deadline cannot be 'fired' (it has no timer)."""
+    flow = create_flow("f").wait("w").node("ok", lambda n: "ok").edge("w", "ok", action="ok")
+    rt = FlowRuntime(registry=flow.registry, clock=FakeClock())
+    bp = flow.to_blueprint()
+    first = await rt.run(bp)
+    with pytest.raises(TimerNotDueError):
+        await rt.fire(bp, first.serialized_context, "w")
+
+
+async def test_fire_refuses_to_open_a_pause_before_gate() -> None:
+    """`fire` is for due timers and expired waits; it must not approve a pause_before gate."""
+    flow = create_flow("f").node("g", lambda n: "ran", pause_before=True)
+    rt = FlowRuntime(registry=flow.registry, clock=FakeClock())
+    bp = flow.to_blueprint()
+    first = await rt.run(bp)
+    assert first.status == "awaiting"
+    with pytest.raises(ResumeError):
+        await rt.fire(bp, first.serialized_context, "g")

@@ -625,3 +625,131 @@ async def test_a_raising_condition_fails_the_source_node_not_the_caller() -> Non
     assert result.status == "failed"
     assert (result.errors[0].node_id, result.errors[0].type) == ("a", "ZeroDivisionError")
     assert result.outputs == {"a": 1}
+
+
+async def test_any_join_inside_a_loop_runs_at_the_first_arrival_of_every_iteration() -> None:
+    """Each loop iteration's `any` join fires on that iteration's fastest branch."""
+    firsts: list[Any] = []
+
+    async def slow(n: NodeContext) -> str:
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        return "slow"
+
+    def body(n: NodeContext) -> int:
+        n.context.set("i", n.context.get("i", 0) + 1)
+        return n.context.get("i")
+
+    def first(n: NodeContext) -> Any:
+        firsts.append(n.input)
+        return n.input
+
+    def check(n: NodeContext) -> NodeResult[Any]:
+        return NodeResult(output=n.input, action="again" if n.context.get("i") < 3 else "done")
+
+    flow = (
+        create_flow("f")
+        .node("start", lambda n: 0)
+        .node("body", body)
+        .node("fast", lambda n: "fast")
+        .node("slow", slow)
+        .node("first", first, join="any")
+        .node("check", check)
+        .node("end", lambda n: "end")
+        .edge("start", "body")
+        .edge("body", "fast")
+        .edge("body", "slow")
+        .edge("fast", "first")
+        .edge("slow", "first")
+        .edge("first", "check")
+        .edge("check", "body", action="again")
+        .edge("check", "end", action="done")
+    )
+    result = await flow.run(FlowRuntime(registry=flow.registry))
+    assert result.status == "completed"
+    assert result.outputs["end"] == "end"
+    assert firsts == ["fast", "fast", "fast"]
+
+
+async def test_sync_callables_returning_awaitables_still_run_concurrently() -> None:
+    """A sync wrapper returning a coroutine (a decorated async node) is awaited in parallel."""
+    started = 0
+    seen: list[int] = []
+
+    async def branch(n: NodeContext) -> str:
+        nonlocal started
+        started += 1
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        seen.append(started)
+        return n.node_id
+
+    def wrapped(n: NodeContext) -> Any:  # what a plain (non-async) decorator produces
+        return branch(n)
+
+    flow = (
+        create_flow("f")
+        .node("s", lambda n: 0)
+        .node("a", wrapped)
+        .node("b", wrapped)
+        .node("j", echo)
+        .edge("s", "a")
+        .edge("s", "b")
+        .edge("a", "j")
+        .edge("b", "j")
+    )
+    result = await flow.run(FlowRuntime(registry=flow.registry))
+    assert result.outputs["j"] == {"a": "a", "b": "b"}
+    assert seen == [2, 2]
+
+
+async def test_checkpoint_taken_mid_fan_out_resumes_into_the_same_join() -> None:
+    """A snapshot taken while one branch is in flight re-runs only that branch and joins once."""
+    snapshots: list[bytes] = []
+    gate = anyio.Event()
+    calls: list[str] = []
+
+    async def keep(data: bytes) -> None:
+        snapshots.append(data)
+
+    async def fast(n: NodeContext) -> str:
+        calls.append("fast")
+        return "f"
+
+    async def slow(n: NodeContext) -> str:
+        calls.append("slow")
+        if len(calls) <= 3:
+            await gate.wait()
+        return "s"
+
+    def join(n: NodeContext) -> Any:
+        gate.set()
+        return n.input
+
+    def fast_done(n: NodeContext) -> str:
+        gate.set()
+        return n.input
+
+    flow = (
+        create_flow("f")
+        .node("start", lambda n: 0)
+        .node("fast", fast)
+        .node("slow", slow)
+        .node("after_fast", fast_done)
+        .node("j", join)
+        .edge("start", "fast")
+        .edge("start", "slow")
+        .edge("fast", "after_fast")
+        .edge("after_fast", "j")
+        .edge("slow", "j")
+    )
+    rt = FlowRuntime(registry=flow.registry)
+    result = await flow.run(rt, control=RunControl(on_checkpoint=keep))
+    assert result.outputs["j"] == {"after_fast": "f", "slow": "s"}
+    bp = flow.to_blueprint()
+    views = [rt.inspect(bp, s, registry=flow.registry) for s in snapshots]
+    mid = [v for v in views if "after_fast" in v.outputs and "slow" not in v.outputs]
+    assert [a.node_id for a in mid[-1].awaiting] == ["slow"]
+    again = await flow.resume(rt, mid[-1])
+    assert again.status == "completed"
+    assert again.outputs["j"] == {"after_fast": "f", "slow": "s"}

@@ -174,3 +174,31 @@ async def test_timers_fire_in_deadline_order_whatever_order_they_were_added(
     # Ties may fire in either order; distinct deadlines must be ordered.
     by_delay = dict(enumerate(delays))
     assert [by_delay[i] for i in fired] == sorted(by_delay[i] for i in expected)
+
+
+async def test_scheduler_expires_a_wait_inside_a_subflow_along_on_timeout() -> None:
+    """A child wait's deadline registers under "sub/w" and fires the child's on_timeout edge."""
+    clock = FakeClock()
+    child = (
+        create_flow("child")
+        .wait("w", timeout=timedelta(minutes=5), on_timeout="late")
+        .node("ok", lambda n: "ok")
+        .node("late", lambda n: "late")
+        .edge("w", "ok", action="ok")
+        .edge("w", "late", action="late")
+    )
+    parent = create_flow("parent").subflow("sub", "child").node("z", echo).edge("sub", "z")
+    rt = FlowRuntime(blueprints={"child": child}, clock=clock, registry=parent.registry)
+    results: list[Any] = []
+    async with rt.scheduler(interval=10, on_result=results.append) as scheduler:
+        first = await rt.run(parent.to_blueprint())
+        assert [(t.node_id, t.kind) for t in scheduler.pending()] == [("sub/w", "expiry")]
+        clock.advance(299)
+        await anyio.wait_all_tasks_blocked()
+        assert results == []
+        clock.advance(1)
+        await anyio.wait_all_tasks_blocked()
+        assert scheduler.pending() == []
+    assert first.status == "awaiting"
+    assert [r.status for r in results] == ["completed"]
+    assert results[0].outputs["z"] == "late"
