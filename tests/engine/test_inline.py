@@ -73,6 +73,7 @@ def test_never_suspends_reads_the_bytecode(fn: object, expected: bool) -> None:
     assert never_suspends(fn) is expected
 
 
+@pytest.mark.fast_only
 async def test_fan_out_of_non_suspending_nodes_spawns_no_task() -> None:
     caller = anyio.get_current_task().id
     seen: list[object] = []
@@ -180,11 +181,9 @@ def echo(n: NodeContext) -> Any:
 # What branches got from running as tasks, kept now that non-suspending branches run inline.
 
 
-def runtime(flow: Any, lines: bool, **kw: Any) -> FlowRuntime:
+def runtime(flow: Any, **kw: Any) -> FlowRuntime:
     kw.setdefault("clock", FakeClock())
-    rt = FlowRuntime(registry=flow.registry, **kw)
-    rt._lines = lines
-    return rt
+    return FlowRuntime(registry=flow.registry, **kw)
 
 
 async def sibling(n: NodeContext) -> str:
@@ -211,7 +210,7 @@ async def test_inline_branch_whose_fallback_suspends_does_not_block_its_siblings
     """``b`` fails inline; its fallback waits for ``a``, which only starts after ``b`` is done."""
     flow = create_flow("fb").node("s", lambda n: 0).node("a", sibling).node("f", rescue)
     flow.node("b", fails, fallback="f").edge("s", "a").edge("s", "b")
-    rt = runtime(flow, True, dependencies={"a_done": anyio.Event()})
+    rt = runtime(flow, dependencies={"a_done": anyio.Event()})
     with anyio.fail_after(2):  # with ``b`` inline, its fallback would wait forever
         result = await flow.run(rt, run_id="r")
     assert result.outputs == {"s": 0, "a": "sibling", "f": "rescued", "b": "rescued"}
@@ -238,7 +237,7 @@ async def fan_out() -> Any:
     flow.node("j", echo, join="any").edge("s", "x").edge("s", "y").edge("x", "j").edge("y", "j")
     token = VAR.set("unset")
     try:
-        return await flow.run(runtime(flow, True), run_id="r")
+        return await flow.run(runtime(flow), run_id="r")
     finally:
         VAR.reset(token)
 
@@ -261,7 +260,7 @@ async def test_an_inline_branch_runs_in_its_own_copy_of_the_context_variables() 
     flow.node("j", echo).edge("s", "y").edge("s", "x").edge("x", "j").edge("y", "j")
     token = VAR.set("unset")
     try:
-        result = await flow.run(runtime(flow, True), run_id="r")
+        result = await flow.run(runtime(flow), run_id="r")
         assert VAR.get() == "unset"  # nor does it reach the caller
     finally:
         VAR.reset(token)
@@ -274,6 +273,6 @@ async def test_a_branch_that_started_before_its_sibling_failed_finishes() -> Non
     for boom in (fails, fails_late):
         flow = create_flow("fail").node("s", lambda n: 0).node("slow", sibling)
         flow.node("boom", boom, name="boom").edge("s", "slow").edge("s", "boom")
-        rt = runtime(flow, True, dependencies={"a_done": anyio.Event()})
+        rt = runtime(flow, dependencies={"a_done": anyio.Event()})
         seen.append(list((await flow.run(rt, run_id="r")).outputs))
     assert seen == [["s", "slow"], ["s", "slow"]]

@@ -1,9 +1,11 @@
-"""The straight-line fast path gives byte-for-byte the contexts the engine gives."""
+"""The fast paths give byte-for-byte the contexts and errors the general engine gives.
+
+Every test here compares the two ways itself (``tests.switch``), across the API.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,102 +22,48 @@ from flowcraft import (
     FlowcraftError,
     FlowRuntime,
     NodeContext,
-    NodeResult,
     Resume,
     create_flow,
 )
 from flowcraft._blueprint import Blueprint
 from flowcraft.stores import FlowService, MemoryStore
 from flowcraft.testing import FakeClock, InMemoryEventLogger
+from tests import switch
+from tests.strategies import FEATURES, Spec, build, flow_specs
 
-KINDS = ("plain", "async", "result", "raise", "pause", "wait", "timed", "sleep", "state")
-
-
-@dataclass
-class Spec:
-    kinds: list[str]
-    edges: list[tuple[int, int, str | None]]
-    fallbacks: dict[int, int]
-    decisions: list[tuple[Any, str | None]]
-    max_steps: int
-
-
-@st.composite
-def specs(draw: st.DrawFn) -> Spec:
-    """Mostly straight flows, sometimes with labels, fan-outs, joins, failures and pauses."""
-    n = draw(st.integers(1, 7))
-    kinds = [draw(st.sampled_from(KINDS)) for _ in range(n)]
-    edges: list[tuple[int, int, str | None]] = []
-    for i in range(n - 1):
-        if draw(st.integers(0, 5)):  # usually a line to the next node
-            edges.append((i, i + 1, draw(st.sampled_from([None, None, None, "a", "b"]))))
-        if draw(st.integers(0, 2)) == 0 and i + 2 < n:  # sometimes a skip ahead: fan-out, join
-            edges.append((i, draw(st.integers(i + 2, n - 1)), draw(st.sampled_from([None, "a"]))))
-    fallbacks = {
-        i: j
-        for i in range(n)
-        for j in range(i + 1, n)
-        if kinds[i] == "raise" and kinds[j] == "plain" and draw(st.integers(0, 3)) == 0
-    }
-    decisions = draw(
-        st.lists(
-            st.tuples(st.sampled_from([None, 1, "x"]), st.sampled_from([None, "a", "b"])),
-            min_size=8,
-            max_size=8,
-        )
-    )
-    return Spec(kinds, edges, fallbacks, decisions, draw(st.sampled_from([2, 3, 100])))
+#: Mostly straight flows with every kind of node the generator makes: sync and async tasks,
+#: plain values and NodeResults, retries, failures with fallbacks, loops, gates, pauses inside
+#: nodes, state writes, any-joins, waits and sleeps (not RunControl pausers: no control here).
+LINE = FEATURES - {"pausers"}
+line_flows = flow_specs(
+    min_nodes=1,
+    max_nodes=7,
+    kinds=("task",) * 6 + ("wait", "wait", "sleep"),
+    line=True,
+    features=LINE,
+)
+Decision = tuple[Any, str | None]
+line_decisions = st.lists(
+    st.tuples(st.sampled_from([None, 1, "x"]), st.sampled_from([None, "a", "b"])),
+    min_size=8,
+    max_size=8,
+)
 
 
-def build(spec: Spec) -> tuple[Blueprint, dict[str, object]]:
-    def plain(n: NodeContext) -> str:
-        return f"{n.node_id}<{n.input}>"
-
-    async def async_plain(n: NodeContext) -> str:
-        return f"{n.node_id}[{n.input}]"
-
-    def result(n: NodeContext) -> NodeResult[str]:
-        return NodeResult(output=n.node_id, action=n.params["action"])
-
-    def boom(n: NodeContext) -> str:
-        raise ValueError(f"{n.node_id} failed on {n.input!r}")
-
-    def pause(n: NodeContext) -> str:
-        n.pause(f"{n.node_id} wants a look")
-
-    def state(n: NodeContext) -> int:
-        n.context.set(n.node_id, n.input)
-        return len(str(n.input))
-
-    fns = {"plain": plain, "async": async_plain, "result": result, "raise": boom}
-    fns |= {"pause": pause, "state": state}
-    flow = create_flow("line")
-    for i, kind in enumerate(spec.kinds):
-        name = f"n{i}"
-        if kind == "wait":
-            flow.wait(name)
-        elif kind == "timed":
-            flow.wait(name, timeout=60)
-        elif kind == "sleep":
-            flow.sleep(name, duration=30)
-        else:
-            fallback = f"n{spec.fallbacks[i]}" if i in spec.fallbacks else None
-            action = "a" if i % 2 else None
-            flow.node(name, fns[kind], params={"action": action}, fallback=fallback, name=kind)
-    for src, dst, action in spec.edges:
-        flow.edge(f"n{src}", f"n{dst}", action=action)
-    return flow.to_blueprint(), flow.registry
-
-
-async def play(spec: Spec, bp: Blueprint, registry: dict[str, object], lines: bool) -> list[Any]:
+async def play(
+    bp: Blueprint,
+    registry: dict[str, object],
+    decisions: list[Decision],
+    max_steps: int,
+    fast: bool,
+) -> list[Any]:
     """Run, then resume the first awaiting node with each decision in turn; record everything."""
     clock = FakeClock()
-    rt = FlowRuntime(registry=registry, clock=clock, max_steps=spec.max_steps)
-    rt._lines = lines
+    rt = switch.runtime(fast, registry=registry, clock=clock, max_steps=max_steps)
     seen: list[Any] = []
     result = await rt.run(bp, {"seed": 1}, run_id="r1")
     seen.append(result.serialized_context)
-    for output, action in spec.decisions:
+    for output, action in decisions:
         if result.status != "awaiting":
             break
         clock.advance(31 if action == "b" else 1)  # sometimes past a sleep or a wait's timeout
@@ -135,18 +84,24 @@ async def play(spec: Spec, bp: Blueprint, registry: dict[str, object], lines: bo
     return seen
 
 
+@pytest.mark.compares_fast_paths
 @settings(max_examples=400)
-@given(specs())
-def test_straight_line_and_engine_write_the_same_contexts(spec: Spec) -> None:
-    bp, registry = build(spec)
+@given(line_flows, line_decisions, st.sampled_from([2, 3, 100]))
+def test_straight_line_and_engine_write_the_same_contexts(
+    spec: Spec, decisions: list[Decision], max_steps: int
+) -> None:
+    flow = build(spec)
+    bp, registry = flow.to_blueprint(), flow.registry
 
     async def both() -> tuple[list[Any], list[Any]]:
-        return await play(spec, bp, registry, True), await play(spec, bp, registry, False)
+        fast = await play(bp, registry, decisions, max_steps, True)
+        return fast, await play(bp, registry, decisions, max_steps, False)
 
     fast, engine = anyio.run(both)
     assert fast == engine
 
 
+@pytest.mark.fast_only
 async def test_the_straight_line_is_taken_by_a_run_and_a_resume() -> None:
     """The comparison above means something only if the fast path runs: count its handovers."""
     from flowcraft import _line
@@ -178,10 +133,11 @@ async def test_the_straight_line_is_taken_by_a_run_and_a_resume() -> None:
     assert handovers == []
 
 
+@pytest.mark.compares_fast_paths
 async def test_quick_resumes_refuse_what_the_engine_refuses() -> None:
     """Deadlines, unknown actions, bad data and wrong nodes: same errors, same results."""
 
-    async def play_quick(lines: bool) -> list[Any]:
+    async def play_quick(fast: bool) -> list[Any]:
         flow = (
             create_flow("quick")
             .node("a", lambda n: "a")
@@ -205,8 +161,7 @@ async def test_quick_resumes_refuse_what_the_engine_refuses() -> None:
             (61, {"output": 1, "action": "timeout"}, "w"),
         ]:
             clock = FakeClock()
-            rt = FlowRuntime(registry=flow.registry, clock=clock)
-            rt._lines = lines
+            rt = switch.runtime(fast, registry=flow.registry, clock=clock)
             first = await flow.run(rt, run_id="q")
             clock.advance(advance)
             try:
@@ -234,6 +189,7 @@ async def test_quick_resumes_refuse_what_the_engine_refuses() -> None:
     assert fast[-1][1] == {"a": "a", "w": None, "t": "late"}
 
 
+@pytest.mark.compares_fast_paths
 async def test_a_dead_exit_into_a_join_is_left_to_the_engine() -> None:
     """``no`` dies when the decision is ``ok``: the join must hear that, or it never runs."""
     flow = (
@@ -252,9 +208,8 @@ async def test_a_dead_exit_into_a_join_is_left_to_the_engine() -> None:
         .edge("after_no", "j")
     )
     results = []
-    for lines in (True, False):
-        rt = FlowRuntime(registry=flow.registry, clock=FakeClock())
-        rt._lines = lines
+    for fast in (True, False):
+        rt = switch.runtime(fast, registry=flow.registry, clock=FakeClock())
         first = await flow.run(rt, run_id="d")
         results.append(await flow.resume(rt, first, {"action": "ok"}))
     assert results[0].serialized_context == results[1].serialized_context
@@ -275,10 +230,10 @@ async def refused(out: list[Any], call: Awaitable[Any]) -> None:
 
 
 async def both(scenario: Callable[[bool, list[Any]], Awaitable[None]]) -> list[Any]:
-    """Run ``scenario`` with the straight line on and off; the two traces must agree."""
+    """Run ``scenario`` with the fast paths on and off; the two traces must agree."""
     traces: list[list[Any]] = [[], []]
-    for lines, out in zip((True, False), traces, strict=True):
-        await refused(out, scenario(lines, out))
+    for fast, out in zip((True, False), traces, strict=True):
+        await refused(out, scenario(fast, out))
     assert traces[0] == traces[1]
     return traces[0][:-1]
 
@@ -287,11 +242,9 @@ def echo(n: NodeContext) -> Any:
     return n.input
 
 
-def runtime(flow: Any, lines: bool, **kw: Any) -> FlowRuntime:
+def runtime(flow: Any, fast: bool, **kw: Any) -> FlowRuntime:
     kw.setdefault("clock", FakeClock())
-    rt = FlowRuntime(registry=flow.registry, **kw)
-    rt._lines = lines
-    return rt
+    return switch.runtime(fast, registry=flow.registry, **kw)
 
 
 def approval() -> Any:
@@ -307,8 +260,9 @@ EXPECTED = ("TimerNotDueError", "completed", "awaiting", "cancelled", "WaitExpir
 EXPECTED += ("completed", "completed")
 
 
+@pytest.mark.compares_fast_paths
 async def test_approval_round_trips_and_refusals_agree() -> None:
-    async def scenario(lines: bool, out: list[Any]) -> None:
+    async def scenario(fast: bool, out: list[Any]) -> None:
         flow, bp = approval(), approval().to_blueprint()
         before = SimpleNamespace(before_node=lambda node: anyio.sleep(0))
         for kw in (
@@ -316,7 +270,7 @@ async def test_approval_round_trips_and_refusals_agree() -> None:
             *({"event_bus": InMemoryEventLogger()}, {"middleware": [before]}),
         ):
             clock = FakeClock()
-            rt = runtime(flow, lines, clock=clock, **kw)
+            rt = runtime(flow, fast, clock=clock, **kw)
             first = await rt.run(bp, {"n": 1}, run_id="r")
             out.append(snap(first))
             await refused(out, rt.resume(bp, first, {"action": "nope"}))
@@ -339,14 +293,15 @@ class Typed(msgspec.Struct):
     when: datetime | None = None
 
 
+@pytest.mark.compares_fast_paths
 async def test_typed_state_wait_schema_and_unencodable_values_agree() -> None:
     look = lambda n: [type(n.context.get("when")).__name__, repr(n.input)]  # noqa: E731
     flow = create_flow("typed", state=Typed).node("a", lambda n: 1).wait("w", schema=Typed)
     flow.node("b", look).node("bad", lambda n: object()).wait("w2").node("c", lambda n: 0)
     flow.edge("a", "w").edge("w", "b").edge("b", "w2").edge("w2", "c").edge("c", "bad")
 
-    async def scenario(lines: bool, out: list[Any]) -> None:
-        rt, bp = runtime(flow, lines), flow.to_blueprint()
+    async def scenario(fast: bool, out: list[Any]) -> None:
+        rt, bp = runtime(flow, fast), flow.to_blueprint()
         first = await rt.run(bp, {"when": "2026-01-01T00:00:00Z"}, run_id="r")
         await refused(out, rt.resume(bp, first, {"output": {"approved": "x"}}))
         out.append(snap(second := await rt.resume(bp, first, {"output": {"approved": True}})))
@@ -357,14 +312,15 @@ async def test_typed_state_wait_schema_and_unencodable_values_agree() -> None:
     assert trace == ["ResumeDataError", "awaiting", "SerializationError", "SerializationError"]
 
 
+@pytest.mark.compares_fast_paths
 async def test_scheduler_fires_sleeps_and_expired_waits_alike() -> None:
     flow = create_flow("timers").node("a", lambda n: 1).sleep("nap", duration=5)
     flow.node("b", lambda n: n.input + 1).wait("w", timeout=3).node("late", lambda n: n.input)
     flow.edge("a", "nap").edge("nap", "b").edge("b", "w").edge("w", "late")
 
-    async def scenario(lines: bool, out: list[Any]) -> None:
+    async def scenario(fast: bool, out: list[Any]) -> None:
         clock = FakeClock()
-        rt, bp, seen = runtime(flow, lines, clock=clock), flow.to_blueprint(), []
+        rt, bp, seen = runtime(flow, fast, clock=clock), flow.to_blueprint(), []
         async with rt.scheduler(interval=1, on_result=seen.append) as sched:
             out.append(snap(await rt.run(bp, run_id="r")))
             for _ in range(10):
@@ -377,6 +333,7 @@ async def test_scheduler_fires_sleeps_and_expired_waits_alike() -> None:
     assert [r[0] for r in (await both(scenario))[-1]] == ["awaiting", "completed"]
 
 
+@pytest.mark.compares_fast_paths
 async def test_subflows_resume_expire_and_run_under_flow_service_alike() -> None:
     child = create_flow("child").node("c1", lambda n: n.context.get("input"))
     child.wait("cw", timeout=10).node("c2", lambda n: ["c2", n.input])
@@ -384,9 +341,9 @@ async def test_subflows_resume_expire_and_run_under_flow_service_alike() -> None
     flow = create_flow("parent").node("a", lambda n: "in").node("z", echo)
     flow.subflow("s", "child", outputs={"got": "c2"}).edge("a", "s").edge("s", "z")
 
-    async def scenario(lines: bool, out: list[Any]) -> None:
+    async def scenario(fast: bool, out: list[Any]) -> None:
         clock = FakeClock()
-        rt, bp = runtime(flow, lines, clock=clock, blueprints={"child": child}), flow.to_blueprint()
+        rt, bp = runtime(flow, fast, clock=clock, blueprints={"child": child}), flow.to_blueprint()
         first = await rt.run(bp, run_id="r")
         out += [snap(first), snap(await rt.resume(bp, first, {"output": 1}, "s/cw"))]
         svc = FlowService(rt, MemoryStore(), [flow])
@@ -414,6 +371,7 @@ async def fails(n: NodeContext) -> str:
     raise ValueError("down")
 
 
+@pytest.mark.compares_fast_paths
 async def test_batch_loop_class_gate_inputs_fallback_and_step_limits_agree() -> None:
     flow = create_flow("mix").node("s", lambda n: 2).node("cls", Doubler)
     flow.node("gate", lambda n: n.input, pause_before=True)
@@ -426,9 +384,9 @@ async def test_batch_loop_class_gate_inputs_fallback_and_step_limits_agree() -> 
         flow.edge(src, dst)
     flow.edge("bt", "body").edge("body", "w").edge("w", "end").edge("lp", "bad", action="break")
 
-    async def scenario(lines: bool, out: list[Any]) -> None:
+    async def scenario(fast: bool, out: list[Any]) -> None:
         for steps in (1, 3, 6, 9, 100):
-            rt, bp = runtime(flow, lines, max_steps=steps), flow.to_blueprint()
+            rt, bp = runtime(flow, fast, max_steps=steps), flow.to_blueprint()
             result = await rt.run(bp, {"k": "v", "items": [1, 2]}, run_id="r")
             out.append(snap(result))
             while result.status == "awaiting":
@@ -439,13 +397,14 @@ async def test_batch_loop_class_gate_inputs_fallback_and_step_limits_agree() -> 
     assert (await both(scenario))[-1][0] == "completed"
 
 
+@pytest.mark.compares_fast_paths
 async def test_blueprint_change_and_migrate_agree() -> None:
     moved = create_flow("approval", version="2").node("submit", lambda n: "submitted").wait("w2")
     moved.node("pay", lambda n: ["paid2", n.input]).edge("submit", "w2").edge("w2", "pay")
 
-    async def scenario(lines: bool, out: list[Any]) -> None:
-        first = await runtime(approval(), lines).run(approval().to_blueprint(), run_id="r")
-        rt, bp = runtime(moved, lines), moved.to_blueprint()
+    async def scenario(fast: bool, out: list[Any]) -> None:
+        first = await runtime(approval(), fast).run(approval().to_blueprint(), run_id="r")
+        rt, bp = runtime(moved, fast), moved.to_blueprint()
         await refused(out, rt.resume(bp, first, {"output": 1}))
         rename = lambda view: view.awaiting.update(w="w2")  # noqa: E731
         out.append(snap(await rt.resume(bp, first, {"output": 1}, migrate=rename)))

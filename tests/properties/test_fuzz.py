@@ -41,6 +41,7 @@ from flowcraft import (
 )
 from flowcraft._serialize import Envelope, WaitState
 from flowcraft.testing import FakeClock
+from tests import switch
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 KEYS = {"k1": b"first secret key", "k2": b"second secret key"}
@@ -97,8 +98,16 @@ async def _bases(**kw: Any) -> dict[str, bytes]:
     return out
 
 
-BASES: dict[str, bytes] = anyio.run(_bases)
-SIGNED: dict[str, bytes] = anyio.run(partial(_bases, signing_keys=KEYS, signing_key_id="k1"))
+def _built(fast: bool) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The base contexts, unsigned and signed, written with the fast paths on or off."""
+    with switch.fast_paths(fast):
+        plain = anyio.run(_bases)
+        signed = anyio.run(partial(_bases, signing_keys=KEYS, signing_key_id="k1"))
+    return plain, signed
+
+
+# Data, written once: the runtimes under test are made in each test, under the fixture's switch.
+BASES, SIGNED = _built(fast=True)
 REQUESTS: list[tuple[Any, str | None]] = [
     (None, None),
     (None, "nap"),
@@ -558,3 +567,9 @@ def test_signed_base_contexts_carry_a_key_id_and_still_age() -> None:
     """Sanity: the signed fixtures are really signed and the clock helper makes the timer due."""
     assert all(data.startswith(b"FCS1") for data in SIGNED.values())
     assert due_runtime().clock.now() == START + timedelta(seconds=120)
+
+
+@pytest.mark.compares_fast_paths
+def test_fast_and_general_runtimes_write_the_same_base_contexts() -> None:
+    """The contexts every test here mangles are the same bytes whichever way they were written."""
+    assert _built(fast=False) == (BASES, SIGNED)

@@ -37,11 +37,9 @@ as another process would.
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import pytest
@@ -53,15 +51,13 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from flowcraft import (
     AmbiguousResumeError,
-    Flow,
     FlowRuntime,
-    NodeContext,
     NodeNotAwaitingError,
-    NodeResult,
     NotAwaitingError,
     ResumeDataError,
     ResumeError,
@@ -70,318 +66,15 @@ from flowcraft import (
     TimerNotDueError,
     UnknownActionError,
     WaitExpiredError,
-    create_flow,
 )
 from flowcraft.testing import FakeClock
+from tests.reference import Reference, Wait
+from tests.strategies import ACTIONS, CONTROL, PAUSED_BY, NodeSpec, Spec, build, flow_specs, name
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-ACTIONS = ("a", "b")
 OUTPUTS: list[Any] = [None, 0, 7, "x", {"k": 1}, [1, "two"]]
-PAUSED_BY = "model-control"
-#: The ``RunControl`` of the call in progress, if it has one: a ``pauser`` task pauses it.
-CONTROL: list[RunControl] = []
-
-
-# --- flow specs --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    kind: str  # "task" | "wait" | "sleep"
-    action: str | None = None  # a task's result action
-    join: str = "all"
-    fails: int = 0  # attempts that raise before one succeeds
-    retries: int = 1  # max_retries
-    fallback: tuple[int, int] | None = None  # (fails, retries) of the fallback task
-    duration: int = 0  # a sleep's seconds
-    loop: int = 0  # a task that loops on itself this many times (a bounded cycle)
-    timeout: int | None = None  # a wait's timeout in seconds (it then routes along "timeout")
-    gate: bool = False  # a task with pause_before=True
-    pauser: bool = False  # a task that calls RunControl.pause() when it succeeds
-
-    def __repr__(self) -> str:
-        """Only what differs from the defaults, so failing examples stay short."""
-        args = [repr(self.kind)]
-        for f in fields(self)[1:]:
-            if getattr(self, f.name) != f.default:
-                args.append(f"{f.name}={getattr(self, f.name)!r}")
-        return f"NodeSpec({', '.join(args)})"
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # how hypothesis prints examples
-        p.text(repr(self))
-
-
-@dataclass(frozen=True)
-class Spec:
-    nodes: tuple[NodeSpec, ...]
-    edges: tuple[tuple[int, int, str | None], ...]  # forward only: i < j
-
-    def out(self, i: int) -> list[tuple[int, int, str | None]]:
-        return [e for e in self.edges if e[0] == i]
-
-    def inc(self, i: int) -> list[tuple[int, int, str | None]]:
-        return [e for e in self.edges if e[1] == i]
-
-    def const(self, i: int) -> bool:
-        """An ``any`` join's input is whichever branch came first: its output ignores it."""
-        return self.nodes[i].join == "any" and len(self.inc(i)) > 1
-
-
-def name(i: int) -> str:
-    return f"n{i}"
-
-
-def fb_name(i: int) -> str:
-    return f"f{i}"
-
-
-def canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def task_output(node_id: str, value: Any, const: bool) -> str:
-    return node_id if const else f"{node_id}<{canon(value)}>"
-
-
-@st.composite
-def node_specs(draw: st.DrawFn) -> NodeSpec:
-    kind = draw(st.sampled_from(["task", "task", "task", "wait", "wait", "sleep"]))
-    if kind == "wait":
-        return NodeSpec("wait", timeout=draw(st.sampled_from([None, 30, 90])))
-    if kind == "sleep":
-        return NodeSpec("sleep", duration=draw(st.sampled_from([1, 30, 120])))
-    loop = draw(st.sampled_from([0, 0, 0, 1, 2]))
-    retries = draw(st.integers(1, 3))
-    fails = 0 if loop else draw(st.sampled_from([0, 0, 0, 1, 2, 3]))
-    fallback = None
-    if fails >= retries and draw(st.booleans()):
-        fallback = (draw(st.integers(0, 1)), draw(st.integers(1, 2)))
-    return NodeSpec(
-        "task",
-        action=draw(st.sampled_from([None, *ACTIONS])),
-        join=draw(st.sampled_from(["all", "any"])),
-        fails=fails,
-        retries=retries,
-        fallback=fallback,
-        loop=loop,
-        gate=draw(st.sampled_from([False, False, True])),
-        pauser=draw(st.booleans()),
-    )
-
-
-@st.composite
-def specs(draw: st.DrawFn) -> Spec:
-    n = draw(st.integers(2, 6))
-    nodes = tuple(draw(node_specs()) for _ in range(n))
-    labels: dict[tuple[int, int], str | None] = {
-        (i, j): draw(st.sampled_from([None, None, *ACTIONS]))
-        for j in range(1, n)
-        for i in range(j)
-        if draw(st.booleans())
-    }
-    for i, node in enumerate(nodes):  # most waits with a timeout get a "timeout" edge
-        if node.timeout and i < n - 1 and draw(st.sampled_from([True, True, True, False])):
-            labels[(i, draw(st.integers(i + 1, n - 1)))] = "timeout"
-    edges = tuple((i, j, label) for (i, j), label in sorted(labels.items()))
-    # A self edge is an incoming edge: a looping node must also be reachable from a start node.
-    targets = {j for _, j, _ in edges}
-    nodes = tuple(
-        node if node.loop == 0 or i in targets else replace(node, loop=0)
-        for i, node in enumerate(nodes)
-    )
-    return Spec(nodes, edges)
-
-
-def task(n: NodeContext) -> NodeResult[str]:
-    n.context.set(n.node_id, n.attempt)
-    if n.attempt <= n.params["fails"]:
-        raise RuntimeError(f"{n.node_id} fails attempt {n.attempt}")
-    if n.params.get("pauser") and CONTROL:
-        CONTROL[0].pause("model pause", by=PAUSED_BY)
-    output = task_output(n.node_id, n.input, n.params["const"])
-    if n.params.get("loop"):
-        rounds = n.context.get(f"{n.node_id}#loop", 0) + 1
-        n.context.set(f"{n.node_id}#loop", rounds)
-        if rounds <= n.params["loop"]:
-            return NodeResult(output=output, action="again")  # along the self edge
-    return NodeResult(output=output, action=n.params["action"])
-
-
-def build(spec: Spec) -> Flow:
-    flow = create_flow("model")
-    for i, node in enumerate(spec.nodes):
-        if node.kind == "wait":
-            flow.wait(name(i), timeout=node.timeout, on_timeout="timeout")
-        elif node.kind == "sleep":
-            flow.sleep(name(i), duration=node.duration)
-        else:
-            params = {
-                "action": node.action,
-                "fails": node.fails,
-                "const": spec.const(i),
-                "loop": node.loop,
-                "pauser": node.pauser,
-            }
-            flow.node(
-                name(i),
-                task,
-                params=params,
-                max_retries=node.retries,
-                join=node.join,  # type: ignore[arg-type]
-                fallback=fb_name(i) if node.fallback else None,
-                pause_before=node.gate,
-                name="model.task",
-            )
-            if node.fallback:
-                fb_fails, fb_retries = node.fallback
-                fb_params = {"action": None, "fails": fb_fails, "const": spec.const(i)}
-                flow.node(
-                    fb_name(i), task, params=fb_params, max_retries=fb_retries, name="model.task"
-                )
-    for src, dst, action in spec.edges:
-        flow.edge(name(src), name(dst), action=action)
-    for i, node in enumerate(spec.nodes):
-        if node.loop:
-            flow.edge(name(i), name(i), action="again")  # closes a cycle: a back edge
-    return flow
-
-
-# --- the reference interpreter ------------------------------------------------------------------
-
-
-class Wait(NamedTuple):
-    reason: str  # "wait" | "timer" | "pause" (a gate)
-    wake_at: datetime | None  # a sleep's
-    expires_at: datetime | None  # a wait's with a timeout
-    value: Any  # the node's input
-
-
-class Reference:
-    """DESIGN.md's semantics, computed node by node in index order (edges go forward only)."""
-
-    def __init__(self, spec: Spec) -> None:
-        self.spec = spec
-        self.edges: dict[tuple[int, int], tuple[bool, Any]] = {}  # decided edges only
-        self.done: set[int] = set()  # ran, skipped, or reached (wait/sleep/gate)
-        self.reached: set[str] = set()  # nodes that ran or were reached
-        self.outputs: dict[str, Any] = {}
-        self.state: dict[str, Any] = {}
-        self.waiting: dict[str, Wait] = {}
-        self.failed: set[str] = set()
-        self.rounds: dict[str, list[str]] = {}  # a looping task's output after every round
-        self.revision = 0
-
-    @property
-    def status(self) -> str:
-        if self.failed:
-            return "failed"
-        return "awaiting" if self.waiting else "completed"
-
-    def settle(self, now: datetime) -> None:
-        progress = True
-        while progress:
-            progress = False
-            for i in range(len(self.spec.nodes)):
-                if i not in self.done and self._try(i, now):
-                    self.done.add(i)
-                    progress = True
-
-    def _try(self, i: int, now: datetime) -> bool:
-        inc = self.spec.inc(i)
-        if not inc:
-            self._execute(i, None, now)
-            return True
-        decided = [self.edges[(s, d)] for s, d, _ in inc if (s, d) in self.edges]
-        fired = {
-            name(s): self.edges[(s, d)][1] for s, d, _ in inc if self.edges.get((s, d), (0,))[0]
-        }
-        if self.spec.const(i) and fired:
-            self._execute(i, "first arrival", now)
-            return True
-        if len(decided) < len(inc):
-            return False
-        if not fired:
-            for s, d, _ in self.spec.out(i):
-                self.edges[(s, d)] = (False, None)
-            return True
-        self._execute(i, next(iter(fired.values())) if len(inc) == 1 else fired, now)
-        return True
-
-    def _execute(self, i: int, value: Any, now: datetime) -> None:
-        """The node is reached with input ``value``: await, or run it."""
-        node, nid = self.spec.nodes[i], name(i)
-        self.reached.add(nid)
-        if node.kind == "wait":
-            expires = None if node.timeout is None else now + timedelta(seconds=node.timeout)
-            self.waiting[nid] = Wait("wait", None, expires, value)
-        elif node.kind == "sleep":
-            self.waiting[nid] = Wait("timer", now + timedelta(seconds=node.duration), None, value)
-        elif node.gate:
-            self.waiting[nid] = Wait("pause", None, None, value)
-        else:
-            self.run(i, value, now)
-
-    def run(self, i: int, value: Any, now: datetime) -> None:
-        """Run a task (past its gate): retries, then its fallback; a loop round re-reaches it."""
-        node, nid = self.spec.nodes[i], name(i)
-        if node.fails < node.retries:
-            self.state[nid] = node.fails + 1
-            output = task_output(nid, value, self.spec.const(i))
-            if node.loop:
-                rounds = self.state[f"{nid}#loop"] = self.state.get(f"{nid}#loop", 0) + 1
-                if rounds <= node.loop:  # the back edge: reached again with the output as input
-                    self.outputs[nid] = output
-                    self.rounds.setdefault(nid, []).append(output)
-                    self._execute(i, output, now)
-                    return
-            self.route(i, output, node.action)
-        else:
-            self.state[nid] = node.retries
-            if node.fallback is None:
-                self.failed.add(nid)
-                return
-            fb_fails, fb_retries = node.fallback
-            fb = fb_name(i)
-            if fb_fails < fb_retries:
-                self.state[fb] = fb_fails + 1
-                self.outputs[fb] = task_output(fb, value, self.spec.const(i))
-                self.route(i, self.outputs[fb], None)
-            else:
-                self.state[fb] = fb_retries
-                self.failed.add(fb)
-
-    def route(self, i: int, output: Any, action: str | None) -> None:
-        self.outputs[name(i)] = output
-        out = self.spec.out(i)
-        taken = [e for e in out if action is not None and e[2] == action]
-        if not taken:
-            taken = [e for e in out if e[2] is None]
-        for e in out:
-            self.edges[(e[0], e[1])] = (True, output) if e in taken else (False, None)
-
-    def action_ok(self, i: int, action: str | None) -> bool:
-        labels = {e[2] for e in self.spec.out(i) if e[2] is not None}
-        default = any(e[2] is None for e in self.spec.out(i))
-        return not labels or action in labels or default
-
-    def ran(self, nid: str, output: Any) -> bool:
-        """``output`` is one the reference gave ``nid`` (a loop may have stopped at any round)."""
-        if nid in self.outputs and output == self.outputs[nid]:
-            return True
-        return output in self.rounds.get(nid, ())
-
-    def resume(self, nid: str, output: Any, action: str | None, now: datetime) -> None:
-        """A wait completes with (output, action); a timer with its input; a gate runs."""
-        w = self.waiting.pop(nid)
-        i = int(nid[1:])
-        if w.reason == "timer":
-            self.route(i, w.value, None)
-        elif w.reason == "pause":
-            self.run(i, w.value, now)
-        else:
-            self.route(i, output, action)
-        self.settle(now)
-        self.revision += 1
+#: What the model draws: everything the reference knows.
+MODEL = frozenset({"joins", "retries", "fallbacks", "loops", "timeouts", "gates", "pausers"})
 
 
 # --- the state machine --------------------------------------------------------------------------
@@ -505,7 +198,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     # rules --------------------------------------------------------------------------------------
 
-    @initialize(spec=specs(), controlled=st.booleans())
+    @initialize(spec=flow_specs(features=MODEL), controlled=st.booleans())
     def start(self, spec: Spec, controlled: bool) -> None:
         self.spec = spec
         self.flow = build(spec)
@@ -676,14 +369,18 @@ class FlowMachine(RuleBasedStateMachine):
         assert got.errors == ()
 
 
-FlowMachine.TestCase.settings = settings(
-    settings.default,
-    # Twice the loaded profile's examples, at most 2000: 120 under "ci", 2000 under "long".
-    max_examples=min(2 * settings.default.max_examples, 2000),
-    stateful_step_count=15,
-    deadline=None,
-)
-TestFlowMachine = FlowMachine.TestCase
+def test_flow_machine_matches_the_reference() -> None:
+    """Random flows, driven by random resumes from bytes, stay equal to the reference."""
+    run_state_machine_as_test(
+        FlowMachine,
+        settings=settings(
+            settings.default,
+            # Twice the loaded profile's examples, at most 2000: 120 under "ci", 2000 under "long".
+            max_examples=min(2 * settings.default.max_examples, 2000),
+            stateful_step_count=15,
+            deadline=None,
+        ),
+    )
 
 
 def test_reference_agrees_with_a_hand_checked_flow() -> None:
