@@ -424,24 +424,16 @@ async def test_forged_batch_record_is_a_context_error() -> None:
         await flow.resume(rt, forged, {"output": 1}, "b_scatter/x")
 
 
-async def test_resume_without_node_id_is_ambiguous_when_a_batch_has_two_paused_items() -> None:
-    """Two paused batch items are two awaiting nodes: omitting node_id must be ambiguous."""
-
+def _two_paused_batch_items() -> tuple[Any, FlowRuntime, dict[str, Any]]:
     def review(n: NodeContext) -> str:
         n.pause("check")
 
     flow = create_flow("f").batch("b", review, input_key="items")
-    rt = FlowRuntime(registry=flow.registry)
-    first = await flow.run(rt, {"items": ["a", "b"]})
-    assert len(first.awaiting) == 2
-    with pytest.raises(AmbiguousResumeError):
-        await flow.resume(rt, first.serialized_context, {"output": "x"})
-    with pytest.raises(AmbiguousResumeError):
-        await flow.resume(rt, first.serialized_context)
+    return flow, FlowRuntime(registry=flow.registry), {"items": ["a", "b"]}
 
 
-def _two_wait_child() -> Any:
-    return (
+def _subflow_with_two_waits() -> tuple[Any, FlowRuntime, dict[str, Any]]:
+    child = (
         create_flow("child")
         .node("a", lambda n: 1)
         .wait("w1")
@@ -449,19 +441,29 @@ def _two_wait_child() -> Any:
         .edge("a", "w1")
         .edge("a", "w2")
     )
-
-
-async def test_resume_without_node_id_is_ambiguous_when_a_subflow_has_two_waits() -> None:
-    """Two pending waits inside one subflow are two awaiting nodes: node_id is required."""
-    child = _two_wait_child()
     parent = create_flow("parent").subflow("sub", "child")
-    rt = FlowRuntime(blueprints={"child": child})
-    first = await parent.run(rt)
-    assert sorted(a.node_id for a in first.awaiting) == ["sub/w1", "sub/w2"]
+    return parent, FlowRuntime(blueprints={"child": child}), {}
+
+
+@pytest.mark.parametrize(
+    ("make", "awaiting"),
+    [
+        (_two_paused_batch_items, ["b_scatter/0", "b_scatter/1"]),
+        (_subflow_with_two_waits, ["sub/w1", "sub/w2"]),
+    ],
+    ids=["batch-items", "subflow-waits"],
+)
+async def test_resume_without_node_id_is_ambiguous_when_two_nodes_await(
+    make: Any, awaiting: list[str]
+) -> None:
+    """Two paused batch items, or two waits in one subflow, need a node_id to resume either."""
+    flow, rt, state = make()
+    first = await flow.run(rt, state)
+    assert sorted(a.node_id for a in first.awaiting) == awaiting
     with pytest.raises(AmbiguousResumeError):
-        await parent.resume(rt, first.serialized_context, {"output": 1})
+        await flow.resume(rt, first.serialized_context, {"output": 1})
     with pytest.raises(AmbiguousResumeError):
-        await parent.resume(rt, first.serialized_context)
+        await flow.resume(rt, first.serialized_context)
 
 
 async def test_subflow_wait_resumed_after_child_blueprint_changed_raises_mismatch() -> None:

@@ -390,12 +390,13 @@ async def test_json_and_msgpack_contexts_are_both_readable() -> None:
     assert result.status == "awaiting"
 
 
-async def test_fire_on_a_wait_that_has_not_expired_raises_timer_not_due() -> None:
-    """`runtime.fire` on a wait whose deadline has not come must refuse, not complete the wait."""
+@pytest.mark.parametrize("timeout", [60, None], ids=["not-expired", "no-timeout"])
+async def test_fire_on_a_wait_that_is_not_due_raises_timer_not_due(timeout: int | None) -> None:
+    """`runtime.fire` refuses a wait before its deadline, or with none, and changes nothing."""
     clock = FakeClock()
     flow = (
         create_flow("f")
-        .wait("w", timeout=60, on_timeout="timeout")
+        .wait("w", timeout=timeout, on_timeout="timeout")
         .node("ok", lambda n: "ok")
         .node("late", lambda n: "late")
         .edge("w", "ok", action="ok")
@@ -407,16 +408,8 @@ async def test_fire_on_a_wait_that_has_not_expired_raises_timer_not_due() -> Non
     clock.advance(10)
     with pytest.raises(TimerNotDueError):
         await rt.fire(bp, first.serialized_context, "w")
-
-
-async def test_fire_on_a_wait_without_timeout_raises() -> None:
-    """A wait with no deadline cannot be 'fired' (it has no timer)."""
-    flow = create_flow("f").wait("w").node("ok", lambda n: "ok").edge("w", "ok", action="ok")
-    rt = FlowRuntime(registry=flow.registry, clock=FakeClock())
-    bp = flow.to_blueprint()
-    first = await rt.run(bp)
-    with pytest.raises(TimerNotDueError):
-        await rt.fire(bp, first.serialized_context, "w")
+    final = await rt.resume(bp, first.serialized_context, {"action": "ok"}, "w")
+    assert (final.status, final.outputs) == ("completed", {"w": None, "ok": "ok"})
 
 
 async def test_fire_refuses_to_open_a_pause_before_gate() -> None:
