@@ -118,8 +118,6 @@ class FlowRuntime:
     max_steps: int = _setting("max_steps", "Node executions allowed per run/resume call.")
     concurrency: int | None = _setting("concurrency", "Upper bound on nodes running at once.")
 
-    _lines: bool = _setting("fast", "Every shortcut on (tests compare both ways).")
-
     @property
     def codec(self) -> Codec:
         """The context codec (serializer, signing keys, size limit)."""

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+import types
+
+import pytest
+
 import flowcraft
+import flowcraft.stores
 import flowcraft.testing
 
+PUBLIC_MODULES = [flowcraft, flowcraft.stores, flowcraft.testing]
 
-def test_all_is_a_sorted_tuple_of_resolvable_names() -> None:
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_all_is_a_sorted_tuple_of_resolvable_names(module: types.ModuleType) -> None:
     """__all__ is a sorted tuple and every name in it resolves."""
-    assert isinstance(flowcraft.__all__, tuple)
-    assert list(flowcraft.__all__) == sorted(flowcraft.__all__)
-    for name in flowcraft.__all__:
-        assert getattr(flowcraft, name) is not None
+    assert isinstance(module.__all__, tuple)
+    assert list(module.__all__) == sorted(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
 
 
 def test_nothing_public_is_missing_from_all() -> None:
@@ -20,6 +28,19 @@ def test_nothing_public_is_missing_from_all() -> None:
         if not name.startswith("_") and name not in {"annotations", "testing", "stores"}
     }
     assert public == set(flowcraft.__all__)
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES[1:], ids=lambda m: m.__name__)
+def test_nothing_public_is_missing_from_a_submodules_all(module: types.ModuleType) -> None:
+    """Every public name a submodule defines (not imports) is listed in its __all__."""
+    defined = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and (getattr(value, "__module__", None) or "").startswith(module.__name__)
+    }
+    assert defined <= set(module.__all__)
 
 
 def test_error_tree_matches_the_design() -> None:

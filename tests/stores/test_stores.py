@@ -1,0 +1,483 @@
+"""The RunStore contract, run against every store (Redis and PostgreSQL are real servers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowcraft import RevisionConflictError, RunNotFoundError
+from flowcraft.stores import (
+    HistoryRecord,
+    MemoryStore,
+    PostgresStore,
+    RedisStore,
+    RunExistsError,
+    RunStore,
+    SqliteStore,
+    StoredRun,
+)
+
+REDIS_URL = os.environ.get("FLOWCRAFT_TEST_REDIS", "redis://127.0.0.1:6379/15")
+POSTGRES_DSN = os.environ.get("FLOWCRAFT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE = os.environ.get("FLOWCRAFT_REQUIRE_SERVICES") == "1"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unavailable(what: str, exc: BaseException) -> None:
+    """Skip (or fail under FLOWCRAFT_REQUIRE_SERVICES=1) when a server cannot be reached."""
+    msg = f"{what} is unreachable ({type(exc).__name__}: {exc}); start it or unset the store"
+    if REQUIRE:
+        pytest.fail(f"{msg}. FLOWCRAFT_REQUIRE_SERVICES=1 requires every server.")
+    pytest.skip(msg)
+
+
+async def redis_store(namespace: str) -> RedisStore:
+    store = RedisStore(REDIS_URL, namespace=namespace)
+    try:
+        await store.recall("probe", "probe")
+    except Exception as exc:
+        await store.close()
+        unavailable(f"Redis at {REDIS_URL}", exc)
+    return store
+
+
+async def postgres_store(namespace: str) -> PostgresStore:
+    store = PostgresStore(POSTGRES_DSN, namespace=namespace)
+    try:
+        await store.recall("probe", "probe")
+    except Exception as exc:
+        await store.close()
+        unavailable(f"PostgreSQL at {POSTGRES_DSN}", exc)
+    return store
+
+
+async def drop_namespace(kind: str, namespace: str) -> None:
+    """Remove everything a test namespace created on a server."""
+    if kind == "redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    elif kind == "postgres":
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            for table in ("runs", "history", "idempotency", "leases"):
+                await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
+
+
+STORES = ["memory", "sqlite", "redis", "postgres"]
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    kind: str = request.param
+    namespace = f"t_{uuid.uuid4().hex[:12]}"
+    made: RunStore
+    if kind == "memory":
+        made = MemoryStore()
+    elif kind == "sqlite":
+        made = SqliteStore(tmp_path / "runs.db", namespace=namespace)
+    elif kind == "redis":
+        made = await redis_store(namespace)
+    else:
+        made = await postgres_store(namespace)
+    request.node.store_spec = (kind, namespace, str(tmp_path / "runs.db"))
+    try:
+        yield made
+    finally:
+        await made.close()
+        await drop_namespace(kind, namespace)
+
+
+def run_record(run_id: str = "r1", **kw: Any) -> StoredRun:
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "flow_id": "approval",
+        "status": "awaiting",
+        "revision": 1,
+        "created_at": T0,
+        "updated_at": T0,
+        "context": b"ctx-" + run_id.encode(),
+        "awaiting": ("approve",),
+        "reasons": ("wait",),
+    }
+    fields.update(kw)
+    return StoredRun(**fields)
+
+
+def bump(run: StoredRun, **kw: Any) -> StoredRun:
+    """The next revision of ``run``."""
+    fields = {f: getattr(run, f) for f in run.__struct_fields__}
+    fields.update(revision=run.revision + 1, updated_at=run.updated_at + timedelta(seconds=1))
+    fields.update(kw)
+    return StoredRun(**fields)
+
+
+# --- create / get / save ---------------------------------------------------------------------
+
+
+async def test_create_then_get_returns_the_same_run(store: RunStore) -> None:
+    """A created run reads back field for field, bytes intact."""
+    run = run_record(
+        wake_at=T0 + timedelta(minutes=5),
+        due_at=T0 + timedelta(minutes=5),
+        paused_by="ops",
+        pause_reason="audit",
+        pause_request_id="req-1",
+        context=bytes(range(256)),
+    )
+    await store.create(run)
+    assert await store.get("r1") == run
+
+
+async def test_create_refuses_an_existing_run_id(store: RunStore) -> None:
+    """Creating the same id twice raises RunExistsError and keeps the first run."""
+    await store.create(run_record())
+    with pytest.raises(RunExistsError, match="'r1' is already in the store"):
+        await store.create(run_record(context=b"other"))
+    assert (await store.get("r1")).context == b"ctx-r1"
+
+
+async def test_get_unknown_run_raises_run_not_found(store: RunStore) -> None:
+    """An unknown id raises RunNotFoundError (a LookupError)."""
+    with pytest.raises(RunNotFoundError, match="'nope' is not in the store"):
+        await store.get("nope")
+    with pytest.raises(LookupError):
+        await store.get("nope")
+
+
+async def test_save_with_the_stored_revision_replaces_the_run(store: RunStore) -> None:
+    """Compare-and-set succeeds when the expected revision is the stored one."""
+    run = run_record()
+    await store.create(run)
+    newer = bump(run, status="completed", awaiting=(), reasons=(), context=b"done")
+    await store.save(newer, expected_revision=1)
+    assert await store.get("r1") == newer
+
+
+async def test_save_with_a_stale_revision_raises_and_changes_nothing(store: RunStore) -> None:
+    """A stale compare-and-set raises RevisionConflictError with expected/actual, and no
+    history or idempotency record of the loser is kept."""
+    run = run_record()
+    await store.create(run)
+    await store.save(bump(run), expected_revision=1)
+    loser = bump(run, context=b"loser")
+    entry = HistoryRecord(at=T0, event="resume", node_id="approve")
+    with pytest.raises(RevisionConflictError, match="expected stored revision 1, found 2") as info:
+        await store.save(loser, expected_revision=1, history=[entry], idempotency=("k", b"x"))
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert (await store.get("r1")).context == b"ctx-r1"
+    assert await store.history("r1") == []
+    assert await store.recall("r1", "k") is None
+
+
+async def test_save_of_an_unknown_run_raises_run_not_found(store: RunStore) -> None:
+    """save() never creates a run."""
+    with pytest.raises(RunNotFoundError):
+        await store.save(run_record("ghost"), expected_revision=0)
+
+
+async def test_history_is_appended_in_order_with_create_and_save(store: RunStore) -> None:
+    """History written with create/save reads back oldest first."""
+    first = HistoryRecord(at=T0, event="start", revision=1)
+    second = HistoryRecord(at=T0, event="pause", node_id="approve", by="ann", reason="wait")
+    third = HistoryRecord(at=T0, event="resume", node_id="approve", by="bob", action="ok")
+    run = run_record()
+    await store.create(run, history=[first])
+    await store.save(bump(run), 1, history=[second, third])
+    assert await store.history("r1") == [first, second, third]
+    assert await store.history("unknown") == []
+
+
+async def test_concurrent_saves_with_the_same_revision_have_exactly_one_winner(
+    store: RunStore,
+) -> None:
+    """Many tasks racing save() from the same revision: one wins, the rest conflict."""
+    run = run_record()
+    await store.create(run)
+    outcomes: list[str] = []
+
+    async def attempt(i: int) -> None:
+        try:
+            newer = bump(run, context=f"task-{i}".encode())
+            await store.save(newer, 1, idempotency=("k", b"%d" % i))
+            outcomes.append(f"task-{i}")
+        except RevisionConflictError:
+            outcomes.append("conflict")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(attempt, i)
+    winners = [o for o in outcomes if o != "conflict"]
+    assert len(winners) == 1
+    stored = await store.get("r1")
+    assert stored.revision == 2
+    assert stored.context == winners[0].encode()
+    assert await store.recall("r1", "k") == winners[0].removeprefix("task-").encode()
+
+
+RACER = """
+import sys, anyio
+from datetime import UTC, datetime
+from flowcraft import RevisionConflictError
+from flowcraft.stores import StoredRun, SqliteStore, RedisStore, PostgresStore
+
+kind, target, namespace, me = sys.argv[1:5]
+
+async def main():
+    if kind == "sqlite":
+        store = SqliteStore(target, namespace=namespace)
+    elif kind == "redis":
+        store = RedisStore(target, namespace=namespace)
+    else:
+        store = PostgresStore(target, namespace=namespace)
+    current = await store.get("r1")          # connected and warmed up
+    print("ready", flush=True)
+    sys.stdin.readline()                     # the parent releases every racer at once
+    run = StoredRun(
+        run_id="r1", flow_id="approval", status="completed", revision=2,
+        created_at=current.created_at, updated_at=datetime.now(UTC), context=me.encode(),
+    )
+    try:
+        await store.save(run, 1, idempotency=("decision", me.encode()))
+        print("won", flush=True)
+    except RevisionConflictError as exc:
+        print(f"lost {exc.actual}", flush=True)
+    await store.close()
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "postgres"], indirect=True)
+async def test_processes_racing_save_have_exactly_one_winner(
+    store: RunStore, request: pytest.FixtureRequest
+) -> None:
+    """Several OS processes racing save() from the same revision: exactly one wins."""
+    kind, namespace, path = request.node.store_spec
+    target = {"sqlite": path, "redis": REDIS_URL, "postgres": POSTGRES_DSN}[kind]
+    await store.create(run_record())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, kind, target, namespace, f"p{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(5)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert sorted(o.split()[0] for o in outputs) == ["lost"] * 4 + ["won"]
+    assert all(o == "lost 2" for o in outputs if o != "won")
+    winner = f"p{[o.split()[0] for o in outputs].index('won')}"
+    assert (await store.get("r1")).context == winner.encode()
+    assert await store.recall("r1", "decision") == winner.encode()
+
+
+# --- listing, due index, stats ---------------------------------------------------------------
+
+
+async def seed(store: RunStore) -> None:
+    """Runs of two flows in every state, created one second apart."""
+    specs: list[dict[str, Any]] = [
+        {"run_id": "a", "status": "awaiting", "reasons": ("wait",)},
+        {"run_id": "b", "status": "awaiting", "reasons": ("timer",), "flow_id": "timers"},
+        {"run_id": "c", "status": "completed", "awaiting": (), "reasons": ()},
+        {"run_id": "d", "status": "awaiting", "reasons": ("pause", "wait"),
+         "pause_deadline": T0 + timedelta(hours=1)},
+        {"run_id": "e", "status": "failed", "awaiting": (), "reasons": (), "flow_id": "timers"},
+        {"run_id": "f", "status": "awaiting", "reasons": ("wait",),
+         "pause_deadline": T0 + timedelta(hours=3)},
+        {"run_id": "g", "status": "running", "awaiting": (), "reasons": ()},
+    ]
+    for i, spec in enumerate(specs):
+        at = T0 + timedelta(seconds=i)
+        await store.create(run_record(created_at=at, updated_at=at, **spec))
+
+
+async def test_list_filters_by_status_flow_reason_and_expiry(store: RunStore) -> None:
+    """Each filter narrows the listing; filters combine."""
+    await seed(store)
+
+    async def ids(**kw: Any) -> list[str]:
+        return [r.run_id for r in (await store.list(**kw)).runs]
+
+    assert await ids() == list("abcdefg")
+    assert await ids(status="awaiting") == list("abdf")
+    assert await ids(flow_id="timers") == list("be")
+    assert await ids(reason="wait") == list("adf")
+    assert await ids(reason="pause") == ["d"]
+    now = T0 + timedelta(hours=2)
+    assert await ids(expired=True, now=now) == ["d"]
+    assert await ids(expired=False, now=now, status="awaiting") == list("abf")
+    assert await ids(status="awaiting", flow_id="approval", reason="wait") == list("adf")
+
+
+async def test_list_pages_with_a_cursor_until_exhausted(store: RunStore) -> None:
+    """Pages of ``limit`` runs, in creation order, chained by next_cursor."""
+    await seed(store)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = await store.list(limit=3, cursor=cursor)
+        pages += 1
+        seen.extend(r.run_id for r in page.runs)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list("abcdefg")
+    assert pages == 3
+    filtered = await store.list(status="awaiting", limit=2)
+    assert [r.run_id for r in filtered.runs] == ["a", "b"]
+    rest = await store.list(status="awaiting", limit=2, cursor=filtered.next_cursor)
+    assert [r.run_id for r in rest.runs] == ["d", "f"]
+    assert rest.next_cursor is None
+
+
+async def test_list_needs_now_for_expired_and_rejects_bad_input(store: RunStore) -> None:
+    """Caller mistakes raise ValueError."""
+    with pytest.raises(ValueError, match="needs now="):
+        await store.list(expired=True)
+    with pytest.raises(ValueError, match="invalid list cursor"):
+        await store.list(cursor="%%%")
+    with pytest.raises(ValueError, match="limit"):
+        await store.list(limit=0)
+
+
+async def test_due_returns_awaiting_runs_due_by_now_earliest_first(store: RunStore) -> None:
+    """The due index holds awaiting runs only, ordered by due time, honouring limit."""
+    for rid, minutes, status in [
+        ("late", 30, "awaiting"), ("soon", 5, "awaiting"), ("future", 90, "awaiting"),
+        ("done", 1, "completed"), ("mid", 10, "awaiting"),
+    ]:
+        await store.create(run_record(rid, status=status, due_at=T0 + timedelta(minutes=minutes)))
+    await store.create(run_record("nodue"))
+    now = T0 + timedelta(minutes=60)
+    assert [r.run_id for r in await store.due(now)] == ["soon", "mid", "late"]
+    assert [r.run_id for r in await store.due(now, limit=2)] == ["soon", "mid"]
+    soon = await store.get("soon")
+    await store.save(bump(soon, status="completed"), soon.revision)
+    assert [r.run_id for r in await store.due(now)] == ["mid", "late"]
+    late = await store.get("late")
+    await store.save(bump(late, due_at=T0 + timedelta(hours=5)), late.revision)
+    assert [r.run_id for r in await store.due(now)] == ["mid"]
+
+
+async def test_stats_count_by_status_flow_reason_and_expiry(store: RunStore) -> None:
+    """stats() summarizes every run."""
+    await seed(store)
+    stats = await store.stats(T0 + timedelta(hours=2))
+    assert stats.total == 7
+    assert stats.by_status == {"awaiting": 4, "completed": 1, "failed": 1, "running": 1}
+    assert stats.by_flow == {"approval": 5, "timers": 2}
+    assert stats.awaiting_by_reason == {"wait": 3, "timer": 1, "pause": 1}
+    assert stats.expired == 1
+
+
+# --- idempotency, leases, retention ----------------------------------------------------------
+
+
+async def test_remember_keeps_the_first_result_per_key(store: RunStore) -> None:
+    """remember() is set-once per (run, key); recall() returns the first result."""
+    assert await store.recall("r1", "k") is None
+    assert await store.remember("r1", "k", b"first") is True
+    assert await store.remember("r1", "k", b"second") is False
+    assert await store.recall("r1", "k") == b"first"
+    assert await store.recall("r2", "k") is None
+
+
+async def test_a_lease_excludes_other_owners_until_it_expires(store: RunStore) -> None:
+    """Leases: one owner at a time, renewable by the owner, free after expiry or release."""
+    assert await store.acquire_lease("sched", "a", 30, T0)
+    assert not await store.acquire_lease("sched", "b", 30, T0 + timedelta(seconds=10))
+    assert await store.acquire_lease("sched", "a", 30, T0 + timedelta(seconds=20))  # renew
+    assert not await store.acquire_lease("sched", "b", 30, T0 + timedelta(seconds=45))
+    assert await store.acquire_lease("sched", "b", 30, T0 + timedelta(seconds=50))  # expired
+    assert await store.acquire_lease("other", "a", 30, T0)
+    await store.release_lease("sched", "a")  # not a's any more: no effect
+    assert not await store.acquire_lease("sched", "a", 30, T0 + timedelta(seconds=51))
+    await store.release_lease("sched", "b")
+    assert await store.acquire_lease("sched", "a", 30, T0 + timedelta(seconds=51))
+
+
+async def test_concurrent_lease_attempts_have_one_winner(store: RunStore) -> None:
+    """Tasks racing for a free lease: exactly one gets it."""
+    won: list[str] = []
+
+    async def attempt(owner: str) -> None:
+        if await store.acquire_lease("run:r1", owner, 60, T0):
+            won.append(owner)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(attempt, f"o{i}")
+    assert len(won) == 1
+
+
+async def test_delete_finished_removes_old_finished_runs_and_their_records(
+    store: RunStore,
+) -> None:
+    """Finished runs updated before the cut-off go, with history and idempotency records."""
+    await seed(store)
+    await store.remember("c", "k", b"x")
+    c = await store.get("c")
+    await store.save(bump(c), c.revision, history=[HistoryRecord(at=T0, event="note")])
+    cutoff = T0 + timedelta(seconds=3, milliseconds=500)
+    assert await store.delete_finished(cutoff) == 1  # c; e updated after the cut-off
+    with pytest.raises(RunNotFoundError):
+        await store.get("c")
+    assert await store.history("c") == []
+    assert await store.recall("c", "k") is None
+    assert [r.run_id for r in (await store.list()).runs] == list("abdefg")
+    assert await store.delete_finished(T0 + timedelta(days=1)) == 1  # e
+    assert (await store.stats(T0)).by_status == {"awaiting": 4, "running": 1}
+
+
+def test_invalid_namespace_is_refused(tmp_path: Path) -> None:
+    """Namespaces become table names: anything but identifier characters is refused."""
+    with pytest.raises(ValueError, match="invalid store namespace"):
+        SqliteStore(tmp_path / "x.db", namespace="runs; DROP TABLE x")
+
+
+def test_sqlite_store_defaults_to_a_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SqliteStore() with no arguments uses ./flowcraft.db."""
+    monkeypatch.chdir(tmp_path)
+
+    async def main() -> None:
+        store = SqliteStore()
+        await store.create(run_record())
+        await store.close()
+
+    anyio.run(main)
+    assert (tmp_path / "flowcraft.db").exists()
