@@ -84,7 +84,7 @@ class PlanNode:
     # Every edge unconditioned, untransformed, forward, to a 1-input node: by action (None for
     # the unlabelled edges), the targets that get the output and the edges that die.
     routes: dict[str | None, tuple[tuple[str, ...], list[PlanEdge]]] | None = None
-    line: bool = False  # plain, and its output goes on to at most one node: see _line.py
+    line: bool = False  # plain, and its output goes on to at most one node: see line.py
     # A wait without schema: the actions a resume may take that lead on in a straight line,
     # with where they lead and the nodes their dead exits skip (see _line.quick_resume).
     quick: dict[str | None, tuple[tuple[str, ...], list[str]]] | None = None
@@ -399,7 +399,7 @@ def _plan_shortcuts(nodes: dict[str, PlanNode]) -> None:
                 node.quick = _quick_routes(nodes, node)
             if not node.by_action:
                 node.direct = tuple(e.target for e in node.out)
-                # A plain node leading to at most one node: the straight line runs it (_line.py).
+                # A plain node leading to at most one node: the straight line runs it (line.py).
                 node.line = node.plain and len(node.direct) <= 1
 
 
