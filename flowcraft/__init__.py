@@ -12,12 +12,14 @@ from flowcraft._engine.load import ContextView
 from flowcraft._envelope.codec import Serializer
 from flowcraft._envelope.records import HistoryEntry, NodeError
 from flowcraft._errors import (
+    AlreadyDecidedError,
     AmbiguousResumeError,
     BlueprintError,
     BlueprintMismatchError,
     ContextDecodeError,
     ContextError,
     ContextIntegrityError,
+    ContextTooLargeError,
     DuplicateNodeError,
     FlowcraftError,
     InvalidBlueprintError,
@@ -30,12 +32,16 @@ from flowcraft._errors import (
     ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunBusyError,
+    RunHeldError,
     RunLimitError,
     RunNotFoundError,
     SerializationError,
+    StoreCorruptionError,
     StoreError,
     TimerNotDueError,
     UnknownActionError,
+    UnknownFlowError,
     UnknownNodeError,
     WaitExpiredError,
 )
@@ -47,7 +53,8 @@ from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
-from flowcraft._service.service import FlowService, UnknownFlowError
+from flowcraft._service.scheduler import DurableScheduler
+from flowcraft._service.service import FlowService
 from flowcraft._values import (
     Awaiting,
     EdgeContext,
@@ -61,6 +68,7 @@ from flowcraft._values import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "AlreadyDecidedError",
     "AmbiguousResumeError",
     "Awaiting",
     "BaseNode",
@@ -72,8 +80,10 @@ __all__ = (
     "ContextDecodeError",
     "ContextError",
     "ContextIntegrityError",
+    "ContextTooLargeError",
     "ContextView",
     "DuplicateNodeError",
+    "DurableScheduler",
     "EVENT_NAMES",
     "EdgeContext",
     "EdgeDefinition",
@@ -104,7 +114,9 @@ __all__ = (
     "ResumeDataError",
     "ResumeError",
     "RevisionConflictError",
+    "RunBusyError",
     "RunControl",
+    "RunHeldError",
     "RunLimitError",
     "RunNotFoundError",
     "RunResult",
@@ -112,6 +124,7 @@ __all__ = (
     "Scheduler",
     "SerializationError",
     "Serializer",
+    "StoreCorruptionError",
     "StoreError",
     "SystemClock",
     "TimerNotDueError",

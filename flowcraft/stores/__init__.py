@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
-from flowcraft._service.scheduler import DurableScheduler
 from flowcraft.stores._base import (
     HistoryRecord,
     RunExistsError,
@@ -23,7 +23,7 @@ from flowcraft.stores._redis import RedisStore
 from flowcraft.stores._sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from flowcraft._service.service import FlowService
+    from flowcraft import DurableScheduler, FlowService
 
 __all__ = (
     "DurableScheduler",
@@ -42,9 +42,8 @@ __all__ = (
 
 
 def __getattr__(name: str) -> object:
-    # FlowService imports this package; resolving it lazily avoids an import cycle.
-    if name == "FlowService":
-        from flowcraft._service.service import FlowService
-
-        return FlowService
+    # The service stands on the stores, so the stores import nothing of it: these two public
+    # names are resolved through the package's face when first asked for.
+    if name in ("DurableScheduler", "FlowService"):
+        return getattr(importlib.import_module("flowcraft"), name)
     raise AttributeError(f"module 'flowcraft.stores' has no attribute {name!r}")
