@@ -118,11 +118,12 @@ def _reset() -> None:
     GATE["open"] = anyio.Event()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    made: RunStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    yield made
-    await made.close()
+    from tests.service._support import backend
+
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
 
 
 @pytest.fixture

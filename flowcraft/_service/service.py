@@ -37,7 +37,7 @@ import builtins
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
@@ -47,9 +47,11 @@ import msgspec
 
 from flowcraft._errors import (
     AlreadyDecidedError,
+    AmbiguousResumeError,
     FlowcraftError,
     NodeNotAwaitingError,
     NotAwaitingError,
+    ResumeDataError,
     ResumeError,
     RevisionConflictError,
     RunBusyError,
@@ -640,21 +642,47 @@ class FlowService:
         intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key)
         claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key)
         context = stored.context
-        # Several nodes stopped by a RunControl pause continue together; the data is theirs.
-        call_data = None if continuing and len(stored.awaiting) > 1 else data
         extra = []
         if continuing:
             extra.append(HistoryRecord(at=host.now(), event="continue", by=by, data=payload))
+            call = self._continuation(bp, reg, context, data, by)
+        else:
+
+            def call(c: Any) -> Awaitable[RunResult]:
+                return self.runtime.resume(
+                    bp, context, data, node_id, registry=reg, control=c, by=by
+                )
+
         try:
             return await Segment(host, claimed, stored, key).run(
-                lambda c: self.runtime.resume(
-                    bp, context, call_data, node_id, registry=reg, control=c, by=by
-                ),
-                continuation=payload if continuing else None,
-                extra=extra,
+                call, continuation=payload if continuing else None, extra=extra
             )
         except (NodeNotAwaitingError, NotAwaitingError) as exc:
             raise await self._decided(stored, node_id, exc) from exc
+
+    def _continuation(
+        self,
+        bp: Blueprint,
+        reg: Mapping[str, object],
+        context: bytes,
+        data: ResumeData,
+        by: str | None,
+    ) -> Callable[[Any], Awaitable[RunResult]]:
+        """Continue the nodes a pause stopped; ``data`` is theirs through ``resume_data()``.
+
+        A node that paused itself (``node.pause()``) takes the data as its output; nodes a
+        ``RunControl`` pause stopped take none (the runtime refuses it before changing
+        anything), so they are continued without it.
+        """
+        rt = self.runtime
+
+        async def call(c: Any) -> RunResult:
+            try:
+                return await rt.resume(bp, context, data, None, registry=reg, control=c, by=by)
+            except (ResumeDataError, AmbiguousResumeError):
+                return await rt.resume(bp, context, None, None, registry=reg, control=c, by=by)
+
+        return call
 
     async def _fire(self, stored: StoredRun, target: tuple[str, bool]) -> RunResult:
         """Claim a due run and fire one timer or wait expiry."""
@@ -709,14 +737,8 @@ class FlowService:
             )
         data = intent.data
         if intent.kind == "continue":
-            waiting = host.rebuild(stored, ctx).awaiting
-            call_data = None if len(waiting) > 1 else data
-            return await segment.run(
-                lambda c: rt.resume(
-                    bp, ctx, call_data, None, registry=reg, control=c, by=intent.by
-                ),
-                continuation=data,
-            )
+            call = self._continuation(bp, reg, ctx, data, intent.by)
+            return await segment.run(call, continuation=data)
         return await segment.run(
             lambda c: rt.resume(
                 bp, ctx, data, intent.node_id, registry=reg, control=c, by=intent.by
