@@ -100,10 +100,12 @@ async def test_a_killed_redis_connection_is_a_store_error_and_the_service_goes_o
         admin = Redis.from_url(REDIS_URL)
         await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         await admin.aclose()
+        causes: list[BaseException | None] = []
         try:
-            await service.get("r1")
+            await service.get("r1")  # redis-py may reconnect and retry by itself
         except StoreError as exc:
-            assert isinstance(exc.__cause__, RedisError | OSError)
+            causes.append(exc.__cause__)
+        assert all(isinstance(c, RedisError | OSError) for c in causes)
         result = await service.resume("r1", {"action": "approved"})
         assert result.status == "completed"
     from flowcraft.stores import RedisStore
