@@ -14,12 +14,14 @@ from flowcraft._engine.load import ContextView
 from flowcraft._envelope.codec import Serializer
 from flowcraft._envelope.records import HistoryEntry, NodeError
 from flowcraft._errors import (
+    AlreadyDecidedError,
     AmbiguousResumeError,
     BlueprintError,
     BlueprintMismatchError,
     ContextDecodeError,
     ContextError,
     ContextIntegrityError,
+    ContextTooLargeError,
     DuplicateNodeError,
     FlowcraftError,
     InvalidBlueprintError,
@@ -32,10 +34,13 @@ from flowcraft._errors import (
     ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunBusyError,
     RunExistsError,
+    RunHeldError,
     RunLimitError,
     RunNotFoundError,
     SerializationError,
+    StoreCorruptionError,
     StoreError,
     TimerNotDueError,
     UnknownActionError,
@@ -69,6 +74,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0+unknown"
 
 __all__ = (
+    "AlreadyDecidedError",
     "AmbiguousResumeError",
     "Awaiting",
     "BaseNode",
@@ -80,6 +86,7 @@ __all__ = (
     "ContextDecodeError",
     "ContextError",
     "ContextIntegrityError",
+    "ContextTooLargeError",
     "ContextView",
     "DuplicateNodeError",
     "DurableScheduler",
@@ -113,8 +120,10 @@ __all__ = (
     "ResumeDataError",
     "ResumeError",
     "RevisionConflictError",
+    "RunBusyError",
     "RunControl",
     "RunExistsError",
+    "RunHeldError",
     "RunLimitError",
     "RunNotFoundError",
     "RunResult",
@@ -122,6 +131,7 @@ __all__ = (
     "Scheduler",
     "SerializationError",
     "Serializer",
+    "StoreCorruptionError",
     "StoreError",
     "SystemClock",
     "TimerNotDueError",

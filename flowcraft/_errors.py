@@ -14,10 +14,12 @@
     │   ├── ContextDecodeError
     │   ├── ContextIntegrityError
     │   ├── BlueprintMismatchError
-    │   └── SerializationError
+    │   ├── SerializationError
+    │   └── ContextTooLargeError
     ├── ResumeError
     │   ├── NotAwaitingError
     │   ├── NodeNotAwaitingError (LookupError)
+    │   │   └── AlreadyDecidedError (also a NotAwaitingError)
     │   ├── AmbiguousResumeError
     │   ├── UnknownActionError
     │   ├── ResumeDataError (ValueError)
@@ -31,7 +33,10 @@
     └── StoreError
         ├── RunNotFoundError (LookupError)
         ├── RunExistsError
-        └── RevisionConflictError
+        ├── RevisionConflictError
+        ├── RunHeldError
+        ├── RunBusyError
+        └── StoreCorruptionError
 
 Every message says what happened, to which run/node, and what to do next. Data is kept on
 attributes so callers can act on it without parsing messages.
@@ -329,24 +334,102 @@ class RevisionConflictError(StoreError):
         self.run_id, self.expected, self.actual = run_id, expected, actual
 
 
-class SubflowError(FlowcraftError):
-    """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
+# --- durable runs (FlowService and the stores) -----------------------------------------------
 
 
-class BatchItemError(FlowcraftError):
-    """One item of a batch failed (recorded on the batch node, naming the item index)."""
+def _when(at: datetime | None) -> str:
+    return at.isoformat() if at is not None else "an unknown time"
+
+
+class AlreadyDecidedError(NodeNotAwaitingError, NotAwaitingError):
+    """A decision arrived for a wait another decision already completed; nothing changed."""
+
+    def __init__(
+        self,
+        run_id: str,
+        node_id: str,
+        action: str | None,
+        by: str | None,
+        at: datetime | None,
+        status: str = "awaiting",
+    ) -> None:
+        ResumeError.__init__(
+            self,
+            f"run {run_id!r}: wait {node_id!r} was already decided with action {action!r} by "
+            f"{by or 'an unnamed caller'} at {_when(at)}; this decision was not applied. Load "
+            "the run to see the outcome, or resume with the same idempotency_key to get it.",
+        )
+        self.run_id, self.node_id, self.action, self.by, self.at = run_id, node_id, action, by, at
+        self.status = status
+        self.awaiting: tuple[str, ...] = ()
+
+
+class RunHeldError(StoreError):
+    """A decision or timer arrived for a run that is held (``FlowService.pause``)."""
+
+    def __init__(
+        self, run_id: str, by: str | None, at: datetime | None, reason: str | None
+    ) -> None:
+        super().__init__(
+            f"run {run_id!r} is held by {by or 'an unnamed caller'} since {_when(at)} "
+            f"(reason: {reason or 'none given'}); nothing was applied. Call "
+            "FlowService.release(run_id) first, then send the decision again."
+        )
+        self.run_id, self.by, self.at, self.reason = run_id, by, at, reason
+
+
+class RunBusyError(StoreError):
+    """A run stayed claimed by another segment longer than the caller would wait."""
+
+    def __init__(self, run_id: str, owner: str | None, waited: float) -> None:
+        super().__init__(
+            f"run {run_id!r} is still being executed by {owner or 'another process'} after "
+            f"waiting {waited:g}s; nothing was applied. Retry later (same idempotency_key)."
+        )
+        self.run_id, self.owner, self.waited = run_id, owner, waited
+
+
+class StoreCorruptionError(StoreError):
+    """A stored record cannot be decoded; the run it belongs to is named."""
+
+    def __init__(self, run_id: str, what: str, detail: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: the stored {what} cannot be decoded ({detail}). Restore the "
+            "record from a backup or delete the run; other runs are not affected."
+        )
+        self.run_id, self.what, self.detail = run_id, what, detail
+
+
+class ContextTooLargeError(ContextError):
+    """A segment produced a context above ``max_context_bytes``; nothing was stored."""
+
+    def __init__(self, run_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"run {run_id!r}: the new context is {size} bytes, above max_context_bytes={limit}; "
+            "it was not stored and the run is as it was before this call. Keep large values "
+            "outside the context (store a reference), or raise "
+            "FlowRuntime(max_context_bytes=...)."
+        )
+        self.run_id, self.size, self.limit = run_id, size, limit
 
 
 class UnknownFlowError(FlowcraftError, LookupError):
     """The service was asked to start a flow it was not given."""
 
     def __init__(self, flow_id: str, known: Iterable[str]) -> None:
-        names = ", ".join(map(repr, known)) or "none"
         super().__init__(
-            f"flow {flow_id!r} is not registered with this FlowService (known: {names}). "
-            "Pass it in FlowService(..., flows=[...])."
+            f"flow {flow_id!r} is not registered with this FlowService (known: "
+            f"{_names(known) if known else 'none'}). Pass it in FlowService(..., flows=[...])."
         )
         self.flow_id = flow_id
+
+
+class SubflowError(FlowcraftError):
+    """A subflow's child run failed or was cancelled (recorded on the subflow node)."""
+
+
+class BatchItemError(FlowcraftError):
+    """One item of a batch failed (recorded on the batch node, naming the item index)."""
 
 
 class RunExistsError(StoreError):

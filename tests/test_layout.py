@@ -163,9 +163,6 @@ def test_adapters_import_only_public_names_and_the_core_never_imports_them() -> 
     assert wrong == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="_service/: service <-> segment, scheduler (untied on the durable branch)"
-)
 def test_there_is_no_import_circle() -> None:
     graph: dict[str, set[str]] = {}
     for source, _, target in internal_edges():

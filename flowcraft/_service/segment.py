@@ -1,12 +1,22 @@
-"""How ``FlowService`` executes one run durably: what it stores, and the execution itself.
+"""One segment of a durable run: claim → execute → commit (DESIGN §8).
 
-``execute`` runs a call under the run's lease while a watcher renews the lease and applies
-pause/cancel requests other processes left in the store (``send``); with ``durability="step"``
-``Checkpoints`` stores every engine snapshot with compare-and-set; the outcome is stored as a
-``StoredRun`` with the history entries it added; ``recover_run`` replays the stored ``Intent``
-of a run whose process died. The functions take the service first and keep no state of their
-own (per-run controls and requests live on the service); ``_service``'s module docstring says
-what all this guarantees.
+A *segment* is the work between two stored states (a start, a resume, a timer firing, the
+continuation of a paused run, a recovery). Every segment:
+
+1. **Claims** the run: one compare-and-set write (``claim``) moves it to ``running`` and stores,
+   in that same write, the ``Intent``, the owner, the lease expiry and the idempotency key. The
+   awaiting fields (context, timers, pause metadata) stay as they were, so the claim can be
+   undone exactly. A claim that loses its compare-and-set executes nothing.
+2. **Executes** under the lease (``Segment``): a watcher renews the lease (a compare-and-set
+   write that moves the revision) and applies pause/cancel requests left in the store under
+   the claim's id; only the claim's owner writes the run while the lease is live.
+3. **Commits** the result with compare-and-set on the revision the segment last wrote, with
+   its history and idempotency record in the same write.
+
+A segment the runtime refuses (it raises before changing anything: unknown action, bad data,
+changed blueprint, ...) restores the run exactly as it was before the claim, revision included
+(``restore``; a start is deleted). Every write carries the claim id, so a write whose reply was
+lost (connection dropped, a driver retry that then conflicts) is recognised as one's own.
 """
 
 from __future__ import annotations
@@ -14,108 +24,264 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 import msgspec
 
-from flowcraft._control import RunControl
-from flowcraft._errors import ResumeError, RevisionConflictError, StoreError
-from flowcraft._values import Resume, ResumeData, RunResult
+from flowcraft._errors import (
+    ContextTooLargeError,
+    FlowcraftError,
+    ResumeDataError,
+    RevisionConflictError,
+    RunNotFoundError,
+    StoreCorruptionError,
+    StoreError,
+)
+from flowcraft._service.parts import (
+    CONTINUATION,
+    Control,
+    Host,
+    Intent,
+    Request,
+    control_key,
+    decode_request,
+    encode_intent,
+    new_control,
+    new_token,
+)
+from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-if TYPE_CHECKING:
-    from flowcraft._service.service import FlowService
-
-__all__ = [
-    "ENCODER",
-    "Checkpoints",
-    "Intent",
-    "Request",
-    "control_key",
-    "data_dict",
-    "execute",
-    "recover_run",
-    "send",
-]
+__all__ = ["Segment", "cas", "claim", "restore", "stored_from"]
 
 log = logging.getLogger("flowcraft.service")
 
 _CHECKPOINT = "checkpoint"  # the note of nodes an engine snapshot left to run
 
 
-class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a running run was asked to do: replayed by recovery after a crash."""
-
-    kind: Literal["start", "resume", "checkpoint"]  # checkpoint: resume the stored context
-    state: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    node_id: str | None = None
-    by: str | None = None
-    key: str | None = None
-
-
-class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A pause or cancel request for a run executing in some process."""
-
-    kind: Literal["pause", "cancel"]
-    at: datetime
-    reason: str | None = None
-    by: str | None = None
-    request_id: str | None = None
-
-
-ENCODER = msgspec.msgpack.Encoder()
-_INTENT = msgspec.msgpack.Decoder(Intent)
-_REQUEST = msgspec.msgpack.Decoder(Request)
-
-
 def _is_checkpoint(reason: str, description: str | None) -> bool:
     return reason == "pause" and description == _CHECKPOINT
 
 
-def control_key(revision: int) -> str:
-    """The store key of a request sent to the run executing from stored ``revision``."""
-    return f"\0control:{revision}"
+async def _landed(host: Host, run: StoredRun) -> bool:
+    """Whether ``run`` (written by this process) is what the store holds now."""
+    try:
+        now = await host.store.get(run.run_id)
+    except RunNotFoundError:
+        return False
+    return now.revision == run.revision and now.claim == run.claim and now.status == run.status
 
 
-def data_dict(data: ResumeData) -> dict[str, Any] | None:
-    """Resume data as the plain dict an ``Intent`` stores."""
-    if data is None:
-        return None
-    if isinstance(data, Resume):
-        out: dict[str, Any] = {"output": data.output, "action": data.action, "by": data.by}
-        return {k: v for k, v in out.items() if v is not None}
-    return dict(data)
+async def cas(
+    host: Host,
+    run: StoredRun,
+    expected: int,
+    *,
+    history: Sequence[HistoryRecord] = (),
+    idempotency: tuple[str, bytes] | None = None,
+) -> None:
+    """``store.save`` that recognises its own write when the reply was lost.
+
+    A conflict whose stored revision carries this write's claim id is this write, applied
+    earlier (a driver retried it); a ``StoreError`` is checked once against the store.
+    """
+    try:
+        await host.store.save(run, expected, history=history, idempotency=idempotency)
+    except RevisionConflictError:
+        if run.claim is not None and await _landed(host, run):
+            return
+        raise
+    except (RunNotFoundError, StoreCorruptionError):
+        raise
+    except StoreError:
+        try:
+            if run.claim is not None and await _landed(host, run):
+                return
+        except StoreError:
+            pass
+        raise
 
 
-class Checkpoints:
-    """Step durability for one execution: stores each engine snapshot with compare-and-set.
+async def claim(host: Host, stored: StoredRun, intent: bytes, key: str | None) -> StoredRun:
+    """Claim an awaiting run for a segment; ``RevisionConflictError`` if another got it first."""
+    now = host.now()
+    claimed = msgspec.structs.replace(
+        stored,
+        status="running",
+        revision=stored.revision + 1,
+        intent=intent,
+        owner=host.owner,
+        lease_until=now + timedelta(seconds=host.lease_ttl),
+        claim=new_token(),
+        claim_key=key,
+    )
+    await cas(host, claimed, stored.revision)
+    return claimed
 
-    ``latest`` is the run as last written (the execution's base until a checkpoint is stored),
-    so the final result's compare-and-set expects the revision the checkpoints moved it to.
+
+async def restore(host: Host, latest: StoredRun, prior: StoredRun | None) -> None:
+    """Undo a claim whose segment was refused: the run is exactly ``prior`` again.
+
+    Writing ``prior`` back under its own revision is safe: its content is byte-for-byte the
+    state every reader of that revision saw. ``prior=None`` (a refused start) deletes the run.
+    """
+    try:
+        if prior is None:
+            await host.store.delete(latest.run_id, latest.revision)
+        else:
+            await cas(host, prior, latest.revision)
+    except StoreError:
+        log.exception("flowcraft service: could not restore run %s", latest.run_id)
+
+
+def recovered_prior(host: Host, latest: StoredRun) -> StoredRun | None:
+    """What to restore when a recovered segment is refused: the run awaiting, claim cleared."""
+    if not latest.context:
+        return None  # a start that never stored a context
+    return msgspec.structs.replace(
+        latest,
+        status="awaiting",
+        revision=latest.revision + 1,
+        intent=b"",
+        owner=None,
+        lease_until=None,
+        claim=new_token(),
+        claim_key=None,
+        updated_at=host.now(),
+    )
+
+
+class Segment:
+    """Executes one claimed segment: lease renewal, requests, checkpoints, commit.
+
+    ``latest`` is the run as this segment last wrote it; every write goes through ``lock``
+    and is a compare-and-set on ``latest.revision``. ``lost`` is set when another process took
+    the run over (our lease lapsed): nothing more is written.
     """
 
     def __init__(
-        self, svc: FlowService, base: StoredRun, control: RunControl, key: str | None
+        self,
+        host: Host,
+        claimed: StoredRun,
+        prior: StoredRun | None,
+        key: str | None,
+        *,
+        recovered: bool = False,
     ) -> None:
-        self.svc = svc
-        self.latest = base
-        self.control = control
-        self.intent = ENCODER.encode(Intent(kind="checkpoint", key=key))
+        self.host = host
+        self.latest = claimed
+        self.prior = prior
+        self.recovered = recovered
+        self.key = key
         self.lock = anyio.Lock()
+        self.lost: RevisionConflictError | None = None
+        self.control: Control = new_control()
+        self.checkpoint_intent = encode_intent(Intent(kind="checkpoint", key=key), claimed.run_id)
         self.taken = 0  # snapshots handed over, in the order the engine took them
         self.written = 0  # the newest of them stored
-        self.lost: RevisionConflictError | None = None
+        self.checkpointed = False
 
-    async def write(self, snapshot: bytes) -> None:
+    async def run(
+        self,
+        call: Callable[[Any], Awaitable[RunResult]],
+        *,
+        continuation: dict[str, Any] | None = None,
+        extra: Sequence[HistoryRecord] = (),
+    ) -> RunResult:
+        """Execute ``call(control)`` under the claim and commit its result."""
+        host = self.host
+        run_id = self.latest.run_id
+        host.controls[run_id] = self.control
+        if host.durability == "step":
+            self.control.on_checkpoint = self.checkpoint
+        failure: Exception | None = None
+        token = CONTINUATION.set(continuation)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.watch)
+                try:
+                    result = await call(self.control)
+                except Exception as exc:  # re-raised below, outside the task group
+                    failure = exc
+                finally:
+                    tg.cancel_scope.cancel()
+            if self.lost is not None:
+                raise self.lost  # another process owns the run now: store nothing
+            if failure is not None:
+                if isinstance(failure, TypeError | ValueError | RecursionError) and not isinstance(
+                    failure, FlowcraftError
+                ):
+                    failure = _bad_payload(run_id, failure)
+                await self.abandon()
+                raise failure
+            limit = host.max_bytes()
+            size = len(result.serialized_context)
+            if limit is not None and size > limit:
+                await self.abandon()
+                raise ContextTooLargeError(run_id, size, limit)
+            await self.commit(result, extra)
+            return result
+        finally:
+            CONTINUATION.reset(token)
+            host.controls.pop(run_id, None)
+            host.settled(run_id)
+
+    async def abandon(self) -> None:
+        """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint)."""
+        async with self.lock:
+            if self.lost is not None:
+                return
+            if self.checkpointed:
+                # Nodes ran and their checkpoint is stored: keep it, awaiting, resumable.
+                result = self.host.rebuild(self.latest, self.latest.context)
+                run = stored_from(self.host, self.latest, result, self.host.now(), None)
+                try:
+                    await cas(self.host, run, self.latest.revision)
+                except StoreError:
+                    log.exception("flowcraft service: run %s left running", run.run_id)
+                return
+            prior = recovered_prior(self.host, self.latest) if self.recovered else self.prior
+            await restore(self.host, self.latest, prior)
+
+    async def commit(self, result: RunResult, extra: Sequence[HistoryRecord]) -> None:
+        """Store the result with compare-and-set on the revision this segment last wrote."""
+        host = self.host
+        async with self.lock:
+            if self.lost is not None:
+                raise self.lost
+            latest = self.latest
+            now = host.now()
+            history = new_history(host, latest, result)
+            history.extend(extra)
+            if result.status in ("completed", "failed"):
+                history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
+            stored = stored_from(host, latest, result, now, host.requests.pop(latest.run_id, None))
+            idem = (self.key, result.serialized_context) if self.key is not None else None
+            await cas(host, stored, latest.revision, history=history, idempotency=idem)
+            self.latest = stored
+
+    async def _write(self, run: StoredRun, history: Sequence[HistoryRecord] = ()) -> bool:
+        """A mid-segment write (lease renewal, checkpoint); False once the run was lost."""
+        try:
+            await cas(self.host, run, self.latest.revision, history=history)
+        except RevisionConflictError as exc:
+            # Another process took the run over (recovered it after our lease lapsed, or
+            # changed it): stop here rather than fork it.
+            log.warning("flowcraft service: run %s was taken over; stopping", run.run_id)
+            self.lost = exc
+            self.control.cancel()
+            return False
+        self.latest = run
+        return True
+
+    async def checkpoint(self, snapshot: bytes) -> None:
         """``RunControl.on_checkpoint``: store ``snapshot`` unless a newer one already is."""
         self.taken += 1
         seq = self.taken
-        svc = self.svc
-        latest = self.latest
-        result = svc._rebuild(latest, snapshot)
+        host = self.host
+        result = host.rebuild(self.latest, snapshot)
         if not any(_is_checkpoint(a.reason, a.description) for a in result.awaiting):
             # Nothing left to run (the result is stored next), or only real waits: resuming
             # this snapshot with no data would not continue the run, so it is not a checkpoint.
@@ -124,14 +290,12 @@ class Checkpoints:
             latest = self.latest
             if self.lost is not None or seq < self.written:
                 return
-            now = svc.runtime.clock.now()
             run = msgspec.structs.replace(
                 latest,
-                status="running",
                 revision=latest.revision + 1,
-                updated_at=now,
+                updated_at=host.now(),
                 context=snapshot,
-                intent=self.intent,
+                intent=self.checkpoint_intent,
                 awaiting=(),
                 reasons=(),
                 wake_at=None,
@@ -144,200 +308,61 @@ class Checkpoints:
                 pause_request_id=None,
                 held=False,
             )
-            history = _new_history(svc, latest, result)
             try:
-                await svc.store.save(run, latest.revision, history=history)
-            except RevisionConflictError as exc:
-                # Another process took the run over (recovered it after our lease lapsed, or
-                # changed it): stop here rather than fork it.
-                log.warning("flowcraft service: run %s was taken over; stopping", latest.run_id)
-                self.lost = exc
-                self.control.cancel()
-                return
+                if await self._write(run, new_history(host, latest, result)):
+                    self.written = seq
+                    self.checkpointed = True
             except StoreError:
-                log.exception("flowcraft service: checkpoint of run %s not stored", latest.run_id)
+                log.exception("flowcraft service: checkpoint of run %s not stored", run.run_id)
+
+    async def watch(self) -> None:
+        """Renew the lease and apply pause/cancel requests made from other processes."""
+        host = self.host
+        clock = host.runtime.clock
+        ttl = timedelta(seconds=host.lease_ttl)
+        step = min(host.poll_interval, host.lease_ttl / 3)
+        key = control_key(self.latest.claim or "")
+        while True:
+            await clock.sleep(step)
+            try:
+                raw = await host.store.recall(self.latest.run_id, key)
+                now = clock.now()
+                async with self.lock:
+                    latest = self.latest
+                    until = latest.lease_until
+                    if self.lost is None and (until is None or until - now < ttl / 2):
+                        renewed = msgspec.structs.replace(
+                            latest, revision=latest.revision + 1, lease_until=now + ttl
+                        )
+                        if not await self._write(renewed):
+                            return
+            except StoreError:
+                log.exception("flowcraft service: watching run %s", self.latest.run_id)
+                continue
+            if raw is not None:
+                request = decode_request(raw)
+                host.requests[self.latest.run_id] = request
+                if request.kind == "cancel":
+                    self.control.cancel()
+                else:
+                    self.control.pause(request.reason, request.by)
                 return
-            self.latest = run
-            self.written = seq
 
 
-async def send(svc: FlowService, stored: StoredRun, request: Request) -> StoredRun:
-    """Leave a pause/cancel request for the process executing a running run.
-
-    It is remembered under the stored revision; step checkpoints move that revision, so it
-    is sent again under each newer one until the revision holds still (the executing
-    process checks every revision it wrote since its last look).
-    """
-    first = stored
-    while True:
-        await svc.store.remember(
-            stored.run_id, control_key(stored.revision), ENCODER.encode(request)
-        )
-        now = await svc.store.get(stored.run_id)
-        if now.status != "running" or now.revision == stored.revision:
-            return first
-        stored = now
+def _bad_payload(run_id: str, exc: Exception) -> ResumeDataError:
+    err = ResumeDataError(run_id, None, f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
 
 
-async def recover_run(svc: FlowService, stored: StoredRun) -> RunResult:
-    """Replay the stored intent of a run whose process died (its lease is held)."""
-    intent = _INTENT.decode(stored.intent)
-    bp, reg = svc._flow(stored.flow_id)
-    run_id = stored.run_id
-    now = svc.runtime.clock.now()
-    base = svc._replace(stored, updated_at=now)
-    await svc.store.save(
-        base, stored.revision, history=[HistoryRecord(at=now, event="recover", by=svc.owner)]
-    )
-    svc._controls[run_id] = RunControl()
-    try:
-        if intent.kind == "checkpoint":
-            # Continue from the last checkpoint: the nodes it left to run run (again).
-            return await execute(
-                svc,
-                base,
-                lambda c: svc.runtime.resume(
-                    bp, stored.context, None, None, registry=reg, control=c
-                ),
-                key=intent.key,
-            )
-        if intent.kind == "start":
-            state = intent.state or {}
-            return await execute(
-                svc,
-                base,
-                lambda c: svc.runtime.run(bp, state, registry=reg, run_id=run_id, control=c),
-            )
-        return await execute(
-            svc,
-            base,
-            lambda c: svc.runtime.resume(
-                bp,
-                stored.context,
-                intent.data,
-                intent.node_id,
-                registry=reg,
-                control=c,
-                by=intent.by,
-            ),
-            key=intent.key,
-        )
-    finally:
-        svc._controls.pop(run_id, None)
-
-
-async def execute(
-    svc: FlowService,
-    base: StoredRun,
-    call: Callable[[RunControl], Awaitable[RunResult]],
-    *,
-    key: str | None = None,
-    restore: StoredRun | None = None,
-) -> RunResult:
-    """Run ``call`` under this run's control, watching for requests, then store the result."""
-    run_id = base.run_id
-    control = svc._controls[run_id]
-    checkpoints: Checkpoints | None = None
-    if svc.durability == "step":
-        checkpoints = Checkpoints(svc, base, control, key)
-        control.on_checkpoint = checkpoints.write
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch, svc, base, control, checkpoints)
-        try:
-            result = await call(control)
-        except Exception as exc:  # re-raised below, outside the task group's exception group
-            failure = exc
-        finally:
-            tg.cancel_scope.cancel()
-    latest = base if checkpoints is None else checkpoints.latest
-    if checkpoints is not None and checkpoints.lost is not None:
-        svc._requests.pop(run_id, None)
-        raise checkpoints.lost  # another process owns the run now: store nothing
-    if failure is not None:
-        if isinstance(failure, ResumeError) and restore is not None and latest is base:
-            # A refused resume changes nothing: undo the checkpoint.
-            undo = msgspec.structs.replace(restore, revision=base.revision + 1)
-            await svc.store.save(undo, base.revision)
-        raise failure
-    try:
-        return await _store_result(svc, latest, result, key, svc._requests.pop(run_id, None))
-    except RevisionConflictError:
-        if key is not None:
-            first = await svc.store.recall(run_id, key)
-            if first is not None:  # a duplicate delivery won the race: same answer
-                return svc._rebuild(base, first)
-        raise
-    finally:
-        if latest.status == "running":
-            await svc.store.release_lease(f"run:{run_id}", svc.owner)
-
-
-async def _watch(
-    svc: FlowService, base: StoredRun, control: RunControl, checkpoints: Checkpoints | None
-) -> None:
-    """Renew the run's lease and apply pause/cancel requests made from other processes.
-
-    A request is remembered under the stored revision its sender saw; checkpoints move that
-    revision while the run executes, so every revision written since the last look is
-    checked (senders re-send under the newer revision until it stops moving).
-    """
-    clock = svc.runtime.clock
-    checked = base.revision
-    while True:
-        await clock.sleep(svc.poll_interval)
-        latest = base if checkpoints is None else checkpoints.latest
-        raw: bytes | None = None
-        try:
-            if latest.status == "running":
-                await svc.store.acquire_lease(
-                    f"run:{base.run_id}", svc.owner, svc.lease_ttl, clock.now()
-                )
-            for revision in range(checked, latest.revision + 1):
-                raw = await svc.store.recall(base.run_id, control_key(revision))
-                if raw is not None:
-                    break
-        except StoreError:
-            log.exception("flowcraft service: watching run %s", base.run_id)
-            continue
-        checked = latest.revision
-        if raw is not None:
-            request = _REQUEST.decode(raw)
-            svc._requests[base.run_id] = request
-            if request.kind == "cancel":
-                control.cancel()
-            else:
-                control.pause(request.reason, request.by)
-            return
-
-
-async def _store_result(
-    svc: FlowService,
-    base: StoredRun,
-    result: RunResult,
-    key: str | None,
-    request: Request | None,
-    extra: Sequence[HistoryRecord] = (),
-) -> RunResult:
-    now = svc.runtime.clock.now()
-    history = _new_history(svc, base, result)
-    history.extend(extra)
-    if result.status in ("completed", "failed"):
-        history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
-    stored = _stored_from(svc, base, result, now, request)
-    idem = (key, result.serialized_context) if key is not None else None
-    await svc.store.save(stored, base.revision, history=history, idempotency=idem)
-    return result
-
-
-def _new_history(svc: FlowService, base: StoredRun, result: RunResult) -> list[HistoryRecord]:
+def new_history(host: Host, base: StoredRun, result: RunResult) -> list[HistoryRecord]:
     """The entries ``result`` adds to the history stored with ``base``.
 
     A multiset difference, since pending pauses are listed after entries made later.
     Checkpoint bookkeeping (the frontier an engine snapshot pauses, and its continuation
     when a run is recovered from it) is not part of the run's story and is left out.
     """
-    seen = Counter(svc._rebuild(base, base.context).history if base.context else ())
+    seen = Counter(host.rebuild(base, base.context).history if base.context else ())
     history: list[HistoryRecord] = []
     previous: Any = None
     for h in result.history:
@@ -369,18 +394,19 @@ def _new_history(svc: FlowService, base: StoredRun, result: RunResult) -> list[H
     return history
 
 
-def _stored_from(
-    svc: FlowService, base: StoredRun, result: RunResult, now: datetime, request: Request | None
+def stored_from(
+    host: Host, base: StoredRun, result: RunResult, now: datetime, request: Request | None
 ) -> StoredRun:
+    """The stored run of a segment's result (claim cleared, indexes computed)."""
     awaiting = result.awaiting
     wake = [a.wake_at for a in awaiting if a.wake_at is not None]
     expiry = [a.expires_at for a in awaiting if a.expires_at is not None]
     deadline = None
     if result.status == "awaiting":
-        limit = svc._pause_limit(base.flow_id)
+        limit = host.pause_limit(base.flow_id)
         deadline = None if limit is None else now + limit
     due = [*wake, *expiry]
-    if deadline is not None and svc.cancel_expired:
+    if deadline is not None and host.cancel_expired:
         due.append(deadline)
     paused = request if request is not None and request.kind == "pause" else None
     first = awaiting[0] if awaiting else None
@@ -398,8 +424,9 @@ def _stored_from(
         expires_at=min(expiry, default=None),
         due_at=min(due, default=None) if result.status == "awaiting" else None,
         pause_deadline=deadline,
-        paused_at=now if result.status == "awaiting" else None,
+        paused_at=(paused.at if paused else now) if result.status == "awaiting" else None,
         paused_by=paused.by if paused else (first.requested_by if first else None),
         pause_reason=paused.reason if paused else (first.description if first else None),
         pause_request_id=paused.request_id if paused else None,
+        claim=base.claim,
     )

@@ -1,76 +1,106 @@
 """``FlowService``: durable runs on a ``RunStore``, with a durable scheduler.
 
-What is exactly-once and what is at-least-once:
+What is exactly-once and what is at-least-once (DESIGN §8, ``segment``'s docstring says how):
 
-* **Exactly-once**: state transitions and applied resumes. Every write of a run is a
-  compare-and-set on the stored revision, so of two writers starting from the same revision one
-  wins and nothing of the other is stored. A resume sent again with the same
-  ``idempotency_key`` returns the first result and runs nothing.
-* **At-least-once**: node side effects. A node may run again when its process dies before the
-  result is stored (the run is recovered from its last checkpoint), or in the losing process of a
-  race. Make side effects idempotent (pass ``node.run_id`` to the systems you call).
+* **Exactly-once**: decisions, timer firings and state transitions. Every segment *claims* the
+  run with one compare-and-set before any node runs, so of N concurrent deliveries of the same
+  decision one executes; the node after the wait runs once. A duplicate with the same
+  ``idempotency_key`` (concurrent or later) returns the first result, waiting for it while it
+  runs. A different decision for a wait already decided raises ``AlreadyDecidedError`` naming
+  the action that won, who decided and when. Decisions for *different* waits of one run
+  arriving together are applied one after the other, each once, without errors.
+* **At-least-once**: node side effects, only across crashes. A node may run again when its
+  process dies before the result is stored (the run is recovered, after its lease expires,
+  from its last stored state). Make side effects idempotent (pass ``node.run_id`` on).
 
 What is stored, and so what a crash can cost, depends on ``durability``:
 
-* ``"pause"`` (the default) writes a run when it starts (its intent), when it pauses or awaits,
-  and when it finishes. A run whose process dies is recovered by replaying its intent from the
-  last stored state: every node since the last pause runs again.
-* ``"step"`` also writes a checkpoint after every node finishes (one compare-and-set per node; the
-  run stays ``"running"`` under its owner's lease). A run whose process dies is recovered from
-  its last checkpoint: nodes finished before it are not run again; the nodes that were running
-  or ready when the process died run again (at-least-once). The checkpoint after a run's last
-  node is not written (the final result is stored right after it), so a crash in that short gap
-  re-runs the last node. Each checkpoint also appends the history entries made since the
-  previous write. If a checkpoint finds the stored revision moved (another process recovered or
-  changed the run, e.g. after this process stalled past its lease), this process cancels its
-  execution, stores nothing more and raises ``RevisionConflictError``: a run is never forked.
+* ``"pause"`` (the default) writes a run when a segment claims it and when the segment ends
+  (awaits, pauses or finishes). A run whose process dies is recovered by replaying its claim's
+  intent: every node since the last stored state runs again.
+* ``"step"`` also writes a checkpoint after every node finishes (one compare-and-set per node;
+  the run stays ``"running"`` under its owner's lease). A run whose process dies is recovered
+  from its last checkpoint: nodes finished before it are not run again. If a checkpoint finds
+  the run taken over (this process stalled past its lease and another recovered it), this
+  process stops, stores nothing more and raises ``RevisionConflictError``: a run never forks.
+
+Hold and release: ``pause(run_id)`` of an awaiting run *holds* it (its timers do not fire);
+decisions and ``resume(run_id)`` on a held run raise ``RunHeldError`` (who, when, why) and
+change nothing; ``release(run_id)`` ends the hold. A run paused *while running* (``pause`` of a
+running run, or ``RunControl``) is not held: ``resume(run_id, data)`` continues it, and the
+continued nodes read ``data`` through ``FlowService.resume_data()``.
 """
 
 from __future__ import annotations
 
 import builtins
+import inspect
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import anyio
 import msgspec
 
-from flowcraft._control import RunControl
 from flowcraft._errors import (
+    AlreadyDecidedError,
+    AmbiguousResumeError,
+    FlowcraftError,
+    NodeNotAwaitingError,
     NotAwaitingError,
+    ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunBusyError,
+    RunHeldError,
+    RunNotFoundError,
+    SerializationError,
+    StoreCorruptionError,
     StoreError,
     UnknownFlowError,
 )
+from flowcraft._events import FlowEvent
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
 from flowcraft._runtime import FlowRuntime
-from flowcraft._service.segment import (
-    ENCODER,
+from flowcraft._service.parts import (
+    CONTINUATION,
+    Host,
     Intent,
     Request,
     control_key,
     data_dict,
-    execute,
-    recover_run,
-    send,
+    decode_intent,
+    encode_intent,
+    new_token,
 )
+from flowcraft._service.scheduler import DurableScheduler
+from flowcraft._service.segment import Segment, cas, claim
 from flowcraft._values import ResumeData, RunResult
-from flowcraft.stores._base import FINISHED, HistoryRecord, RunPage, RunStats, RunStore, StoredRun
-
-if TYPE_CHECKING:
-    from flowcraft._service.scheduler import DurableScheduler
+from flowcraft.stores._base import (
+    FINISHED,
+    HistoryRecord,
+    RunExistsError,
+    RunPage,
+    RunStats,
+    RunStore,
+    StoredRun,
+)
 
 __all__ = ["FlowService", "UnknownFlowError"]
+
+log = logging.getLogger("flowcraft.service")
 
 Durability: TypeAlias = Literal["pause", "step"]
 FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
 Duration: TypeAlias = "float | timedelta"
 SCHEDULER = "scheduler"
+_WAIT_POLL = 0.05  # seconds between looks at a run another process is executing
+_MAX_FIRINGS_PER_RUN = 100  # per tick; a run with more due deadlines continues next tick
+_BACKOFF_MAX = 3600.0
 
 
 def _seconds(value: Duration) -> float:
@@ -78,20 +108,24 @@ def _seconds(value: Duration) -> float:
 
 
 class FlowService:
-    """The durable front door: start, resume, pause and cancel runs kept in a ``RunStore``.
+    """The durable front door: start, resume, pause, release and cancel runs kept in a store.
 
     Args:
         runtime: The (stateless) runtime executing runs; its clock drives expiries and leases.
         store: Where runs live (``SqliteStore()`` is the embedded default).
         flows: ``Flow`` builders, or ``(blueprint, registry)`` pairs, by flow id.
-        durability: ``"pause"`` persists at every pause and at the end; ``"step"`` also writes
-            the resume intent before executing it and a checkpoint after every node, so a run
-            whose process dies is recovered from its last finished node.
+        durability: ``"pause"`` persists at every claim, pause and end; ``"step"`` also writes
+            a checkpoint after every node, so a run whose process dies is recovered from its
+            last finished node.
         max_pause: How long a run may await before it counts as expired: one duration for every
             flow, or a mapping by flow id (key ``"*"`` for the others).
         cancel_expired: Let the scheduler cancel expired runs (otherwise they are only listed).
-        lease_ttl: Seconds a process owns a run it executes; renewed while it runs.
+        lease_ttl: Seconds a process owns a run it executes; renewed while it runs. A run whose
+            lease lapsed is recovered by the next scheduler tick.
         poll_interval: Seconds between checks for pause/cancel requests from other processes.
+        owner: This process's name in claims (default: a random id).
+        busy_timeout: Seconds a decision waits for a run another segment is executing before
+            ``RunBusyError``.
     """
 
     def __init__(
@@ -106,30 +140,66 @@ class FlowService:
         lease_ttl: float = 30.0,
         poll_interval: float = 1.0,
         owner: str | None = None,
+        busy_timeout: float = 300.0,
     ) -> None:
         if durability not in ("pause", "step"):
             raise ValueError(f"durability must be 'pause' or 'step', not {durability!r}")
-        self.runtime = runtime
-        self.store = store
-        self.durability: Durability = durability
-        self.cancel_expired = cancel_expired
-        self.lease_ttl = lease_ttl
-        self.poll_interval = poll_interval
-        self.owner = owner or uuid.uuid4().hex
-        self._flows: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
+        table: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
         for spec in flows:
             bp, reg = (spec.to_blueprint(), spec.registry) if isinstance(spec, Flow) else spec
-            self._flows[bp.id] = (bp, reg)
+            table[bp.id] = (bp, reg)
         if max_pause is None or isinstance(max_pause, float | int | timedelta):
-            self._max_pause = {"*": max_pause} if max_pause is not None else {}
+            limits: dict[str, float | timedelta] = {"*": max_pause} if max_pause is not None else {}
         else:
-            self._max_pause = dict(max_pause)
-        self._controls: dict[str, RunControl] = {}
-        self.busy: set[str] = set()  # runs a scheduler/recovery task of this service works on
-        self._requests: dict[str, Request] = {}
+            limits = dict(max_pause)
+        self.host = Host(
+            runtime=runtime,
+            store=store,
+            owner=owner or uuid.uuid4().hex,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            durability=durability,
+            cancel_expired=cancel_expired,
+            flows=table,
+            pause_limits=limits,
+        )
+        self.busy_timeout = busy_timeout
+        self._controls = self.host.controls
 
     def __repr__(self) -> str:
-        return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self._flows)!r})"
+        return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
+
+    @property
+    def runtime(self) -> FlowRuntime:
+        """The runtime executing this service's runs."""
+        return self.host.runtime
+
+    @property
+    def store(self) -> RunStore:
+        """The store runs live in."""
+        return self.host.store
+
+    @property
+    def owner(self) -> str:
+        """This process's name in claims."""
+        return self.host.owner
+
+    @property
+    def durability(self) -> Durability:
+        """``"pause"`` or ``"step"``."""
+        return self.host.durability
+
+    @staticmethod
+    def resume_data() -> dict[str, Any] | None:
+        """Inside a node: the data the current segment continues a paused run with.
+
+        ``resume(run_id, data)`` of a run paused while running (``pause`` of a running run, or
+        ``RunControl.pause``) continues the stopped nodes; they read ``data`` here (the same
+        dict, ``{"output": ..., "action": ..., ...}`` as sent). It is also in the history
+        (event ``"continue"``, field ``data``) and replayed if the segment is recovered.
+        None outside such a segment.
+        """
+        return CONTINUATION.get()
 
     # --- public API --------------------------------------------------------------------------
 
@@ -138,33 +208,42 @@ class FlowService:
     ) -> RunResult:
         """Start a run of ``flow_id``, store it, and execute it until it finishes or awaits.
 
-        The run is stored (status ``"running"``) before its first node executes, so it can be
-        listed, paused from another process, and recovered if this process dies.
+        The run is created already claimed (``"running"`` under this process's lease), so it
+        can be listed, paused from another process, and recovered if this process dies.
         """
-        bp, reg = self._flow(flow_id)
+        host = self.host
+        bp, reg = host.flow(flow_id)
         run_id = run_id or uuid.uuid4().hex
-        now = self.runtime.clock.now()
+        now = host.now()
         initial = dict(state) if state else {}
-        marker = StoredRun(
+        try:
+            intent = encode_intent(Intent(kind="start", state=initial), run_id)
+        except ResumeError as exc:
+            raise SerializationError(f"the initial state of run {run_id!r}", str(exc)) from exc
+        claimed = StoredRun(
             run_id=run_id,
             flow_id=flow_id,
             status="running",
             revision=0,
             created_at=now,
             updated_at=now,
-            intent=ENCODER.encode(Intent(kind="start", state=initial)),
+            intent=intent,
+            owner=host.owner,
+            lease_until=now + timedelta(seconds=host.lease_ttl),
+            claim=new_token(),
         )
-        self._controls[run_id] = RunControl()
         try:
-            await self.store.create(marker, history=[HistoryRecord(at=now, event="start")])
-            await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
-            return await execute(
-                self,
-                marker,
-                lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c),
-            )
-        finally:
-            self._controls.pop(run_id, None)
+            await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
+        except RunExistsError:
+            if not await self._landed(claimed):
+                raise
+        except StoreError:
+            if not await self._landed(claimed):
+                raise
+        segment = Segment(host, claimed, None, None)
+        return await segment.run(
+            lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c)
+        )
 
     async def resume(
         self,
@@ -175,60 +254,40 @@ class FlowService:
         by: str | None = None,
         idempotency_key: str | None = None,
     ) -> RunResult:
-        """Resume a stored run and store the outcome with compare-and-set.
+        """Apply a decision to a stored run: claim it, execute, store the outcome.
 
-        With ``idempotency_key``, a decision delivered again returns the first result and runs
-        nothing. Of two different concurrent resumes one wins; the other raises
-        ``RevisionConflictError`` (or ``NodeNotAwaitingError`` once the winner is stored) and
-        nothing of it is stored. A held run (``pause`` of an awaiting run) is released by
-        ``resume(run_id)`` with no data.
+        With ``idempotency_key``, a decision delivered again (at the same moment or later)
+        returns the first result and runs nothing. A different decision for a wait already
+        decided raises ``AlreadyDecidedError`` (who, what, when). While another segment of the
+        run executes, the call waits for it and then applies its decision (up to
+        ``busy_timeout``). A held run raises ``RunHeldError``; ``resume(run_id)`` with no data
+        never releases a hold (use ``release``).
         """
-        if idempotency_key is not None:
-            first = await self.store.recall(run_id, idempotency_key)
-            if first is not None:
-                return self._rebuild(await self.store.get(run_id), first)
-        stored = await self.store.get(run_id)
-        if stored.status == "running":
-            raise NotAwaitingError(run_id, "running")
-        if (
-            stored.held
-            and data is None
-            and node_id is None
-            and stored.status == "awaiting"
-            and "pause" not in stored.reasons
-        ):
-            return await self._release(stored, by)
-        bp, reg = self._flow(stored.flow_id)
-        base = stored
-        if self.durability == "step":
-            intent = Intent(
-                kind="resume", data=data_dict(data), node_id=node_id, by=by, key=idempotency_key
-            )
-            now = self.runtime.clock.now()
-            base = self._replace(
-                stored, status="running", intent=ENCODER.encode(intent), updated_at=now
-            )
-            await self.store.save(base, stored.revision)
-            await self.store.acquire_lease(f"run:{run_id}", self.owner, self.lease_ttl, now)
-        self._controls[run_id] = RunControl()
-        try:
-            return await execute(
-                self,
-                base,
-                lambda c: self.runtime.resume(
-                    bp, stored.context, data, node_id, registry=reg, control=c, by=by
-                ),
-                key=idempotency_key,
-                restore=stored if base is not stored else None,
-            )
-        except ResumeError:
-            if idempotency_key is not None:  # a duplicate delivery was stored meanwhile
-                first = await self.store.recall(run_id, idempotency_key)
+        host = self.host
+        key = idempotency_key
+        payload = data_dict(data, run_id, node_id)
+        started = host.now()
+        while True:
+            settled = host.settled_event(run_id)
+            stored = await self.store.get(run_id)
+            if key is not None:
+                first = await self.store.recall(run_id, key)
                 if first is not None:
-                    return self._rebuild(stored, first)
-            raise
-        finally:
-            self._controls.pop(run_id, None)
+                    return host.rebuild(stored, first)
+            if stored.status == "running":
+                await self._wait(stored, settled, started)
+                continue
+            if stored.status in FINISHED:
+                raise await self._decided(stored, node_id, NotAwaitingError(run_id, stored.status))
+            if stored.held:
+                raise RunHeldError(run_id, stored.paused_by, stored.paused_at, stored.pause_reason)
+            if node_id is not None and "/" not in node_id and node_id not in stored.awaiting:
+                missing = NodeNotAwaitingError(run_id, node_id, stored.awaiting)
+                raise await self._decided(stored, node_id, missing)
+            try:
+                return await self._apply(stored, data, payload, node_id, by, key)
+            except RevisionConflictError:
+                continue  # another segment claimed it first: look again
 
     async def pause(
         self,
@@ -237,76 +296,152 @@ class FlowService:
         reason: str | None = None,
         by: str | None = None,
         request_id: str | None = None,
+        expires_in: Duration | None = None,
     ) -> StoredRun:
         """Pause a run, recording who, when, why and the request id.
 
         A running run pauses at its next node boundary, in this or another process (requests
-        travel through the store). An awaiting run is held: its timers and expiries do not
-        fire until ``resume(run_id)`` with no data releases it.
+        travel through the store); ``resume(run_id)`` continues it. An awaiting run is *held*:
+        its timers and expiries do not fire and decisions raise ``RunHeldError`` until
+        ``release(run_id)``. ``expires_in`` sets the run's ``pause_deadline``. Holds reach the
+        event bus as ``workflow:pause`` with ``{"hold": True, "reason", "by", "request_id"}``.
 
         Raises:
             NotAwaitingError: the run already finished.
         """
-        now = self.runtime.clock.now()
+        host = self.host
+        now = host.now()
         request = Request(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
-        control = self._controls.get(run_id)
-        if control is not None:
-            self._requests[run_id] = request
-            control.pause(reason, by)
-            return await self.store.get(run_id)
         while True:
+            control = host.controls.get(run_id)
+            if control is not None:
+                host.requests[run_id] = request
+                control.pause(reason, by)
+                return await self.store.get(run_id)
             stored = await self.store.get(run_id)
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
-                return await send(self, stored, request)
-            await self.store.remember(run_id, control_key(stored.revision), ENCODER.encode(request))
-            held = self._replace(
+                if await self._send(stored, request):
+                    return stored
+                continue
+            if stored.held or (stored.paused_at == now and stored.paused_by == by):
+                return stored  # already held, or our request paused it
+            deadline = stored.pause_deadline
+            if expires_in is not None:
+                deadline = now + timedelta(seconds=_seconds(expires_in))
+            held = msgspec.structs.replace(
                 stored,
+                revision=stored.revision + 1,
+                updated_at=now,
                 held=True,
                 due_at=None,
                 paused_at=now,
                 paused_by=by,
                 pause_reason=reason,
                 pause_request_id=request_id,
+                pause_deadline=deadline,
+                claim=new_token(),
             )
             record = HistoryRecord(
                 at=now, event="hold", by=by, reason=reason, request_id=request_id
             )
             try:
-                await self.store.save(held, stored.revision, history=[record])
+                await cas(host, held, stored.revision, history=[record])
             except RevisionConflictError:
                 continue
+            await self._emit(
+                "workflow:pause",
+                held,
+                {"hold": True, "reason": reason, "by": by, "request_id": request_id},
+            )
             return held
 
-    async def cancel(
-        self, run_id: str, *, reason: str | None = None, by: str | None = None
-    ) -> StoredRun:
-        """Cancel a run: an awaiting run at once, a running one at its next await point.
+    async def release(
+        self, run_id: str, *, by: str | None = None, request_id: str | None = None
+    ) -> RunResult:
+        """End the hold of a held run: its timers and expiries count again.
 
-        Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
-        the run already finished.
+        Releasing a run that is not held changes nothing. Overdue timers fire at the next
+        scheduler tick. Reaches the event bus as ``workflow:resume`` with
+        ``{"release": True, "by", "request_id"}``.
+
+        Raises:
+            NotAwaitingError: the run already finished.
         """
-        now = self.runtime.clock.now()
-        request = Request(kind="cancel", at=now, reason=reason, by=by)
-        control = self._controls.get(run_id)
-        if control is not None:
-            self._requests[run_id] = request
-            control.cancel()
-            return await self.store.get(run_id)
+        host = self.host
         while True:
             stored = await self.store.get(run_id)
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
+            if not stored.held:
+                if stored.status == "running" or not stored.context:
+                    return await self.result(run_id)
+                return host.rebuild(stored, stored.context)
+            now = host.now()
+            due = [d for d in (stored.wake_at, stored.expires_at) if d is not None]
+            if stored.pause_deadline is not None and host.cancel_expired:
+                due.append(stored.pause_deadline)
+            first = host.rebuild(stored, stored.context).awaiting
+            released = msgspec.structs.replace(
+                stored,
+                revision=stored.revision + 1,
+                updated_at=now,
+                held=False,
+                due_at=min(due, default=None),
+                paused_at=first[0].since if first else None,
+                paused_by=first[0].requested_by if first else None,
+                pause_reason=first[0].description if first else None,
+                pause_request_id=None,
+                claim=new_token(),
+            )
+            record = HistoryRecord(
+                at=now, event="release", by=by, reason=stored.pause_reason, request_id=request_id
+            )
+            try:
+                await cas(host, released, stored.revision, history=[record])
+            except RevisionConflictError:
+                continue
+            await self._emit(
+                "workflow:resume", released, {"release": True, "by": by, "request_id": request_id}
+            )
+            return host.rebuild(released, released.context)
+
+    async def cancel(
+        self, run_id: str, *, reason: str | None = None, by: str | None = None
+    ) -> StoredRun:
+        """Cancel a run: an awaiting (or held) run at once, a running one at its next node.
+
+        Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
+        the run already finished.
+        """
+        host = self.host
+        now = host.now()
+        request = Request(kind="cancel", at=now, reason=reason, by=by)
+        sent = False
+        while True:
+            control = host.controls.get(run_id)
+            if control is not None:
+                host.requests[run_id] = request
+                control.cancel()
+                return await self.store.get(run_id)
+            stored = await self.store.get(run_id)
+            if stored.status in FINISHED:
+                if sent and stored.status == "cancelled":
+                    return stored
+                raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
-                return await send(self, stored, request)
+                sent = True
+                if await self._send(stored, request):
+                    return stored
+                continue
             try:
                 return await self._cancel_stored(stored, reason, by, event="cancel")
             except RevisionConflictError:
                 continue
 
     async def get(self, run_id: str) -> StoredRun:
-        """The stored run (status, awaiting nodes, pause metadata, context bytes)."""
+        """The stored run (status, awaiting nodes, pause metadata, fault, context bytes)."""
         return await self.store.get(run_id)
 
     async def result(self, run_id: str) -> RunResult:
@@ -314,7 +449,7 @@ class FlowService:
         stored = await self.store.get(run_id)
         if not stored.context:
             raise StoreError(f"run {run_id!r} has not stored a context yet (it is still starting)")
-        return self._rebuild(stored, stored.context)
+        return self.host.rebuild(stored, stored.context)
 
     async def list(
         self,
@@ -327,34 +462,33 @@ class FlowService:
     ) -> RunPage:
         """Stored runs matching every filter given, oldest first, a page at a time.
 
-        ``expired=True`` lists awaiting runs past their ``max_pause``.
+        ``expired=True`` lists awaiting runs past their ``max_pause``. Runs whose stored
+        record cannot be decoded are left out (and logged).
         """
         return await self.store.list(
             status=status,
             flow_id=flow_id,
             reason=reason,
             expired=expired,
-            now=self.runtime.clock.now(),
+            now=self.host.now(),
             limit=limit,
             cursor=cursor,
         )
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
-        """The run's audit trail: starts, pauses, resumes, timers, cancellations, who and why."""
+        """The run's audit trail: starts, pauses, resumes, timers, holds, who and why."""
         await self.store.get(run_id)
         return await self.store.history(run_id)
 
     async def cleanup(self, finished_before: datetime | Duration) -> int:
         """Delete finished runs last updated before a time (or older than a duration)."""
         if not isinstance(finished_before, datetime):
-            finished_before = self.runtime.clock.now() - timedelta(
-                seconds=_seconds(finished_before)
-            )
+            finished_before = self.host.now() - timedelta(seconds=_seconds(finished_before))
         return await self.store.delete_finished(finished_before)
 
     async def stats(self) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired."""
-        return await self.store.stats(self.runtime.clock.now())
+        return await self.store.stats(self.host.now())
 
     @asynccontextmanager
     async def scheduler(
@@ -366,11 +500,9 @@ class FlowService:
     ) -> AsyncIterator[DurableScheduler]:
         """Fire due timers, expire waits and recover crashed runs from the store while open.
 
-        Several schedulers (in several processes) may run at once: per-run leases and
-        compare-and-set make each firing happen once. Overdue timers fire on the first tick.
+        Several schedulers (in several processes) may run at once: claims make each firing
+        happen once. Overdue timers fire on the first tick.
         """
-        from flowcraft._service.scheduler import DurableScheduler
-
         sched = DurableScheduler(self, _seconds(interval), on_result, batch)
         async with anyio.create_task_group() as tg:
             tg.start_soon(sched.loop)
@@ -380,65 +512,316 @@ class FlowService:
                 tg.cancel_scope.cancel()
 
     async def recover(self) -> builtins.list[RunResult]:
-        """Re-execute runs left ``running`` by a dead process, from their last checkpoint."""
+        """Take over runs whose lease expired (their process died) and replay their intent.
+
+        A run whose lease is live is never touched; a finished run is never claimed. A replay
+        the runtime refuses restores the run to the state its claim started from.
+        """
+        host = self.host
         results: builtins.list[RunResult] = []
         cursor: str | None = None
         while True:
             page = await self.store.list(status="running", limit=100, cursor=cursor)
             for stored in page.runs:
                 run_id = stored.run_id
-                if run_id in self._controls or run_id in self.busy:
+                if run_id in host.controls or run_id in host.busy:
                     continue
-                self.busy.add(run_id)
+                if not stored.lease_expired(host.now()):
+                    continue
+                host.busy.add(run_id)
                 try:
-                    now = self.runtime.clock.now()
-                    lease = f"run:{run_id}"
-                    if await self.store.acquire_lease(lease, self.owner, self.lease_ttl, now):
-                        results.append(await recover_run(self, stored))
-                except (RevisionConflictError, NotAwaitingError):
+                    results.append(await self._recover_one(stored))
+                except RevisionConflictError:
                     continue  # another process got there first
+                except FlowcraftError:
+                    log.exception("flowcraft service: recovering run %s", run_id)
                 finally:
-                    self.busy.discard(run_id)
+                    host.busy.discard(run_id)
             cursor = page.next_cursor
             if cursor is None:
                 return results
 
+    # --- what the durable scheduler calls (``Firing``) ----------------------------------------
+
+    async def fire_due(self, run_id: str) -> tuple[builtins.list[RunResult], int]:
+        """Fire the due timers and wait expiries of one run; cancel it if past ``max_pause``."""
+        host = self.host
+        results: builtins.list[RunResult] = []
+        expired = 0
+        for _ in range(_MAX_FIRINGS_PER_RUN):
+            stored = await self.store.get(run_id)
+            now = host.now()
+            if stored.status != "awaiting" or stored.held:
+                break
+            if stored.due_at is None or stored.due_at > now:
+                break  # nothing due, or backed off after a fault
+            target = self.due_node(stored, now)
+            if target is None:
+                if host.cancel_expired and stored.expired(now):
+                    try:
+                        await self._cancel_stored(stored, "max_pause", SCHEDULER, event="expire")
+                    except RevisionConflictError:
+                        break
+                    expired += 1
+                break
+            try:
+                results.append(await self._fire(stored, target))
+            except RevisionConflictError:
+                break  # someone else changed the run; look again next tick
+        return results, expired
+
+    async def record_fault(self, run_id: str, exc: BaseException) -> None:
+        """Record why a run's timer could not fire, and back its next attempt off."""
+        host = self.host
+        for _ in range(3):
+            try:
+                stored = await self.store.get(run_id)
+            except StoreCorruptionError:
+                return
+            if stored.status != "awaiting":
+                return
+            now = host.now()
+            count = stored.fault_count + 1
+            delay = min(2.0 ** (count - 1), _BACKOFF_MAX)
+            reason = f"{type(exc).__name__}: {exc}"
+            faulted = msgspec.structs.replace(
+                stored,
+                revision=stored.revision + 1,
+                fault=reason,
+                fault_count=count,
+                due_at=now + timedelta(seconds=delay),
+                claim=new_token(),
+            )
+            record = HistoryRecord(at=now, event="fault", by=SCHEDULER, reason=reason)
+            try:
+                await cas(host, faulted, stored.revision, history=[record])
+            except RevisionConflictError:
+                continue
+            return
+
+    def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
+        """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
+        best: tuple[datetime, str, bool] | None = None
+        for a in self.host.rebuild(stored, stored.context).awaiting:
+            when, expiry = (a.wake_at, False) if a.reason == "timer" else (a.expires_at, True)
+            if when is not None and when <= now and (best is None or when < best[0]):
+                best = (when, a.node_id, expiry)
+        return None if best is None else (best[1], best[2])
+
     # --- internals ---------------------------------------------------------------------------
 
-    def _flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+    def _rebuild(self, stored: StoredRun, data: bytes) -> RunResult:
+        return self.host.rebuild(stored, data)
+
+    async def _landed(self, run: StoredRun) -> bool:
         try:
-            return self._flows[flow_id]
-        except KeyError:
-            raise UnknownFlowError(flow_id, sorted(self._flows)) from None
+            now = await self.store.get(run.run_id)
+        except (RunNotFoundError, StoreError):
+            return False
+        return now.revision == run.revision and now.claim == run.claim
 
-    def _pause_limit(self, flow_id: str) -> timedelta | None:
-        limit = self._max_pause.get(flow_id, self._max_pause.get("*"))
-        return None if limit is None else timedelta(seconds=_seconds(limit))
-
-    @staticmethod
-    def _replace(stored: StoredRun, **changes: Any) -> StoredRun:
-        return msgspec.structs.replace(stored, revision=stored.revision + 1, **changes)
-
-    async def _release(self, stored: StoredRun, by: str | None) -> RunResult:
-        """Lift a hold: timers and expiries count again."""
-        now = self.runtime.clock.now()
-        due = [d for d in (stored.wake_at, stored.expires_at) if d is not None]
-        if stored.pause_deadline is not None and self.cancel_expired:
-            due.append(stored.pause_deadline)
-        released = self._replace(stored, held=False, due_at=min(due, default=None), updated_at=now)
-        await self.store.save(
-            released, stored.revision, history=[HistoryRecord(at=now, event="release", by=by)]
+    async def _apply(
+        self,
+        stored: StoredRun,
+        data: ResumeData,
+        payload: dict[str, Any] | None,
+        node_id: str | None,
+        by: str | None,
+        key: str | None,
+    ) -> RunResult:
+        """Claim an awaiting run for a decision and execute it (``RevisionConflictError``: lost)."""
+        host = self.host
+        bp, reg = host.flow(stored.flow_id)
+        continuing = (
+            payload is not None
+            and node_id is None
+            and bool(stored.reasons)
+            and all(r == "pause" for r in stored.reasons)
         )
-        return self._rebuild(released, released.context)
+        kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
+        intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key)
+        claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key)
+        context = stored.context
+        extra = []
+        if continuing:
+            extra.append(HistoryRecord(at=host.now(), event="continue", by=by, data=payload))
+            call = self._continuation(bp, reg, context, data, by)
+        else:
+
+            def call(c: Any) -> Awaitable[RunResult]:
+                return self.runtime.resume(
+                    bp, context, data, node_id, registry=reg, control=c, by=by
+                )
+
+        try:
+            return await Segment(host, claimed, stored, key).run(
+                call, continuation=payload if continuing else None, extra=extra
+            )
+        except (NodeNotAwaitingError, NotAwaitingError) as exc:
+            raise await self._decided(stored, node_id, exc) from exc
+
+    def _continuation(
+        self,
+        bp: Blueprint,
+        reg: Mapping[str, object],
+        context: bytes,
+        data: ResumeData,
+        by: str | None,
+    ) -> Callable[[Any], Awaitable[RunResult]]:
+        """Continue the nodes a pause stopped; ``data`` is theirs through ``resume_data()``.
+
+        A node that paused itself (``node.pause()``) takes the data as its output; nodes a
+        ``RunControl`` pause stopped take none (the runtime refuses it before changing
+        anything), so they are continued without it.
+        """
+        rt = self.runtime
+
+        async def call(c: Any) -> RunResult:
+            try:
+                return await rt.resume(bp, context, data, None, registry=reg, control=c, by=by)
+            except (ResumeDataError, AmbiguousResumeError):
+                return await rt.resume(bp, context, None, None, registry=reg, control=c, by=by)
+
+        return call
+
+    async def _fire(self, stored: StoredRun, target: tuple[str, bool]) -> RunResult:
+        """Claim a due run and fire one timer or wait expiry."""
+        host = self.host
+        node_id = target[0]
+        bp, reg = host.flow(stored.flow_id)
+        intent = encode_intent(Intent(kind="fire", node_id=node_id, by=SCHEDULER), stored.run_id)
+        claimed = await claim(host, stored, intent, None)
+        context = stored.context
+        return await Segment(host, claimed, stored, None).run(
+            lambda c: self.runtime.fire(
+                bp, context, node_id, registry=reg, control=c, by=SCHEDULER
+            )
+        )
+
+    async def _recover_one(self, stored: StoredRun) -> RunResult:
+        """Claim a run whose lease expired and replay its stored intent."""
+        host = self.host
+        run_id = stored.run_id
+        try:
+            intent = decode_intent(stored.intent)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreCorruptionError(run_id, "intent", str(exc)) from exc
+        bp, reg = host.flow(stored.flow_id)
+        now = host.now()
+        claimed = msgspec.structs.replace(
+            stored,
+            revision=stored.revision + 1,
+            owner=host.owner,
+            lease_until=now + timedelta(seconds=host.lease_ttl),
+            claim=new_token(),
+        )
+        record = HistoryRecord(at=now, event="recover", by=host.owner)
+        await cas(host, claimed, stored.revision, history=[record])
+        segment = Segment(host, claimed, None, intent.key, recovered=True)
+        ctx = stored.context
+        rt = self.runtime
+        if intent.kind == "start":
+            state = intent.state or {}
+            return await segment.run(
+                lambda c: rt.run(bp, state, registry=reg, run_id=run_id, control=c)
+            )
+        if intent.kind == "checkpoint":
+            # Continue from the last checkpoint: the nodes it left to run run (again).
+            return await segment.run(
+                lambda c: rt.resume(bp, ctx, None, None, registry=reg, control=c)
+            )
+        if intent.kind == "fire":
+            node = intent.node_id or ""
+            return await segment.run(
+                lambda c: rt.fire(bp, ctx, node, registry=reg, control=c, by=intent.by)
+            )
+        data = intent.data
+        if intent.kind == "continue":
+            call = self._continuation(bp, reg, ctx, data, intent.by)
+            return await segment.run(call, continuation=data)
+        return await segment.run(
+            lambda c: rt.resume(
+                bp, ctx, data, intent.node_id, registry=reg, control=c, by=intent.by
+            )
+        )
+
+    async def _wait(self, stored: StoredRun, settled: anyio.Event, started: datetime) -> None:
+        """Wait for the segment executing ``stored`` to end (or recover it if its owner died)."""
+        host = self.host
+        now = host.now()
+        if stored.lease_expired(now) and stored.run_id not in host.busy:
+            host.busy.add(stored.run_id)
+            try:
+                await self._recover_one(stored)
+            except FlowcraftError:
+                pass  # someone else recovers it, or it is refused and restored
+            finally:
+                host.busy.discard(stored.run_id)
+            return
+        waited = (now - started).total_seconds()
+        if waited > self.busy_timeout:
+            raise RunBusyError(stored.run_id, stored.owner, waited)
+        clock = host.runtime.clock
+        async with anyio.create_task_group() as tg:
+
+            async def nap() -> None:
+                await clock.sleep(min(_WAIT_POLL, self.host.poll_interval))
+                tg.cancel_scope.cancel()
+
+            async def wake() -> None:
+                await settled.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(nap)
+            tg.start_soon(wake)
+
+    async def _decided(
+        self, stored: StoredRun, node_id: str | None, exc: ResumeError
+    ) -> ResumeError:
+        """``AlreadyDecidedError`` naming the decision that completed the wait, if one did."""
+        target = node_id.split("/", 1)[0] if node_id else None
+        for h in reversed(await self.store.history(stored.run_id)):
+            if h.event in ("cancel", "expire") and target is None:
+                return exc
+            if h.event in ("resume", "timeout") and h.node_id and target in (None, h.node_id):
+                return AlreadyDecidedError(
+                    stored.run_id, h.node_id, h.action, h.by, h.at, status=stored.status
+                )
+        return exc
+
+    async def _send(self, stored: StoredRun, request: Request) -> bool:
+        """Leave a request for the segment executing ``stored``; True if it will see it."""
+        await self.store.remember(
+            stored.run_id, control_key(stored.claim or ""), msgspec.msgpack.encode(request)
+        )
+        now = await self.store.get(stored.run_id)
+        return now.status == "running" and now.claim == stored.claim
+
+    async def _emit(self, kind: str, stored: StoredRun, payload: dict[str, Any]) -> None:
+        bus = self.runtime.event_bus
+        if bus is None:
+            return
+        event = FlowEvent(
+            type=kind,
+            run_id=stored.run_id,
+            blueprint_id=stored.flow_id,
+            payload={k: v for k, v in payload.items() if v is not None},
+        )
+        try:
+            res = bus.emit(event)
+            if inspect.isawaitable(res):
+                await res
+        except Exception:
+            log.exception("flowcraft service: event bus failed on %s", kind)
 
     async def _cancel_stored(
         self, stored: StoredRun, reason: str | None, by: str | None, *, event: str
     ) -> StoredRun:
         """Cancel an awaiting run (not executing anywhere): write a cancelled context."""
-        bp, reg = self._flow(stored.flow_id)
-        now = self.runtime.clock.now()
+        host = self.host
+        bp, reg = host.flow(stored.flow_id)
+        now = host.now()
         result = await self.runtime.cancel(bp, stored.context, reason=reason, by=by, registry=reg)
-        data = result.serialized_context
         cancelled = StoredRun(
             run_id=stored.run_id,
             flow_id=stored.flow_id,
@@ -446,37 +829,9 @@ class FlowService:
             revision=stored.revision + 1,
             created_at=stored.created_at,
             updated_at=now,
-            context=data,
+            context=result.serialized_context,
+            claim=new_token(),
         )
         record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=result.revision)
-        await self.store.save(cancelled, stored.revision, history=[record])
+        await cas(host, cancelled, stored.revision, history=[record])
         return cancelled
-
-    def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
-        """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
-        best: tuple[datetime, str, bool] | None = None
-        for a in self._rebuild(stored, stored.context).awaiting:
-            when, expiry = (a.wake_at, False) if a.reason == "timer" else (a.expires_at, True)
-            if when is not None and when <= now and (best is None or when < best[0]):
-                best = (when, a.node_id, expiry)
-        return None if best is None else (best[1], best[2])
-
-    async def fire(self, stored: StoredRun, node_id: str, expiry: bool) -> RunResult:
-        """Resume a due timer, or time out an expired wait along its ``on_timeout`` action."""
-        bp, reg = self._flow(stored.flow_id)
-        rt = self.runtime
-        self._controls[stored.run_id] = RunControl()
-        try:
-            return await execute(
-                self,
-                stored,
-                lambda c: rt.fire(
-                    bp, stored.context, node_id, registry=reg, control=c, by=SCHEDULER
-                ),
-            )
-        finally:
-            self._controls.pop(stored.run_id, None)
-
-    def _rebuild(self, stored: StoredRun, data: bytes) -> RunResult:
-        bp, reg = self._flow(stored.flow_id)
-        return self.runtime.inspect(bp, data, registry=reg)

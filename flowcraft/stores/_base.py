@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import builtins
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-from flowcraft._errors import RunExistsError
+from flowcraft._errors import RunExistsError, StoreCorruptionError
 
 __all__ = [
     "FINISHED",
@@ -28,6 +29,7 @@ __all__ = [
 StoredStatus: TypeAlias = Literal["running", "awaiting", "completed", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger("flowcraft.stores")
 _NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 
 
@@ -40,6 +42,14 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     counts as expired. A ``held`` run was paused while awaiting: its timers wait for a release.
     ``intent`` is a write-ahead record of what a running run was asked to do,
     so another process can recover it after a crash.
+
+    A segment (start, resume, timer, recovery...) *claims* the run before any node runs: one
+    compare-and-set that sets ``status="running"`` and stores ``intent``, ``owner``,
+    ``lease_until`` and ``claim_key`` (the idempotency key of the decision, if any) together.
+    ``claim`` is the id of the segment that wrote this revision (it lets a writer whose reply
+    was lost recognise its own write). While running, the awaiting fields keep the state the
+    claim started from, so a refused segment restores it exactly. ``fault`` is why the durable
+    scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
     """
 
     run_id: str
@@ -61,6 +71,16 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pause_request_id: str | None = None
     held: bool = False
     intent: bytes = b""
+    owner: str | None = None
+    lease_until: datetime | None = None
+    claim: str | None = None
+    claim_key: str | None = None
+    fault: str | None = None
+    fault_count: int = 0
+
+    def lease_expired(self, now: datetime) -> bool:
+        """Whether a running run's lease has lapsed (its owner died or stalled)."""
+        return self.status == "running" and (self.lease_until is None or self.lease_until <= now)
 
     def __repr__(self) -> str:
         return (
@@ -89,6 +109,7 @@ class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     action: str | None = None
     revision: int | None = None
     request_id: str | None = None
+    data: dict[str, Any] | None = None
 
 
 class RunPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,6 +211,13 @@ class RunStore(Protocol):
         """Delete finished runs last updated before ``before`` (and their records); return count."""
         ...
 
+    async def delete(self, run_id: str, expected_revision: int) -> None:
+        """Delete a run and its records if its stored revision is ``expected_revision``.
+
+        Raises ``RevisionConflictError`` / ``RunNotFoundError`` like ``save``.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
         ...
@@ -200,6 +228,33 @@ class RunStore(Protocol):
 RUN_ENCODER = msgspec.msgpack.Encoder()
 RUN_DECODER = msgspec.msgpack.Decoder(StoredRun)
 HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
+
+
+def decode_run(raw: bytes, run_id: str) -> StoredRun:
+    """A stored run's body, or ``StoreCorruptionError`` naming the run."""
+    try:
+        return RUN_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise StoreCorruptionError(run_id, "run record", str(exc)) from exc
+
+
+def decode_history(raw: bytes, run_id: str) -> HistoryRecord:
+    """One history record, or ``StoreCorruptionError`` naming the run."""
+    try:
+        return HISTORY_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise StoreCorruptionError(run_id, "history record", str(exc)) from exc
+
+
+def decode_many(rows: Iterable[tuple[str, bytes]]) -> builtins.list[StoredRun]:
+    """Decode ``(run_id, body)`` rows, skipping (and logging) corrupted ones."""
+    runs: builtins.list[StoredRun] = []
+    for run_id, raw in rows:
+        try:
+            runs.append(decode_run(raw, run_id))
+        except StoreCorruptionError:
+            log.exception("flowcraft store: skipping run %s", run_id)
+    return runs
 
 
 def check_namespace(namespace: str) -> str:

@@ -172,6 +172,19 @@ class MemoryStore:
                 del self._idempotency[key]
         return len(gone)
 
+    async def delete(self, run_id: str, expected_revision: int) -> None:
+        """Delete a run and its records if its stored revision is ``expected_revision``."""
+        await anyio.lowlevel.checkpoint()
+        current = self._runs.get(run_id)
+        if current is None:
+            raise RunNotFoundError(run_id)
+        if current.revision != expected_revision:
+            raise RevisionConflictError(run_id, expected_revision, current.revision)
+        del self._runs[run_id]
+        self._history.pop(run_id, None)
+        for key in [k for k in self._idempotency if k[0] == run_id]:
+            del self._idempotency[key]
+
     async def close(self) -> None:
         """Nothing to release."""
         await anyio.lowlevel.checkpoint()

@@ -11,8 +11,6 @@ import anyio
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
-    HISTORY_DECODER,
-    RUN_DECODER,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -20,6 +18,9 @@ from flowcraft.stores._base import (
     StoredRun,
     check_list_args,
     check_namespace,
+    decode_history,
+    decode_many,
+    decode_run,
     page_of,
     to_micros,
 )
@@ -134,7 +135,7 @@ class PostgresStore:
         rows = await self._fetchall(self._sql.get_run, (run_id,))
         if not rows:
             raise RunNotFoundError(run_id)
-        return RUN_DECODER.decode(rows[0][0])
+        return decode_run(bytes(rows[0][1]), run_id)
 
     async def list(
         self,
@@ -151,12 +152,12 @@ class PostgresStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._fetchall(query, params)
-        return page_of([RUN_DECODER.decode(r[0]) for r in rows], limit)
+        return page_of(decode_many((str(r[0]), bytes(r[1])) for r in rows), limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
         rows = await self._fetchall(self._sql.due, (to_micros(now), limit))
-        return [RUN_DECODER.decode(r[0]) for r in rows]
+        return decode_many((str(r[0]), bytes(r[1])) for r in rows)
 
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
@@ -172,7 +173,7 @@ class PostgresStore:
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
         rows = await self._fetchall(self._sql.read_history, (run_id,))
-        return [HISTORY_DECODER.decode(r[0]) for r in rows]
+        return [decode_history(bytes(r[0]), run_id) for r in rows]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
@@ -211,6 +212,22 @@ class PostgresStore:
             return len(ids)
 
         return await self._run(op, tx=True)
+
+    async def delete(self, run_id: str, expected_revision: int) -> None:
+        """Delete a run and its records if its stored revision is ``expected_revision``."""
+        sql = self._sql
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
+            cur = await conn.execute(sql.delete_run, (run_id, expected_revision))
+            if cur.rowcount != 1:
+                row = await (await conn.execute(sql.get_revision, (run_id,))).fetchone()
+                if row is None:
+                    raise RunNotFoundError(run_id)
+                raise RevisionConflictError(run_id, expected_revision, int(row[0]))
+            for statement in sql.delete[1:]:
+                await conn.execute(statement, (run_id,))
+
+        await self._run(op, tx=True)
 
     async def close(self) -> None:
         """Close the connection."""

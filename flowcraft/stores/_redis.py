@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
     FINISHED,
-    HISTORY_DECODER,
-    RUN_DECODER,
     RUN_ENCODER,
     HistoryRecord,
     RunExistsError,
@@ -22,6 +21,9 @@ from flowcraft.stores._base import (
     check_namespace,
     compute_stats,
     decode_cursor,
+    decode_history,
+    decode_many,
+    decode_run,
     matches,
     opt_micros,
     page_of,
@@ -68,6 +70,19 @@ if owner and owner ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'exp', ARGV[2])
 return 1
+"""
+
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
+# ARGV: expected revision, run_id
+_DELETE = """
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if not cur then return {'missing'} end
+if tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[2])
+return {'ok'}
 """
 
 _RELEASE = """
@@ -125,15 +140,24 @@ class RedisStore:
     def _key(self, kind: str, name: str) -> str:
         return f"{self.namespace}:{kind}:{name}"
 
-    async def _call(
-        self, name: str, text: str, keys: builtins.list[str], args: builtins.list[Any]
-    ) -> Any:
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Turn a driver error (connection dropped, server down...) into ``StoreError``."""
         from redis.exceptions import RedisError
 
         try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreError(
+                f"redis store {self.namespace!r} ({self.url}): {what} failed: "
+                f"{type(exc).__name__}: {exc}. Check the server; the call can be retried."
+            ) from exc
+
+    async def _call(
+        self, name: str, text: str, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        async with self._guard(name):
             return await self._script(name, text)(keys=keys, args=args)
-        except RedisError as exc:
-            raise StoreError(f"redis store {self.namespace!r}: {exc}") from exc
 
     async def _write(
         self,
@@ -176,11 +200,11 @@ class RedisStore:
         names = _names(ids)
         if not names:
             return []
-        async with self._redis().pipeline(transaction=False) as pipe:
+        async with self._guard("read"), self._redis().pipeline(transaction=False) as pipe:
             for rid in names:
                 pipe.hget(self._key("run", rid), "body")
             bodies = await pipe.execute()
-        return [RUN_DECODER.decode(_bytes(b)) for b in bodies if b is not None]
+        return decode_many((rid, _bytes(b)) for rid, b in zip(names, bodies, strict=True) if b)
 
     # --- RunStore ----------------------------------------------------------------------------
 
@@ -207,10 +231,11 @@ class RedisStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
-        body = await self._redis().hget(self._key("run", run_id), "body")
+        async with self._guard("get"):
+            body = await self._redis().hget(self._key("run", run_id), "body")
         if body is None:
             raise RunNotFoundError(run_id)
-        return RUN_DECODER.decode(_bytes(body))
+        return decode_run(_bytes(body), run_id)
 
     async def list(
         self,
@@ -235,7 +260,8 @@ class RedisStore:
         found: builtins.list[StoredRun] = []
         offset = 0
         while len(found) <= limit:
-            ids = await r.zrangebyscore(self._order, low, "+inf", start=offset, num=_CHUNK)
+            async with self._guard("list"):
+                ids = await r.zrangebyscore(self._order, low, "+inf", start=offset, num=_CHUNK)
             if not ids:
                 break
             offset += len(ids)
@@ -250,9 +276,10 @@ class RedisStore:
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
-        ids = await self._redis().zrangebyscore(
-            self._due, "-inf", to_micros(now), start=0, num=limit
-        )
+        async with self._guard("due"):
+            ids = await self._redis().zrangebyscore(
+                self._due, "-inf", to_micros(now), start=0, num=limit
+            )
         return [r for r in await self._bodies(ids) if r.status == "awaiting"]
 
     async def stats(self, now: datetime) -> RunStats:
@@ -261,7 +288,8 @@ class RedisStore:
         r = self._redis()
         offset = 0
         while True:
-            ids = await r.zrange(self._order, offset, offset + _CHUNK - 1)
+            async with self._guard("stats"):
+                ids = await r.zrange(self._order, offset, offset + _CHUNK - 1)
             if not ids:
                 break
             offset += len(ids)
@@ -270,16 +298,19 @@ class RedisStore:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
-        items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
-        return [HISTORY_DECODER.decode(_bytes(i)) for i in items]
+        async with self._guard("history"):
+            items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
+        return [decode_history(_bytes(i), run_id) for i in items]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
-        return bool(await self._redis().hsetnx(self._key("idem", run_id), key, result))
+        async with self._guard("remember"):
+            return bool(await self._redis().hsetnx(self._key("idem", run_id), key, result))
 
     async def recall(self, run_id: str, key: str) -> bytes | None:
         """The result remembered under the key, or None."""
-        value = await self._redis().hget(self._key("idem", run_id), key)
+        async with self._guard("recall"):
+            value = await self._redis().hget(self._key("idem", run_id), key)
         return None if value is None else _bytes(value)
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
@@ -297,11 +328,12 @@ class RedisStore:
     async def delete_finished(self, before: datetime) -> int:
         """Delete finished runs last updated before ``before``; return how many."""
         r = self._redis()
-        ids = await r.zrangebyscore(self._finished, "-inf", f"({to_micros(before)}")
+        async with self._guard("delete_finished"):
+            ids = await r.zrangebyscore(self._finished, "-inf", f"({to_micros(before)}")
         names = _names(ids)
         if not names:
             return 0
-        async with r.pipeline(transaction=True) as pipe:
+        async with self._guard("delete_finished"), r.pipeline(transaction=True) as pipe:
             for rid in names:
                 pipe.delete(self._key("run", rid), self._key("hist", rid), self._key("idem", rid))
             pipe.zrem(self._order, *names)
@@ -310,10 +342,27 @@ class RedisStore:
             await pipe.execute()
         return len(names)
 
+    async def delete(self, run_id: str, expected_revision: int) -> None:
+        """Delete a run and its records if its stored revision is ``expected_revision``."""
+        keys = [
+            self._key("run", run_id),
+            self._order,
+            self._due,
+            self._key("hist", run_id),
+            self._key("idem", run_id),
+            self._finished,
+        ]
+        reply = await self._call("delete", _DELETE, keys, [expected_revision, run_id])
+        if reply[0] == b"missing":
+            raise RunNotFoundError(run_id)
+        if reply[0] == b"conflict":
+            raise RevisionConflictError(run_id, expected_revision, int(reply[1]))
+
     async def close(self) -> None:
         """Close the client (unless it was passed in)."""
         if self._client is not None and self._own_client:
-            await self._client.aclose()
+            async with self._guard("close"):
+                await self._client.aclose()
         self._client = None
         self._scripts.clear()
 

@@ -69,7 +69,8 @@ class Dialect:
             f"WHERE run_id = {p} AND revision = {p}"
         )
         self.get_revision = f"SELECT revision FROM {self.runs} WHERE run_id = {p}"
-        self.get_run = f"SELECT body FROM {self.runs} WHERE run_id = {p}"
+        self.get_run = f"SELECT run_id, body FROM {self.runs} WHERE run_id = {p}"
+        self.delete_run = f"DELETE FROM {self.runs} WHERE run_id = {p} AND revision = {p}"
         self.insert_history = f"INSERT INTO {self.history} (run_id, body) VALUES ({p}, {p})"
         self.read_history = f"SELECT body FROM {self.history} WHERE run_id = {p} ORDER BY seq"
         self.remember = (
@@ -78,7 +79,7 @@ class Dialect:
         )
         self.recall = f"SELECT result FROM {self.idem} WHERE run_id = {p} AND key = {p}"
         self.due = (
-            f"SELECT body FROM {self.runs} WHERE due_at IS NOT NULL AND due_at <= {p} "
+            f"SELECT run_id, body FROM {self.runs} WHERE due_at IS NOT NULL AND due_at <= {p} "
             f"ORDER BY due_at, run_id LIMIT {p}"
         )
         self.acquire = (
@@ -162,7 +163,7 @@ class Dialect:
         if after is not None:
             where.append(f"(created_at > {p} OR (created_at = {p} AND run_id > {p}))")
             params.extend([after[0], after[0], after[1]])
-        sql = f"SELECT body FROM {self.runs}"
+        sql = f"SELECT run_id, body FROM {self.runs}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at, run_id LIMIT {p}"

@@ -14,8 +14,6 @@ import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
-    HISTORY_DECODER,
-    RUN_DECODER,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -23,6 +21,9 @@ from flowcraft.stores._base import (
     StoredRun,
     check_list_args,
     check_namespace,
+    decode_history,
+    decode_many,
+    decode_run,
     page_of,
     to_micros,
 )
@@ -148,7 +149,7 @@ class SqliteStore:
         row = await self._run(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())
         if row is None:
             raise RunNotFoundError(run_id)
-        return RUN_DECODER.decode(row[0])
+        return decode_run(bytes(row[1]), run_id)
 
     async def list(
         self,
@@ -165,13 +166,13 @@ class SqliteStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._run(lambda c: c.execute(query, params).fetchall())
-        return page_of([RUN_DECODER.decode(r[0]) for r in rows], limit)
+        return page_of(decode_many((str(r[0]), bytes(r[1])) for r in rows), limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
         params = (to_micros(now), limit)
         rows = await self._run(lambda c: c.execute(self._sql.due, params).fetchall())
-        return [RUN_DECODER.decode(r[0]) for r in rows]
+        return decode_many((str(r[0]), bytes(r[1])) for r in rows)
 
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
@@ -191,7 +192,7 @@ class SqliteStore:
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
         rows = await self._run(lambda c: c.execute(self._sql.read_history, (run_id,)).fetchall())
-        return [HISTORY_DECODER.decode(r[0]) for r in rows]
+        return [decode_history(bytes(r[0]), run_id) for r in rows]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
@@ -226,6 +227,22 @@ class SqliteStore:
             return len(ids)
 
         return await self._write(op)
+
+    async def delete(self, run_id: str, expected_revision: int) -> None:
+        """Delete a run and its records if its stored revision is ``expected_revision``."""
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(sql.delete_run, (run_id, expected_revision))
+            if cur.rowcount != 1:
+                row = conn.execute(sql.get_revision, (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFoundError(run_id)
+                raise RevisionConflictError(run_id, expected_revision, int(row[0]))
+            for statement in sql.delete[1:]:
+                conn.execute(statement, (run_id,))
+
+        await self._write(op)
 
     async def close(self) -> None:
         """Close the connection."""

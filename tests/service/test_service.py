@@ -118,11 +118,12 @@ def _reset() -> None:
     GATE["open"] = anyio.Event()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    made: RunStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    yield made
-    await made.close()
+    from tests.service._support import backend
+
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ async def test_concurrent_duplicate_deliveries_return_the_first_result(
             tg.start_soon(deliver)
     assert len({r.serialized_context for r in results}) == 1
     stored = await service.get("r1")
-    assert stored.revision == 2
+    assert stored.revision == 3  # start; then the claim and the commit of the one resume
     assert [h.event for h in await service.history("r1")].count("resume") == 1
 
 
@@ -457,7 +458,7 @@ async def test_pausing_an_awaiting_run_holds_its_timers_until_released(
     fake_clock.advance(120)
     sched = DurableScheduler(service)
     assert await sched.tick() == 0
-    released = await service.resume("t1", by="ops")
+    released = await service.release("t1", by="ops")
     assert released.status == "awaiting"
     assert await sched.tick() == 1
     assert (await service.get("t1")).status == "completed"
@@ -722,7 +723,8 @@ async def test_a_checkpoint_that_loses_the_run_stops_it(fake_clock: FakeClock) -
     async def usurp(node: NodeContext) -> str:
         stored = await store.get("s1")  # another process takes the run over
         await store.save(
-            msgspec.structs.replace(stored, revision=stored.revision + 1), stored.revision
+            msgspec.structs.replace(stored, revision=stored.revision + 1, claim="usurper"),
+            stored.revision,
         )
         return await submit(node)
 

@@ -1,0 +1,224 @@
+"""What the service's modules share: the records they store, and ``Host``, the service's parts.
+
+``Host`` is the service's configuration and per-process bookkeeping as one explicit object:
+``segment`` and ``scheduler`` receive it (or ``Firing``, what the scheduler needs of the
+service) instead of importing ``FlowService``, so the package has no import circle.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import anyio
+import msgspec
+
+from flowcraft._control import RunControl
+from flowcraft._errors import ResumeDataError, UnknownFlowError
+from flowcraft._flow.blueprint import Blueprint
+from flowcraft._values import Resume, ResumeData, RunResult
+from flowcraft.stores._base import RunStore, StoredRun
+
+if TYPE_CHECKING:
+    from flowcraft._runtime import FlowRuntime
+
+__all__ = [
+    "ENCODER",
+    "CONTINUATION",
+    "Control",
+    "Firing",
+    "Host",
+    "Intent",
+    "Request",
+    "control_key",
+    "data_dict",
+    "decode_intent",
+    "decode_request",
+    "encode_intent",
+    "new_token",
+]
+
+
+class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a claimed run is about to execute: replayed by recovery after a crash.
+
+    ``start``: run ``state``; ``resume``: ``data`` for ``node_id``; ``fire``: the timer or wait
+    expiry of ``node_id``; ``continue``: the nodes a ``RunControl`` pause stopped (``data`` is
+    what the continuation carries); ``checkpoint``: resume the stored step snapshot.
+    """
+
+    kind: Literal["start", "resume", "fire", "continue", "checkpoint"]
+    state: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    node_id: str | None = None
+    by: str | None = None
+    key: str | None = None
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A pause or cancel request for a run executing in some process."""
+
+    kind: Literal["pause", "cancel"]
+    at: datetime
+    reason: str | None = None
+    by: str | None = None
+    request_id: str | None = None
+
+
+ENCODER = msgspec.msgpack.Encoder()
+_INTENT = msgspec.msgpack.Decoder(Intent)
+_REQUEST = msgspec.msgpack.Decoder(Request)
+
+#: The data the current segment continues a ``RunControl`` pause with (see ``resume_data``).
+CONTINUATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "flowcraft_continuation", default=None
+)
+
+
+def new_token() -> str:
+    """A fresh claim id."""
+    return uuid.uuid4().hex
+
+
+def control_key(claim: str) -> str:
+    """The store key under which pause/cancel requests for the segment ``claim`` wait.
+
+    Printable on purpose: PostgreSQL text cannot hold NUL bytes.
+    """
+    return f"flowcraft:control:{claim}"
+
+
+def data_dict(data: ResumeData, run_id: str, node_id: str | None) -> dict[str, Any] | None:
+    """Resume data as the plain dict an ``Intent`` stores; ``ResumeDataError`` if it is not one."""
+    if data is None:
+        return None
+    if isinstance(data, Resume):
+        out: dict[str, Any] = {"output": data.output, "action": data.action, "by": data.by}
+        return {k: v for k, v in out.items() if v is not None}
+    if not isinstance(data, Mapping):
+        raise ResumeDataError(
+            run_id, node_id, f"expected a mapping or Resume, got {type(data).__name__}"
+        )
+    return dict(data)
+
+
+def encode_intent(intent: Intent, run_id: str) -> bytes:
+    """The stored bytes of an intent; a payload msgspec cannot encode is a ``ResumeDataError``."""
+    try:
+        return ENCODER.encode(intent)
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+        detail = f"cannot be stored ({type(exc).__name__}: {exc})"
+        raise ResumeDataError(run_id, intent.node_id, detail) from exc
+
+
+def decode_intent(raw: bytes) -> Intent:
+    """The intent stored with a claim."""
+    return _INTENT.decode(raw)
+
+
+def decode_request(raw: bytes) -> Request:
+    """A remembered pause/cancel request."""
+    return _REQUEST.decode(raw)
+
+
+#: What the service hands the runtime to hear pause/cancel requests and checkpoints.
+Control = RunControl
+
+
+def new_control() -> RunControl:
+    """A fresh ``RunControl`` for one segment."""
+    return RunControl()
+
+
+# In-process wake-ups: a segment that ends sets the event of its run, so callers of the same
+# process waiting for that run (duplicates, decisions for other waits) retry at once instead of
+# at the next poll. Keyed by store object: services sharing a store share the events.
+_SETTLED: weakref.WeakKeyDictionary[Any, dict[str, anyio.Event]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(eq=False)
+class Host:
+    """The parts of a ``FlowService`` its segments and scheduler work with."""
+
+    runtime: FlowRuntime
+    store: RunStore
+    owner: str
+    lease_ttl: float
+    poll_interval: float
+    durability: Literal["pause", "step"]
+    cancel_expired: bool
+    flows: dict[str, tuple[Blueprint, Mapping[str, object]]]
+    pause_limits: dict[str, float | timedelta]
+    controls: dict[str, Control] = field(default_factory=dict)
+    requests: dict[str, Request] = field(default_factory=dict)
+    busy: set[str] = field(default_factory=set)
+
+    def now(self) -> datetime:
+        """The runtime clock's time."""
+        return self.runtime.clock.now()
+
+    def flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+        """The blueprint and registry of a registered flow (``UnknownFlowError`` otherwise)."""
+        try:
+            return self.flows[flow_id]
+        except KeyError:
+            raise UnknownFlowError(flow_id, sorted(self.flows)) from None
+
+    def pause_limit(self, flow_id: str) -> timedelta | None:
+        """``max_pause`` of a flow."""
+        limit = self.pause_limits.get(flow_id, self.pause_limits.get("*"))
+        if limit is None:
+            return None
+        return limit if isinstance(limit, timedelta) else timedelta(seconds=float(limit))
+
+    def rebuild(self, stored: StoredRun, data: bytes) -> RunResult:
+        """A stored context as a ``RunResult``."""
+        bp, reg = self.flow(stored.flow_id)
+        return self.runtime.inspect(bp, data, registry=reg)
+
+    def max_bytes(self) -> int | None:
+        """The runtime's ``max_context_bytes`` (checked before a context is stored)."""
+        value = getattr(getattr(self.runtime, "codec", None), "max_bytes", None)
+        return value if isinstance(value, int) else None
+
+    def settled_event(self, run_id: str) -> anyio.Event:
+        """The event set when the current segment of ``run_id`` (in this process) ends."""
+        events = _SETTLED.setdefault(self.store, {})
+        event = events.get(run_id)
+        if event is None:
+            event = events[run_id] = anyio.Event()
+        return event
+
+    def settled(self, run_id: str) -> None:
+        """Wake this process's waiters on ``run_id``."""
+        events = _SETTLED.get(self.store)
+        if events is not None:
+            event = events.pop(run_id, None)
+            if event is not None:
+                event.set()
+
+
+class Firing(Protocol):
+    """What the durable scheduler needs of the service."""
+
+    @property
+    def host(self) -> Host:
+        """The service's parts."""
+        ...
+
+    async def recover(self) -> list[RunResult]:
+        """Take over runs whose lease expired."""
+        ...
+
+    async def fire_due(self, run_id: str) -> tuple[list[RunResult], int]:
+        """Fire what is due for one run: its results and how many runs it expired."""
+        ...
+
+    async def record_fault(self, run_id: str, exc: BaseException) -> None:
+        """Back a failing run off and record why on it."""
+        ...

@@ -1,0 +1,303 @@
+"""Faults are contained: corrupted rows, dropped connections, oversized contexts, bad payloads,
+lost replies, and timers that cannot fire."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from flowcraft import (
+    ContextTooLargeError,
+    FlowRuntime,
+    NodeContext,
+    ResumeDataError,
+    StoreCorruptionError,
+    StoreError,
+    create_flow,
+)
+from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore, StoredRun
+from flowcraft.testing import FakeClock
+from tests.service._support import (
+    KINDS,
+    POSTGRES_DSN,
+    REDIS_URL,
+    SHARED,
+    backend,
+    flows,
+    reminder,
+)
+
+
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
+
+
+async def corrupt(kind: str, where: str, run_id: str) -> None:
+    """Overwrite a stored run's body with bytes that are not a run."""
+    garbage = b"\xc1not a run"
+    if kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(where)
+        conn.execute("UPDATE flowcraft_runs SET body = ? WHERE run_id = ?", (garbage, run_id))
+        conn.commit()
+        conn.close()
+    elif kind == "redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        await client.hset(f"{where}:run:{run_id}", "body", garbage)
+        await client.aclose()
+    else:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            await conn.execute(
+                f"UPDATE {where}_runs SET body = %s WHERE run_id = %s", (garbage, run_id)
+            )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+async def test_a_corrupted_row_names_its_run_and_spares_the_others(
+    kind: str, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """get raises StoreCorruptionError; list, due, stats and the scheduler go on."""
+    async with backend(kind, tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        for run_id in ("bad", "good"):
+            await service.start("reminder", run_id=run_id)
+        await corrupt(kind, where if kind != "sqlite" else str(tmp_path / "runs.db"), "bad")
+        with pytest.raises(StoreCorruptionError, match="'bad'") as caught:
+            await service.get("bad")
+        assert isinstance(caught.value.__cause__, msgspec.DecodeError)
+        assert [r.run_id for r in (await service.list()).runs] == ["good"]
+        assert (await service.stats()).total >= 1  # SQL counts from columns, Redis decodes
+        fake_clock.advance(120)
+        assert [r.run_id for r in await store.due(fake_clock.now())] == ["good"]
+        sched = DurableScheduler(service)
+        assert await sched.tick() == 1
+        assert (await service.get("good")).status == "completed"
+
+
+async def test_a_killed_redis_connection_is_a_store_error_and_the_service_goes_on(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """CLIENT KILL: the call fails as StoreError (driver error as cause) or is retried; the
+    next call works. An unreachable server is a StoreError too."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async with backend("redis", tmp_path) as (store, _):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        await service.start("approval", run_id="r1")
+        admin = Redis.from_url(REDIS_URL)
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await admin.aclose()
+        causes: list[BaseException | None] = []
+        try:
+            await service.get("r1")  # redis-py may reconnect and retry by itself
+        except StoreError as exc:
+            causes.append(exc.__cause__)
+        assert all(isinstance(c, RedisError | OSError) for c in causes)
+        result = await service.resume("r1", {"action": "approved"})
+        assert result.status == "completed"
+    from flowcraft.stores import RedisStore
+
+    dead = RedisStore("redis://127.0.0.1:1/0", namespace="dead")
+    with pytest.raises(StoreError, match="redis store") as caught:
+        await dead.get("r1")
+    assert caught.value.__cause__ is not None
+    await dead.close()
+
+
+async def test_a_terminated_postgres_backend_is_a_store_error_and_the_store_reconnects(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """pg_terminate_backend: the next call raises StoreError (psycopg error as cause); the
+    call after it reconnects."""
+    import psycopg
+
+    async with backend("postgres", tmp_path) as (store, _):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        await service.start("approval", run_id="r1")
+        pid = store._conn.info.backend_pid  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match="postgres store") as caught:
+            await service.get("r1")
+        assert isinstance(caught.value.__cause__, psycopg.Error)
+        result = await service.resume("r1", {"action": "approved"})
+        assert result.status == "completed"
+
+
+async def big(node: NodeContext) -> str:
+    return "x" * 50_000
+
+
+def big_flow() -> Any:
+    return (
+        create_flow("big")
+        .node("submit", big, name="small-submit")
+        .wait("approve")
+        .node("huge", big, name="huge")
+        .edge("approve", "huge")
+    )
+
+
+async def small(node: NodeContext) -> str:
+    return "ok"
+
+
+def sized_flow() -> Any:
+    return (
+        create_flow("sized")
+        .node("submit", small, name="small")
+        .wait("approve")
+        .node("huge", big, name="huge")
+        .edge("submit", "approve")
+        .edge("approve", "huge")
+    )
+
+
+async def test_an_oversized_context_is_refused_at_encode_time_and_nothing_is_stored(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A segment whose context exceeds max_context_bytes raises; the run is as it was."""
+    runtime = FlowRuntime(clock=fake_clock, max_context_bytes=10_000)
+    service = FlowService(runtime, store, flows=[sized_flow()])
+    await service.start("sized", run_id="s1")
+    before = await service.get("s1")
+    with pytest.raises(ContextTooLargeError, match="max_context_bytes=10000"):
+        await service.resume("s1", {"output": 1})
+    assert await service.get("s1") == before
+    assert (await service.result("s1")).status == "awaiting"
+
+
+@pytest.mark.parametrize("durability", ["pause", "step"])
+@pytest.mark.parametrize(
+    "data", [[1, 2], {"output": object()}, {"output": 2**80}, "approved"]
+)
+async def test_every_bad_payload_is_a_resume_error_and_changes_nothing(
+    durability: Any, data: Any, fake_clock: FakeClock
+) -> None:
+    """Payloads msgspec cannot store or the runtime cannot take raise ResumeDataError."""
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), MemoryStore(), flows=flows(), durability=durability
+    )
+    await service.start("approval", run_id="r1")
+    before = await service.get("r1")
+    with pytest.raises(ResumeDataError):
+        await service.resume("r1", data)
+    assert await service.get("r1") == before
+
+
+class LostReplies(MemoryStore):
+    """Applies a save, then fails as if the reply was lost (once per armed call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = 0
+
+    async def save(self, run: StoredRun, expected_revision: int, **kw: Any) -> None:
+        await super().save(run, expected_revision, **kw)
+        if self.armed:
+            self.armed -= 1
+            raise StoreError("connection dropped before the reply")
+
+
+async def test_a_write_whose_reply_was_lost_is_recognised_as_its_own(
+    fake_clock: FakeClock,
+) -> None:
+    """The claim and the commit landed but their replies were lost: the resume still works."""
+    store = LostReplies()
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    store.armed = 2
+    result = await service.resume("r1", {"action": "approved"}, idempotency_key="k")
+    assert result.status == "completed"
+    again = await service.resume("r1", {"action": "approved"}, idempotency_key="k")
+    assert again.serialized_context == result.serialized_context
+
+
+async def test_a_timer_that_cannot_fire_is_isolated_and_the_others_fire_once(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Old-deployment timers (changed blueprint) back off with a recorded reason; a new
+    timer behind them fires, once."""
+    old = FlowService(FlowRuntime(clock=fake_clock), store, flows=[reminder()])
+    for i in range(12):
+        await old.start("reminder", run_id=f"old-{i}")
+    fake_clock.advance(30)
+    changed = create_flow("reminder").node("other", small, name="other")
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), store, flows=[changed, reminder("fresh", 1)]
+    )
+    await service.start("fresh", run_id="new")
+    fake_clock.advance(60)
+    sched = DurableScheduler(service, batch=5)
+    for _ in range(5):
+        await sched.tick()
+        fake_clock.advance(1)
+    assert (await service.get("new")).status == "completed"
+    assert sched.fired == 1
+    stuck = await service.get("old-0")
+    assert stuck.status == "awaiting"
+    assert stuck.fault is not None
+    assert "BlueprintMismatchError" in stuck.fault
+    assert stuck.fault_count >= 2  # backed off, retried, backed off further
+    listed = {r.run_id: r.fault for r in (await service.list(status="awaiting")).runs}
+    assert all(listed[f"old-{i}"] for i in range(12))
+
+
+class Outage(MemoryStore):
+    """A store that is down while ``down`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def due(self, now: Any, limit: int = 100) -> Any:
+        if self.down:
+            raise StoreError("store unreachable")
+        return await super().due(now, limit)
+
+    async def list(self, **kw: Any) -> Any:
+        if self.down:
+            raise StoreError("store unreachable")
+        return await super().list(**kw)
+
+
+async def test_the_scheduler_loop_rides_out_a_store_outage(fake_clock: FakeClock) -> None:
+    """Ticks fail while the store is down; the loop keeps going and fires once it is back."""
+    import anyio
+
+    store = Outage()
+    seen: list[str] = []
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("reminder", run_id="t1")
+    store.down = True
+    async with service.scheduler(interval=10, on_result=lambda r: seen.append(r.run_id)):
+        for _ in range(10):
+            fake_clock.advance(10)
+            await anyio.wait_all_tasks_blocked()
+        assert seen == []
+        store.down = False
+        for _ in range(2):
+            fake_clock.advance(10)
+            await anyio.wait_all_tasks_blocked()
+    assert seen == ["t1"]
+
+
+def test_no_internal_store_key_holds_a_nul_byte() -> None:
+    """PostgreSQL text cannot hold NUL: the service's control keys are printable."""
+    from flowcraft._service.parts import control_key
+
+    assert "\0" not in control_key("abc")
+    assert os.sep  # keeps the import of os used on every platform
