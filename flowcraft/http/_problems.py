@@ -22,7 +22,7 @@ PROBLEM_TYPES: dict[str, int] = {
     "unauthorized": 401,
     "forbidden": 403,
     "run-not-found": 404,
-    "unknown-flow": 404,
+    "unknown-flow": 422,
     "not-found": 404,
     "method-not-allowed": 405,
     "already-decided": 409,
