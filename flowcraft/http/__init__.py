@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from flowcraft.http._app import FlowApp, create_app
 from flowcraft.http._auth import Auth, BearerAuth, Principal
+from flowcraft.http._pages import approval_link
 from flowcraft.http._problems import PROBLEM_TYPES, type_uri
 from flowcraft.http._types import (
     AwaitingView,
@@ -49,6 +50,7 @@ __all__ = (
     "Problem",
     "ResumeBody",
     "StartBody",
+    "approval_link",
     "create_app",
     "type_uri",
 )
