@@ -32,6 +32,13 @@ from flowcraft.http._types import (
     ResumeBody,
     StartBody,
 )
+from flowcraft.http._webhooks import (
+    Verifier,
+    WebhookEvent,
+    WebhookRoute,
+    WebhookTarget,
+    verify_signature,
+)
 
 __all__ = (
     "PROBLEM_TYPES",
@@ -50,7 +57,12 @@ __all__ = (
     "Problem",
     "ResumeBody",
     "StartBody",
+    "Verifier",
+    "WebhookEvent",
+    "WebhookRoute",
+    "WebhookTarget",
     "approval_link",
     "create_app",
     "type_uri",
+    "verify_signature",
 )

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -54,6 +54,9 @@ from flowcraft.http._types import (
     StartBody,
 )
 from flowcraft.stores import RunExistsError, StoredRun
+
+if TYPE_CHECKING:
+    from flowcraft.http._webhooks import WebhookRoute
 
 __all__ = ["FlowApp", "create_app"]
 
@@ -614,7 +617,7 @@ def create_app(
     auth: Auth,
     base_url: str | None = None,
     link_secret: str | bytes | None = None,
-    webhooks: Sequence[Any] = (),
+    webhooks: Sequence[WebhookRoute] = (),
     max_body: int = 1 << 20,
 ) -> FlowApp:
     """The HTTP API of DESIGN §10 over ``service``, as a mountable Starlette application.

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import uvicorn
 
-from flowcraft import FlowRuntime, FlowService, NodeContext, NodeResult, create_flow
+from flowcraft import Clock, FlowRuntime, FlowService, NodeContext, NodeResult, create_flow
 from flowcraft.http import BearerAuth, FlowApp, Principal, create_app
 from flowcraft.stores import MemoryStore, RunStore
 
@@ -25,9 +25,7 @@ TOKENS = {
     READER: Principal("reader", frozenset({"execution:read"})),
     STARTER: Principal("starter", frozenset({"execution:start", "execution:read"})),
     DECIDER: Principal("alice", frozenset({"execution:cancel", "execution:read"})),
-    ADMIN: Principal(
-        "admin", frozenset({"execution:read", "execution:start", "execution:cancel"})
-    ),
+    ADMIN: Principal("admin", frozenset({"execution:read", "execution:start", "execution:cancel"})),
     NOBODY: Principal("nobody", frozenset()),
 }
 
@@ -41,7 +39,9 @@ class Decision(msgspec.Struct):
     comment: str = ""
 
 
-def build_service(store: RunStore | None = None, effects: list[str] | None = None) -> FlowService:
+def build_service(
+    store: RunStore | None = None, effects: list[str] | None = None, clock: Clock | None = None
+) -> FlowService:
     """Two flows: the seed's (one unlabelled wait) and an approval with approve/reject edges."""
     seen = effects if effects is not None else []
 
@@ -76,7 +76,7 @@ def build_service(store: RunStore | None = None, effects: list[str] | None = Non
         .edge("manager", "pay", action="approved")
         .edge("manager", "refuse", action="rejected")
     )
-    runtime = FlowRuntime()
+    runtime = FlowRuntime(clock=clock)
     return FlowService(runtime, store or MemoryStore(), [seed, approval])
 
 

@@ -127,8 +127,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/stats", "execution:read"),
     ("GET", "/health", "execution:read"),
 ]
-HOLDS = {READER: {"execution:read"}, STARTER: {"execution:start", "execution:read"},
-         DECIDER: {"execution:cancel", "execution:read"}, NOBODY: set()}
+HOLDS = {
+    READER: {"execution:read"},
+    STARTER: {"execution:start", "execution:read"},
+    DECIDER: {"execution:cancel", "execution:read"},
+    NOBODY: set(),
+}
 
 
 async def test_every_route_answers_401_without_credentials_and_403_without_permission(
@@ -139,16 +143,18 @@ async def test_every_route_answers_401_without_credentials_and_403_without_permi
         url = path.replace("{id}", run_id)
         body = {"flow_id": "seed"} if path == "/executions" else {}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
-            r = await client.request(method, url, json=body if method == "POST" else None,
-                                     headers=headers)
+            r = await client.request(
+                method, url, json=body if method == "POST" else None, headers=headers
+            )
             assert r.status_code == 401, (method, url, headers)
             assert r.headers["www-authenticate"] == "Bearer"
             assert r.json()["type"] == "urn:flowcraft:problem:unauthorized"
         for token, perms in HOLDS.items():
             if permission in perms:
                 continue
-            r = await client.request(method, url, json=body if method == "POST" else None,
-                                     headers=bearer(token))
+            r = await client.request(
+                method, url, json=body if method == "POST" else None, headers=bearer(token)
+            )
             assert r.status_code == 403, (method, url, token)
             assert r.json()["type"] == "urn:flowcraft:problem:forbidden"
     assert effects == []

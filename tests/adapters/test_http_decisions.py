@@ -199,8 +199,9 @@ async def test_idempotent_start_creates_one_run_and_a_reused_key_is_refused(
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 _bodies = st.one_of(
@@ -229,8 +230,9 @@ def test_fuzzed_bodies_on_a_real_awaiting_run_never_answer_a_server_error(base_u
             key=st.none() | st.sampled_from(["a", "b", "k" * 300]),
             if_match=st.none() | st.sampled_from(['"1"', '"2"', "*", "junk"]),
         )
-        @settings(max_examples=60, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(verb: str, body: Any, key: str | None, if_match: str | None) -> None:
             headers = bearer(ADMIN)
             if key is not None:

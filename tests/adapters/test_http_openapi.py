@@ -41,10 +41,16 @@ def test_openapi_document_is_valid_openapi_3_1(base_url: str) -> None:
     }
     assert {"409", "412", "413", "422", "423"} <= set(resume["responses"])
     assert set(doc["paths"]) == {
-        "/executions", "/executions/paused", "/executions/{run_id}",
-        "/executions/{run_id}/pause", "/executions/{run_id}/resume",
-        "/executions/{run_id}/release", "/executions/{run_id}/cancel",
-        "/executions/{run_id}/history", "/stats", "/health",
+        "/executions",
+        "/executions/paused",
+        "/executions/{run_id}",
+        "/executions/{run_id}/pause",
+        "/executions/{run_id}/resume",
+        "/executions/{run_id}/release",
+        "/executions/{run_id}/cancel",
+        "/executions/{run_id}/history",
+        "/stats",
+        "/health",
     }
 
 

@@ -89,8 +89,12 @@ async def test_post_decides_once_and_the_link_then_says_who_decided(
     assert 'value="approved"' in page
     assert 'value="rejected"' in page
     assert "flowchart" in page  # the Mermaid diagram of the run
-    form = {"csrf": csrf_of(page), "action": "approved", "field.approved": "true",
-            "field.comment": "ok"}
+    form = {
+        "csrf": csrf_of(page),
+        "action": "approved",
+        "field.approved": "true",
+        "field.comment": "ok",
+    }
     r = await client.post(link, data=form, headers={"Origin": url})
     assert r.status_code == 200, r.text
     assert "completed" in r.text
@@ -135,17 +139,20 @@ async def test_refusals_forged_expired_cross_site_missing_token_moved_on(
     assert r.status_code == 403
     assert effects == []
     # The run moves on (held then released: the decision context is the same revision)...
-    await client.post(f"/executions/{run_id}/pause", json={"reason": "audit <x>"},
-                      headers=bearer(DECIDER))
+    await client.post(
+        f"/executions/{run_id}/pause", json={"reason": "audit <x>"}, headers=bearer(DECIDER)
+    )
     r = await client.get(link)
     assert r.status_code == 423
     assert "audit &lt;x&gt;" in r.text
     await client.post(f"/executions/{run_id}/release", json={}, headers=bearer(DECIDER))
     assert (await client.get(link)).status_code == 200
     # ...another decision wins: the link says who decided.
-    await client.post(f"/executions/{run_id}/resume",
-                      json={"output": {"approved": False}, "action": "rejected"},
-                      headers=bearer(DECIDER))
+    await client.post(
+        f"/executions/{run_id}/resume",
+        json={"output": {"approved": False}, "action": "rejected"},
+        headers=bearer(DECIDER),
+    )
     r = await client.post(link, data=form, headers={"Origin": url})
     assert r.status_code == 409
     assert "rejected by alice" in r.text
@@ -191,8 +198,9 @@ def test_a_person_decides_in_a_real_browser(service: FlowService, effects: list[
     app = build_app(service, link_secret=SECRET)
     with serve(app) as url:
         app.base_url = url
-        run_id = httpx.post(url + "/executions", json={"flow_id": "approval"},
-                            headers=bearer(ADMIN)).json()["id"]
+        run_id = httpx.post(
+            url + "/executions", json={"flow_id": "approval"}, headers=bearer(ADMIN)
+        ).json()["id"]
         link = httpx.get(url + "/inbox", headers=bearer(DECIDER)).text
         found = re.search(r'href="([^"]+)"', link)
         assert found is not None
