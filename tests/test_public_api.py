@@ -25,7 +25,9 @@ def test_nothing_public_is_missing_from_all() -> None:
     public = {
         name
         for name in vars(flowcraft)
-        if not name.startswith("_") and name not in {"annotations", "testing", "stores"}
+        if not name.startswith("_")
+        # subpackages (adapters appear here once a test imports them)
+        and name not in {"annotations", "testing", "stores", "http", "cli", "mcp", "celery", "otel"}
     }
     assert public == set(flowcraft.__all__)
 

@@ -1,0 +1,369 @@
+"""The ground floor of the HTTP app: shared helpers and ``AppCore`` (settings, auth, replay).
+
+Idempotency (``Idempotency-Key`` on any POST): the decision itself is deduplicated by the
+service (the key is passed as ``idempotency_key``, so of N concurrent identical resumes one
+claims the run and the others receive its result). The *response* is made byte-for-byte
+repeatable here: the first response under a key is stored beside the run with
+``RunStore.remember`` (first writer wins) and every later request with that key answers the
+stored status, headers and body, marked ``Idempotent-Replayed: true``. A key reused with a
+different request (method, path, principal or body) is refused with 422.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+import flowcraft
+from flowcraft import Blueprint, FlowService, RunResult
+from flowcraft.http._auth import Auth, Principal, identify
+from flowcraft.http._problems import HTTPProblem, problem_of
+from flowcraft.http._types import (
+    AwaitingView,
+    ExecutionView,
+    Problem,
+    Replay,
+)
+from flowcraft.stores import StoredRun
+
+__all__ = [
+    "JSON",
+    "RUN_ID",
+    "AppCore",
+    "Handler",
+    "check_run_id",
+    "decode_body",
+    "decode_query",
+    "encode",
+    "etag",
+    "parse_if_match",
+    "stored_result",
+    "actions_of",
+    "json_response",
+    "outcome_view",
+    "problem_response",
+    "run_view",
+    "schema_of",
+]
+
+log = logging.getLogger("flowcraft.http")
+T = TypeVar("T")
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+_ENCODER = msgspec.json.Encoder()
+_REPLAY = msgspec.msgpack.Decoder(Replay)
+RUN_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # what a run id may be
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_REPLAY_PREFIX = "flowcraft.http:"
+
+
+def encode(value: object) -> bytes:
+    """JSON bytes of a msgspec value."""
+    return _ENCODER.encode(value)
+
+
+def json_response(
+    value: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON response of a msgspec value."""
+    return Response(encode(value), status, headers=dict(headers or {}), media_type=JSON)
+
+
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> Response:
+    """An ``application/problem+json`` response."""
+    body = encode(problem)
+    return Response(body, problem.status, headers=dict(headers or {}), media_type=PROBLEM)
+
+
+def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+    """The blueprint and registry the service runs ``flow_id`` with.
+
+    ``FlowService`` has no public accessor for its flow table yet; ``service.host.flow`` is the
+    one place this adapter reaches past the public surface (see the HTTP section of CHANGELOG).
+    """
+    return service.host.flow(flow_id)
+
+
+def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
+    """The labelled actions of a node's outgoing edges, in declaration order."""
+    seen: list[str] = []
+    for edge in blueprint.edges:
+        if edge.source == node_id and edge.action is not None and edge.action not in seen:
+            seen.append(edge.action)
+    return seen
+
+
+def schema_of(
+    blueprint: Blueprint, registry: Mapping[str, object], node_id: str
+) -> dict[str, Any] | None:
+    """The JSON Schema of a wait's ``schema=`` type, if it declares one."""
+    node = next((n for n in blueprint.nodes if n.id == node_id), None)
+    if node is None or not node.params:
+        return None
+    key = node.params.get("schema")
+    kind = registry.get(key) if isinstance(key, str) else None
+    if kind is None:
+        return None
+    try:
+        schema: dict[str, Any] = msgspec.json.schema(kind)
+    except (TypeError, ValueError):
+        return None
+    return schema
+
+
+def awaiting_views(service: FlowService, result: RunResult) -> list[AwaitingView]:
+    """The run's awaiting nodes with their allowed actions and schema."""
+    if not result.awaiting:
+        return []
+    try:
+        bp, reg = flow_of(service, result.blueprint_id)
+    except flowcraft.UnknownFlowError:
+        bp, reg = None, {}
+    views = []
+    for a in result.awaiting:
+        actions = actions_of(bp, a.node_id) if bp is not None else []
+        schema = schema_of(bp, reg, a.node_id) if bp is not None else None
+        views.append(
+            AwaitingView(
+                node_id=a.node_id,
+                reason=a.reason,
+                since=a.since,
+                description=a.description,
+                requested_by=a.requested_by,
+                wake_at=a.wake_at,
+                expires_at=a.expires_at,
+                actions=actions,
+                schema=schema,
+            )
+        )
+    return views
+
+
+def outcome_view(service: FlowService, result: RunResult) -> ExecutionView:
+    """What a start/resume/release answers: a function of the ``RunResult`` alone."""
+    return ExecutionView(
+        id=result.run_id,
+        flow_id=result.blueprint_id,
+        status=result.status,
+        revision=result.revision,
+        awaiting=awaiting_views(service, result),
+        state=result.context,
+        outputs=result.outputs,
+        errors=[f"{e.node_id}: {e.type}: {e.message}" for e in result.errors],
+    )
+
+
+def stored_result(service: FlowService, stored: StoredRun) -> RunResult | None:
+    """The run's last stored state as a ``RunResult`` (None while it starts)."""
+    if not stored.context:
+        return None
+    return service.host.rebuild(stored, stored.context)
+
+
+def run_view(service: FlowService, stored: StoredRun) -> ExecutionView:
+    """``GET /executions/{id}``: the stored run, its state and what it awaits."""
+    result = stored_result(service, stored)
+    base = outcome_view(service, result) if result is not None else None
+    return ExecutionView(
+        id=stored.run_id,
+        flow_id=stored.flow_id,
+        status=stored.status,
+        revision=result.revision if result is not None else 0,
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
+        held=stored.held,
+        paused_at=stored.paused_at,
+        paused_by=stored.paused_by,
+        paused_reason=stored.pause_reason,
+        pause_deadline=stored.pause_deadline,
+        awaiting=base.awaiting if base is not None else [],
+        state=base.state if base is not None else None,
+        outputs=base.outputs if base is not None else None,
+        errors=base.errors if base is not None else [],
+    )
+
+
+def etag(revision: int) -> dict[str, str]:
+    """The ``ETag`` header of a revision."""
+    return {"ETag": f'"{revision}"'}
+
+
+def parse_if_match(value: str) -> int | None:
+    """The revision an ``If-Match`` header names (None for ``*``); 412 on anything else."""
+    value = value.strip()
+    if value == "*":
+        return None
+    tag = value.removeprefix("W/").strip()
+    if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+        return int(tag[1:-1])
+    raise HTTPProblem("precondition-failed", f"If-Match must be '\"<revision>\"', got {value!r}")
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    """Validate a JSON body against its type (an empty body is ``{}``); 422 otherwise."""
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise HTTPProblem("invalid-body", str(exc), errors=[str(exc)]) from exc
+    except msgspec.DecodeError as exc:
+        raise HTTPProblem("invalid-body", f"the body is not JSON: {exc}") from exc
+
+
+def decode_query(request: Request, kind: type[T]) -> T:
+    """Validate query parameters against their type; 422 otherwise."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in params:
+            raise HTTPProblem("invalid-body", f"query parameter {name!r} is given twice")
+        params[name] = value
+    try:
+        return msgspec.convert(params, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise HTTPProblem("invalid-body", str(exc), errors=[str(exc)]) from exc
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse path ids no run can have (404) before they reach a store."""
+    if not RUN_ID.match(run_id):
+        raise HTTPProblem("run-not-found", f"no run has the id {run_id!r}", run_id=None)
+    return run_id
+
+
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+class AppCore(Starlette):
+    """What every part of the app shares: its settings, body limits, auth, problems, replay.
+
+    ``FlowApp`` (the routes) extends it; pages, webhooks and the OpenAPI document take it.
+    """
+
+    service: FlowService
+    auth: Auth
+    base_url: str | None
+    link_secret: bytes | None
+    max_body: int
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, refusing more than ``max_body`` bytes (413) without reading it all."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise HTTPProblem("body-too-large", f"the body exceeds {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HTTPProblem("body-too-large", f"the body exceeds {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def guarded(self, request: Request, permission: str, handler: Handler) -> Response:
+        """Authenticate, authorize, run ``handler``, and turn errors into problems."""
+        try:
+            principal = await identify(self.auth, request)
+            if principal is None:
+                raise HTTPProblem("unauthorized", "send Authorization: Bearer <token>")
+            if not principal.may(permission):
+                raise HTTPProblem(
+                    "forbidden", f"{principal.name!r} lacks the permission {permission!r}"
+                )
+            return await handler(request, principal)
+        except Exception as exc:
+            return self.error_response(request, exc)
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        """The problem response for an exception raised while handling ``request``."""
+        found = problem_of(exc)
+        if found is None:
+            log.exception("flowcraft.http: %s %s failed", request.method, request.url.path)
+            found = HTTPProblem("internal", "an unexpected error; see the server log")
+        headers = {"WWW-Authenticate": "Bearer"} if found.name == "unauthorized" else None
+        return problem_response(found.problem(request.url.path), headers)
+
+    # --- idempotent replay --------------------------------------------------------------------
+
+    @staticmethod
+    def fingerprint(request: Request, principal: Principal, body: bytes) -> str:
+        """What makes two requests with one ``Idempotency-Key`` the same request."""
+        h = hashlib.sha256()
+        for part in (request.method, request.url.path, principal.name):
+            h.update(part.encode() + b"\0")
+        h.update(body)
+        return h.hexdigest()
+
+    @staticmethod
+    def idempotency_key(request: Request) -> str | None:
+        """The request's ``Idempotency-Key`` (422 when malformed)."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return None
+        if not _KEY.match(key):
+            raise HTTPProblem("invalid-body", "Idempotency-Key: 1-255 visible ASCII characters")
+        return key
+
+    async def recall(self, run_id: str, key: str, fingerprint: str) -> Response | None:
+        """The stored first response under ``key``, if there is one (422 if it differs)."""
+        raw = await self.service.store.recall(run_id, _REPLAY_PREFIX + key)
+        if raw is None:
+            return None
+        first = _REPLAY.decode(raw)
+        if first.fingerprint != fingerprint:
+            raise HTTPProblem(
+                "idempotency-key-reused",
+                f"Idempotency-Key {key!r} was first used for a different request; use a new key",
+            )
+        headers = {**dict(first.headers), "Idempotent-Replayed": "true"}
+        media = PROBLEM if first.status >= 400 else JSON
+        return Response(first.body, first.status, headers=headers, media_type=media)
+
+    async def remember(
+        self, run_id: str, key: str, fingerprint: str, response: Response
+    ) -> Response:
+        """Store ``response`` as the first under ``key``; if another was first, answer that."""
+        kept = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in response.raw_headers
+            if k.lower() in (b"etag", b"location")
+        ]
+        record = Replay(
+            fingerprint=fingerprint,
+            status=response.status_code,
+            body=bytes(response.body),
+            headers=kept,
+        )
+        stored = msgspec.msgpack.encode(record)
+        if await self.service.store.remember(run_id, _REPLAY_PREFIX + key, stored):
+            return response
+        first = await self.recall(run_id, key, fingerprint)
+        return first if first is not None else response
+
+    async def once(
+        self,
+        request: Request,
+        principal: Principal,
+        body: bytes,
+        run_id: str,
+        compute: Callable[[str | None], Awaitable[Response]],
+    ) -> Response:
+        """Run ``compute(key)`` once per ``Idempotency-Key``; replay its 2xx response after."""
+        key = self.idempotency_key(request)
+        if key is None:
+            return await compute(None)
+        fp = self.fingerprint(request, principal, body)
+        first = await self.recall(run_id, key, fp)
+        if first is not None:
+            return first
+        response = await compute(key)
+        if 200 <= response.status_code < 300:
+            return await self.remember(run_id, key, fp, response)
+        return response

@@ -1,0 +1,162 @@
+"""The REST API through a real uvicorn server and an HTTP client: the seed's scenario and more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.adapters._server import (
+    ADMIN,
+    DECIDER,
+    NOBODY,
+    READER,
+    STARTER,
+    bearer,
+    build_app,
+    build_service,
+    serve,
+)
+
+
+@pytest.fixture
+def effects() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def base_url(effects: list[str]) -> Iterator[str]:
+    with serve(build_app(build_service(effects=effects))) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=20) as c:
+        yield c
+
+
+async def start(client: httpx.AsyncClient, flow: str = "seed", **extra: Any) -> dict[str, Any]:
+    r = await client.post("/executions", json={"flow_id": flow, **extra}, headers=bearer(STARTER))
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_seed_scenario_start_list_pause_resume_history(
+    client: httpx.AsyncClient, effects: list[str]
+) -> None:
+    """start → paused list → pause (hold) → release → resume with resume_data → history."""
+    run = await start(client, state={"tenant": "acme"})
+    run_id = run["id"]
+    assert run["status"] == "awaiting"
+    assert [a["node_id"] for a in run["awaiting"]] == ["require-approval"]
+
+    r = await client.get("/executions/paused", params={"limit": 20}, headers=bearer(READER))
+    assert r.status_code == 200
+    listed = r.json()
+    assert listed["count"] == 1
+    item = listed["executions"][0]
+    assert item["id"] == run_id
+    assert item["paused_reason"] == "Requires manager approval"
+    assert item["resume_count"] == 0
+
+    r = await client.post(
+        f"/executions/{run_id}/pause", json={"reason": "Manual review"}, headers=bearer(DECIDER)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["held"] is True
+    assert r.json()["paused_reason"] == "Manual review"
+
+    # Held: a decision is refused with 423 naming who holds it, and nothing runs.
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        json={"resume_data": {"approved": True}},
+        headers=bearer(DECIDER),
+    )
+    assert r.status_code == 423
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "urn:flowcraft:problem:run-held"
+    assert r.json()["held_by"] == "alice"
+    assert effects == []
+
+    r = await client.post(f"/executions/{run_id}/release", json={}, headers=bearer(DECIDER))
+    assert r.status_code == 200, r.text
+
+    # The seed's curl: no content type, body {"resume_data": {...}}.
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        content=b'{"resume_data": {"approved": true}}',
+        headers={**bearer(DECIDER), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["status"] == "completed"
+    assert done["outputs"]["process"] == "paid"
+    assert effects == [f"{run_id}:process"]
+
+    r = await client.get(f"/executions/{run_id}/history", headers=bearer(READER))
+    assert r.status_code == 200
+    events = [(h["event"], h.get("by")) for h in r.json()["history"]]
+    assert ("hold", "alice") in events
+    assert ("release", "alice") in events
+    assert ("resume", "alice") in events
+
+    r = await client.get(f"/executions/{run_id}", headers=bearer(READER))
+    assert r.json()["status"] == "completed"
+    r = await client.get("/executions", params={"status": "completed"}, headers=bearer(READER))
+    assert [e["id"] for e in r.json()["executions"]] == [run_id]
+    r = await client.get("/stats", headers=bearer(READER))
+    assert r.json()["by_status"] == {"completed": 1}
+    r = await client.get("/health", headers=bearer(READER))
+    assert r.json() == {"status": "ok", "detail": None}
+
+
+ROUTES: list[tuple[str, str, str]] = [
+    ("POST", "/executions", "execution:start"),
+    ("GET", "/executions", "execution:read"),
+    ("GET", "/executions/paused", "execution:read"),
+    ("GET", "/executions/{id}", "execution:read"),
+    ("POST", "/executions/{id}/pause", "execution:cancel"),
+    ("POST", "/executions/{id}/resume", "execution:cancel"),
+    ("POST", "/executions/{id}/release", "execution:cancel"),
+    ("POST", "/executions/{id}/cancel", "execution:cancel"),
+    ("GET", "/executions/{id}/history", "execution:read"),
+    ("GET", "/stats", "execution:read"),
+    ("GET", "/health", "execution:read"),
+]
+HOLDS = {
+    READER: {"execution:read"},
+    STARTER: {"execution:start", "execution:read"},
+    DECIDER: {"execution:cancel", "execution:read"},
+    NOBODY: set(),
+}
+
+
+async def test_every_route_answers_401_without_credentials_and_403_without_permission(
+    client: httpx.AsyncClient, effects: list[str]
+) -> None:
+    run_id = (await start(client))["id"]
+    for method, path, permission in ROUTES:
+        url = path.replace("{id}", run_id)
+        body = {"flow_id": "seed"} if path == "/executions" else {}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+            r = await client.request(
+                method, url, json=body if method == "POST" else None, headers=headers
+            )
+            assert r.status_code == 401, (method, url, headers)
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert r.json()["type"] == "urn:flowcraft:problem:unauthorized"
+        for token, perms in HOLDS.items():
+            if permission in perms:
+                continue
+            r = await client.request(
+                method, url, json=body if method == "POST" else None, headers=bearer(token)
+            )
+            assert r.status_code == 403, (method, url, token)
+            assert r.json()["type"] == "urn:flowcraft:problem:forbidden"
+    assert effects == []
+    r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+    assert r.json()["status"] == "awaiting"
