@@ -106,12 +106,13 @@ class InvalidDurationError(BlueprintError):
 
 
 class NoStartNodeError(BlueprintError):
-    """No node lacks incoming edges, so the run has nowhere to begin."""
+    """No node can start a run: each is entered by an edge or is only some node's fallback."""
 
     def __init__(self, flow_id: str) -> None:
         super().__init__(
-            f"flow {flow_id!r} has no start node: every node has an incoming edge. "
-            "Add an entry node without incoming edges that leads into the cycle."
+            f"flow {flow_id!r} has no start node: every node is entered by an edge or is some "
+            "node's fallback. Add an entry node without incoming edges, or name a fallback "
+            "that no other node falls back to."
         )
         self.flow_id = flow_id
 

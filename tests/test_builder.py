@@ -80,7 +80,7 @@ def test_params_are_copied_so_caller_mutation_does_not_leak() -> None:
         (lambda f: f.node("a", noop, timeout=-1), InvalidDurationError, "timeout"),
         (lambda f: f.wait("w", timeout="forever"), InvalidDurationError, "wait 'w' timeout"),
         (
-            lambda f: f.node("a", noop).node("b", noop).edge("a", "b").edge("b", "a"),
+            lambda f: f.node("a", noop, fallback="b").node("b", noop, fallback="a"),
             NoStartNodeError,
             "no start node",
         ),

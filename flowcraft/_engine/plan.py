@@ -19,7 +19,7 @@ from flowcraft._envelope.records import WaitState
 from flowcraft._errors import InvalidBlueprintError, MissingImplementationError
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.durations import json_duration, sleep_seconds
-from flowcraft._flow.graph import back_edges, start_nodes
+from flowcraft._flow.graph import back_edges, declared_entries, start_nodes
 from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
 from flowcraft._node import BaseNode, NodeContext
 from flowcraft._values import EdgeContext, NodeResult
@@ -213,8 +213,9 @@ def compile_plan(
         else:
             src.by_action.setdefault(e.action, []).append(edge)
 
-    starts = start_nodes(bp.nodes, bp.edges)
-    back = back_edges(bp.nodes, bp.edges)
+    declared = declared_entries(bp.metadata)
+    starts = start_nodes(bp.nodes, bp.edges, declared)
+    back = back_edges(bp.nodes, bp.edges, declared)
     for node in nodes.values():
         for edge in node.out:
             edge.back = edge.index in back

@@ -17,7 +17,7 @@ from flowcraft._errors import (
     UnknownNodeError,
 )
 from flowcraft._flow.durations import json_duration, sleep_seconds
-from flowcraft._flow.graph import start_nodes
+from flowcraft._flow.graph import declared_entries, start_nodes
 from flowcraft._flow.mermaid import draw
 from flowcraft._flow.parts import EdgeDefinition, NodeDefinition
 from flowcraft._values import RunResult
@@ -59,7 +59,7 @@ class Blueprint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, d
 
     def to_mermaid(self, result: RunResult | None = None, *, direction: str = "TD") -> str:
         """A Mermaid flowchart of this blueprint; with ``result``, nodes coloured by state."""
-        return draw(self.id, self.nodes, self.edges, result, direction)
+        return draw(self.id, self.nodes, self.edges, result, direction, self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the blueprint as plain builtins (the parsed form of ``to_json``)."""
@@ -126,9 +126,13 @@ def validate(bp: Blueprint) -> None:
             timeout = (node.params or {}).get("timeout")
             if timeout is not None:
                 json_duration(timeout, f"flow {bp.id!r}: wait {node.id!r} timeout")
+    declared = declared_entries(bp.metadata)
+    for entry in declared:
+        if entry not in ids:
+            raise UnknownNodeError(bp.id, entry, "metadata.cycleEntryPoints", ids)
     if not bp.nodes:
         return
-    if not start_nodes(bp.nodes, bp.edges):
+    if not start_nodes(bp.nodes, bp.edges, declared):
         raise NoStartNodeError(bp.id)
 
 
@@ -154,4 +158,6 @@ def to_mermaid(
     Raises:
         ValueError: ``direction`` is not one of the above, or ``result`` is of another blueprint.
     """
-    return draw(blueprint.id, blueprint.nodes, blueprint.edges, result, direction)
+    return draw(
+        blueprint.id, blueprint.nodes, blueprint.edges, result, direction, blueprint.metadata
+    )

@@ -332,6 +332,21 @@ class Flow:
         self._add(id, "subflow", params, None, None)
         return self
 
+    def set_cycle_entry_point(self, id: str) -> Self:
+        """Start a cycle that no edge enters at node ``id`` (Flowcraft TS ``setCycleEntryPoint``).
+
+        A cycle nothing enters (``attempt -> backoff -> attempt``) starts at its first-declared
+        node unless one of its nodes is named here; the name is stored in the blueprint's
+        ``metadata.cycleEntryPoints``. Naming a node of a cycle that an edge does enter changes
+        nothing: that cycle starts where its edge leads.
+        """
+        self._blueprint = None
+        points = list((self._metadata or {}).get("cycleEntryPoints", ()))
+        if id not in points:
+            points.append(id)
+        self._metadata = {**(self._metadata or {}), "cycleEntryPoints": points}
+        return self
+
     # --- output ------------------------------------------------------------------------------
 
     def to_blueprint(self) -> Blueprint:
