@@ -116,8 +116,9 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
     def raise_for_status(self) -> RunResult:
         """Raise ``NodeExecutionError`` (original exception as ``__cause__``) if the run failed."""
-        if self.status == "failed" and self.errors:
-            err = self.errors[0]
+        failures = [e for e in self.errors if e.routed is None]
+        if self.status == "failed" and failures:
+            err = failures[0]
             raise NodeExecutionError(
                 self.run_id, err.node_id, f"{err.type}: {err.message}", err.attempt
             ) from self._causes.get(err.node_id)

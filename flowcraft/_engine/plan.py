@@ -60,6 +60,7 @@ class PlanNode:
     fallback: str | None = None
     join_any: bool = False
     pause_before: bool = False
+    on_error: str | None = None  # the action an exhausted failure routes along
     out: list[PlanEdge] = field(default_factory=list)
     by_action: dict[str, list[PlanEdge]] = field(default_factory=dict)
     default: list[PlanEdge] = field(default_factory=list)
@@ -261,6 +262,7 @@ def _compile_node(
         fallback=cfg.fallback,
         join_any=cfg.join_strategy == "any",
         pause_before=cfg.pause_before,
+        on_error=cfg.on_error,
     )
     if d.uses == "wait":
         node.kind = "wait"

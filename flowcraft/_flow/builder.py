@@ -123,6 +123,7 @@ class Flow:
         fallback: str | None = None,
         join: Literal["all", "any"] = "all",
         pause_before: bool = False,
+        on_error: str | None = None,
         name: str | None = None,
     ) -> Self:
         """Add a task node.
@@ -141,6 +142,11 @@ class Flow:
             fallback: Node to run with the same input when every attempt failed.
             join: ``"all"`` (wait for every incoming branch) or ``"any"`` (first arrival).
             pause_before: Make the node an approval gate: the run awaits before it executes.
+            on_error: Route an exhausted failure instead of failing the run: when every attempt
+                failed and no fallback stood in, the node finishes with this action and its
+                output is the error record (``{"node_id", "type", "message", "attempt"}``).
+                The failure stays in ``RunResult.errors`` with ``routed`` set to the action,
+                and does not make the run ``failed``.
             name: Registry key for ``impl`` (default: ``module.qualname``).
         """
         uses = impl if isinstance(impl, str) else self._register(impl, name, id)
@@ -156,6 +162,7 @@ class Flow:
             "fallback": fallback,
             "join_strategy": join,
             "pause_before": pause_before,
+            "on_error": on_error,
         }
         # Only non-default settings go into the blueprint, so its JSON stays minimal.
         config = NodeConfig(**{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)})
