@@ -31,7 +31,7 @@ from flowcraft._envelope.records import Envelope, HistoryEntry, NodeError, WaitK
 from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
 from flowcraft._events import EventBus, FlowEvent
 from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
-from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry
+from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry, ts_result
 
 __all__ = ["Execution", "begin", "cancel", "execute", "finish"]
 
@@ -297,6 +297,8 @@ class Execution:
                 await self.fail(node, value, exc, 1)
                 return
             action = None
+            if type(result) is dict:
+                result = ts_result(result) or result
             if type(result) is NodeResult:
                 action = result.action
                 result = result.output
@@ -582,6 +584,8 @@ class Execution:
                     return _PAUSED, pause.reason
                 except Exception as exc:
                     return await self._class_failed(node, instance, nctx, exc, attempt, post=True)
+            if type(result) is dict:
+                result = ts_result(result) or result
             if type(result) is NodeResult:
                 return _OK, result.output, result.action
             return _OK, result, None
@@ -614,6 +618,8 @@ class Execution:
             except Exception as again:
                 error = again
             else:
+                if type(result) is dict:
+                    result = ts_result(result) or result
                 if type(result) is NodeResult:
                     return _OK, result.output, result.action
                 return _OK, result, None

@@ -11,13 +11,13 @@ from flowcraft import Blueprint, Flow, FlowRuntime, NodeContext, RunResult, crea
 from flowcraft.testing import FakeClock, InMemoryEventLogger
 
 
-def flaky(failures: int) -> Callable[[NodeContext], Awaitable[str]]:
-    async def attempt(node: NodeContext) -> str:
+def flaky(failures: int) -> Callable[[NodeContext], Awaitable[dict[str, str]]]:
+    async def attempt(node: NodeContext) -> dict[str, str]:
         count = node.context.get("attempts", 0) + 1
         node.context.set("attempts", count)
         if count <= failures:
             raise ConnectionError("API temporarily unavailable")
-        return "Success"
+        return {"output": "Success"}  # TS-shaped: read as NodeResult(output="Success")
 
     return attempt
 
