@@ -33,6 +33,8 @@
         ├── RunExistsError
         └── RevisionConflictError
 
+    FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
+
 Every message says what happened, to which run/node, and what to do next. Data is kept on
 attributes so callers can act on it without parsing messages.
 """
@@ -49,6 +51,13 @@ def _names(ids: Iterable[str]) -> str:
 
 class FlowcraftError(Exception):
     """Base class of every error flowcraft raises on purpose."""
+
+
+class FlowcraftWarning(UserWarning):
+    """Something valid that is probably a mistake (say, a duration that looks like milliseconds).
+
+    Turn it into an error with ``warnings.simplefilter("error", flowcraft.FlowcraftWarning)``.
+    """
 
 
 # --- blueprints ------------------------------------------------------------------------------
@@ -100,7 +109,7 @@ class InvalidDurationError(BlueprintError):
         reason = f" ({why})" if why else ""
         super().__init__(
             f"{where}: invalid duration {value!r}{reason}. Use seconds (int/float), a timedelta, "
-            "a string such as '500ms', '30s', '5m', '2h', '1d', or ISO-8601 like 'PT5M'."
+            "a string such as '500ms', '30s', '5m', '1h30m', '2d12h', or ISO-8601 like 'PT5M'."
         )
         self.where, self.value = where, value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -10,9 +11,14 @@ from typing import Any, Literal, Protocol, Self
 
 import msgspec
 
-from flowcraft._errors import BlueprintError, InvalidBlueprintError, InvalidDurationError
+from flowcraft._errors import (
+    BlueprintError,
+    FlowcraftWarning,
+    InvalidBlueprintError,
+    InvalidDurationError,
+)
 from flowcraft._flow.blueprint import Blueprint, validate
-from flowcraft._flow.durations import parse_duration
+from flowcraft._flow.durations import MS_SUSPECT, format_duration, parse_duration
 from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._values import ResumeData, RunResult
 
@@ -94,6 +100,7 @@ class Flow:
         self._edges: list[EdgeDefinition] = []
         self._registry: dict[str, object] = {}
         self._errors: list[BlueprintError] = []  # raised by to_blueprint(), first one wins
+        self._warnings: dict[str, str] = {}  # where -> FlowcraftWarning text, at to_blueprint()
         self._registry_view = MappingProxyType(self._registry)
         self._blueprint: Blueprint | None = None  # cached until the builder changes
         self._loops: set[str] = set()
@@ -206,7 +213,7 @@ class Flow:
         if (duration is None) == (until is None):
             self._errors.append(InvalidDurationError(where, (duration, until), "give exactly one"))
         elif duration is not None:
-            params["duration"] = self._ms(duration, where)
+            params["duration"] = self._ms(duration, f"sleep {id!r} duration")
         elif isinstance(until, datetime) and until.tzinfo is not None:
             params["until"] = until.isoformat()
         else:
@@ -374,6 +381,8 @@ class Flow:
             metadata=copy.deepcopy(self._metadata),
         )
         validate(bp)
+        for text in self._warnings.values():
+            warnings.warn(text, FlowcraftWarning, stacklevel=2)
         self._blueprint = bp
         return bp
 
@@ -442,6 +451,15 @@ class Flow:
     def _ms(self, value: Duration | None, where: str) -> float | None:
         if value is None:
             return None
+        key = f"flow {self.id!r}: {where}"
+        self._warnings.pop(key, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= MS_SUSPECT:
+            # A TS habit: durations in milliseconds. Python's are seconds; say what this means.
+            self._warnings[key] = (
+                f"{key} is {value!r} seconds ({value / 86400:,.0f} days). Builder durations are "
+                f"seconds; if you meant {value!r} milliseconds, pass {value / 1000:g} or "
+                f"{format_duration(value / 1000)!r}."
+            )
         try:
             ms = parse_duration(value, f"flow {self.id!r}: {where}") * 1000.0
         except InvalidDurationError as exc:
