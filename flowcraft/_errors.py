@@ -23,6 +23,7 @@
     │   ├── ResumeDataError (ValueError)
     │   ├── TimerNotDueError
     │   └── WaitExpiredError
+    ├── InitialStateError (TypeError)   run() was given a state that is not a mapping
     ├── NodeExecutionError
     ├── RunLimitError
     ├── SubflowError       recorded on a subflow node whose child run failed
@@ -290,6 +291,27 @@ class WaitExpiredError(ResumeError):
 
 
 # --- execution -------------------------------------------------------------------------------
+
+
+class InitialStateError(FlowcraftError, TypeError):
+    """``run`` was given an initial state that is neither a mapping nor the flow's state type."""
+
+    def __init__(self, flow_id: str, value: object, state_type: type | None) -> None:
+        got = type(value).__name__
+        if state_type is None:
+            hint = (
+                "Pass a dict (or any mapping) of state keys, or declare the type with "
+                f"create_flow({flow_id!r}, state=YourType) to pass instances of it."
+            )
+        else:
+            hint = (
+                f"Pass a {state_type.__name__} instance (the flow's declared state type) or a "
+                "dict of its fields."
+            )
+        super().__init__(
+            f"flow {flow_id!r}: the initial state is a {got}, not a mapping. {hint}"
+        )
+        self.flow_id, self.value, self.state_type = flow_id, value, state_type
 
 
 class NodeExecutionError(FlowcraftError):

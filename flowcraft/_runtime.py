@@ -142,7 +142,7 @@ class FlowRuntime:
     async def run(
         self,
         blueprint: Blueprint,
-        initial_state: Mapping[str, Any] | None = None,
+        initial_state: Mapping[str, Any] | object = None,
         *,
         registry: Mapping[str, object] | None = None,
         run_id: str | None = None,
@@ -150,8 +150,10 @@ class FlowRuntime:
     ) -> RunResult:
         """Start a run and execute it until it completes, fails, is cancelled, or awaits.
 
-        Node failures are recorded in the result, never raised; caller mistakes raise
-        ``FlowcraftError`` subclasses.
+        ``initial_state`` is a mapping, or an instance of the flow's declared state type
+        (``create_flow(id, state=Expense)`` then ``run(bp, Expense(...))``); anything else
+        raises ``InitialStateError``. Node failures are recorded in the result, never raised;
+        caller mistakes raise ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
         return (await self._launch(plan, initial_state, run_id, control))[0]
@@ -329,7 +331,7 @@ class FlowRuntime:
     def _launch(
         self,
         plan: Plan,
-        initial_state: Mapping[str, Any] | None,
+        initial_state: object,
         run_id: str | None,
         control: RunControl | None,
     ) -> Awaitable[tuple[RunResult, Envelope]]:

@@ -105,6 +105,7 @@ class Plan:
     registry: Mapping[str, object] = field(default_factory=dict)
     terminals: tuple[str, ...] = ()
     state_hints: dict[str, Any] | None = None  # typed state: key -> type
+    state_type: type | None = None  # the declared state type (metadata.stateType)
     shape: bytes = b""  # per node: 2-byte hash of its id, 2-byte hash of its definition
     version: str | None = None
 
@@ -236,6 +237,7 @@ def compile_plan(
         registry=registry,
         terminals=tuple(n.id for n in nodes.values() if not n.out),
         state_hints=_state_hints(bp, registry),
+        state_type=_state_type(bp, registry),
         shape=shape_of(bp),
         version=str(meta["version"]) if meta.get("version") is not None else None,
     )
@@ -404,6 +406,12 @@ def _plan_shortcuts(nodes: dict[str, PlanNode]) -> None:
                 node.direct = tuple(e.target for e in node.out)
                 # A plain node leading to at most one node: the straight line runs it (_line.py).
                 node.line = node.plain and len(node.direct) <= 1
+
+
+def _state_type(bp: Blueprint, registry: Registry) -> type | None:
+    key = (bp.metadata or {}).get("stateType")
+    found = registry.get(key) if isinstance(key, str) else None
+    return found if isinstance(found, type) else None
 
 
 def _state_hints(bp: Blueprint, registry: Registry) -> dict[str, Any] | None:

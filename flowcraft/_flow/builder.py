@@ -34,7 +34,7 @@ class Runner(Protocol):
     async def run(
         self,
         blueprint: Blueprint,
-        initial_state: Mapping[str, Any] | None = None,
+        initial_state: Mapping[str, Any] | object = None,
         *,
         registry: Mapping[str, object] | None = None,
         run_id: str | None = None,
@@ -392,7 +392,7 @@ class Flow:
         return self._registry_view
 
     async def run(
-        self, runtime: Runner, state: Mapping[str, Any] | None = None, **kw: Any
+        self, runtime: Runner, state: Mapping[str, Any] | object = None, **kw: Any
     ) -> RunResult:
         """Run this flow on ``runtime`` (shorthand passing this flow's blueprint and registry)."""
         return await runtime.run(self.to_blueprint(), state, registry=self.registry, **kw)
