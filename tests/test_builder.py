@@ -280,14 +280,12 @@ def test_edge_callables_are_registered_and_referenced() -> None:
 
 
 def test_expression_condition_errors_surface_when_compiled() -> None:
-    """An unsafe expression string is refused with a clear message before the run starts."""
-    bp = (
+    """An unsafe expression string is refused with a clear message at to_blueprint()."""
+    flow = (
         create_flow("f")
         .node("a", noop)
         .node("b", noop)
         .edge("a", "b", condition="__import__('os')")
-        .to_blueprint()
     )
-    rt = FlowRuntime()
-    with pytest.raises(InvalidBlueprintError):
-        rt.plan(bp, {f"{__name__}.noop": noop})
+    with pytest.raises(InvalidBlueprintError, match="edge 'a' -> 'b' condition"):
+        flow.to_blueprint()

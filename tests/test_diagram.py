@@ -403,7 +403,7 @@ def test_fc005_dead_action() -> None:
 
 def test_fc006_invalid_expression() -> None:
     """Conditions, transforms and loop conditions that do not compile are reported."""
-    bp = bp_of(
+    bp = msgspec.convert(  # unvalidated: from_json would refuse the first bad expression
         {
             "id": "e",
             "nodes": [
@@ -415,7 +415,8 @@ def test_fc006_invalid_expression() -> None:
                 {"source": "a", "target": "b", "condition": "input.items.includes('x')"},
                 {"source": "a", "target": "loop", "transform": "input?.x"},
             ],
-        }
+        },
+        Blueprint,
     )
     issues = lint_blueprint(bp, {"fn": ok})
     assert codes(issues) == [("FC006", "a"), ("FC006", "a"), ("FC006", "loop")]

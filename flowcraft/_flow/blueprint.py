@@ -19,7 +19,7 @@ from flowcraft._errors import (
 from flowcraft._flow.durations import json_duration, sleep_seconds
 from flowcraft._flow.graph import declared_entries, start_nodes
 from flowcraft._flow.mermaid import draw
-from flowcraft._flow.parts import EdgeDefinition, NodeDefinition
+from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
 from flowcraft._values import RunResult
 
 __all__ = ["Blueprint", "to_mermaid", "validate"]
@@ -130,10 +130,32 @@ def validate(bp: Blueprint) -> None:
     for entry in declared:
         if entry not in ids:
             raise UnknownNodeError(bp.id, entry, "metadata.cycleEntryPoints", ids)
+    _check_expressions(bp)
     if not bp.nodes:
         return
     if not start_nodes(bp.nodes, bp.edges, declared):
         raise NoStartNodeError(bp.id)
+
+
+def _check_expressions(bp: Blueprint) -> None:
+    """Compile every expression string now, so an unsafe one fails here, naming its edge."""
+    texts: list[tuple[str, str]] = []
+    for edge in bp.edges:
+        where = f"flow {bp.id!r}: edge {edge.source!r} -> {edge.target!r}"
+        for what, text in (("condition", edge.condition), ("transform", edge.transform)):
+            if text is not None and not text.startswith(CALLABLE_PREFIX):
+                texts.append((text, f"{where} {what}"))
+    for node in bp.nodes:
+        if node.uses == "loop-controller":
+            text = (node.params or {}).get("condition")
+            if isinstance(text, str) and not text.startswith(CALLABLE_PREFIX):
+                texts.append((text, f"flow {bp.id!r}: loop {node.id!r} condition"))
+    if not texts:
+        return  # the parser is loaded on first use
+    from flowcraft._flow.expr import compile_expression
+
+    for text, where in texts:
+        compile_expression(text, where=where)
 
 
 # --- durations -------------------------------------------------------------------------------
