@@ -144,7 +144,8 @@ class ContextDecodeError(ContextError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             f"cannot decode the serialized context: {detail}. Pass the exact bytes a RunResult "
-            "returned as serialized_context; if they were stored as text, store bytes instead."
+            "returned as serialized_context (a str is accepted for JSON contexts, "
+            "serializer='json'; a msgpack context must be stored as bytes)."
         )
         self.detail = detail
 

@@ -179,7 +179,7 @@ class FlowRuntime:
     def inspect(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         registry: Mapping[str, object] | None = None,
     ) -> RunResult:
@@ -202,7 +202,7 @@ class FlowRuntime:
     async def fire(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         node_id: str,
         *,
         registry: Mapping[str, object] | None = None,
@@ -221,7 +221,7 @@ class FlowRuntime:
     async def cancel(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         reason: str | None = None,
         by: str | None = None,
@@ -237,7 +237,7 @@ class FlowRuntime:
     async def resume(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         *,
@@ -297,7 +297,7 @@ class FlowRuntime:
     def load(
         self,
         plan: Plan,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         migrate: Callable[[ContextView], Any] | None = None,
         allow_change: bool = False,

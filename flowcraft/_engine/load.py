@@ -74,7 +74,7 @@ def new_envelope(plan: Plan, initial_state: object, run_id: str | None) -> Envel
 def load(
     codec: Codec,
     plan: Plan,
-    serialized_context: bytes | RunResult,
+    serialized_context: bytes | str | RunResult,
     migrate: Callable[[ContextView], Any] | None = None,
     allow_change: bool = False,
 ) -> Envelope:
@@ -97,9 +97,17 @@ def load(
     return env
 
 
-def bytes_of(context: bytes | RunResult) -> bytes:
-    """The context bytes, given the bytes or the ``RunResult`` that carries them."""
-    return context.serialized_context if isinstance(context, RunResult) else context
+def bytes_of(context: bytes | str | RunResult) -> bytes:
+    """The context bytes, given the bytes, the ``RunResult`` that carries them, or JSON text.
+
+    A ``str`` is a JSON context kept in a text column (``serializer="json"``): it is encoded
+    as UTF-8. A msgpack context is binary and must be kept as bytes.
+    """
+    if isinstance(context, RunResult):
+        return context.serialized_context
+    if isinstance(context, str):
+        return context.encode("utf-8", "surrogatepass")
+    return context
 
 
 _ID_BYTES = 12

@@ -44,7 +44,7 @@ class Runner(Protocol):
     async def resume(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         *,
@@ -400,7 +400,7 @@ class Flow:
     async def resume(
         self,
         runtime: Runner,
-        ctx: bytes | RunResult,
+        ctx: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         **kw: Any,
