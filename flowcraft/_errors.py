@@ -203,12 +203,19 @@ class ResumeError(FlowcraftError):
 class NotAwaitingError(ResumeError):
     """The run is not awaiting anything (finished, failed or cancelled)."""
 
-    def __init__(self, run_id: str, status: str) -> None:
+    def __init__(self, run_id: str, status: str, action: str | None = None) -> None:
+        doing = action or "resume, fire, pause or cancel"
+        if status == "running":
+            hint = "It is running now: act on it once it awaits, or pause it through FlowService."
+        else:
+            hint = (
+                f"A {status} run is finished: check its status before acting on it, or start a "
+                "new run."
+            )
         super().__init__(
-            f"run {run_id!r} is {status}, not awaiting: there is nothing to resume. "
-            "Check result.status before resuming, or start a new run."
+            f"run {run_id!r} is {status}, not awaiting: there is nothing to {doing}. {hint}"
         )
-        self.run_id, self.status = run_id, status
+        self.run_id, self.status, self.action = run_id, status, action
 
 
 class NodeNotAwaitingError(ResumeError, LookupError):
@@ -248,12 +255,16 @@ class UnknownActionError(ResumeError):
 class ResumeDataError(ResumeError, ValueError):
     """The resume payload has the wrong shape or fails the wait's schema."""
 
-    def __init__(self, run_id: str, node_id: str | None, detail: str) -> None:
+    def __init__(
+        self, run_id: str, node_id: str | None, detail: str, hint: str | None = None
+    ) -> None:
         where = f"node {node_id!r}" if node_id else "resume"
-        super().__init__(
-            f"run {run_id!r}: invalid resume data for {where}: {detail}. "
-            "Send {'output': ..., 'action': ...} (either optional) matching the wait's schema."
-        )
+        if hint is None:
+            hint = (
+                "Send {'output': ..., 'action': ...} (either optional) matching the wait's "
+                "schema."
+            )
+        super().__init__(f"run {run_id!r}: invalid resume data for {where}: {detail}. {hint}")
         self.run_id, self.node_id, self.detail = run_id, node_id, detail
 
 
@@ -346,9 +357,21 @@ class StoreError(FlowcraftError):
 class RunNotFoundError(StoreError, LookupError):
     """No run with this id is stored."""
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id!r} is not in the store. Check the id, or start the run.")
-        self.run_id = run_id
+    def __init__(self, run_id: str, store: object = None) -> None:
+        where = "" if store is None else f" {_store_name(store)}"
+        super().__init__(
+            f"run {run_id!r} is not in the store{where}. Check the run id, and that this is the "
+            "store the run was started in (same database, key prefix or table); or start the run."
+        )
+        self.run_id, self.store = run_id, store
+
+
+def _store_name(store: object) -> str:
+    """How a message names a store: its repr when it has its own, else its class name."""
+    text = store if isinstance(store, str) else repr(store)
+    if text.startswith("<") and not isinstance(store, str):
+        text = type(store).__name__
+    return text
 
 
 class RevisionConflictError(StoreError):
