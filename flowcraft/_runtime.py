@@ -252,6 +252,14 @@ class FlowRuntime:
         ``data`` is ``{"output": ..., "action": ...}`` (either key optional) or ``Resume``.
         ``node_id`` may be omitted when exactly one node awaits. Every check happens before
         anything changes; a refused resume leaves the context usable as it was.
+        ``serialized_context`` may be the bytes, the ``RunResult``, or a JSON context as ``str``.
+
+        Always resume from the **newest** context of a run. With several waits pending,
+        resuming an older context again (once per wait, from the same first result) forks the
+        run: the second resume cannot see the first, so a join after both never runs. This
+        runtime is stateless and cannot detect it; to resume concurrent waits in any order,
+        keep runs in a ``FlowService`` (``service.resume(run_id, data, node_id)``), which
+        resumes from the stored newest context and refuses stale revisions.
 
         A context written by another version of the blueprint raises
         ``BlueprintMismatchError`` naming what changed, unless ``allow_blueprint_change=True``
