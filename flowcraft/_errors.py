@@ -25,6 +25,7 @@
     │   ├── ResumeDataError (ValueError)
     │   ├── TimerNotDueError
     │   └── WaitExpiredError
+    ├── InitialStateError (TypeError)   run() was given a state that is not a mapping
     ├── NodeExecutionError
     ├── RunLimitError
     ├── SubflowError       recorded on a subflow node whose child run failed
@@ -37,6 +38,8 @@
         ├── RunHeldError
         ├── RunBusyError
         └── StoreCorruptionError
+
+    FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
 
 Every message says what happened, to which run/node, and what to do next. Data is kept on
 attributes so callers can act on it without parsing messages.
@@ -54,6 +57,13 @@ def _names(ids: Iterable[str]) -> str:
 
 class FlowcraftError(Exception):
     """Base class of every error flowcraft raises on purpose."""
+
+
+class FlowcraftWarning(UserWarning):
+    """Something valid that is probably a mistake (say, a duration that looks like milliseconds).
+
+    Turn it into an error with ``warnings.simplefilter("error", flowcraft.FlowcraftWarning)``.
+    """
 
 
 # --- blueprints ------------------------------------------------------------------------------
@@ -105,18 +115,19 @@ class InvalidDurationError(BlueprintError):
         reason = f" ({why})" if why else ""
         super().__init__(
             f"{where}: invalid duration {value!r}{reason}. Use seconds (int/float), a timedelta, "
-            "a string such as '500ms', '30s', '5m', '2h', '1d', or ISO-8601 like 'PT5M'."
+            "a string such as '500ms', '30s', '5m', '1h30m', '2d12h', or ISO-8601 like 'PT5M'."
         )
         self.where, self.value = where, value
 
 
 class NoStartNodeError(BlueprintError):
-    """No node lacks incoming edges, so the run has nowhere to begin."""
+    """No node can start a run: each is entered by an edge or is only some node's fallback."""
 
     def __init__(self, flow_id: str) -> None:
         super().__init__(
-            f"flow {flow_id!r} has no start node: every node has an incoming edge. "
-            "Add an entry node without incoming edges that leads into the cycle."
+            f"flow {flow_id!r} has no start node: every node is entered by an edge or is some "
+            "node's fallback. Add an entry node without incoming edges, or name a fallback "
+            "that no other node falls back to."
         )
         self.flow_id = flow_id
 
@@ -138,7 +149,8 @@ class ContextDecodeError(ContextError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             f"cannot decode the serialized context: {detail}. Pass the exact bytes a RunResult "
-            "returned as serialized_context; if they were stored as text, store bytes instead."
+            "returned as serialized_context (a str is accepted for JSON contexts, "
+            "serializer='json'; a msgpack context must be stored as bytes)."
         )
         self.detail = detail
 
@@ -196,12 +208,19 @@ class ResumeError(FlowcraftError):
 class NotAwaitingError(ResumeError):
     """The run is not awaiting anything (finished, failed or cancelled)."""
 
-    def __init__(self, run_id: str, status: str) -> None:
+    def __init__(self, run_id: str, status: str, action: str | None = None) -> None:
+        doing = action or "resume, fire, pause or cancel"
+        if status == "running":
+            hint = "It is running now: act on it once it awaits, or pause it through FlowService."
+        else:
+            hint = (
+                f"A {status} run is finished: check its status before acting on it, or start a "
+                "new run."
+            )
         super().__init__(
-            f"run {run_id!r} is {status}, not awaiting: there is nothing to resume. "
-            "Check result.status before resuming, or start a new run."
+            f"run {run_id!r} is {status}, not awaiting: there is nothing to {doing}. {hint}"
         )
-        self.run_id, self.status = run_id, status
+        self.run_id, self.status, self.action = run_id, status, action
 
 
 class NodeNotAwaitingError(ResumeError, LookupError):
@@ -241,12 +260,16 @@ class UnknownActionError(ResumeError):
 class ResumeDataError(ResumeError, ValueError):
     """The resume payload has the wrong shape or fails the wait's schema."""
 
-    def __init__(self, run_id: str, node_id: str | None, detail: str) -> None:
+    def __init__(
+        self, run_id: str, node_id: str | None, detail: str, hint: str | None = None
+    ) -> None:
         where = f"node {node_id!r}" if node_id else "resume"
-        super().__init__(
-            f"run {run_id!r}: invalid resume data for {where}: {detail}. "
-            "Send {'output': ..., 'action': ...} (either optional) matching the wait's schema."
-        )
+        if hint is None:
+            hint = (
+                "Send {'output': ..., 'action': ...} (either optional) matching the wait's "
+                "schema."
+            )
+        super().__init__(f"run {run_id!r}: invalid resume data for {where}: {detail}. {hint}")
         self.run_id, self.node_id, self.detail = run_id, node_id, detail
 
 
@@ -287,6 +310,27 @@ class WaitExpiredError(ResumeError):
 # --- execution -------------------------------------------------------------------------------
 
 
+class InitialStateError(FlowcraftError, TypeError):
+    """``run`` was given an initial state that is neither a mapping nor the flow's state type."""
+
+    def __init__(self, flow_id: str, value: object, state_type: type | None) -> None:
+        got = type(value).__name__
+        if state_type is None:
+            hint = (
+                "Pass a dict (or any mapping) of state keys, or declare the type with "
+                f"create_flow({flow_id!r}, state=YourType) to pass instances of it."
+            )
+        else:
+            hint = (
+                f"Pass a {state_type.__name__} instance (the flow's declared state type) or a "
+                "dict of its fields."
+            )
+        super().__init__(
+            f"flow {flow_id!r}: the initial state is a {got}, not a mapping. {hint}"
+        )
+        self.flow_id, self.value, self.state_type = flow_id, value, state_type
+
+
 class NodeExecutionError(FlowcraftError):
     """A node failed after all its attempts; raised by ``RunResult.raise_for_status()``."""
 
@@ -318,9 +362,21 @@ class StoreError(FlowcraftError):
 class RunNotFoundError(StoreError, LookupError):
     """No run with this id is stored."""
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id!r} is not in the store. Check the id, or start the run.")
-        self.run_id = run_id
+    def __init__(self, run_id: str, store: object = None) -> None:
+        where = "" if store is None else f" {_store_name(store)}"
+        super().__init__(
+            f"run {run_id!r} is not in the store{where}. Check the run id, and that this is the "
+            "store the run was started in (same database, key prefix or table); or start the run."
+        )
+        self.run_id, self.store = run_id, store
+
+
+def _store_name(store: object) -> str:
+    """How a message names a store: its repr when it has its own, else its class name."""
+    text = store if isinstance(store, str) else repr(store)
+    if text.startswith("<") and not isinstance(store, str):
+        text = type(store).__name__
+    return text
 
 
 class RevisionConflictError(StoreError):

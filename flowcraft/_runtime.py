@@ -140,7 +140,7 @@ class FlowRuntime:
     async def run(
         self,
         blueprint: Blueprint,
-        initial_state: Mapping[str, Any] | None = None,
+        initial_state: Mapping[str, Any] | object = None,
         *,
         registry: Mapping[str, object] | None = None,
         run_id: str | None = None,
@@ -148,8 +148,10 @@ class FlowRuntime:
     ) -> RunResult:
         """Start a run and execute it until it completes, fails, is cancelled, or awaits.
 
-        Node failures are recorded in the result, never raised; caller mistakes raise
-        ``FlowcraftError`` subclasses.
+        ``initial_state`` is a mapping, or an instance of the flow's declared state type
+        (``create_flow(id, state=Expense)`` then ``run(bp, Expense(...))``); anything else
+        raises ``InitialStateError``. Node failures are recorded in the result, never raised;
+        caller mistakes raise ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
         return (await self._launch(plan, initial_state, run_id, control))[0]
@@ -175,7 +177,7 @@ class FlowRuntime:
     def inspect(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         registry: Mapping[str, object] | None = None,
     ) -> RunResult:
@@ -198,7 +200,7 @@ class FlowRuntime:
     async def fire(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         node_id: str,
         *,
         registry: Mapping[str, object] | None = None,
@@ -217,7 +219,7 @@ class FlowRuntime:
     async def cancel(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         reason: str | None = None,
         by: str | None = None,
@@ -233,7 +235,7 @@ class FlowRuntime:
     async def resume(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         *,
@@ -248,6 +250,14 @@ class FlowRuntime:
         ``data`` is ``{"output": ..., "action": ...}`` (either key optional) or ``Resume``.
         ``node_id`` may be omitted when exactly one node awaits. Every check happens before
         anything changes; a refused resume leaves the context usable as it was.
+        ``serialized_context`` may be the bytes, the ``RunResult``, or a JSON context as ``str``.
+
+        Always resume from the **newest** context of a run. With several waits pending,
+        resuming an older context again (once per wait, from the same first result) forks the
+        run: the second resume cannot see the first, so a join after both never runs. This
+        runtime is stateless and cannot detect it; to resume concurrent waits in any order,
+        keep runs in a ``FlowService`` (``service.resume(run_id, data, node_id)``), which
+        resumes from the stored newest context and refuses stale revisions.
 
         A context written by another version of the blueprint raises
         ``BlueprintMismatchError`` naming what changed, unless ``allow_blueprint_change=True``
@@ -293,7 +303,7 @@ class FlowRuntime:
     def load(
         self,
         plan: Plan,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         *,
         migrate: Callable[[ContextView], Any] | None = None,
         allow_change: bool = False,
@@ -327,7 +337,7 @@ class FlowRuntime:
     def _launch(
         self,
         plan: Plan,
-        initial_state: Mapping[str, Any] | None,
+        initial_state: object,
         run_id: str | None,
         control: RunControl | None,
     ) -> Awaitable[tuple[RunResult, Envelope]]:

@@ -35,11 +35,27 @@ RunStatus = Literal["completed", "awaiting", "failed", "cancelled"]
 class NodeResult(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     """What a node may return to choose its action as well as its output.
 
-    Returning a bare value is the same as ``NodeResult(output=value)``.
+    Returning a bare value is the same as ``NodeResult(output=value)``. As in Flowcraft TS, a
+    ``dict`` whose keys are a non-empty subset of ``{"output", "action"}`` (and whose
+    ``action``, if any, is a string or ``None``) is read as a ``NodeResult``: ``return
+    {"output": "503", "action": "retry"}`` takes the ``retry`` edges. To return such a dict
+    as a plain value, wrap it: ``NodeResult(output={"output": ...})``.
     """
 
     output: T | None = None
     action: str | None = None
+
+
+_TS_KEYS = frozenset({"output", "action"})
+
+
+def ts_result(value: dict[Any, Any]) -> NodeResult[Any] | None:
+    """The ``NodeResult`` a TS-shaped dict (``{"output": ..., "action": ...}``) stands for."""
+    if value and value.keys() <= _TS_KEYS:
+        action = value.get("action")
+        if action is None or type(action) is str:
+            return NodeResult(output=value.get("output"), action=action)
+    return None
 
 
 class Resume(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,8 +132,9 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
     def raise_for_status(self) -> RunResult:
         """Raise ``NodeExecutionError`` (original exception as ``__cause__``) if the run failed."""
-        if self.status == "failed" and self.errors:
-            err = self.errors[0]
+        failures = [e for e in self.errors if e.routed is None]
+        if self.status == "failed" and failures:
+            err = failures[0]
             raise NodeExecutionError(
                 self.run_id, err.node_id, f"{err.type}: {err.message}", err.attempt
             ) from self._causes.get(err.node_id)

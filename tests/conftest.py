@@ -34,7 +34,7 @@ def fake_clock() -> FakeClock:
 #: and off (id ``general``), through ``FLOWCRAFT_FAST_PATHS`` (see ``tests/switch.py``).
 #: ``@pytest.mark.fast_only`` tests a shortcut itself: it runs ``fast`` only.
 #: ``@pytest.mark.compares_fast_paths`` compares both ways itself: it runs once, unparametrized.
-ENGINE_SUITES = frozenset({"engine", "runtime", "scheduler", "conformance", "properties"})
+ENGINE_SUITES = frozenset({"engine", "runtime", "scheduler", "conformance", "properties", "guide"})
 HERE = Path(__file__).resolve().parent
 
 

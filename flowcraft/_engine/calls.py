@@ -77,6 +77,24 @@ async def invoke(
         await after(nctx, result, None)
     return result
 
+def in_thread(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Awaitable[Any]]:
+    """``fn`` (sync) called in a worker thread, so a timeout can stop waiting for it.
+
+    The trade-off: a thread cannot be killed. When the timeout passes, the node fails with
+    ``TimeoutError`` and the engine moves on at once; the thread runs to its end in the
+    background and its late result is discarded (its ``context.set`` calls still land, so a
+    node with a timeout should write state only when it is done).
+    """
+
+    async def threaded(nctx: NodeContext) -> Any:
+        result = await anyio.to_thread.run_sync(fn, nctx, abandon_on_cancel=True)
+        if inspect.isawaitable(result):  # a sync function returning a coroutine
+            result = await result
+        return result
+
+    return threaded
+
+
 async def invoke_with_timeout(
     cfg: Config,
     node: PlanNode,
@@ -84,7 +102,16 @@ async def invoke_with_timeout(
     seconds: float,
     call: Callable[[NodeContext], Any] | None = None,
 ) -> Any:
+    """Call the node under a time limit; a sync function runs in a worker thread (``in_thread``).
+
+    Inline, a blocking sync function would hold the event loop: the limit could not fire, and
+    every concurrent branch would wait with it.
+    """
     message = f"node {node.id!r} timed out after {seconds:g}s (attempt {nctx.attempt})"
+    if call is None and node.cls is None and not node.is_async:
+        fn = node.call
+        assert fn is not None
+        call = in_thread(fn)
     if cfg.system_clock:
         try:
             with anyio.fail_after(seconds):

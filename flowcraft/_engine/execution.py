@@ -31,7 +31,7 @@ from flowcraft._envelope.records import Envelope, HistoryEntry, NodeError, WaitK
 from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
 from flowcraft._events import EventBus, FlowEvent
 from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
-from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry
+from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry, ts_result
 
 __all__ = ["Execution", "begin", "cancel", "execute", "finish"]
 
@@ -297,6 +297,8 @@ class Execution:
                 await self.fail(node, value, exc, 1)
                 return
             action = None
+            if type(result) is dict:
+                result = ts_result(result) or result
             if type(result) is NodeResult:
                 action = result.action
                 result = result.output
@@ -582,6 +584,8 @@ class Execution:
                     return _PAUSED, pause.reason
                 except Exception as exc:
                     return await self._class_failed(node, instance, nctx, exc, attempt, post=True)
+            if type(result) is dict:
+                result = ts_result(result) or result
             if type(result) is NodeResult:
                 return _OK, result.output, result.action
             return _OK, result, None
@@ -614,6 +618,8 @@ class Execution:
             except Exception as again:
                 error = again
             else:
+                if type(result) is dict:
+                    result = ts_result(result) or result
                 if type(result) is NodeResult:
                     return _OK, result.output, result.action
                 return _OK, result, None
@@ -626,8 +632,12 @@ class Execution:
         return _FAILED, error, attempt
 
     async def fail(self, node: PlanNode, value: Any, exc: Exception, attempt: int) -> None:
+        """Every attempt failed: the fallback stands in, else ``on_error`` routes, else fail."""
         fb = self.nodes.get(node.fallback) if node.fallback else None
         if fb is None or fb.kind != "task":
+            if node.on_error is not None:
+                self._route_error(node, exc, attempt)
+                return
             self._record_error(node.id, exc, attempt)
             return
         self.event("node:fallback", node.id, {"fallback": fb.id})
@@ -639,9 +649,44 @@ class Execution:
             self.complete(node, outcome[1], outcome[2])
         elif outcome[0] == _PAUSED:
             self.suspend(node.id, "node", value, note=outcome[1])
+        elif node.on_error is not None:  # the fallback failed too: route its error
+            self._cause(node.id, exc)
+            self._route_error(node, outcome[1], outcome[2], fb.id)
         else:
             self._cause(node.id, exc)
             self._record_error(fb.id, outcome[1], outcome[2])
+
+    def _route_error(
+        self, node: PlanNode, exc: Exception, attempt: int, failed_id: str | None = None
+    ) -> None:
+        """A routed failure (``on_error``): record it as handled, finish with its action.
+
+        The record goes to ``errors`` (with ``routed`` set), history and the event stream, but
+        the run does not fail; the node's output is the error record, as a plain dict.
+        """
+        action = node.on_error
+        assert action is not None
+        now = self.cfg.clock.now()
+        record = NodeError(
+            node_id=failed_id or node.id,
+            type=type(exc).__name__,
+            message=str(exc),
+            attempt=attempt,
+            timestamp=now,
+            routed=action,
+        )
+        self.env.errors.append(record)
+        self._cause(record.node_id, exc)
+        self.history.append(
+            HistoryEntry("error", node.id, now, f"{record.type}: {record.message}", None, action)
+        )
+        output = {
+            "node_id": record.node_id,
+            "type": record.type,
+            "message": record.message,
+            "attempt": attempt,
+        }
+        self.complete(node, output, action)
 
     def _cause(self, node_id: str, exc: BaseException) -> None:
         if "causes" not in self.__dict__:

@@ -23,7 +23,7 @@ from flowcraft._engine.execution import Execution, execute, finish
 from flowcraft._engine.plan import pause_record
 from flowcraft._envelope.records import Envelope, HistoryEntry
 from flowcraft._node import Context, NodeContext, PauseRequested
-from flowcraft._values import NodeResult, RunResult, pause_entry
+from flowcraft._values import NodeResult, RunResult, pause_entry, ts_result
 
 if TYPE_CHECKING:
     from flowcraft._engine.plan import Plan, PlanNode
@@ -69,6 +69,8 @@ async def run_line(
             ex = _engine(cfg, plan, env, steps)
             await ex.fail(node, value, exc, 1)
             return await execute(ex, nested)
+        if type(result) is dict:
+            result = ts_result(result) or result
         if type(result) is NodeResult:
             ex = _engine(cfg, plan, env, steps)
             ex.complete(node, result.output, result.action)

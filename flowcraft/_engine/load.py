@@ -15,6 +15,7 @@ from flowcraft._envelope.records import FORMAT, Envelope, WaitState
 from flowcraft._errors import (
     BlueprintMismatchError,
     ContextDecodeError,
+    InitialStateError,
     ResumeDataError,
     SerializationError,
 )
@@ -32,9 +33,26 @@ __all__ = [
 ]
 
 
-def new_envelope(
-    plan: Plan, initial_state: Mapping[str, Any] | None, run_id: str | None
-) -> Envelope:
+def initial_dict(plan: Plan, initial_state: object) -> dict[str, Any]:
+    """A new run's state as a dict: from a mapping, or an instance of the declared state type.
+
+    An instance (a dataclass, ``msgspec.Struct``, any class with annotated fields) gives one
+    key per annotated field, its values kept as they are (typed).
+    """
+    if type(initial_state) is dict:
+        return dict(initial_state)
+    if initial_state is None:
+        return {}
+    if isinstance(initial_state, Mapping):
+        return dict(initial_state)
+    state_type = plan.state_type
+    if state_type is not None and isinstance(initial_state, state_type):
+        hints = plan.state_hints or {}
+        return {k: getattr(initial_state, k) for k in hints if hasattr(initial_state, k)}
+    raise InitialStateError(plan.blueprint.id, initial_state, state_type)
+
+
+def new_envelope(plan: Plan, initial_state: object, run_id: str | None) -> Envelope:
     """The envelope of a new run of ``plan``, its state typed when the flow declares a type."""
     env = Envelope(
         FORMAT,
@@ -43,7 +61,7 @@ def new_envelope(
         plan.short_digest,
         0,
         "running",
-        dict(initial_state) if initial_state else {},
+        initial_dict(plan, initial_state),
         {},
         version=plan.version,
         shape=plan.shape,
@@ -56,7 +74,7 @@ def new_envelope(
 def load(
     codec: Codec,
     plan: Plan,
-    serialized_context: bytes | RunResult,
+    serialized_context: bytes | str | RunResult,
     migrate: Callable[[ContextView], Any] | None = None,
     allow_change: bool = False,
 ) -> Envelope:
@@ -79,9 +97,17 @@ def load(
     return env
 
 
-def bytes_of(context: bytes | RunResult) -> bytes:
-    """The context bytes, given the bytes or the ``RunResult`` that carries them."""
-    return context.serialized_context if isinstance(context, RunResult) else context
+def bytes_of(context: bytes | str | RunResult) -> bytes:
+    """The context bytes, given the bytes, the ``RunResult`` that carries them, or JSON text.
+
+    A ``str`` is a JSON context kept in a text column (``serializer="json"``): it is encoded
+    as UTF-8. A msgpack context is binary and must be kept as bytes.
+    """
+    if isinstance(context, RunResult):
+        return context.serialized_context
+    if isinstance(context, str):
+        return context.encode("utf-8", "surrogatepass")
+    return context
 
 
 _ID_BYTES = 12

@@ -19,7 +19,7 @@ from flowcraft._envelope.records import WaitState
 from flowcraft._errors import InvalidBlueprintError, MissingImplementationError
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.durations import json_duration, sleep_seconds
-from flowcraft._flow.graph import back_edges, start_nodes
+from flowcraft._flow.graph import back_edges, declared_entries, start_nodes
 from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
 from flowcraft._node import BaseNode, NodeContext
 from flowcraft._values import EdgeContext, NodeResult
@@ -60,6 +60,7 @@ class PlanNode:
     fallback: str | None = None
     join_any: bool = False
     pause_before: bool = False
+    on_error: str | None = None  # the action an exhausted failure routes along
     out: list[PlanEdge] = field(default_factory=list)
     by_action: dict[str, list[PlanEdge]] = field(default_factory=dict)
     default: list[PlanEdge] = field(default_factory=list)
@@ -104,6 +105,7 @@ class Plan:
     registry: Mapping[str, object] = field(default_factory=dict)
     terminals: tuple[str, ...] = ()
     state_hints: dict[str, Any] | None = None  # typed state: key -> type
+    state_type: type | None = None  # the declared state type (metadata.stateType)
     shape: bytes = b""  # per node: 2-byte hash of its id, 2-byte hash of its definition
     version: str | None = None
 
@@ -213,8 +215,9 @@ def compile_plan(
         else:
             src.by_action.setdefault(e.action, []).append(edge)
 
-    starts = start_nodes(bp.nodes, bp.edges)
-    back = back_edges(bp.nodes, bp.edges)
+    declared = declared_entries(bp.metadata)
+    starts = start_nodes(bp.nodes, bp.edges, declared)
+    back = back_edges(bp.nodes, bp.edges, declared)
     for node in nodes.values():
         for edge in node.out:
             edge.back = edge.index in back
@@ -234,6 +237,7 @@ def compile_plan(
         registry=registry,
         terminals=tuple(n.id for n in nodes.values() if not n.out),
         state_hints=_state_hints(bp, registry),
+        state_type=_state_type(bp, registry),
         shape=shape_of(bp),
         version=str(meta["version"]) if meta.get("version") is not None else None,
     )
@@ -260,6 +264,7 @@ def _compile_node(
         fallback=cfg.fallback,
         join_any=cfg.join_strategy == "any",
         pause_before=cfg.pause_before,
+        on_error=cfg.on_error,
     )
     if d.uses == "wait":
         node.kind = "wait"
@@ -401,6 +406,12 @@ def _plan_shortcuts(nodes: dict[str, PlanNode]) -> None:
                 node.direct = tuple(e.target for e in node.out)
                 # A plain node leading to at most one node: the straight line runs it (line.py).
                 node.line = node.plain and len(node.direct) <= 1
+
+
+def _state_type(bp: Blueprint, registry: Registry) -> type | None:
+    key = (bp.metadata or {}).get("stateType")
+    found = registry.get(key) if isinstance(key, str) else None
+    return found if isinstance(found, type) else None
 
 
 def _state_hints(bp: Blueprint, registry: Registry) -> dict[str, Any] | None:

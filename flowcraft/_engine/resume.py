@@ -78,11 +78,16 @@ def admit(
                 raise ResumeDataError(run_id, w.node_id, str(exc)) from exc
     else:
         if has_output or action is not None:
-            what = "a timer" if w.kind == "timer" else "a paused node"
+            what = {
+                "timer": "a timer",
+                "gate": "an approval gate (pause_before): resuming it runs the node, which "
+                "then chooses its own output and action, so it",
+            }.get(w.kind, "a paused node")
             raise ResumeDataError(
                 run_id,
                 w.node_id,
-                f"{what} takes no output or action; resume it with no data",
+                f"{what} takes no output or action",
+                f"Resume it with no data: resume(blueprint, context, node_id={w.node_id!r}).",
             )
         if w.kind == "timer" and w.wake_at is not None and now < w.wake_at:
             raise TimerNotDueError(run_id, w.node_id, w.wake_at, now)
@@ -191,7 +196,7 @@ def resume(
     run_id = env.run_id
     waits = env.waiting
     if env.status != "awaiting" or not waits:
-        raise NotAwaitingError(run_id, env.status)
+        raise NotAwaitingError(run_id, env.status, "resume")
     output, action, who, has_output = parse_data(data, run_id, node_id)
     who = by if by is not None else who
     first = waits[0]

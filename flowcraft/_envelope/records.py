@@ -60,12 +60,15 @@ class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     message: str
     attempt: int
     timestamp: datetime
+    #: The action the failure was routed along (``on_error``): a handled failure that did not
+    #: fail the run. ``None``: the failure failed the run.
+    routed: str | None = None
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """One pause, resume, fallback or cancellation in a run's life."""
+    """One pause, resume, fallback, routed failure or cancellation in a run's life."""
 
-    event: Literal["pause", "resume", "fallback", "cancel", "timeout"]
+    event: Literal["pause", "resume", "fallback", "cancel", "timeout", "error"]
     node_id: str
     at: datetime
     reason: str | None = None

@@ -17,9 +17,9 @@ from flowcraft._errors import (
     UnknownNodeError,
 )
 from flowcraft._flow.durations import json_duration, sleep_seconds
-from flowcraft._flow.graph import start_nodes
+from flowcraft._flow.graph import declared_entries, start_nodes
 from flowcraft._flow.mermaid import draw
-from flowcraft._flow.parts import EdgeDefinition, NodeDefinition
+from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
 from flowcraft._values import RunResult
 
 __all__ = ["Blueprint", "to_mermaid", "validate"]
@@ -59,7 +59,7 @@ class Blueprint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, d
 
     def to_mermaid(self, result: RunResult | None = None, *, direction: str = "TD") -> str:
         """A Mermaid flowchart of this blueprint; with ``result``, nodes coloured by state."""
-        return draw(self.id, self.nodes, self.edges, result, direction)
+        return draw(self.id, self.nodes, self.edges, result, direction, self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the blueprint as plain builtins (the parsed form of ``to_json``)."""
@@ -126,10 +126,36 @@ def validate(bp: Blueprint) -> None:
             timeout = (node.params or {}).get("timeout")
             if timeout is not None:
                 json_duration(timeout, f"flow {bp.id!r}: wait {node.id!r} timeout")
+    declared = declared_entries(bp.metadata)
+    for entry in declared:
+        if entry not in ids:
+            raise UnknownNodeError(bp.id, entry, "metadata.cycleEntryPoints", ids)
+    _check_expressions(bp)
     if not bp.nodes:
         return
-    if not start_nodes(bp.nodes, bp.edges):
+    if not start_nodes(bp.nodes, bp.edges, declared):
         raise NoStartNodeError(bp.id)
+
+
+def _check_expressions(bp: Blueprint) -> None:
+    """Compile every expression string now, so an unsafe one fails here, naming its edge."""
+    texts: list[tuple[str, str]] = []
+    for edge in bp.edges:
+        where = f"flow {bp.id!r}: edge {edge.source!r} -> {edge.target!r}"
+        for what, text in (("condition", edge.condition), ("transform", edge.transform)):
+            if text is not None and not text.startswith(CALLABLE_PREFIX):
+                texts.append((text, f"{where} {what}"))
+    for node in bp.nodes:
+        if node.uses == "loop-controller":
+            text = (node.params or {}).get("condition")
+            if isinstance(text, str) and not text.startswith(CALLABLE_PREFIX):
+                texts.append((text, f"flow {bp.id!r}: loop {node.id!r} condition"))
+    if not texts:
+        return  # the parser is loaded on first use
+    from flowcraft._flow.expr import compile_expression
+
+    for text, where in texts:
+        compile_expression(text, where=where)
 
 
 # --- durations -------------------------------------------------------------------------------
@@ -154,4 +180,6 @@ def to_mermaid(
     Raises:
         ValueError: ``direction`` is not one of the above, or ``result`` is of another blueprint.
     """
-    return draw(blueprint.id, blueprint.nodes, blueprint.edges, result, direction)
+    return draw(
+        blueprint.id, blueprint.nodes, blueprint.edges, result, direction, blueprint.metadata
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -10,9 +11,14 @@ from typing import Any, Literal, Protocol, Self
 
 import msgspec
 
-from flowcraft._errors import BlueprintError, InvalidBlueprintError, InvalidDurationError
+from flowcraft._errors import (
+    BlueprintError,
+    FlowcraftWarning,
+    InvalidBlueprintError,
+    InvalidDurationError,
+)
 from flowcraft._flow.blueprint import Blueprint, validate
-from flowcraft._flow.durations import parse_duration
+from flowcraft._flow.durations import MS_SUSPECT, format_duration, parse_duration
 from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._values import ResumeData, RunResult
 
@@ -28,7 +34,7 @@ class Runner(Protocol):
     async def run(
         self,
         blueprint: Blueprint,
-        initial_state: Mapping[str, Any] | None = None,
+        initial_state: Mapping[str, Any] | object = None,
         *,
         registry: Mapping[str, object] | None = None,
         run_id: str | None = None,
@@ -38,7 +44,7 @@ class Runner(Protocol):
     async def resume(
         self,
         blueprint: Blueprint,
-        serialized_context: bytes | RunResult,
+        serialized_context: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         *,
@@ -94,6 +100,7 @@ class Flow:
         self._edges: list[EdgeDefinition] = []
         self._registry: dict[str, object] = {}
         self._errors: list[BlueprintError] = []  # raised by to_blueprint(), first one wins
+        self._warnings: dict[str, str] = {}  # where -> FlowcraftWarning text, at to_blueprint()
         self._registry_view = MappingProxyType(self._registry)
         self._blueprint: Blueprint | None = None  # cached until the builder changes
         self._loops: set[str] = set()
@@ -123,6 +130,7 @@ class Flow:
         fallback: str | None = None,
         join: Literal["all", "any"] = "all",
         pause_before: bool = False,
+        on_error: str | None = None,
         name: str | None = None,
     ) -> Self:
         """Add a task node.
@@ -141,6 +149,11 @@ class Flow:
             fallback: Node to run with the same input when every attempt failed.
             join: ``"all"`` (wait for every incoming branch) or ``"any"`` (first arrival).
             pause_before: Make the node an approval gate: the run awaits before it executes.
+            on_error: Route an exhausted failure instead of failing the run: when every attempt
+                failed and no fallback stood in, the node finishes with this action and its
+                output is the error record (``{"node_id", "type", "message", "attempt"}``).
+                The failure stays in ``RunResult.errors`` with ``routed`` set to the action,
+                and does not make the run ``failed``.
             name: Registry key for ``impl`` (default: ``module.qualname``).
         """
         uses = impl if isinstance(impl, str) else self._register(impl, name, id)
@@ -156,6 +169,7 @@ class Flow:
             "fallback": fallback,
             "join_strategy": join,
             "pause_before": pause_before,
+            "on_error": on_error,
         }
         # Only non-default settings go into the blueprint, so its JSON stays minimal.
         config = NodeConfig(**{k: v for k, v in settings.items() if v != getattr(_DEFAULTS, k)})
@@ -199,7 +213,7 @@ class Flow:
         if (duration is None) == (until is None):
             self._errors.append(InvalidDurationError(where, (duration, until), "give exactly one"))
         elif duration is not None:
-            params["duration"] = self._ms(duration, where)
+            params["duration"] = self._ms(duration, f"sleep {id!r} duration")
         elif isinstance(until, datetime) and until.tzinfo is not None:
             params["until"] = until.isoformat()
         else:
@@ -332,6 +346,21 @@ class Flow:
         self._add(id, "subflow", params, None, None)
         return self
 
+    def set_cycle_entry_point(self, id: str) -> Self:
+        """Start a cycle that no edge enters at node ``id`` (Flowcraft TS ``setCycleEntryPoint``).
+
+        A cycle nothing enters (``attempt -> backoff -> attempt``) starts at its first-declared
+        node unless one of its nodes is named here; the name is stored in the blueprint's
+        ``metadata.cycleEntryPoints``. Naming a node of a cycle that an edge does enter changes
+        nothing: that cycle starts where its edge leads.
+        """
+        self._blueprint = None
+        points = list((self._metadata or {}).get("cycleEntryPoints", ()))
+        if id not in points:
+            points.append(id)
+        self._metadata = {**(self._metadata or {}), "cycleEntryPoints": points}
+        return self
+
     # --- output ------------------------------------------------------------------------------
 
     def to_blueprint(self) -> Blueprint:
@@ -352,6 +381,8 @@ class Flow:
             metadata=copy.deepcopy(self._metadata),
         )
         validate(bp)
+        for text in self._warnings.values():
+            warnings.warn(text, FlowcraftWarning, stacklevel=2)
         self._blueprint = bp
         return bp
 
@@ -361,7 +392,7 @@ class Flow:
         return self._registry_view
 
     async def run(
-        self, runtime: Runner, state: Mapping[str, Any] | None = None, **kw: Any
+        self, runtime: Runner, state: Mapping[str, Any] | object = None, **kw: Any
     ) -> RunResult:
         """Run this flow on ``runtime`` (shorthand passing this flow's blueprint and registry)."""
         return await runtime.run(self.to_blueprint(), state, registry=self.registry, **kw)
@@ -369,7 +400,7 @@ class Flow:
     async def resume(
         self,
         runtime: Runner,
-        ctx: bytes | RunResult,
+        ctx: bytes | str | RunResult,
         data: ResumeData = None,
         node_id: str | None = None,
         **kw: Any,
@@ -420,6 +451,15 @@ class Flow:
     def _ms(self, value: Duration | None, where: str) -> float | None:
         if value is None:
             return None
+        key = f"flow {self.id!r}: {where}"
+        self._warnings.pop(key, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= MS_SUSPECT:
+            # A TS habit: durations in milliseconds. Python's are seconds; say what this means.
+            self._warnings[key] = (
+                f"{key} is {value!r} seconds ({value / 86400:,.0f} days). Builder durations are "
+                f"seconds; if you meant {value!r} milliseconds, pass {value / 1000:g} or "
+                f"{format_duration(value / 1000)!r}."
+            )
         try:
             ms = parse_duration(value, f"flow {self.id!r}: {where}") * 1000.0
         except InvalidDurationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -9,10 +10,18 @@ from typing import Any
 
 from flowcraft._errors import InvalidDurationError
 
+__all__ = ["MS_SUSPECT", "format_duration", "json_duration", "parse_duration", "sleep_seconds"]
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-_SIMPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+#: One or more ``<number><unit>`` parts, largest unit first: "500ms", "1h30m", "2d 12h".
+_COMPOUND = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_ORDER = ("d", "h", "m", "s", "ms")
+
+#: Bare numbers of seconds from this on look like milliseconds (a TS habit): the builder warns.
+MS_SUSPECT = 1_000_000
 
 
 _ISO = re.compile(
@@ -39,14 +48,31 @@ def parse_duration(value: object, where: str) -> float:
 
 
 def _parse_duration_text(text: str, where: str) -> float:
-    match = _SIMPLE.match(text)
-    if match:
-        return float(match.group(1)) * _UNITS[match.group(2)]
+    if _COMPOUND.match(text):
+        found: list[tuple[str, str]] = _PART.findall(text)
+        ranks = [_ORDER.index(unit) for _, unit in found]
+        if any(a >= b for a, b in itertools.pairwise(ranks)):
+            raise InvalidDurationError(
+                where, text, "give each unit once, largest first, as in '1h30m' or '2d12h'"
+            )
+        return sum(float(number) * _UNITS[unit] for number, unit in found)
     iso = _ISO.match(text.strip().upper())
     if iso and text.strip().upper() not in ("P", "PT") and any(iso.groupdict().values()):
         parts = {k: float(v) if v else 0.0 for k, v in iso.groupdict().items()}
         return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
     raise InvalidDurationError(where, text)
+
+
+def format_duration(seconds: float) -> str:
+    """A compound duration string for ``seconds`` ("1h30m", "500ms"), the inverse of parsing."""
+    ms = round(seconds * 1000)
+    parts = []
+    for unit in _ORDER:
+        size = round(_UNITS[unit] * 1000)
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 def json_duration(value: object, where: str) -> float:

@@ -27,11 +27,8 @@ MAX_INT_BITS = 100_000
 MAX_REPEAT_LEN = 100_000
 
 _ALLOWED = (
-    "literals (numbers, strings, True/False/None, true/false/null/undefined), tuples, lists, "
-    "sets and dicts of allowed things, names (context, input, result, or a state key), "
-    "attribute and item access, comparisons (== != < <= > >= in, not in, is, is not), "
-    "and/or/not, unary - and +, + - * / // % **, and 'a if c else b'; "
-    "the JS forms ===, !==, &&, || and ! are translated"
+    "literals, names, attribute/item access, comparisons, and/or/not, arithmetic and "
+    "'a if c else b'; pass a Python callable for anything else"
 )
 _JS_CONSTANTS: dict[str, object] = {"true": True, "false": False, "null": None, "undefined": None}
 # Longest first, so '===' wins over '==' and '!=' is never mistaken for a leading '!'.

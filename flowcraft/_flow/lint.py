@@ -9,7 +9,7 @@ import msgspec
 
 from flowcraft._errors import InvalidBlueprintError
 from flowcraft._flow.blueprint import Blueprint
-from flowcraft._flow.graph import back_edges, start_nodes
+from flowcraft._flow.graph import back_edges, cycle_entries, declared_entries, start_nodes
 from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition
 
 __all__ = ["LintIssue", "LintSeverity", "lint_blueprint"]
@@ -59,6 +59,9 @@ def lint_blueprint(
     - ``FC006 invalid-expression``: a condition, transform or loop condition that does not compile.
     - ``FC007 unrouted-timeout``: a wait with a timeout but no edge for its ``on_timeout``
       action and no unlabelled edge: when the timeout passes, that branch just ends.
+    - ``FC008 implicit-cycle-entry``: a cycle nothing enters starts at its first-declared node
+      because no ``cycleEntryPoints`` names one; the message names the node chosen. Declare it
+      with ``Flow.set_cycle_entry_point(id)`` to make the choice explicit.
 
     Returns:
         The issues in a stable order: by code, then by node definition order.
@@ -78,6 +81,7 @@ def lint_blueprint(
     issues.extend(_joins(blueprint, reached))
     issues.extend(_dead_actions(blueprint, out_edges))
     issues.extend(_expressions(blueprint))
+    issues.extend(_cycle_entries(blueprint))
     issues.sort(key=lambda issue: (issue.code, order.get(issue.node_id, len(order))))
     return issues
 
@@ -96,7 +100,7 @@ def _reachable(
     """
     nodes = blueprint.node_map
     reached: set[str] = set()
-    stack = start_nodes(blueprint.nodes, blueprint.edges)
+    stack = start_nodes(blueprint.nodes, blueprint.edges, declared_entries(blueprint.metadata))
     while stack:
         nid = stack.pop()
         if nid in reached:
@@ -204,7 +208,7 @@ def _waits(
 
 
 def _joins(blueprint: Blueprint, reached: set[str]) -> Iterable[LintIssue]:
-    back = back_edges(blueprint.nodes, blueprint.edges)
+    back = back_edges(blueprint.nodes, blueprint.edges, declared_entries(blueprint.metadata))
     forward_preds: dict[str, list[str]] = {}
     for index, edge in enumerate(blueprint.edges):
         if index not in back:
@@ -271,3 +275,20 @@ def _expressions(blueprint: Blueprint) -> Iterable[LintIssue]:
         found.append(check(edge.source, edge.condition, f"{where} condition"))
         found.append(check(edge.source, edge.transform, f"{where} transform"))
     return [issue for issue in found if issue is not None]
+
+
+def _cycle_entries(blueprint: Blueprint) -> Iterable[LintIssue]:
+    declared = declared_entries(blueprint.metadata)
+    for entry, was_declared, members in cycle_entries(blueprint.nodes, blueprint.edges, declared):
+        if was_declared:
+            continue
+        part = ", ".join(map(repr, members))
+        yield _issue(
+            "FC008",
+            "implicit-cycle-entry",
+            entry,
+            f"the cycle of {part} has no edge entering it, so a run starts it at its "
+            f"first-declared node {entry!r}. Call .set_cycle_entry_point({entry!r}) (or set "
+            "metadata.cycleEntryPoints) to make this explicit, or add an entry node.",
+            "warning",
+        )

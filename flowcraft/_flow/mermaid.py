@@ -9,9 +9,10 @@ newlines cannot break the chart or inject markup.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from flowcraft._errors import FlowcraftError
-from flowcraft._flow.graph import back_edges
+from flowcraft._flow.graph import back_edges, declared_entries
 from flowcraft._flow.parts import EdgeDefinition, NodeDefinition
 from flowcraft._values import RunResult
 
@@ -71,6 +72,7 @@ def draw(
     edges: Sequence[EdgeDefinition],
     result: RunResult | None,
     direction: str,
+    metadata: Mapping[str, Any] | None = None,
 ) -> str:
     """The Mermaid chart of a blueprint's nodes and edges (``Blueprint.to_mermaid``)."""
     if direction not in _DIRECTIONS:
@@ -85,7 +87,7 @@ def draw(
     for node in nodes:
         opening, closing = _SHAPES.get(node.uses, _TASK_SHAPE)
         lines.append(f'    {keys[node.id]}{opening}"{escape_label(node.id)}"{closing}')
-    back = back_edges(nodes, edges)
+    back = back_edges(nodes, edges, declared_entries(metadata))
     for index, edge in enumerate(edges):
         arrow = "-.->" if index in back else "-->"
         label = _edge_label(edge)

@@ -42,6 +42,9 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     fallback: str | None = None
     join_strategy: JoinStrategy = "all"
     pause_before: bool = False
+    #: When every attempt failed and no fallback stood in: finish with this action (the output
+    #: is the error record) instead of failing the run. JSON ``onError``.
+    on_error: str | None = None
 
 
 _DEFAULT_CONFIG = NodeConfig()

@@ -9,9 +9,10 @@ create execution context for subflow"; traverser "should handle dynamic nodes fr
 and "should throw FlowcraftError when loop has no continue edge"; runtime (integration) "should
 break out of a loop when the condition is met".
 
-Not applicable: the TS `strict` run option (Python has none: a cycle without an entry node is a
-``NoStartNodeError`` at ``to_blueprint()``), GraphTraverser internals (ported as run-level
-behaviour), and the `describe.skip` race-condition block (two of its cases are ported anyway).
+Not applicable: the TS `strict` run option (Python has none: a cycle without an entry node is
+entered at its first-declared node, as TS does when not strict), GraphTraverser internals
+(ported as run-level behaviour), and the `describe.skip` race-condition block (two of its
+cases are ported anyway).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from flowcraft import (
     NodeContext,
     NodeNotAwaitingError,
     NodeResult,
-    NoStartNodeError,
     NotAwaitingError,
     RunControl,
     RunLimitError,
@@ -39,6 +39,7 @@ from flowcraft import (
     TimerNotDueError,
     UnknownActionError,
     create_flow,
+    lint_blueprint,
 )
 from flowcraft.testing import FakeClock, InMemoryEventLogger, run_with_trace
 
@@ -706,13 +707,15 @@ async def test_parallel_branches_start_at_the_common_source() -> None:
     assert sorted(order[1:]) == ["B", "C"]
 
 
-def test_cycle_without_entry_node_is_rejected_at_to_blueprint() -> None:
-    """traverser 'should handle cycles if not strict'; Python differs by design: A <-> B has no
-    start node, so to_blueprint raises NoStartNodeError.
+async def test_cycle_without_entry_node_is_entered_at_its_first_node() -> None:
+    """traverser 'should handle cycles if not strict': A <-> B starts at A and loops until the
+    step limit stops it.
     """
     flow = create_flow("cyc").node("A", const(1)).node("B", const(2)).edge("A", "B").edge("B", "A")
-    with pytest.raises(NoStartNodeError):
-        flow.to_blueprint()
+    result = await flow.run(FlowRuntime(max_steps=5))
+    assert result.status == "failed"
+    assert result.errors[0].type == "RunLimitError"
+    assert set(result.outputs) == {"A", "B"}
 
 
 async def test_all_join_node_runs_once() -> None:
@@ -974,15 +977,15 @@ async def test_cycle_with_entry_node_loops_until_its_condition_fails() -> None:
     assert end.calls == 1
 
 
-def test_cycle_of_only_two_nodes_cannot_be_built() -> None:
-    """integration 'cycle when strict mode is on'; Python has no strict mode: A <-> B raises
-    NoStartNodeError at to_blueprint().
+def test_cycle_of_only_two_nodes_is_entered_at_its_first_node() -> None:
+    """integration 'cycle when strict mode is on'; Python has no strict mode: A <-> B is
+    entered at A (as TS does when not strict), and lint says so (FC008).
     """
     flow = (
         create_flow("strict").node("A", const(1)).node("B", const(2)).edge("A", "B").edge("B", "A")
     )
-    with pytest.raises(NoStartNodeError):
-        flow.to_blueprint()
+    issues = lint_blueprint(flow.to_blueprint())
+    assert [(i.code, i.node_id) for i in issues] == [("FC008", "A")]
 
 
 async def test_runaway_cycle_fails_with_run_limit_error() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowcraft import FlowEvent, FlowRuntime, NodeContext, RunHeldError, create_flow
+from flowcraft import FlowEvent, FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
 from flowcraft.stores import DurableScheduler, FlowService, RunStore
 from flowcraft.testing import FakeClock
 from tests.service._support import KINDS, backend, flows
@@ -96,7 +96,9 @@ async def slow(node: NodeContext) -> str:
 
 
 async def review(node: NodeContext) -> Any:
-    return FlowService.resume_data()
+    # The data is a {"output": ...} dict, which a node returning it would have read as a
+    # NodeResult (TS-shaped results): wrap it to keep it as the output itself.
+    return NodeResult(output=FlowService.resume_data())
 
 
 def review_flow() -> Any:
