@@ -15,9 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from flowcraft import FlowRuntime, NodeContext, NodeResult, create_flow
-from flowcraft._flow.blueprint import to_mermaid
-from flowcraft._flow.lint import lint_blueprint
+from flowcraft import FlowRuntime, NodeContext, NodeResult, create_flow, lint_blueprint, to_mermaid
 
 
 async def receive(node: NodeContext) -> dict[str, object]:

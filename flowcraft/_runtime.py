@@ -6,7 +6,7 @@ returns what the engine hands back. Everything about a run lives in its context.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import os
 from collections import ChainMap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -37,17 +37,39 @@ _PLAN_CACHE_SIZE = 256
 _NO_PLAN = Plan(blueprint=Blueprint(id="-"), nodes={}, starts=[], digest="")
 
 
-def _setting(name: str, doc: str) -> Any:
-    """A runtime setting that lives in its ``Config``: setting it reconfigures the whole engine."""
+def _setting(name: str, doc: str, normal: Callable[[Any], Any] = lambda v: v) -> Any:
+    """A runtime setting that lives in its ``Config``.
+
+    Setting it builds a new ``Config`` (values normalized as the constructor does them): calls
+    that start afterwards see the new settings everywhere; a call in flight keeps the ``Config``
+    it started with, whole. Open schedulers wake up to re-read it.
+    """
 
     def get(self: FlowRuntime) -> Any:
         return getattr(self._config, name)
 
     def set(self: FlowRuntime, value: Any) -> None:
-        setattr(self._config, name, value)
-        self._config.__post_init__()  # derived values (hooks, clock reads) follow at once
+        self._config = dataclasses.replace(self._config, **{name: normal(value)})
+        for sched in self.schedulers:
+            sched.reconfigured()
 
     return property(get, set, doc=doc)
+
+
+def _clock(value: Clock | None) -> Clock:
+    return value if value is not None else SystemClock()
+
+
+def _concurrency(value: int | None) -> int | None:
+    return value if value and value > 0 else None
+
+
+def _dependencies(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value or {})
+
+
+def _middleware(value: Sequence[object] | None) -> tuple[object, ...]:
+    return tuple(value or ())
 
 
 class FlowRuntime:
@@ -99,38 +121,36 @@ class FlowRuntime:
         self._last: tuple[object, object, object, Plan] = (None, None, None, _NO_PLAN)
         self.schedulers: list[Scheduler] = []
         self._config = Config(
-            clock=clock if clock is not None else SystemClock(),
+            clock=_clock(clock),
             codec=Codec(serializer, signing_keys, signing_key_id, max_context_bytes),
-            dependencies=dict(dependencies or {}),
+            dependencies=_dependencies(dependencies),
             event_bus=event_bus,
-            middleware=tuple(middleware),
+            middleware=_middleware(middleware),
             max_steps=max_steps,
-            concurrency=concurrency if concurrency and concurrency > 0 else None,
+            concurrency=_concurrency(concurrency),
             # FLOWCRAFT_FAST_PATHS=0 runs everything on the general engine (see Config.fast).
             fast=os.environ.get("FLOWCRAFT_FAST_PATHS", "1") != "0",
             child_plan=self.child_plan,
         )
 
-    clock: Clock = _setting("clock", "The time source for timers, retry delays and timeouts.")
+    clock: Clock = _setting("clock", "Time for timers, retry delays and timeouts.", _clock)
     event_bus: EventBus | None = _setting("event_bus", "Receives ``FlowEvent``s, or ``None``.")
-    middleware: Sequence[object] = _setting("middleware", "Hooks around each node attempt.")
-    dependencies: Mapping[str, Any] = _setting("dependencies", "Handed to nodes as ``deps``.")
+    middleware: Sequence[object] = _setting("middleware", "Hooks around nodes.", _middleware)
+    dependencies: Mapping[str, Any] = _setting("dependencies", "``node.deps``.", _dependencies)
     max_steps: int = _setting("max_steps", "Node executions allowed per run/resume call.")
-    concurrency: int | None = _setting("concurrency", "Upper bound on nodes running at once.")
-
-    @property
-    def codec(self) -> Codec:
-        """The context codec (serializer, signing keys, size limit)."""
-        return self._config.codec
+    concurrency: int | None = _setting("concurrency", "Nodes running at once.", _concurrency)
+    codec: Codec = _setting("codec", "The context codec (serializer, signing keys, size limit).")
 
     def __copy__(self) -> FlowRuntime:
-        clone = object.__new__(FlowRuntime)
+        # A copy shares the plan cache and the open schedulers (its results feed them, as the
+        # original's do); its settings are its own from here on.
+        clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.schedulers = []
-        clone._config = copy.copy(self._config)
-        clone._config.child_plan = clone.child_plan
-        clone._config.observers = []
+        clone._config = dataclasses.replace(self._config, child_plan=clone.child_plan)
         return clone
+
+    def _current_config(self) -> Config:
+        return self._config
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowRuntime(registry={len(self.registry)} keys, clock={self.clock!r})"
@@ -322,7 +342,7 @@ class FlowRuntime:
         ``on_result`` receives each ``RunResult`` the scheduler produces (sync or async).
         """
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
-        sched = Scheduler(self._config, seconds, on_result)
+        sched = Scheduler(self._current_config, seconds, on_result)
         async with sched.running():
             self.schedulers.append(sched)
             self._config.observers.append(sched.observe)

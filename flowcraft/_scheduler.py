@@ -52,7 +52,7 @@ class Scheduler:
 
     def __init__(
         self,
-        config: Config,
+        config: Callable[[], Config],
         interval: float,
         on_result: Callable[[RunResult], Any] | None,
     ) -> None:
@@ -107,7 +107,7 @@ class Scheduler:
 
     async def tick(self) -> int:
         """Fire every deadline that is due now, earliest first; return how many fired."""
-        now = self._cfg.clock.now()
+        now = self._cfg().clock.now()
         count = 0
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -116,9 +116,9 @@ class Scheduler:
                 continue  # replaced by a newer revision of its run, or already fired
             entry = self._runs[timer.run_id]
             try:
-                env = load(self._cfg.codec, entry.plan, entry.result)
+                env = load(self._cfg().codec, entry.plan, entry.result)
                 node_id = timer.node_id
-                result, _ = await resume(self._cfg, entry.plan, env, None, node_id, fired=True)
+                result, _ = await resume(self._cfg(), entry.plan, env, None, node_id, fired=True)
             except TimerNotDueError:
                 heapq.heappush(heap, (timer.due, next(self._seq), timer))
                 break
@@ -142,9 +142,15 @@ class Scheduler:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def reconfigured(self) -> None:
+        """The runtime's settings changed: stop sleeping on the old clock, re-read them."""
+        scope = self._sleep[0]
+        if scope is not None:
+            scope.cancel()
+
     async def _loop(self) -> None:
-        clock = self._cfg.clock
         while True:
+            clock = self._cfg().clock  # read afresh: the runtime's clock may have been replaced
             await self.tick()
             delay = self._interval
             due = self._next_due()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "adopt",
     "bytes_of",
     "check_envelope",
+    "child_context",
     "load",
     "new_envelope",
     "parse_data",
@@ -257,13 +259,25 @@ def type_state(plan: Plan, env: Envelope, *, initial: bool = False) -> None:
             ) from exc
 
 
+def child_context(value: object) -> bytes | None:
+    """A subflow's stored child context: bytes, or base64 text once a JSON envelope held it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # JSON has no bytes: msgspec wrote them as base64
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            return None
+    return None
+
+
 def _nested_ok(w: WaitState) -> bool:
     """Whether a batch/subflow waiting record has the shape the engine relies on."""
     data = w.input
     if not isinstance(data, dict) or not w.sub:
         return False
     if w.kind == "subflow":
-        return isinstance(data.get("context"), bytes)
+        return child_context(data.get("context")) is not None
     items, results = data.get("items"), data.get("results")
     if not isinstance(items, list) or not isinstance(results, list) or len(items) != len(results):
         return False

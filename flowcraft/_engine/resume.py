@@ -18,7 +18,7 @@ from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import Execution, execute
 from flowcraft._engine.line import line_targets, resume_line
-from flowcraft._engine.load import load, parse_data
+from flowcraft._engine.load import child_context, load, parse_data
 from flowcraft._engine.plan import Plan
 from flowcraft._envelope.records import Envelope, HistoryEntry, WaitState
 from flowcraft._errors import (
@@ -149,8 +149,8 @@ async def resume_child(
     assert node.subflow is not None
     child = cfg.child_plan(node.subflow, plan)
     stored = parent.input if isinstance(parent.input, dict) else {}
-    context = stored.get("context")
-    if not isinstance(context, bytes):
+    context = child_context(stored.get("context"))
+    if context is None:
         raise ContextDecodeError(f"run {env.run_id!r}: subflow {parent.node_id!r} lost its context")
     child_env = load(cfg.codec, child, context)  # digest, structure and typed state, like any load
     # The child validates first: a refused resume raises before the parent changes.

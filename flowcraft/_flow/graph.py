@@ -45,7 +45,8 @@ def start_nodes(
     starts = {n.id for n in nodes if n.id not in targets and n.id not in fallbacks}
     if len(starts) < len(nodes):
         starts.update(entry for entry, _, _ in cycle_entries(nodes, edges, declared))
-    return [n.id for n in nodes if n.id in starts]
+    # dict.fromkeys: an unvalidated blueprint may repeat an id; it still starts once.
+    return list(dict.fromkeys(n.id for n in nodes if n.id in starts))
 
 
 def cycle_entries(

@@ -102,10 +102,10 @@ class DurableScheduler:
 
     async def loop(self) -> None:
         """Tick, then sleep ``interval`` on the runtime's clock, forever."""
-        clock = self._svc.host.runtime.clock
         while True:
             try:
                 await self.tick()
             except Exception:
                 log.exception("durable scheduler: tick failed; retrying next interval")
-            await clock.sleep(self._interval)
+            # The runtime's clock is read afresh each time: it may have been replaced.
+            await self._svc.host.runtime.clock.sleep(self._interval)

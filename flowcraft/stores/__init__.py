@@ -45,3 +45,7 @@ def __getattr__(name: str) -> Any:
     if name in ("DurableScheduler", "FlowService"):
         return getattr(importlib.import_module("flowcraft"), name)
     raise AttributeError(f"module 'flowcraft.stores' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

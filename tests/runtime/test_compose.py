@@ -557,3 +557,21 @@ async def test_subflow_wait_pause_is_kept_in_history_after_its_resume() -> None:
     final = await parent.resume(rt, first, {"output": 1}, "sub/w")
     assert final.status == "completed"
     assert [h.event for h in final.history] == ["pause", "resume"]
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "json"])
+async def test_a_subflow_wait_resumes_with_either_serializer(serializer: str) -> None:
+    """JSON has no bytes: the child's context, kept in the parent's as base64, still resumes."""
+    child = create_flow("child").node("c1", lambda n: 1).wait("approve").edge("c1", "approve")
+    parent = (
+        create_flow("parent")
+        .subflow("s", "child")
+        .node("after", lambda n: n.input)
+        .edge("s", "after")
+    )
+    rt = FlowRuntime(registry=parent.registry, blueprints={"child": child}, serializer=serializer)
+    first = await parent.run(rt)
+    assert [a.node_id for a in first.awaiting] == ["s/approve"]
+    done = await parent.resume(rt, first.serialized_context, {"output": "ok"}, "s/approve")
+    assert done.status == "completed"
+    assert done.outputs["after"] == "ok"

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from flowcraft import FlowEvent, FlowRuntime, NodeContext, create_flow
+from flowcraft import Blueprint, FlowEvent, FlowRuntime, NodeContext, SystemClock, create_flow
 from flowcraft.testing import FakeClock, InMemoryEventLogger, run_with_trace
 
 START = datetime(2030, 5, 1, tzinfo=UTC)
@@ -104,3 +105,97 @@ async def test_a_traced_copy_leaves_the_original_runtime_unobserved() -> None:
     assert events == []
     await flow.run(clone)
     assert events[0].type == "workflow:start"
+
+
+async def test_a_traced_run_feeds_the_schedulers_open_on_the_original() -> None:
+    clock = FakeClock(START)
+    flow = _sleepy()
+    rt = FlowRuntime(registry=flow.registry, clock=clock)
+    async with rt.scheduler(interval=1.0) as sched:
+        traced = await run_with_trace(rt, flow.to_blueprint(), registry=flow.registry)
+        assert [t.run_id for t in sched.pending()] == [traced.run_id]
+        clone = copy.copy(rt)
+        other = await flow.run(clone)
+        assert {t.run_id for t in sched.pending()} == {traced.run_id, other.run_id}
+
+
+def test_a_copy_keeps_the_runtime_subclass() -> None:
+    class MyRuntime(FlowRuntime):
+        pass
+
+    assert type(copy.copy(MyRuntime())) is MyRuntime
+
+
+async def test_a_clock_replaced_while_a_scheduler_is_open_drives_it() -> None:
+    first, second = FakeClock(START), FakeClock(START)
+    flow = _sleepy()
+    rt = FlowRuntime(registry=flow.registry, clock=first)
+    results: list[Any] = []
+    async with rt.scheduler(interval=3600, on_result=results.append):
+        await anyio.wait_all_tasks_blocked()  # the loop sleeps on the first clock
+        rt.clock = second
+        await flow.run(rt)
+        await anyio.wait_all_tasks_blocked()
+        second.advance(60)
+        await anyio.wait_all_tasks_blocked()
+        assert [r.status for r in results] == ["completed"]
+
+
+async def test_a_run_in_flight_keeps_the_settings_it_started_with() -> None:
+    seen: list[str] = []
+    gate = anyio.Event()
+
+    class Spy:
+        async def before_node(self, node: NodeContext) -> None:
+            seen.append(node.node_id)
+
+    async def wait_for_gate(n: NodeContext) -> str:
+        await gate.wait()
+        return "a"
+
+    flow = (
+        create_flow("inflight")
+        .node("a", wait_for_gate)
+        .node("b", lambda n: "b")
+        .node("c", lambda n: "c", max_retries=2)
+        .edge("a", "b")
+        .edge("b", "c")
+    )
+    rt = FlowRuntime(registry=flow.registry)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flow.run, rt)
+        await anyio.wait_all_tasks_blocked()
+        rt.middleware = (Spy(),)
+        gate.set()
+    assert seen == []  # the run began without middleware and finished without it
+    await flow.run(rt)
+    assert seen == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [("concurrency", 0, None), ("middleware", None, ()), ("dependencies", None, {})],
+)
+def test_settings_are_normalized_as_the_constructor_does(
+    name: str, value: object, expected: object
+) -> None:
+    rt = FlowRuntime()
+    setattr(rt, name, value)
+    assert getattr(rt, name) == expected
+
+
+def test_a_clock_set_to_none_is_the_system_clock() -> None:
+    rt = FlowRuntime(clock=FakeClock(START))
+    rt.clock = None  # type: ignore[assignment]
+    assert isinstance(rt.clock, SystemClock)
+
+
+async def test_an_unvalidated_blueprint_repeating_a_start_node_runs_it_once() -> None:
+    calls: list[str] = []
+    bp = msgspec.json.decode(
+        b'{"id":"d","nodes":[{"id":"x","uses":"a"},{"id":"x","uses":"a"}],"edges":[]}',
+        type=Blueprint,
+    )
+    result = await FlowRuntime(registry={"a": lambda n: calls.append(n.node_id)}).run(bp)
+    assert result.status == "completed"
+    assert calls == ["x"]
