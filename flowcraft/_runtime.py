@@ -123,6 +123,11 @@ class FlowRuntime:
         """The context codec (serializer, signing keys, size limit)."""
         return self._config.codec
 
+    @property
+    def max_context_bytes(self) -> int:
+        """The largest context, in bytes, this runtime encodes or decodes (read-only)."""
+        return self._config.codec.max_bytes
+
     def __copy__(self) -> FlowRuntime:
         clone = object.__new__(FlowRuntime)
         clone.__dict__.update(self.__dict__)

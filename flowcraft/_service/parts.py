@@ -181,10 +181,9 @@ class Host:
         bp, reg = self.flow(stored.flow_id)
         return self.runtime.inspect(bp, data, registry=reg)
 
-    def max_bytes(self) -> int | None:
+    def max_bytes(self) -> int:
         """The runtime's ``max_context_bytes`` (checked before a context is stored)."""
-        value = getattr(getattr(self.runtime, "codec", None), "max_bytes", None)
-        return value if isinstance(value, int) else None
+        return self.runtime.max_context_bytes
 
     def settled_event(self, run_id: str) -> anyio.Event:
         """The event set when the current segment of ``run_id`` (in this process) ends."""

@@ -218,7 +218,7 @@ class Segment:
                 raise failure
             limit = host.max_bytes()
             size = len(result.serialized_context)
-            if limit is not None and size > limit:
+            if size > limit:
                 await self.abandon()
                 raise ContextTooLargeError(run_id, size, limit)
             await self.commit(result, extra)

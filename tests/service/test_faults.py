@@ -171,6 +171,7 @@ async def test_an_oversized_context_is_refused_at_encode_time_and_nothing_is_sto
 ) -> None:
     """A segment whose context exceeds max_context_bytes raises; the run is as it was."""
     runtime = FlowRuntime(clock=fake_clock, max_context_bytes=10_000)
+    assert runtime.max_context_bytes == 10_000  # the service's limit is the runtime's
     service = FlowService(runtime, store, flows=[sized_flow()])
     await service.start("sized", run_id="s1")
     before = await service.get("s1")
@@ -178,6 +179,16 @@ async def test_an_oversized_context_is_refused_at_encode_time_and_nothing_is_sto
         await service.resume("s1", {"output": 1})
     assert await service.get("s1") == before
     assert (await service.result("s1")).status == "awaiting"
+
+
+def test_max_context_bytes_is_a_read_only_property_of_the_runtime() -> None:
+    """``FlowRuntime.max_context_bytes`` reports the limit and cannot be reassigned."""
+    assert FlowRuntime().max_context_bytes == 16 * 1024 * 1024
+    runtime = FlowRuntime(max_context_bytes=1234)
+    assert runtime.max_context_bytes == 1234
+    with pytest.raises(AttributeError):
+        runtime.max_context_bytes = 1  # type: ignore[misc]
+    assert runtime.max_context_bytes == 1234
 
 
 @pytest.mark.parametrize("durability", ["pause", "step"])
