@@ -659,6 +659,11 @@ class FlowService:
             )
         except (NodeNotAwaitingError, NotAwaitingError) as exc:
             raise await self._decided(stored, node_id, exc) from exc
+        except ResumeDataError as exc:
+            if node_id is not None or "wait" in stored.reasons or "pause" in stored.reasons:
+                raise
+            # Only timers are left: a decision here is late for a wait that was decided.
+            raise await self._decided(stored, node_id, exc) from exc
 
     def _continuation(
         self,
@@ -780,9 +785,14 @@ class FlowService:
     ) -> ResumeError:
         """``AlreadyDecidedError`` naming the decision that completed the wait, if one did."""
         target = node_id.split("/", 1)[0] if node_id else None
-        for h in reversed(await self.store.history(stored.run_id)):
+        history = await self.store.history(stored.run_id)
+        # A decision without a node_id is for a wait: a timer that fired later did not win it.
+        timers = {h.node_id for h in history if h.event == "pause" and h.reason == "timer"}
+        for h in reversed(history):
             if h.event in ("cancel", "expire") and target is None:
                 return exc
+            if target is None and h.node_id in timers:
+                continue
             if h.event in ("resume", "timeout") and h.node_id and target in (None, h.node_id):
                 return AlreadyDecidedError(
                     stored.run_id, h.node_id, h.action, h.by, h.at, status=stored.status
