@@ -49,6 +49,7 @@ from flowcraft._errors import (
     AlreadyDecidedError,
     AmbiguousResumeError,
     FlowcraftError,
+    IdempotencyKeyReusedError,
     NodeNotAwaitingError,
     NotAwaitingError,
     ResumeDataError,
@@ -75,7 +76,9 @@ from flowcraft._service.parts import (
     data_dict,
     decode_intent,
     encode_intent,
+    fingerprint,
     new_token,
+    recalled,
 )
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import Segment, cas, claim
@@ -257,15 +260,18 @@ class FlowService:
         """Apply a decision to a stored run: claim it, execute, store the outcome.
 
         With ``idempotency_key``, a decision delivered again (at the same moment or later)
-        returns the first result and runs nothing. A different decision for a wait already
-        decided raises ``AlreadyDecidedError`` (who, what, when). While another segment of the
-        run executes, the call waits for it and then applies its decision (up to
+        returns the first result and runs nothing. The key stands for one decision: sent
+        again with other data (action, output or node; key order and ``by`` do not count) it
+        raises ``IdempotencyKeyReusedError`` and changes nothing. A different decision for a
+        wait already decided raises ``AlreadyDecidedError`` (who, what, when). While another
+        segment of the run executes, the call waits for it and then applies its decision (up to
         ``busy_timeout``). A held run raises ``RunHeldError``; ``resume(run_id)`` with no data
         never releases a hold (use ``release``).
         """
         host = self.host
         key = idempotency_key
         payload = data_dict(data, run_id, node_id)
+        digest = fingerprint(payload, node_id) if key is not None else None
         started = host.now()
         while True:
             settled = host.settled_event(run_id)
@@ -273,7 +279,10 @@ class FlowService:
             if key is not None:
                 first = await self.store.recall(run_id, key)
                 if first is not None:
-                    return host.rebuild(stored, first)
+                    memo = recalled(first)
+                    if memo.digest is not None and memo.digest != digest:
+                        raise IdempotencyKeyReusedError(run_id, key)
+                    return host.rebuild(stored, memo.context)
             if stored.status == "running":
                 await self._wait(stored, settled, started)
                 continue
@@ -285,7 +294,7 @@ class FlowService:
                 missing = NodeNotAwaitingError(run_id, node_id, stored.awaiting)
                 raise await self._decided(stored, node_id, missing)
             try:
-                return await self._apply(stored, data, payload, node_id, by, key)
+                return await self._apply(stored, data, payload, node_id, by, key, digest)
             except RevisionConflictError:
                 continue  # another segment claimed it first: look again
 
@@ -628,6 +637,7 @@ class FlowService:
         node_id: str | None,
         by: str | None,
         key: str | None,
+        digest: str | None,
     ) -> RunResult:
         """Claim an awaiting run for a decision and execute it (``RevisionConflictError``: lost)."""
         host = self.host
@@ -639,7 +649,7 @@ class FlowService:
             and all(r == "pause" for r in stored.reasons)
         )
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
-        intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key)
+        intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
         claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key)
         context = stored.context
         extra = []
@@ -654,7 +664,7 @@ class FlowService:
                 )
 
         try:
-            return await Segment(host, claimed, stored, key).run(
+            return await Segment(host, claimed, stored, key, digest=digest).run(
                 call, continuation=payload if continuing else None, extra=extra
             )
         except (NodeNotAwaitingError, NotAwaitingError) as exc:
@@ -722,7 +732,10 @@ class FlowService:
         )
         record = HistoryRecord(at=now, event="recover", by=host.owner)
         await cas(host, claimed, stored.revision, history=[record])
-        segment = Segment(host, claimed, None, intent.key, recovered=True)
+        digest = intent.digest
+        if digest is None and intent.key is not None and intent.kind in ("resume", "continue"):
+            digest = fingerprint(intent.data, intent.node_id)  # a claim stored before digests
+        segment = Segment(host, claimed, None, intent.key, recovered=True, digest=digest)
         ctx = stored.context
         rt = self.runtime
         if intent.kind == "start":
