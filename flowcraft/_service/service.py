@@ -321,6 +321,7 @@ class FlowService:
         host = self.host
         now = host.now()
         request = Request(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
+        sent = False
         while True:
             control = host.controls.get(run_id)
             if control is not None:
@@ -331,11 +332,12 @@ class FlowService:
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
+                sent = True
                 if await self._send(stored, request):
                     return stored
                 continue
-            if stored.held or (stored.paused_at == now and stored.paused_by == by):
-                return stored  # already held, or our request paused it
+            if stored.held or (sent and stored.paused_at == now and "pause" in stored.reasons):
+                return stored  # already held, or the request we sent paused it
             deadline = stored.pause_deadline
             if expires_in is not None:
                 deadline = now + timedelta(seconds=_seconds(expires_in))
