@@ -312,3 +312,28 @@ def test_no_internal_store_key_holds_a_nul_byte() -> None:
 
     assert "\0" not in control_key("abc")
     assert os.sep  # keeps the import of os used on every platform
+
+
+@pytest.mark.parametrize("bad", ["r2", "r3"])
+@pytest.mark.parametrize("kind", SHARED)
+async def test_paging_goes_on_past_a_corrupted_row(
+    kind: str, bad: str, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """A corrupted row inside a page or as its look-ahead row never ends the paging early."""
+    async with backend(kind, tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        ids = ["r1", "r2", "r3", "r4", "r5"]
+        for run_id in ids:
+            await service.start("approval", run_id=run_id)
+            fake_clock.advance(1)
+        await corrupt(kind, where if kind != "sqlite" else str(tmp_path / "runs.db"), bad)
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(len(ids) + 1):
+            page = await service.list(limit=2, cursor=cursor)
+            assert len(page.runs) <= 2
+            seen.extend(r.run_id for r in page.runs)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == [i for i in ids if i != bad]
