@@ -57,6 +57,7 @@ from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
+from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import FlowService
 from flowcraft._values import (
@@ -125,6 +126,7 @@ __all__ = (
     "RunBusyError",
     "RunControl",
     "RunExistsError",
+    "RunFault",
     "RunHeldError",
     "RunLimitError",
     "RunNotFoundError",
@@ -133,6 +135,7 @@ __all__ = (
     "Scheduler",
     "SerializationError",
     "Serializer",
+    "ServiceHealth",
     "StoreCorruptionError",
     "StoreError",
     "SystemClock",

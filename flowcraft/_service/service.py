@@ -67,6 +67,7 @@ from flowcraft._events import FlowEvent
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
 from flowcraft._runtime import FlowRuntime
+from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
     Host,
@@ -168,6 +169,7 @@ class FlowService:
         )
         self.busy_timeout = busy_timeout
         self._controls = self.host.controls
+        self._schedulers: builtins.list[DurableScheduler] = []
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
@@ -515,12 +517,27 @@ class FlowService:
         happen once. Overdue timers fire on the first tick.
         """
         sched = DurableScheduler(self, _seconds(interval), on_result, batch)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sched.loop)
-            try:
-                yield sched
-            finally:
-                tg.cancel_scope.cancel()
+        self._schedulers.append(sched)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sched.loop)
+                try:
+                    yield sched
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._schedulers.remove(sched)
+
+    async def health(self, *, scan: int = 1000) -> ServiceHealth:
+        """One look at the service, as a ``ServiceHealth``.
+
+        Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
+        to fire and why, the oldest awaiting run. Never raises for a store outage: it answers
+        ``store_reachable=False`` with the reason. Faults are looked for among the first
+        ``scan`` awaiting runs (oldest first).
+        """
+        last = [s.last_tick_at for s in self._schedulers if s.last_tick_at is not None]
+        return await check(self.host, bool(self._schedulers), max(last, default=None), scan)
 
     async def recover(self) -> builtins.list[RunResult]:
         """Take over runs whose lease expired (their process died) and replay their intent.
