@@ -76,6 +76,7 @@ from flowcraft._service.parts import (
     control_key,
     data_dict,
     decode_intent,
+    decode_request,
     encode_intent,
     fingerprint,
     new_token,
@@ -755,6 +756,15 @@ class FlowService:
         if digest is None and intent.key is not None and intent.kind in ("resume", "continue"):
             digest = fingerprint(intent.data, intent.node_id)  # a claim stored before digests
         segment = Segment(host, claimed, None, intent.key, recovered=True, digest=digest)
+        # A pause or cancel sent to the dead owner (under its claim) is this segment's now.
+        pending = await self.store.recall(run_id, control_key(stored.claim or ""))
+        if pending is not None:
+            request = decode_request(pending)
+            host.requests[run_id] = request
+            if request.kind == "cancel":
+                segment.control.cancel()
+            else:
+                segment.control.pause(request.reason, request.by)
         ctx = stored.context
         rt = self.runtime
         if intent.kind == "start":
