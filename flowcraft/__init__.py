@@ -25,6 +25,7 @@ from flowcraft._errors import (
     DuplicateNodeError,
     FlowcraftError,
     FlowcraftWarning,
+    IdempotencyKeyReusedError,
     InitialStateError,
     InvalidBlueprintError,
     InvalidDurationError,
@@ -58,6 +59,7 @@ from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
+from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import FlowService
 from flowcraft._values import (
@@ -103,6 +105,7 @@ __all__ = (
     "FlowcraftError",
     "FlowcraftWarning",
     "HistoryEntry",
+    "IdempotencyKeyReusedError",
     "InitialStateError",
     "InvalidBlueprintError",
     "InvalidDurationError",
@@ -127,6 +130,7 @@ __all__ = (
     "RunBusyError",
     "RunControl",
     "RunExistsError",
+    "RunFault",
     "RunHeldError",
     "RunLimitError",
     "RunNotFoundError",
@@ -135,6 +139,7 @@ __all__ = (
     "Scheduler",
     "SerializationError",
     "Serializer",
+    "ServiceHealth",
     "StoreCorruptionError",
     "StoreError",
     "SystemClock",

@@ -24,7 +24,8 @@
     │   ├── UnknownActionError
     │   ├── ResumeDataError (ValueError)
     │   ├── TimerNotDueError
-    │   └── WaitExpiredError
+    │   ├── WaitExpiredError
+    │   └── IdempotencyKeyReusedError (ValueError)
     ├── InitialStateError (TypeError)   run() was given a state that is not a mapping
     ├── NodeExecutionError
     ├── RunLimitError
@@ -418,6 +419,18 @@ class AlreadyDecidedError(NodeNotAwaitingError, NotAwaitingError):
         self.run_id, self.node_id, self.action, self.by, self.at = run_id, node_id, action, by, at
         self.status = status
         self.awaiting: tuple[str, ...] = ()
+
+
+class IdempotencyKeyReusedError(ResumeError, ValueError):
+    """An idempotency key came back with a different decision than the one it first carried."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: idempotency key {key!r} was first used for a different decision "
+            "(other action, output or node); this decision was not applied. Send a retry with "
+            "exactly the same data, or use a new key for a new decision."
+        )
+        self.run_id, self.key = run_id, key
 
 
 class RunHeldError(StoreError):

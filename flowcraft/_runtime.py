@@ -141,6 +141,11 @@ class FlowRuntime:
     concurrency: int | None = _setting("concurrency", "Nodes running at once.", _concurrency)
     codec: Codec = _setting("codec", "The context codec (serializer, signing keys, size limit).")
 
+    @property
+    def max_context_bytes(self) -> int:
+        """The largest context, in bytes, this runtime encodes or decodes (read-only)."""
+        return self._config.codec.max_bytes
+
     def __copy__(self) -> FlowRuntime:
         # A copy shares the plan cache and the open schedulers (its results feed them, as the
         # original's do); its settings are its own from here on.

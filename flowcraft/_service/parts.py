@@ -8,6 +8,7 @@ service) instead of importing ``FlowService``, so the package has no import circ
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -40,7 +41,10 @@ __all__ = [
     "decode_intent",
     "decode_request",
     "encode_intent",
+    "fingerprint",
     "new_token",
+    "recalled",
+    "remembered",
 ]
 
 
@@ -58,6 +62,14 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     node_id: str | None = None
     by: str | None = None
     key: str | None = None
+    digest: str | None = None  # ``fingerprint`` of the decision the key stands for
+
+
+class Remembered(msgspec.Struct, frozen=True, kw_only=True, tag="flowcraft.idempotency"):
+    """What an idempotency key remembers: the decision's fingerprint and the first result."""
+
+    digest: str | None
+    context: bytes
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -72,6 +84,8 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 ENCODER = msgspec.msgpack.Encoder()
 _INTENT = msgspec.msgpack.Decoder(Intent)
+_REMEMBERED = msgspec.msgpack.Decoder(Remembered)
+_SORTED = msgspec.msgpack.Encoder(order="sorted")
 _REQUEST = msgspec.msgpack.Decoder(Request)
 
 #: The data the current segment continues a ``RunControl`` pause with (see ``resume_data``).
@@ -114,6 +128,28 @@ def encode_intent(intent: Intent, run_id: str) -> bytes:
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
         detail = f"cannot be stored ({type(exc).__name__}: {exc})"
         raise ResumeDataError(run_id, intent.node_id, detail) from exc
+
+
+def fingerprint(data: dict[str, Any] | None, node_id: str | None) -> str:
+    """A digest of a decision (node and data, key order ignored): same decision, same digest."""
+    try:
+        raw = _SORTED.encode([node_id, data])
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+        raw = repr((node_id, data)).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def remembered(digest: str | None, context: bytes) -> bytes:
+    """The bytes stored under an idempotency key."""
+    return ENCODER.encode(Remembered(digest=digest, context=context))
+
+
+def recalled(raw: bytes) -> Remembered:
+    """What an idempotency key remembers; a bare context (stored before digests) has none."""
+    try:
+        return _REMEMBERED.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Remembered(digest=None, context=raw)
 
 
 def decode_intent(raw: bytes) -> Intent:
@@ -181,10 +217,9 @@ class Host:
         bp, reg = self.flow(stored.flow_id)
         return self.runtime.inspect(bp, data, registry=reg)
 
-    def max_bytes(self) -> int | None:
+    def max_bytes(self) -> int:
         """The runtime's ``max_context_bytes`` (checked before a context is stored)."""
-        value = getattr(getattr(self.runtime, "codec", None), "max_bytes", None)
-        return value if isinstance(value, int) else None
+        return self.runtime.max_context_bytes
 
     def settled_event(self, run_id: str) -> anyio.Event:
         """The event set when the current segment of ``run_id`` (in this process) ends."""

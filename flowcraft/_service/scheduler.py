@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flowcraft._errors import RunNotFoundError
@@ -47,6 +48,7 @@ class DurableScheduler:
         self.recovered = 0
         self.faults = 0
         self.ticks = 0
+        self.last_tick_at: datetime | None = None
 
     def __repr__(self) -> str:
         return (
@@ -89,6 +91,7 @@ class DurableScheduler:
                 count += 1
                 await self._emit(result)
         self.ticks += 1
+        self.last_tick_at = host.now()
         return count
 
     async def _emit(self, result: RunResult) -> None:

@@ -50,6 +50,7 @@ from flowcraft._service.parts import (
     encode_intent,
     new_control,
     new_token,
+    remembered,
 )
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
@@ -169,16 +170,19 @@ class Segment:
         key: str | None,
         *,
         recovered: bool = False,
+        digest: str | None = None,
     ) -> None:
         self.host = host
         self.latest = claimed
         self.prior = prior
         self.recovered = recovered
         self.key = key
+        self.digest = digest
         self.lock = anyio.Lock()
         self.lost: RevisionConflictError | None = None
         self.control: Control = new_control()
-        self.checkpoint_intent = encode_intent(Intent(kind="checkpoint", key=key), claimed.run_id)
+        checkpoint = Intent(kind="checkpoint", key=key, digest=digest)
+        self.checkpoint_intent = encode_intent(checkpoint, claimed.run_id)
         self.taken = 0  # snapshots handed over, in the order the engine took them
         self.written = 0  # the newest of them stored
         self.checkpointed = False
@@ -218,7 +222,7 @@ class Segment:
                 raise failure
             limit = host.max_bytes()
             size = len(result.serialized_context)
-            if limit is not None and size > limit:
+            if size > limit:
                 await self.abandon()
                 raise ContextTooLargeError(run_id, size, limit)
             await self.commit(result, extra)
@@ -258,7 +262,9 @@ class Segment:
             if result.status in ("completed", "failed"):
                 history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
             stored = stored_from(host, latest, result, now, host.requests.pop(latest.run_id, None))
-            idem = (self.key, result.serialized_context) if self.key is not None else None
+            idem = None
+            if self.key is not None:
+                idem = (self.key, remembered(self.digest, result.serialized_context))
             await cas(host, stored, latest.revision, history=history, idempotency=idem)
             self.latest = stored
 

@@ -49,6 +49,7 @@ from flowcraft._errors import (
     AlreadyDecidedError,
     AmbiguousResumeError,
     FlowcraftError,
+    IdempotencyKeyReusedError,
     NodeNotAwaitingError,
     NotAwaitingError,
     ResumeDataError,
@@ -66,6 +67,7 @@ from flowcraft._events import FlowEvent
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
 from flowcraft._runtime import FlowRuntime
+from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
     Host,
@@ -74,8 +76,11 @@ from flowcraft._service.parts import (
     control_key,
     data_dict,
     decode_intent,
+    decode_request,
     encode_intent,
+    fingerprint,
     new_token,
+    recalled,
 )
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import Segment, cas, claim
@@ -165,6 +170,7 @@ class FlowService:
         )
         self.busy_timeout = busy_timeout
         self._controls = self.host.controls
+        self._schedulers: builtins.list[DurableScheduler] = []
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
@@ -257,15 +263,18 @@ class FlowService:
         """Apply a decision to a stored run: claim it, execute, store the outcome.
 
         With ``idempotency_key``, a decision delivered again (at the same moment or later)
-        returns the first result and runs nothing. A different decision for a wait already
-        decided raises ``AlreadyDecidedError`` (who, what, when). While another segment of the
-        run executes, the call waits for it and then applies its decision (up to
+        returns the first result and runs nothing. The key stands for one decision: sent
+        again with other data (action, output or node; key order and ``by`` do not count) it
+        raises ``IdempotencyKeyReusedError`` and changes nothing. A different decision for a
+        wait already decided raises ``AlreadyDecidedError`` (who, what, when). While another
+        segment of the run executes, the call waits for it and then applies its decision (up to
         ``busy_timeout``). A held run raises ``RunHeldError``; ``resume(run_id)`` with no data
         never releases a hold (use ``release``).
         """
         host = self.host
         key = idempotency_key
         payload = data_dict(data, run_id, node_id)
+        digest = fingerprint(payload, node_id) if key is not None else None
         started = host.now()
         while True:
             settled = host.settled_event(run_id)
@@ -273,7 +282,10 @@ class FlowService:
             if key is not None:
                 first = await self.store.recall(run_id, key)
                 if first is not None:
-                    return host.rebuild(stored, first)
+                    memo = recalled(first)
+                    if memo.digest is not None and memo.digest != digest:
+                        raise IdempotencyKeyReusedError(run_id, key)
+                    return host.rebuild(stored, memo.context)
             if stored.status == "running":
                 await self._wait(stored, settled, started)
                 continue
@@ -285,9 +297,21 @@ class FlowService:
                 missing = NodeNotAwaitingError(run_id, node_id, stored.awaiting)
                 raise await self._decided(stored, node_id, missing)
             try:
-                return await self._apply(stored, data, payload, node_id, by, key)
+                return await self._apply(stored, data, payload, node_id, by, key, digest)
             except RevisionConflictError:
                 continue  # another segment claimed it first: look again
+
+    async def outcome(self, run_id: str, idempotency_key: str) -> RunResult | None:
+        """The result of the decision delivered under ``idempotency_key``, or None if none was.
+
+        What a caller that lost track of its own decision (a retried request, a double submit)
+        reads back without delivering anything again.
+        """
+        first = await self.store.recall(run_id, idempotency_key)
+        if first is None:
+            return None
+        stored = await self.store.get(run_id)
+        return self.host.rebuild(stored, recalled(first).context)
 
     async def pause(
         self,
@@ -312,6 +336,7 @@ class FlowService:
         host = self.host
         now = host.now()
         request = Request(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
+        sent = False
         while True:
             control = host.controls.get(run_id)
             if control is not None:
@@ -322,11 +347,12 @@ class FlowService:
             if stored.status in FINISHED:
                 raise NotAwaitingError(run_id, stored.status)
             if stored.status == "running":
+                sent = True
                 if await self._send(stored, request):
                     return stored
                 continue
-            if stored.held or (stored.paused_at == now and stored.paused_by == by):
-                return stored  # already held, or our request paused it
+            if stored.held or (sent and stored.paused_at == now and "pause" in stored.reasons):
+                return stored  # already held, or the request we sent paused it
             deadline = stored.pause_deadline
             if expires_in is not None:
                 deadline = now + timedelta(seconds=_seconds(expires_in))
@@ -504,12 +530,27 @@ class FlowService:
         happen once. Overdue timers fire on the first tick.
         """
         sched = DurableScheduler(self, _seconds(interval), on_result, batch)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sched.loop)
-            try:
-                yield sched
-            finally:
-                tg.cancel_scope.cancel()
+        self._schedulers.append(sched)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sched.loop)
+                try:
+                    yield sched
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._schedulers.remove(sched)
+
+    async def health(self, *, scan: int = 1000) -> ServiceHealth:
+        """One look at the service, as a ``ServiceHealth``.
+
+        Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
+        to fire and why, the oldest awaiting run. Never raises for a store outage: it answers
+        ``store_reachable=False`` with the reason. Faults are looked for among the first
+        ``scan`` awaiting runs (oldest first).
+        """
+        last = [s.last_tick_at for s in self._schedulers if s.last_tick_at is not None]
+        return await check(self.host, bool(self._schedulers), max(last, default=None), scan)
 
     async def recover(self) -> builtins.list[RunResult]:
         """Take over runs whose lease expired (their process died) and replay their intent.
@@ -628,6 +669,7 @@ class FlowService:
         node_id: str | None,
         by: str | None,
         key: str | None,
+        digest: str | None,
     ) -> RunResult:
         """Claim an awaiting run for a decision and execute it (``RevisionConflictError``: lost)."""
         host = self.host
@@ -639,7 +681,7 @@ class FlowService:
             and all(r == "pause" for r in stored.reasons)
         )
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
-        intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key)
+        intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
         claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key)
         context = stored.context
         extra = []
@@ -654,10 +696,15 @@ class FlowService:
                 )
 
         try:
-            return await Segment(host, claimed, stored, key).run(
+            return await Segment(host, claimed, stored, key, digest=digest).run(
                 call, continuation=payload if continuing else None, extra=extra
             )
         except (NodeNotAwaitingError, NotAwaitingError) as exc:
+            raise await self._decided(stored, node_id, exc) from exc
+        except ResumeDataError as exc:
+            if node_id is not None or "wait" in stored.reasons or "pause" in stored.reasons:
+                raise
+            # Only timers are left: a decision here is late for a wait that was decided.
             raise await self._decided(stored, node_id, exc) from exc
 
     def _continuation(
@@ -717,7 +764,19 @@ class FlowService:
         )
         record = HistoryRecord(at=now, event="recover", by=host.owner)
         await cas(host, claimed, stored.revision, history=[record])
-        segment = Segment(host, claimed, None, intent.key, recovered=True)
+        digest = intent.digest
+        if digest is None and intent.key is not None and intent.kind in ("resume", "continue"):
+            digest = fingerprint(intent.data, intent.node_id)  # a claim stored before digests
+        segment = Segment(host, claimed, None, intent.key, recovered=True, digest=digest)
+        # A pause or cancel sent to the dead owner (under its claim) is this segment's now.
+        pending = await self.store.recall(run_id, control_key(stored.claim or ""))
+        if pending is not None:
+            request = decode_request(pending)
+            host.requests[run_id] = request
+            if request.kind == "cancel":
+                segment.control.cancel()
+            else:
+                segment.control.pause(request.reason, request.by)
         ctx = stored.context
         rt = self.runtime
         if intent.kind == "start":
@@ -780,9 +839,14 @@ class FlowService:
     ) -> ResumeError:
         """``AlreadyDecidedError`` naming the decision that completed the wait, if one did."""
         target = node_id.split("/", 1)[0] if node_id else None
-        for h in reversed(await self.store.history(stored.run_id)):
+        history = await self.store.history(stored.run_id)
+        # A decision without a node_id is for a wait: a timer that fired later did not win it.
+        timers = {h.node_id for h in history if h.event == "pause" and h.reason == "timer"}
+        for h in reversed(history):
             if h.event in ("cancel", "expire") and target is None:
                 return exc
+            if target is None and h.node_id in timers:
+                continue
             if h.event in ("resume", "timeout") and h.node_id and target in (None, h.node_id):
                 return AlreadyDecidedError(
                     stored.run_id, h.node_id, h.action, h.by, h.at, status=stored.status

@@ -289,9 +289,10 @@ class Pages:
         except flowcraft.RunNotFoundError:
             return _notice("This run no longer exists", f"Run {claims.r} was deleted.", 404)
         key = f"approval:{claims.j}"
-        if for_post and await app.service.store.recall(claims.r, key) is not None:
-            first = await app.service.resume(claims.r, None, claims.n, idempotency_key=key)
-            return claims, stored, first
+        if for_post:
+            first = await app.service.outcome(claims.r, key)
+            if first is not None:
+                return claims, stored, first
         result = app.service.host.rebuild(stored, stored.context) if stored.context else None
         waiting = [a.node_id for a in result.awaiting] if result is not None else []
         if claims.n not in waiting or stored.status in ("completed", "failed", "cancelled"):

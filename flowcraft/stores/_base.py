@@ -282,8 +282,28 @@ def opt_micros(value: datetime | None) -> int | None:
 
 def encode_cursor(run: StoredRun) -> str:
     """An opaque cursor pointing after ``run`` in (created_at, run_id) order."""
-    raw = f"{to_micros(run.created_at)}:{run.run_id}".encode()
+    return cursor_at(to_micros(run.created_at), run.run_id)
+
+
+def cursor_at(created_micros: int, run_id: str) -> str:
+    """An opaque cursor pointing after the row ``(created_at, run_id)``."""
+    raw = f"{created_micros}:{run_id}".encode()
     return base64.urlsafe_b64encode(raw).decode()
+
+
+def page_of_rows(rows: Sequence[tuple[str, int, bytes]], limit: int) -> RunPage:
+    """A page from up to ``limit + 1`` ``(run_id, created_micros, body)`` rows in order.
+
+    Whether more follow, and where the next page starts, is decided on the rows, not on the
+    runs decoded from them: a corrupted row is skipped (and logged) without ending the paging,
+    so a page may hold fewer than ``limit`` runs while ``next_cursor`` still leads on.
+    """
+    page = rows[:limit]
+    runs = decode_many((run_id, body) for run_id, _, body in page)
+    more = len(rows) > limit
+    last = page[-1] if page else None
+    cursor = cursor_at(last[1], last[0]) if more and last is not None else None
+    return RunPage(runs=tuple(runs), next_cursor=cursor)
 
 
 def page_of(runs: Sequence[StoredRun], limit: int) -> RunPage:

@@ -163,7 +163,7 @@ class Dialect:
         if after is not None:
             where.append(f"(created_at > {p} OR (created_at = {p} AND run_id > {p}))")
             params.extend([after[0], after[0], after[1]])
-        sql = f"SELECT run_id, body FROM {self.runs}"
+        sql = f"SELECT run_id, created_at, body FROM {self.runs}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at, run_id LIMIT {p}"

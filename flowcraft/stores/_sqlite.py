@@ -24,7 +24,7 @@ from flowcraft.stores._base import (
     decode_history,
     decode_many,
     decode_run,
-    page_of,
+    page_of_rows,
     to_micros,
 )
 from flowcraft.stores._sql import Dialect, build_stats
@@ -166,7 +166,7 @@ class SqliteStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._run(lambda c: c.execute(query, params).fetchall())
-        return page_of(decode_many((str(r[0]), bytes(r[1])) for r in rows), limit)
+        return page_of_rows([(str(r[0]), int(r[1]), bytes(r[2])) for r in rows], limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""

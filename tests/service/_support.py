@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,39 @@ def reminder(name: str = "reminder", seconds: float = 60) -> Any:
         .node("woke", woke, name="woke")
         .edge("submit", "nap")
         .edge("nap", "woke")
+    )
+
+
+TIMEOUT = 300.0  # model_flow's approval wait times out (the scheduler decides "timeout")
+NAP = 60.0  # model_flow's sleep after an approval
+
+
+def model_flow(effects: Counter[tuple[str, str]]) -> Any:
+    """submit → approve (wait, times out) → pay → nap (sleep) → done | refuse | lapse."""
+
+    def counted(name: str) -> Callable[[NodeContext], Coroutine[Any, Any, str]]:
+        async def node(ctx: NodeContext) -> str:
+            effects[(name, ctx.run_id)] += 1
+            await anyio.lowlevel.checkpoint()  # let concurrent deliveries interleave
+            return name
+
+        return node
+
+    return (
+        create_flow("model")
+        .node("submit", counted("submit"), name="submit")
+        .wait("approve", timeout=TIMEOUT, on_timeout="timeout")
+        .node("pay", counted("pay"), name="pay")
+        .node("refuse", counted("refuse"), name="refuse")
+        .node("lapse", counted("lapse"), name="lapse")
+        .sleep("nap", duration=NAP)
+        .node("done", counted("done"), name="done")
+        .edge("submit", "approve")
+        .edge("approve", "pay", action="approved")
+        .edge("approve", "refuse", action="rejected")
+        .edge("approve", "lapse", action="timeout")
+        .edge("pay", "nap")
+        .edge("nap", "done")
     )
 
 

@@ -173,6 +173,7 @@ async def test_an_oversized_context_is_refused_at_encode_time_and_nothing_is_sto
 ) -> None:
     """A segment whose context exceeds max_context_bytes raises; the run is as it was."""
     runtime = FlowRuntime(clock=fake_clock, max_context_bytes=10_000)
+    assert runtime.max_context_bytes == 10_000  # the service's limit is the runtime's
     service = FlowService(runtime, store, flows=[sized_flow()])
     await service.start("sized", run_id="s1")
     before = await service.get("s1")
@@ -180,6 +181,16 @@ async def test_an_oversized_context_is_refused_at_encode_time_and_nothing_is_sto
         await service.resume("s1", {"output": 1})
     assert await service.get("s1") == before
     assert (await service.result("s1")).status == "awaiting"
+
+
+def test_max_context_bytes_is_a_read_only_property_of_the_runtime() -> None:
+    """``FlowRuntime.max_context_bytes`` reports the limit and cannot be reassigned."""
+    assert FlowRuntime().max_context_bytes == 16 * 1024 * 1024
+    runtime = FlowRuntime(max_context_bytes=1234)
+    assert runtime.max_context_bytes == 1234
+    with pytest.raises(AttributeError):
+        runtime.max_context_bytes = 1  # type: ignore[misc]
+    assert runtime.max_context_bytes == 1234
 
 
 @pytest.mark.parametrize("durability", ["pause", "step"])
@@ -303,3 +314,28 @@ def test_no_internal_store_key_holds_a_nul_byte() -> None:
 
     assert "\0" not in control_key("abc")
     assert os.sep  # keeps the import of os used on every platform
+
+
+@pytest.mark.parametrize("bad", ["r2", "r3"])
+@pytest.mark.parametrize("kind", SHARED)
+async def test_paging_goes_on_past_a_corrupted_row(
+    kind: str, bad: str, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """A corrupted row inside a page or as its look-ahead row never ends the paging early."""
+    async with backend(kind, tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        ids = ["r1", "r2", "r3", "r4", "r5"]
+        for run_id in ids:
+            await service.start("approval", run_id=run_id)
+            fake_clock.advance(1)
+        await corrupt(kind, where if kind != "sqlite" else str(tmp_path / "runs.db"), bad)
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(len(ids) + 1):
+            page = await service.list(limit=2, cursor=cursor)
+            assert len(page.runs) <= 2
+            seen.extend(r.run_id for r in page.runs)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == [i for i in ids if i != bad]

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from flowcraft import FlowEvent, FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
-from flowcraft.stores import DurableScheduler, FlowService, RunStore
+from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
 from tests.service._support import KINDS, backend, flows
 
@@ -136,3 +136,33 @@ async def test_continuing_a_run_paused_while_running_carries_data_the_flow_reads
     assert final.outputs["review"] == data
     cont = [h for h in await service.history("p1") if h.event == "continue"]
     assert [(h.by, h.data) for h in cont] == [("ann", data)]
+
+
+async def test_a_hold_without_by_at_the_instant_the_run_started_holds_it(
+    fake_clock: FakeClock,
+) -> None:
+    """pause(run_id) in the same clock tick as the start (no by) holds the run; it was a no-op."""
+    service = FlowService(FlowRuntime(clock=fake_clock), MemoryStore(), flows=flows())
+    await service.start("approval", run_id="r1")
+    held = await service.pause("r1", reason="audit")
+    assert held.held
+    assert (await service.get("r1")).held
+    with pytest.raises(RunHeldError):
+        await service.resume("r1", {"action": "approved"})
+
+
+async def test_outcome_reads_back_the_decision_made_under_a_key(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A caller that lost its reply reads the result under its key; nothing runs again."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    assert await service.outcome("r1", "k1") is None
+    decided = await service.resume("r1", {"action": "approved"}, by="ann", idempotency_key="k1")
+    before = await service.get("r1")
+    again = await service.outcome("r1", "k1")
+    assert again is not None
+    assert again.serialized_context == decided.serialized_context
+    assert again.outputs["pay"] == "paid"
+    assert await service.outcome("r1", "other") is None
+    assert await service.get("r1") == before  # reading back wrote nothing

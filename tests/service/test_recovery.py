@@ -149,3 +149,41 @@ async def test_a_late_duplicate_in_step_mode_never_reopens_a_finished_run(
     stored = await store.get("r1")
     assert (stored.status, stored.owner) == ("completed", None)
     assert await service.recover() == []
+
+
+@pytest.mark.parametrize("verb", ["cancel", "pause"])
+async def test_a_request_sent_to_a_dead_owner_is_honoured_by_recovery(
+    store: RunStore, fake_clock: FakeClock, verb: str, tmp_path: Path
+) -> None:
+    """cancel/pause of a run whose process died (accepted while it looked running) is applied
+    when the run is recovered; before, recovery ran it to completion and the request was lost."""
+    log = tmp_path / "effects.log"
+    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
+    try:
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        await service.start("approval", run_id="r1")
+        stored = await store.get("r1")
+        dead = msgspec.structs.replace(
+            stored,
+            status="running",
+            revision=stored.revision + 1,
+            owner="dead",
+            lease_until=fake_clock.now() + timedelta(seconds=5),
+            claim="dead-claim",
+            intent=encode_intent(Intent(kind="resume", data={"action": "approved"}), "r1"),
+        )
+        await store.save(dead, stored.revision)
+        if verb == "cancel":
+            sent = await service.cancel("r1", reason="stop", by="ops")
+        else:
+            sent = await service.pause("r1", reason="look", by="ops")
+        assert sent.status == "running"
+        fake_clock.advance(10)
+        await service.recover()
+        after = await store.get("r1")
+        assert after.status == ("cancelled" if verb == "cancel" else "awaiting")
+        if verb == "pause":
+            assert (after.paused_by, after.pause_reason) == ("ops", "look")
+        assert effects(log)[("pay", "r1")] == 0
+    finally:
+        del os.environ["FLOWCRAFT_TEST_EFFECTS"]

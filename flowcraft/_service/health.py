@@ -1,0 +1,102 @@
+"""``FlowService.health()``: what an operator checks first, as one typed value."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from flowcraft._errors import StoreError
+from flowcraft._service.parts import Host
+
+__all__ = ["RunFault", "ServiceHealth", "check"]
+
+
+class RunFault(msgspec.Struct, frozen=True, kw_only=True):
+    """A run whose timer could not fire: why, how often, and when the scheduler tries again."""
+
+    run_id: str
+    flow_id: str
+    reason: str
+    count: int
+    retry_at: datetime | None = None
+
+
+class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """The state of a ``FlowService`` and its store at ``checked_at``.
+
+    ``ok`` is true when the store answered and no run has a fault. ``scheduler_running`` is
+    whether a ``service.scheduler()`` loop is open in this process; ``scheduler_lag`` is how
+    many seconds the most overdue timer or expiry has waited past its due time (0.0 when
+    nothing is overdue), whichever process runs the scheduler. ``faults`` lists runs whose
+    timer failed to fire, with the reason recorded on them (looked for among the first
+    ``scan`` awaiting runs); ``oldest_awaiting`` is the oldest run still awaiting.
+    """
+
+    ok: bool
+    checked_at: datetime
+    store_reachable: bool
+    store_error: str | None = None
+    scheduler_running: bool = False
+    last_tick_at: datetime | None = None
+    scheduler_lag: float | None = None
+    by_status: dict[str, int] = {}
+    faults: tuple[RunFault, ...] = ()
+    oldest_awaiting: str | None = None
+    oldest_awaiting_since: datetime | None = None
+
+
+async def check(
+    host: Host, running: bool, last_tick: datetime | None, scan: int
+) -> ServiceHealth:
+    """Ask the store; a store that fails answers ``store_reachable=False`` with the reason."""
+    now = host.now()
+    store = host.store
+    try:
+        stats = await store.stats(now)
+        due = await store.due(now, 1)
+        lag = max(0.0, (now - due[0].due_at).total_seconds()) if due and due[0].due_at else 0.0
+        faults: list[RunFault] = []
+        oldest: tuple[str, datetime | None] | None = None
+        cursor: str | None = None
+        seen = 0
+        while seen < scan:
+            page = await store.list(status="awaiting", limit=min(100, scan - seen), cursor=cursor)
+            for run in page.runs:
+                if oldest is None:
+                    oldest = (run.run_id, run.paused_at or run.updated_at)
+                if run.fault is not None:
+                    faults.append(
+                        RunFault(
+                            run_id=run.run_id,
+                            flow_id=run.flow_id,
+                            reason=run.fault,
+                            count=run.fault_count,
+                            retry_at=run.due_at,
+                        )
+                    )
+            seen += max(len(page.runs), 1)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    except StoreError as exc:
+        return ServiceHealth(
+            ok=False,
+            checked_at=now,
+            store_reachable=False,
+            store_error=str(exc),
+            scheduler_running=running,
+            last_tick_at=last_tick,
+        )
+    return ServiceHealth(
+        ok=not faults,
+        checked_at=now,
+        store_reachable=True,
+        scheduler_running=running,
+        last_tick_at=last_tick,
+        scheduler_lag=lag,
+        by_status=dict(stats.by_status),
+        faults=tuple(faults),
+        oldest_awaiting=oldest[0] if oldest else None,
+        oldest_awaiting_since=oldest[1] if oldest else None,
+    )

@@ -1,0 +1,103 @@
+"""``FlowService.health()`` on every store: reachability, scheduler, counts, faults, oldest run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from flowcraft import FlowRuntime, RunFault, ServiceHealth, StoreError, create_flow
+from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
+from flowcraft.testing import FakeClock
+from tests.service._support import KINDS, backend, flows, reminder, submit
+
+
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
+
+
+async def test_health_of_an_empty_service_is_ok(store: RunStore, fake_clock: FakeClock) -> None:
+    """Nothing stored: reachable, ok, no lag, no faults, no oldest run."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    health = await service.health()
+    assert isinstance(health, ServiceHealth)
+    assert (health.ok, health.store_reachable, health.scheduler_running) == (True, True, False)
+    assert (health.scheduler_lag, health.faults, health.oldest_awaiting) == (0.0, (), None)
+    assert health.checked_at == fake_clock.now()
+
+
+async def test_health_counts_runs_names_the_oldest_and_measures_the_lag(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Counts by status, the oldest awaiting run, and how overdue the first timer is."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("reminder", run_id="sleepy")
+    fake_clock.advance(5)
+    await service.start("approval", run_id="a1")
+    await service.start("approval", run_id="a2")
+    await service.resume("a2", {"action": "approved"})
+    fake_clock.advance(100)  # the reminder (60 s) is 45 s overdue
+    health = await service.health()
+    assert health.by_status == {"awaiting": 2, "completed": 1}
+    assert health.oldest_awaiting == "sleepy"
+    assert health.scheduler_lag == pytest.approx(45.0)
+    await DurableScheduler(service).tick()
+    after = await service.health()
+    assert (after.scheduler_lag, after.oldest_awaiting) == (0.0, "a1")
+
+
+async def test_health_lists_runs_whose_timer_failed_with_the_reason(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A timer that cannot fire (changed blueprint) shows up with its reason; ok is False."""
+    old = FlowService(FlowRuntime(clock=fake_clock), store, flows=[reminder()])
+    await old.start("reminder", run_id="stuck")
+    changed = create_flow("reminder").node("other", submit, name="other")
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=[changed])
+    fake_clock.advance(61)
+    sched = DurableScheduler(service)
+    await sched.tick()
+    health = await service.health()
+    assert not health.ok
+    [fault] = health.faults
+    assert isinstance(fault, RunFault)
+    assert (fault.run_id, fault.flow_id, fault.count) == ("stuck", "reminder", 1)
+    assert "BlueprintMismatchError" in fault.reason
+    assert fault.retry_at is not None
+    assert fault.retry_at > fake_clock.now()
+
+
+async def test_health_reports_the_scheduler_running_in_this_process(
+    fake_clock: FakeClock,
+) -> None:
+    """Inside ``service.scheduler()``: running, with the time of its last tick."""
+    service = FlowService(FlowRuntime(clock=fake_clock), MemoryStore(), flows=flows())
+    async with service.scheduler(interval=1.0) as sched:
+        await anyio.wait_all_tasks_blocked()
+        assert sched.ticks == 1
+        health = await service.health()
+        assert health.scheduler_running
+        assert health.last_tick_at == fake_clock.now()
+    assert not (await service.health()).scheduler_running
+
+
+class Down(MemoryStore):
+    """A store whose server is gone."""
+
+    async def stats(self, now: object) -> object:  # type: ignore[override]
+        raise StoreError("connection refused")
+
+
+async def test_health_of_an_unreachable_store_says_so_and_does_not_raise(
+    fake_clock: FakeClock,
+) -> None:
+    """A store outage is an answer (store_reachable=False, the reason), not an exception."""
+    service = FlowService(FlowRuntime(clock=fake_clock), Down(), flows=flows())
+    health = await service.health()
+    assert (health.ok, health.store_reachable) == (False, False)
+    assert health.store_error is not None
+    assert "connection refused" in health.store_error
