@@ -16,6 +16,7 @@ from flowcraft._envelope.records import HistoryEntry, NodeError
 from flowcraft._errors import (
     AlreadyDecidedError,
     AmbiguousResumeError,
+    ApprovalRefusedError,
     BlueprintError,
     BlueprintMismatchError,
     ContextDecodeError,
@@ -63,6 +64,7 @@ from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import FlowService
 from flowcraft._values import (
+    Approvals,
     Awaiting,
     EdgeContext,
     NodeResult,
@@ -80,6 +82,8 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = (
     "AlreadyDecidedError",
     "AmbiguousResumeError",
+    "ApprovalRefusedError",
+    "Approvals",
     "Awaiting",
     "BaseNode",
     "Blueprint",

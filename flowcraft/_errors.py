@@ -25,7 +25,8 @@
     │   ├── ResumeDataError (ValueError)
     │   ├── TimerNotDueError
     │   ├── WaitExpiredError
-    │   └── IdempotencyKeyReusedError (ValueError)
+    │   ├── IdempotencyKeyReusedError (ValueError)
+    │   └── ApprovalRefusedError   a vote a quorum wait may not count
     ├── InitialStateError (TypeError)   run() was given a state that is not a mapping
     ├── NodeExecutionError
     ├── RunLimitError
@@ -510,3 +511,14 @@ class RunExistsError(StoreError):
             "stored run with get() instead of creating it again."
         )
         self.run_id = run_id
+
+
+class ApprovalRefusedError(ResumeError):
+    """A vote for a quorum wait (``Approvals``) that may not be counted; nothing changed."""
+
+    def __init__(self, run_id: str, node_id: str, by: str | None, why: str, todo: str) -> None:
+        who = repr(by) if by is not None else "an unnamed caller"
+        super().__init__(
+            f"run {run_id!r}: wait {node_id!r} refuses the vote of {who}: {why}. {todo}"
+        )
+        self.run_id, self.node_id, self.by, self.why = run_id, node_id, by, why

@@ -14,6 +14,7 @@ from flowcraft._envelope.records import HistoryEntry, NodeError, WaitState
 from flowcraft._errors import NodeExecutionError
 
 __all__ = [
+    "Approvals",
     "REASONS",
     "Awaiting",
     "EdgeContext",
@@ -71,7 +72,7 @@ ResumeData: TypeAlias = "Mapping[str, Any] | Resume | None"
 
 
 class Awaiting(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One node the run is waiting on."""
+    """One node the run is waiting on (``approved_by``: the approvals a quorum wait has so far)."""
 
     node_id: str
     reason: Literal["wait", "timer", "pause"]
@@ -80,6 +81,35 @@ class Awaiting(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     expires_at: datetime | None = None
     description: str | None = None
     requested_by: str | None = None
+    approved_by: tuple[str, ...] = ()
+
+
+class Approvals(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A quorum for a wait: ``.wait(id, approvals=Approvals(required=2, ...))``.
+
+    The wait stays awaiting until ``required`` approvals (resumes with action ``approve``, each
+    naming its approver with ``by=``) have arrived; any other action a wait's edges accept (a
+    rejection) decides at once and routes along that action. Every vote is in the history; the
+    wait's output is the list of approvals ``[{"by", "at", "output"}, ...]``.
+
+    Args:
+        required: How many approvals complete the wait.
+        approvers: Who may decide (ids compared with ``by``); ``None``: anyone. A callable
+            ``(approver, state) -> bool`` decides per vote (it is registered like a node).
+        distinct: Each approver counts once (a second approval by the same person is refused).
+        forbid_initiator: The run's initiator may not approve its own request; the initiator is
+            ``state[initiator_key]`` (a run without it cannot be approved: the check fails
+            closed).
+        initiator_key: The state key naming the initiator.
+        approve: The action that counts toward the quorum.
+    """
+
+    required: int = 1
+    approvers: tuple[str, ...] | Any = None
+    distinct: bool = True
+    forbid_initiator: bool = False
+    initiator_key: str = "initiator"
+    approve: str = "approve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,4 +215,5 @@ def public_awaiting(w: WaitState, path: str | None = None) -> Awaiting:
         expires_at=w.expires_at,
         description=w.note,
         requested_by=w.by,
+        approved_by=tuple(v.by for v in w.votes) if w.votes else (),
     )

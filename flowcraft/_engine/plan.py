@@ -24,7 +24,15 @@ from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition,
 from flowcraft._node import BaseNode, NodeContext
 from flowcraft._values import EdgeContext, NodeResult
 
-__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "describe_changes", "shape_of"]
+__all__ = [
+    "Plan",
+    "PlanEdge",
+    "PlanNode",
+    "Quorum",
+    "compile_plan",
+    "describe_changes",
+    "shape_of",
+]
 
 Registry = Mapping[str, object]
 
@@ -70,6 +78,7 @@ class PlanNode:
     on_timeout: str = "timeout"
     schema: Any = None
     description: str | None = None
+    quorum: Quorum | None = None  # a wait with Approvals
     sleep: float | datetime | None = None
     cls: type[BaseNode] | None = None  # a class node: prep / exec (retried) / post
     subflow: str | None = None  # the child blueprint id of a subflow node
@@ -90,6 +99,19 @@ class PlanNode:
     # with where they lead and the nodes their dead exits skip (see _line.quick_resume).
     quick: dict[str | None, tuple[tuple[str, ...], list[str]]] | None = None
     builtin_pause: bool = False  # a wait or sleep taking its input as is: it pauses on arrival
+
+
+@dataclass(slots=True, frozen=True)
+class Quorum:
+    """A wait's ``Approvals``, resolved: who may approve and how many approvals decide."""
+
+    required: int
+    approvers: frozenset[str] | None  # None: anyone (or ``check`` decides)
+    check: Callable[[str, Mapping[str, Any]], Any] | None
+    distinct: bool
+    forbid_initiator: bool
+    initiator_key: str
+    approve: str
 
 
 @dataclass(slots=True, eq=False)
@@ -275,6 +297,8 @@ def _compile_node(
         node.description = params.get("description")
         if params.get("schema") is not None:
             node.schema = _lookup(bp, d, str(params["schema"]), registry)
+        if params.get("approvals") is not None:
+            node.quorum = _quorum(bp, d, params["approvals"], registry)
     elif d.uses == "sleep":
         node.kind = "sleep"
         node.sleep = sleep_seconds(d.params, f"flow {bp.id!r}: sleep {d.id!r}")
@@ -400,12 +424,43 @@ def _plan_shortcuts(nodes: dict[str, PlanNode]) -> None:
                 action: (tuple(e.target for e in taken), [e for e in node.out if e not in taken])
                 for action, taken in [(None, node.default), *node.by_action.items()]
             }
-            if node.kind == "wait" and node.schema is None:
+            if node.kind == "wait" and node.schema is None and node.quorum is None:
                 node.quick = _quick_routes(nodes, node)
             if not node.by_action:
                 node.direct = tuple(e.target for e in node.out)
                 # A plain node leading to at most one node: the straight line runs it (line.py).
                 node.line = node.plain and len(node.direct) <= 1
+
+
+def _quorum(bp: Blueprint, d: NodeDefinition, spec: object, registry: Registry) -> Quorum:
+    """Resolve a wait's ``approvals`` params (refusing a malformed one with its flow and node)."""
+    where = f"flow {bp.id!r}: wait {d.id!r} approvals"
+    if not isinstance(spec, Mapping):
+        raise InvalidBlueprintError(f"{where} must be an object, got {type(spec).__name__}")
+    required = spec.get("required", 1)
+    if not isinstance(required, int) or isinstance(required, bool) or required < 1:
+        raise InvalidBlueprintError(f"{where}: required must be an integer >= 1, got {required!r}")
+    who = spec.get("approvers")
+    approvers: frozenset[str] | None = None
+    check: Callable[[str, Mapping[str, Any]], Any] | None = None
+    if isinstance(who, str):
+        found = _lookup(bp, d, who, registry)
+        if not callable(found):
+            raise InvalidBlueprintError(f"{where}: approvers {who!r} is not callable")
+        check = found
+    elif isinstance(who, list) and all(isinstance(a, str) for a in who):
+        approvers = frozenset(who)
+    elif who is not None:
+        raise InvalidBlueprintError(f"{where}: approvers must be a list of ids or a callable")
+    return Quorum(
+        required=required,
+        approvers=approvers,
+        check=check,
+        distinct=spec.get("distinct", True) is not False,
+        forbid_initiator=spec.get("forbidInitiator", False) is True,
+        initiator_key=str(spec.get("initiatorKey", "initiator")),
+        approve=str(spec.get("approve", "approve")),
+    )
 
 
 def _state_type(bp: Blueprint, registry: Registry) -> type | None:

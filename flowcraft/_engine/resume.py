@@ -8,7 +8,7 @@ shortcut for the common approval (one plain wait, plain data, a straight line af
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,11 @@ from flowcraft._engine.config import Config
 from flowcraft._engine.execution import Execution, execute
 from flowcraft._engine.line import line_targets, resume_line
 from flowcraft._engine.load import child_context, load, parse_data
-from flowcraft._engine.plan import Plan
-from flowcraft._envelope.records import Envelope, HistoryEntry, WaitState
+from flowcraft._engine.plan import Plan, Quorum
+from flowcraft._envelope.records import Envelope, HistoryEntry, Vote, WaitState
 from flowcraft._errors import (
     AmbiguousResumeError,
+    ApprovalRefusedError,
     ContextDecodeError,
     NodeNotAwaitingError,
     NotAwaitingError,
@@ -227,6 +228,14 @@ def resume(
     now = cfg.now()
     for w in targets:
         output, action = admit(plan, w, output, action, has_output, now, fired, run_id)
+    w = targets[0]
+    quorum = plan.nodes[w.node_id].quorum if len(targets) == 1 and w.kind == "wait" else None
+    if quorum is not None and not fired:  # a deadline that fires decides without votes
+        votes = count_vote(quorum, w, output, action, who, env.state, now, run_id)
+        if votes is not None and len(votes) < quorum.required:
+            return _vote(cfg, plan, env, w, votes, who, action, now, control, nested)
+        if votes is not None:  # the deciding approval: the wait's output is every approval
+            output = [{"by": v.by, "at": v.at, "output": v.output} for v in votes]
     if (
         targets is waits
         and first.kind in ("wait", "timer")
@@ -354,3 +363,85 @@ def quick_resume(
     targets, skipped = route
     who = by if by is not None else who
     return resume_line(cfg, plan, env, targets, output, action, who, now, "resume", False, skipped)
+
+
+def count_vote(
+    quorum: Quorum,
+    w: WaitState,
+    output: Any,
+    action: str | None,
+    by: str | None,
+    state: Mapping[str, Any],
+    now: datetime,
+    run_id: str,
+) -> list[Vote] | None:
+    """Check one vote on a quorum wait (changing nothing).
+
+    Returns the approvals with this one added, or ``None`` when the vote is a rejection (any
+    other action), which decides the wait at once.
+    """
+    node_id = w.node_id
+    if by is None:
+        raise ApprovalRefusedError(
+            run_id, node_id, by, "a quorum wait counts approvers", "Resume with by=<approver id>."
+        )
+    if quorum.approvers is not None and by not in quorum.approvers:
+        allowed = ", ".join(map(repr, sorted(quorum.approvers)))
+        raise ApprovalRefusedError(
+            run_id, node_id, by, f"not one of its approvers ({allowed})", "Ask an approver."
+        )
+    if quorum.check is not None and not quorum.check(by, state):
+        raise ApprovalRefusedError(
+            run_id, node_id, by, "the approvers check refused this approver", "Ask an approver."
+        )
+    if action is None:
+        raise ApprovalRefusedError(
+            run_id,
+            node_id,
+            by,
+            "a vote needs an action",
+            f"Resume with action {quorum.approve!r} to approve, or the action that rejects.",
+        )
+    if action != quorum.approve:
+        return None
+    if quorum.forbid_initiator:
+        initiator = state.get(quorum.initiator_key)
+        if initiator is None:
+            raise ApprovalRefusedError(
+                run_id,
+                node_id,
+                by,
+                f"the run names no initiator (state key {quorum.initiator_key!r})",
+                f"Start runs of this flow with state[{quorum.initiator_key!r}] set.",
+            )
+        if initiator == by:
+            raise ApprovalRefusedError(
+                run_id, node_id, by, "the initiator may not approve their own request",
+                "Another approver must decide.",
+            )  # fmt: skip
+    if quorum.distinct and any(v.by == by for v in w.votes):
+        raise ApprovalRefusedError(
+            run_id, node_id, by, "this approver already approved", "Another approver must decide."
+        )
+    return [*w.votes, Vote(by, now, output)]
+
+
+def _vote(
+    cfg: Config,
+    plan: Plan,
+    env: Envelope,
+    w: WaitState,
+    votes: list[Vote],
+    by: str | None,
+    action: str | None,
+    now: datetime,
+    control: RunControl | None,
+    nested: bool,
+) -> Awaitable[tuple[RunResult, Envelope]]:
+    """Count an approval that does not complete the quorum: the wait stays, with one more vote."""
+    ex = Execution(cfg, plan, env, control)
+    if cfg.event_bus is not None:
+        ex.event("workflow:resume", None, {"node_ids": [w.node_id], "vote": by})
+    ex.waiting[w.node_id] = msgspec.structs.replace(w, votes=votes)
+    ex.history.append(HistoryEntry("vote", w.node_id, now, None, by, action))
+    return execute(ex, nested)

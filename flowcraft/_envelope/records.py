@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["FORMAT", "Envelope", "HistoryEntry", "NodeError", "WaitKind", "WaitState"]
+__all__ = ["FORMAT", "Envelope", "HistoryEntry", "NodeError", "Vote", "WaitKind", "WaitState"]
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -16,6 +16,14 @@ FORMAT = 1
 
 
 WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
+
+
+class Vote(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One approval counted toward a quorum wait (``Approvals``), kept until the quorum is met."""
+
+    by: str
+    at: AwareDatetime
+    output: Any = None
 
 
 class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -30,6 +38,7 @@ class WaitState(msgspec.Struct, array_like=True, omit_defaults=True):
     note: str | None = None
     by: str | None = None
     sub: list[WaitState] = []  # a subflow's own waits (kind "subflow")
+    votes: list[Vote] = []  # a quorum wait's approvals so far (appended: old contexts decode)
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -66,9 +75,9 @@ class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """One pause, resume, fallback, routed failure or cancellation in a run's life."""
+    """One pause, resume, vote, fallback, routed failure or cancellation in a run's life."""
 
-    event: Literal["pause", "resume", "fallback", "cancel", "timeout", "error"]
+    event: Literal["pause", "resume", "fallback", "cancel", "timeout", "error", "vote"]
     node_id: str
     at: datetime
     reason: str | None = None

@@ -20,7 +20,7 @@ from flowcraft._errors import (
 from flowcraft._flow.blueprint import Blueprint, validate
 from flowcraft._flow.durations import MS_SUSPECT, format_duration, parse_duration
 from flowcraft._flow.parts import CALLABLE_PREFIX, EdgeDefinition, NodeConfig, NodeDefinition
-from flowcraft._values import ResumeData, RunResult
+from flowcraft._values import Approvals, ResumeData, RunResult
 
 __all__ = ["Flow", "Runner", "create_flow"]
 
@@ -184,11 +184,14 @@ class Flow:
         on_timeout: str = "timeout",
         schema: object = None,
         description: str | None = None,
+        approvals: Approvals | None = None,
     ) -> Self:
         """Add a node that pauses the run until ``resume`` supplies its output and action.
 
         ``schema`` is any type msgspec can decode into; resume output is validated against it.
         When ``timeout`` passes, the scheduler resumes the wait with action ``on_timeout``.
+        With ``approvals`` the wait is a quorum: it completes once enough distinct approvers
+        approved, and one rejection (any other action) decides at once (see ``Approvals``).
         """
         params: dict[str, Any] = {}
         if timeout is not None:
@@ -198,6 +201,8 @@ class Flow:
             params["description"] = description
         if schema is not None:
             params["schema"] = self._register(schema, None, id, kind="schema")
+        if approvals is not None:
+            params["approvals"] = self._approvals(id, approvals)
         self._add(id, "wait", params or None, None, None)
         return self
 
@@ -411,6 +416,30 @@ class Flow:
         )
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _approvals(self, id: str, approvals: Approvals) -> dict[str, Any]:
+        """The blueprint form of a quorum (TS-style names; a callable approver is registered)."""
+        if not isinstance(approvals, Approvals) or approvals.required < 1:
+            self._errors.append(
+                InvalidBlueprintError(
+                    f"flow {self.id!r}: wait {id!r} approvals must be Approvals(required>=1, ...)"
+                )
+            )
+            return {}
+        out: dict[str, Any] = {"required": approvals.required}
+        who = approvals.approvers
+        if callable(who):
+            out["approvers"] = self._register(who, None, id, kind="approvers")
+        elif who is not None:
+            out["approvers"] = [str(a) for a in who]
+        if not approvals.distinct:
+            out["distinct"] = False
+        if approvals.forbid_initiator:
+            out["forbidInitiator"] = True
+            out["initiatorKey"] = approvals.initiator_key
+        if approvals.approve != "approve":
+            out["approve"] = approvals.approve
+        return out
 
     def _add(
         self,
