@@ -241,7 +241,7 @@ def _decisions(history: list[HistoryRecord]) -> str:
         f"<tr><td>{_e(_when(h.at))}</td><td>{_e(h.event)}</td><td>{_e(h.node_id or '')}</td>"
         f"<td>{_e(h.action or '')}</td><td>{_e(h.by or '')}</td></tr>"
         for h in history
-        if h.event in ("resume", "timeout", "hold", "release", "cancel")
+        if h.event in ("vote", "resume", "timeout", "hold", "release", "cancel")
     ]
     if not rows:
         return "<p>No decisions yet.</p>"
