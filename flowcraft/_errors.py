@@ -40,6 +40,7 @@
         ├── RunHeldError
         ├── RunBusyError
         ├── RunActiveError      delete/rollback of a run a process is executing
+        ├── CheckpointNotFoundError (LookupError)
         └── StoreCorruptionError
 
     FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
@@ -472,6 +473,18 @@ class RunActiveError(StoreError):
             + (", or pass force=True." if operation == "delete" else ".")
         )
         self.run_id, self.owner, self.operation = run_id, owner, operation
+
+
+class CheckpointNotFoundError(StoreError, LookupError):
+    """``rollback``/``fork`` named a revision the run's checkpoint history does not keep."""
+
+    def __init__(self, run_id: str, revision: int, kept: tuple[int, ...]) -> None:
+        shown = ", ".join(map(str, kept[-10:])) or "none"
+        super().__init__(
+            f"run {run_id!r} keeps no checkpoint at revision {revision} (newest kept: {shown}); "
+            "nothing changed. Pick one from FlowService.checkpoints(run_id)."
+        )
+        self.run_id, self.revision, self.kept = run_id, revision, kept
 
 
 class RunBusyError(StoreError):

@@ -82,14 +82,26 @@ async def cas(
     *,
     history: Sequence[HistoryRecord] = (),
     idempotency: tuple[str, bytes] | None = None,
+    checkpoint: bool = False,
 ) -> None:
     """``store.save`` that recognises its own write when the reply was lost.
+
+    ``checkpoint`` keeps ``run`` in the run's checkpoint history (``keep_checkpoints``).
 
     A conflict whose stored revision carries this write's claim id is this write, applied
     earlier (a driver retried it); a ``StoreError`` is checked once against the store.
     """
     try:
-        await host.store.save(run, expected, history=history, idempotency=idempotency)
+        if checkpoint and host.keep_checkpoints > 0:
+            await host.store.save(
+                run,
+                expected,
+                history=history,
+                idempotency=idempotency,
+                checkpoint=host.keep_checkpoints,
+            )
+        else:
+            await host.store.save(run, expected, history=history, idempotency=idempotency)
     except RevisionConflictError:
         if run.claim is not None and await _landed(host, run):
             return
@@ -281,7 +293,9 @@ class Segment:
             idem = None
             if self.key is not None:
                 idem = (self.key, remembered(self.digest, result.serialized_context))
-            await cas(host, stored, latest.revision, history=history, idempotency=idem)
+            await cas(
+                host, stored, latest.revision, history=history, idempotency=idem, checkpoint=True
+            )
             self.latest = stored
             log.info(
                 "flowcraft: commit run %s (flow %s) rev %d: %s%s",

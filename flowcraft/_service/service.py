@@ -48,6 +48,7 @@ import msgspec
 from flowcraft._errors import (
     AlreadyDecidedError,
     AmbiguousResumeError,
+    CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
     NodeNotAwaitingError,
@@ -85,7 +86,7 @@ from flowcraft._service.parts import (
     recalled,
 )
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.segment import Segment, cas, claim
+from flowcraft._service.segment import Segment, cas, claim, stored_from
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
@@ -533,6 +534,116 @@ class FlowService:
         """The run's audit trail: starts, pauses, resumes, timers, holds, who and why."""
         await self.store.get(run_id)
         return await self.store.history(run_id)
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first: the stored run after each segment ended.
+
+        Each is a ``StoredRun`` (``revision``, ``updated_at``, ``status``, ``awaiting``,
+        ``context``); the newest ``keep_checkpoints`` are kept. ``rollback`` and ``fork``
+        take a revision from here. Load one with ``FlowService.runtime.inspect``.
+        """
+        await self.store.get(run_id)
+        return await self.store.checkpoints(run_id)
+
+    async def rollback(
+        self, run_id: str, revision: int, *, by: str | None = None, reason: str | None = None
+    ) -> RunResult:
+        """Make an earlier checkpoint the current state of the run, as a new revision.
+
+        One compare-and-set from the run's current revision (so it wins or changes nothing,
+        like a claim): the checkpoint's context, timers recomputed from now, a ``rollback``
+        history record (``data``: from and to revision), and a new checkpoint. A finished run
+        can be rolled back to an awaiting checkpoint and decided again.
+
+        Raises:
+            RunActiveError: a process is executing the run (pause or wait for it first).
+            CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
+        """
+        host = self.host
+        while True:
+            stored = await self.store.get(run_id)
+            if stored.status == "running":
+                raise RunActiveError(run_id, stored.owner, "rollback")
+            point = await self._checkpoint(run_id, revision)
+            result = host.rebuild(stored, point.context)
+            now = host.now()
+            base = msgspec.structs.replace(stored, claim=new_token())
+            rolled = stored_from(host, base, result, now, None)
+            record = HistoryRecord(
+                at=now,
+                event="rollback",
+                by=by,
+                reason=reason,
+                revision=result.revision,
+                data={"from_revision": stored.revision, "to_revision": revision},
+            )
+            try:
+                await cas(host, rolled, stored.revision, history=[record], checkpoint=True)
+            except RevisionConflictError:
+                continue
+            log.info(
+                "flowcraft: rollback run %s (flow %s) to revision %d by %s",
+                run_id, stored.flow_id, revision, by or "-",
+            )
+            return result
+
+    async def fork(
+        self,
+        run_id: str,
+        revision: int,
+        *,
+        new_run_id: str | None = None,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> RunResult:
+        """Start a new run from a checkpoint of ``run_id``; the original is not touched.
+
+        The new run (``new_run_id`` or a random id) carries the checkpoint's state, outputs
+        and history under its own id; its history starts with a ``fork`` record naming the
+        source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
+        """
+        host = self.host
+        stored = await self.store.get(run_id)
+        point = await self._checkpoint(run_id, revision)
+        bp, reg = host.flow(stored.flow_id)
+        rt = self.runtime
+        env = rt.load(rt.plan(bp, reg), point.context)
+        new_id = new_run_id or uuid.uuid4().hex
+        context = rt.codec.encode(msgspec.structs.replace(env, run_id=new_id))
+        result = host.rebuild(stored, context)
+        now = host.now()
+        base = StoredRun(
+            run_id=new_id,
+            flow_id=stored.flow_id,
+            status=result.status,
+            revision=-1,
+            created_at=now,
+            updated_at=now,
+            claim=new_token(),
+        )
+        forked = stored_from(host, base, result, now, None)
+        record = HistoryRecord(
+            at=now,
+            event="fork",
+            by=by,
+            reason=reason,
+            revision=result.revision,
+            data={"from_run": run_id, "from_revision": revision},
+        )
+        await self.store.create(forked, history=[record])
+        if host.keep_checkpoints > 0:
+            # The fork's first checkpoint: it can be rolled back to where it started.
+            first = msgspec.structs.replace(forked, revision=1, claim=new_token())
+            await cas(host, first, forked.revision, checkpoint=True)
+        log.info("flowcraft: fork run %s from %s@%d", new_id, run_id, revision)
+        return result
+
+    async def _checkpoint(self, run_id: str, revision: int) -> StoredRun:
+        kept = await self.store.checkpoints(run_id)
+        for point in kept:
+            if point.revision == revision:
+                return point
+        raise CheckpointNotFoundError(run_id, revision, tuple(p.revision for p in kept))
 
     async def cleanup(
         self, finished_before: datetime | Duration | None = None, *, expired: bool = False
@@ -1046,5 +1157,5 @@ class FlowService:
             pause_request_id=stored.pause_request_id,
         )
         record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=result.revision)
-        await cas(host, cancelled, stored.revision, history=[record])
+        await cas(host, cancelled, stored.revision, history=[record], checkpoint=True)
         return cancelled, result

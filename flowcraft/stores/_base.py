@@ -159,12 +159,15 @@ class RunStore(Protocol):
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically.
 
         ``history`` is appended and ``idempotency`` (key, result) remembered in the same
-        atomic step. Raises ``RevisionConflictError`` (with ``expected``/``actual``) when the
-        stored revision differs, ``RunNotFoundError`` when the run is not stored.
+        atomic step; ``checkpoint > 0`` also keeps ``run`` as a checkpoint (by revision),
+        keeping that many of the newest. Raises ``RevisionConflictError`` (with
+        ``expected``/``actual``) when the stored revision differs, ``RunNotFoundError`` when
+        the run is not stored.
         """
         ...
 
@@ -200,6 +203,10 @@ class RunStore(Protocol):
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first (empty for an unknown run)."""
+        ...
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run as kept by ``save(..., checkpoint=)``, oldest revision first."""
         ...
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:

@@ -39,9 +39,10 @@ __all__ = ["RedisStore"]
 _CHUNK = 200
 
 # Create or compare-and-set a run, its indexes, history and idempotency record in one step.
-# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
+#       checkpoints zset
 # ARGV: mode, expected, revision, body, run_id, created, due|'', finished|'', has_idem,
-#       idem_key, idem_value, n_history, history...
+#       idem_key, idem_value, keep_checkpoints, n_history, history...
 _WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == 'create' then
@@ -57,8 +58,13 @@ else redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5]) end
 if ARGV[8] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
 else redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5]) end
 if ARGV[9] == '1' then redis.call('HSETNX', KEYS[5], ARGV[10], ARGV[11]) end
-local n = tonumber(ARGV[12])
-for i = 1, n do redis.call('RPUSH', KEYS[4], ARGV[12 + i]) end
+local keep = tonumber(ARGV[12])
+if keep > 0 then
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(keep + 1))
+end
+local n = tonumber(ARGV[13])
+for i = 1, n do redis.call('RPUSH', KEYS[4], ARGV[13 + i]) end
 return {'ok'}
 """
 
@@ -72,13 +78,14 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'exp', ARGV[2])
 return 1
 """
 
-# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
+#       checkpoints zset
 # ARGV: expected revision, run_id
 _DELETE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return {'missing'} end
 if tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
-redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[7])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
@@ -166,6 +173,7 @@ class RedisStore:
         expected: int,
         history: Sequence[HistoryRecord],
         idempotency: tuple[str, bytes] | None,
+        checkpoint: int = 0,
     ) -> builtins.list[Any]:
         rid = run.run_id
         due = opt_micros(run.due_at) if run.status == "awaiting" else None
@@ -177,6 +185,7 @@ class RedisStore:
             self._key("hist", rid),
             self._key("idem", rid),
             self._finished,
+            self._key("cp", rid),
         ]
         args: builtins.list[Any] = [
             mode,
@@ -190,6 +199,7 @@ class RedisStore:
             "1" if idempotency else "0",
             idempotency[0] if idempotency else "",
             idempotency[1] if idempotency else b"",
+            checkpoint,
             len(history),
             *(RUN_ENCODER.encode(h) for h in history),
         ]
@@ -221,9 +231,12 @@ class RedisStore:
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
-        reply = await self._write("save", run, expected_revision, history, idempotency)
+        reply = await self._write(
+            "save", run, expected_revision, history, idempotency, checkpoint
+        )
         if reply[0] == b"missing":
             raise RunNotFoundError(run.run_id)
         if reply[0] == b"conflict":
@@ -302,6 +315,12 @@ class RedisStore:
             items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
         return [decode_history(_bytes(i), run_id) for i in items]
 
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first."""
+        async with self._guard("checkpoints"):
+            items = await self._redis().zrange(self._key("cp", run_id), 0, -1)
+        return [decode_run(_bytes(i), run_id) for i in items]
+
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
         async with self._guard("remember"):
@@ -335,7 +354,12 @@ class RedisStore:
             return 0
         async with self._guard("delete_finished"), r.pipeline(transaction=True) as pipe:
             for rid in names:
-                pipe.delete(self._key("run", rid), self._key("hist", rid), self._key("idem", rid))
+                pipe.delete(
+                    self._key("run", rid),
+                    self._key("hist", rid),
+                    self._key("idem", rid),
+                    self._key("cp", rid),
+                )
             pipe.zrem(self._order, *names)
             pipe.zrem(self._due, *names)
             pipe.zrem(self._finished, *names)
@@ -351,6 +375,7 @@ class RedisStore:
             self._key("hist", run_id),
             self._key("idem", run_id),
             self._finished,
+            self._key("cp", run_id),
         ]
         reply = await self._call("delete", _DELETE, keys, [expected_revision, run_id])
         if reply[0] == b"missing":

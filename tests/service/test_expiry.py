@@ -184,8 +184,15 @@ async def test_service_transitions_are_logged_with_run_and_flow_ids(
         fake_clock.advance(601)
         await DurableScheduler(service).tick()
     text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("flowcraft"))
-    for word in ("start run r1", "claim run r1", "commit run r1", "hold run r1",
-                 "release run r1", "resume run r1", "expire run r2"):
+    for word in (
+        "start run r1",
+        "claim run r1",
+        "commit run r1",
+        "hold run r1",
+        "release run r1",
+        "resume run r1",
+        "expire run r2",
+    ):
         assert word in text
     assert "(flow approval)" in text
     caplog.clear()
