@@ -64,7 +64,7 @@ from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
 from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.service import FlowService
+from flowcraft._service.service import BulkResult, FlowService
 from flowcraft._values import (
     Awaiting,
     EdgeContext,
@@ -88,6 +88,7 @@ __all__ = (
     "Blueprint",
     "BlueprintError",
     "BlueprintMismatchError",
+    "BulkResult",
     "CheckpointNotFoundError",
     "Clock",
     "Context",

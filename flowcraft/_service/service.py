@@ -98,7 +98,7 @@ from flowcraft.stores._base import (
     StoredRun,
 )
 
-__all__ = ["FlowService", "UnknownFlowError"]
+__all__ = ["BulkResult", "FlowService", "UnknownFlowError"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -109,6 +109,22 @@ SCHEDULER = "scheduler"
 _WAIT_POLL = 0.05  # seconds between looks at a run another process is executing
 _MAX_FIRINGS_PER_RUN = 100  # per tick; a run with more due deadlines continues next tick
 _BACKOFF_MAX = 3600.0
+
+
+class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``pause_many``/``release_many``/``cancel_many`` did, run by run.
+
+    ``matched`` are the runs the filter selected (oldest first); ``changed`` those the call
+    changed (with ``dry_run=True``: those it would change); ``outcomes`` says per run what
+    happened (``"held"``, ``"already held"``, ``"released"``, ``"not held"``, ``"cancelled"``,
+    ``"cancel requested"``, ``"finished"``, ``"gone"``, or ``"error: ..."``).
+    """
+
+    action: str
+    dry_run: bool
+    matched: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    outcomes: dict[str, str] = {}
 
 
 def _seconds(value: Duration) -> float:
@@ -534,6 +550,132 @@ class FlowService:
         """The run's audit trail: starts, pauses, resumes, timers, holds, who and why."""
         await self.store.get(run_id)
         return await self.store.history(run_id)
+
+    # --- bulk operations (maintenance windows) ----------------------------------------------
+
+    async def pause_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+        request_id: str | None = None,
+        expires_in: Duration | None = None,
+    ) -> BulkResult:
+        """Hold every awaiting run ``filter`` selects (``list``'s keywords), each on its own.
+
+        Each run is paused by its own compare-and-set, as ``pause`` does; an already held run
+        is left as it is, so calling again changes nothing. ``dry_run=True`` changes nothing
+        and says what would change.
+        """
+
+        async def act(stored: StoredRun) -> str:
+            if stored.held:
+                return "already held"
+            if dry_run:
+                return "held"
+            await self.pause(
+                stored.run_id, reason=reason, by=by, request_id=request_id, expires_in=expires_in
+            )
+            return "held"
+
+        return await self._bulk("pause", filter, dry_run, act, {"held"}, awaiting_only=True)
+
+    async def release_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        by: str | None = None,
+        request_id: str | None = None,
+    ) -> BulkResult:
+        """Release every *held* run ``filter`` selects; runs not held are left untouched.
+
+        Ending a maintenance window never approves a wait: only holds are ended.
+        """
+
+        async def act(stored: StoredRun) -> str:
+            if not stored.held:
+                return "not held"
+            if not dry_run:
+                await self.release(stored.run_id, by=by, request_id=request_id)
+            return "released"
+
+        return await self._bulk("release", filter, dry_run, act, {"released"}, awaiting_only=True)
+
+    async def cancel_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+    ) -> BulkResult:
+        """Cancel every unfinished run ``filter`` selects, each as ``cancel`` does."""
+
+        async def act(stored: StoredRun) -> str:
+            if stored.status in FINISHED:
+                return "finished"
+            if dry_run:
+                return "cancelled"
+            after = await self.cancel(stored.run_id, reason=reason, by=by)
+            return "cancelled" if after.status == "cancelled" else "cancel requested"
+
+        changed = {"cancelled", "cancel requested"}
+        return await self._bulk("cancel", filter, dry_run, act, changed, awaiting_only=False)
+
+    async def _bulk(
+        self,
+        action: str,
+        filter: Mapping[str, Any] | None,
+        dry_run: bool,
+        act: Callable[[StoredRun], Awaitable[str]],
+        changes: set[str],
+        *,
+        awaiting_only: bool,
+    ) -> BulkResult:
+        keys = dict(filter or {})
+        unknown = set(keys) - {"status", "flow_id", "reason", "expired"}
+        if unknown:
+            raise ValueError(
+                f"{action}_many: unknown filter keys {sorted(unknown)}; use status, flow_id, "
+                "reason, expired (the keywords of list())"
+            )
+        if awaiting_only and keys.get("status") not in (None, "awaiting"):
+            raise ValueError(f"{action}_many acts on awaiting runs: status must be 'awaiting'")
+        if awaiting_only:
+            keys["status"] = "awaiting"
+        matched: builtins.list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list(**keys, limit=200, cursor=cursor)
+            matched.extend(r.run_id for r in page)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        outcomes: dict[str, str] = {}
+        for run_id in matched:
+            try:
+                outcomes[run_id] = await act(await self.store.get(run_id))
+            except RunNotFoundError:
+                outcomes[run_id] = "gone"
+            except NotAwaitingError:
+                outcomes[run_id] = "finished"
+            except FlowcraftError as exc:
+                outcomes[run_id] = f"error: {type(exc).__name__}: {exc}"
+        changed = tuple(r for r in matched if outcomes[r] in changes)
+        log.info(
+            "flowcraft: %s_many%s matched %d runs, changed %d",
+            action, " (dry run)" if dry_run else "", len(matched), len(changed),
+        )
+        return BulkResult(
+            action=action,
+            dry_run=dry_run,
+            matched=tuple(matched),
+            changed=changed,
+            outcomes=outcomes,
+        )
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first: the stored run after each segment ended.
