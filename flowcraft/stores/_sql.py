@@ -49,6 +49,14 @@ class Dialect:
             f"CREATE INDEX IF NOT EXISTS {self.runs}_order ON {self.runs} (created_at, run_id)",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_status ON {self.runs} "
             "(status, updated_at)",
+            # list(status=/reason=/expired=) and list(flow_id=) walk these in page order;
+            # stats' expired count ranges over the deadline one.
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_status_order ON {self.runs} "
+            "(status, created_at, run_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_flow_order ON {self.runs} "
+            "(flow_id, created_at, run_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_deadline ON {self.runs} "
+            "(status, pause_deadline)",
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
