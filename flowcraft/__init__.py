@@ -19,6 +19,7 @@ from flowcraft._errors import (
     ApprovalRefusedError,
     BlueprintError,
     BlueprintMismatchError,
+    CheckpointNotFoundError,
     ContextDecodeError,
     ContextError,
     ContextIntegrityError,
@@ -35,9 +36,11 @@ from flowcraft._errors import (
     NodeNotAwaitingError,
     NoStartNodeError,
     NotAwaitingError,
+    PauseExpiredError,
     ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunActiveError,
     RunBusyError,
     RunExistsError,
     RunHeldError,
@@ -62,7 +65,7 @@ from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
 from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.service import FlowService
+from flowcraft._service.service import BulkResult, FlowService
 from flowcraft._values import (
     Approvals,
     Awaiting,
@@ -89,6 +92,8 @@ __all__ = (
     "Blueprint",
     "BlueprintError",
     "BlueprintMismatchError",
+    "BulkResult",
+    "CheckpointNotFoundError",
     "Clock",
     "Context",
     "ContextDecodeError",
@@ -125,12 +130,14 @@ __all__ = (
     "NodeNotAwaitingError",
     "NodeResult",
     "NotAwaitingError",
+    "PauseExpiredError",
     "PendingTimer",
     "Resume",
     "ResumeData",
     "ResumeDataError",
     "ResumeError",
     "RevisionConflictError",
+    "RunActiveError",
     "RunBusyError",
     "RunControl",
     "RunExistsError",

@@ -25,6 +25,7 @@
     │   ├── ResumeDataError (ValueError)
     │   ├── TimerNotDueError
     │   ├── WaitExpiredError
+    │   ├── PauseExpiredError   a decision after the run's pause deadline (max_pause, expires_in)
     │   ├── IdempotencyKeyReusedError (ValueError)
     │   └── ApprovalRefusedError   a vote a quorum wait may not count
     ├── InitialStateError (TypeError)   run() was given a state that is not a mapping
@@ -39,6 +40,8 @@
         ├── RevisionConflictError
         ├── RunHeldError
         ├── RunBusyError
+        ├── RunActiveError      delete/rollback of a run a process is executing
+        ├── CheckpointNotFoundError (LookupError)
         └── StoreCorruptionError
 
     FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
@@ -446,6 +449,43 @@ class RunHeldError(StoreError):
             "FlowService.release(run_id) first, then send the decision again."
         )
         self.run_id, self.by, self.at, self.reason = run_id, by, at, reason
+
+
+class PauseExpiredError(ResumeError):
+    """A decision arrived for a run awaiting past its pause deadline; nothing was applied."""
+
+    def __init__(self, run_id: str, deadline: datetime | None, on_expiry: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: its pause expired at {_when(deadline)} (max_pause or "
+            f"pause(expires_in=)); this decision was not applied. The scheduler "
+            f"{'cancels' if on_expiry == 'cancel' else 'keeps'} expired runs; start a new run, "
+            "or fork this one from a checkpoint."
+        )
+        self.run_id, self.deadline, self.on_expiry = run_id, deadline, on_expiry
+
+
+class RunActiveError(StoreError):
+    """An operation needing a still run (delete, rollback) found it running in a process."""
+
+    def __init__(self, run_id: str, owner: str | None, operation: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is running in {owner or 'another process'}; {operation} was refused "
+            "and nothing changed. Wait for the segment to end (or cancel the run) and retry"
+            + (", or pass force=True." if operation == "delete" else ".")
+        )
+        self.run_id, self.owner, self.operation = run_id, owner, operation
+
+
+class CheckpointNotFoundError(StoreError, LookupError):
+    """``rollback``/``fork`` named a revision the run's checkpoint history does not keep."""
+
+    def __init__(self, run_id: str, revision: int, kept: tuple[int, ...]) -> None:
+        shown = ", ".join(map(str, kept[-10:])) or "none"
+        super().__init__(
+            f"run {run_id!r} keeps no checkpoint at revision {revision} (newest kept: {shown}); "
+            "nothing changed. Pick one from FlowService.checkpoints(run_id)."
+        )
+        self.run_id, self.revision, self.kept = run_id, revision, kept
 
 
 class RunBusyError(StoreError):

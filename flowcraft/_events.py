@@ -16,6 +16,7 @@ EVENT_NAMES = (
     "workflow:resume",
     "workflow:pause",
     "workflow:finish",
+    "workflow:expire",
     "node:start",
     "node:finish",
     "node:retry",

@@ -80,6 +80,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     reason: str | None = None
     by: str | None = None
     request_id: str | None = None
+    expires_at: datetime | None = None  # a pause's own deadline (``pause(expires_in=)``)
 
 
 ENCODER = msgspec.msgpack.Encoder()
@@ -187,12 +188,13 @@ class Host:
     lease_ttl: float
     poll_interval: float
     durability: Literal["pause", "step"]
-    cancel_expired: bool
+    on_expiry: Literal["cancel", "keep"]
     flows: dict[str, tuple[Blueprint, Mapping[str, object]]]
     pause_limits: dict[str, float | timedelta]
     controls: dict[str, Control] = field(default_factory=dict)
     requests: dict[str, Request] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)
+    keep_checkpoints: int = 100
 
     def now(self) -> datetime:
         """The runtime clock's time."""

@@ -26,7 +26,8 @@ class DurableScheduler:
 
     Each tick recovers runs whose lease expired, then fires each due run's timers and wait
     expiries (each firing is a claimed segment, so it happens once however many schedulers
-    run), and cancels runs past ``max_pause`` when the service has ``cancel_expired=True``.
+    run), and expires runs past their pause deadline (``max_pause``, ``expires_in``) along
+    the service's ``on_expiry``; ``on_result`` hears every firing and every expiry.
     A run that fails to fire is isolated: its reason is recorded on the run (``fault``) and its
     next attempt backs off, so it never blocks the others. A store outage is logged and ridden
     out: the loop ticks again after ``interval``.
@@ -85,10 +86,9 @@ class DurableScheduler:
             finally:
                 host.busy.discard(run_id)
             self.expired += expired
-            count += expired
+            self.fired += len(results) - expired
+            count += len(results)
             for result in results:
-                self.fired += 1
-                count += 1
                 await self._emit(result)
         self.ticks += 1
         self.last_tick_at = host.now()

@@ -82,14 +82,26 @@ async def cas(
     *,
     history: Sequence[HistoryRecord] = (),
     idempotency: tuple[str, bytes] | None = None,
+    checkpoint: bool = False,
 ) -> None:
     """``store.save`` that recognises its own write when the reply was lost.
+
+    ``checkpoint`` keeps ``run`` in the run's checkpoint history (``keep_checkpoints``).
 
     A conflict whose stored revision carries this write's claim id is this write, applied
     earlier (a driver retried it); a ``StoreError`` is checked once against the store.
     """
     try:
-        await host.store.save(run, expected, history=history, idempotency=idempotency)
+        if checkpoint and host.keep_checkpoints > 0:
+            await host.store.save(
+                run,
+                expected,
+                history=history,
+                idempotency=idempotency,
+                checkpoint=host.keep_checkpoints,
+            )
+        else:
+            await host.store.save(run, expected, history=history, idempotency=idempotency)
     except RevisionConflictError:
         if run.claim is not None and await _landed(host, run):
             return
@@ -105,9 +117,19 @@ async def cas(
         raise
 
 
-async def claim(host: Host, stored: StoredRun, intent: bytes, key: str | None) -> StoredRun:
-    """Claim an awaiting run for a segment; ``RevisionConflictError`` if another got it first."""
+async def claim(
+    host: Host, stored: StoredRun, intent: bytes, key: str | None, *, resumed: bool = False
+) -> StoredRun:
+    """Claim an awaiting run for a segment; ``RevisionConflictError`` if another got it first.
+
+    ``resumed`` (a decision or continuation) counts in ``resume_count``/``last_resumed_at``;
+    a refused segment restores the prior run, so the count is undone with it.
+    """
     now = host.now()
+    if resumed:
+        stored = msgspec.structs.replace(
+            stored, resume_count=stored.resume_count + 1, last_resumed_at=now
+        )
     claimed = msgspec.structs.replace(
         stored,
         status="running",
@@ -119,6 +141,12 @@ async def claim(host: Host, stored: StoredRun, intent: bytes, key: str | None) -
         claim_key=key,
     )
     await cas(host, claimed, stored.revision)
+    log.debug(
+        "flowcraft: claim run %s (flow %s) rev %d",
+        claimed.run_id,
+        claimed.flow_id,
+        claimed.revision,
+    )
     return claimed
 
 
@@ -265,8 +293,18 @@ class Segment:
             idem = None
             if self.key is not None:
                 idem = (self.key, remembered(self.digest, result.serialized_context))
-            await cas(host, stored, latest.revision, history=history, idempotency=idem)
+            await cas(
+                host, stored, latest.revision, history=history, idempotency=idem, checkpoint=True
+            )
             self.latest = stored
+            log.info(
+                "flowcraft: commit run %s (flow %s) rev %d: %s%s",
+                stored.run_id,
+                stored.flow_id,
+                stored.revision,
+                stored.status,
+                f" on {', '.join(stored.awaiting)}" if stored.awaiting else "",
+            )
 
     async def _write(self, run: StoredRun, history: Sequence[HistoryRecord] = ()) -> bool:
         """A mid-segment write (lease renewal, checkpoint); False once the run was lost."""
@@ -408,13 +446,15 @@ def stored_from(
     wake = [a.wake_at for a in awaiting if a.wake_at is not None]
     expiry = [a.expires_at for a in awaiting if a.expires_at is not None]
     deadline = None
+    paused = request if request is not None and request.kind == "pause" else None
     if result.status == "awaiting":
         limit = host.pause_limit(base.flow_id)
         deadline = None if limit is None else now + limit
+        if paused is not None and paused.expires_at is not None:
+            deadline = paused.expires_at
     due = [*wake, *expiry]
-    if deadline is not None and host.cancel_expired:
-        due.append(deadline)
-    paused = request if request is not None and request.kind == "pause" else None
+    if deadline is not None:
+        due.append(deadline)  # the scheduler expires the run then (``on_expiry``)
     first = awaiting[0] if awaiting else None
     return StoredRun(
         run_id=base.run_id,
@@ -435,4 +475,6 @@ def stored_from(
         pause_reason=paused.reason if paused else (first.description if first else None),
         pause_request_id=paused.request_id if paused else None,
         claim=base.claim,
+        resume_count=base.resume_count,
+        last_resumed_at=base.last_resumed_at,
     )

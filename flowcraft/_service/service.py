@@ -48,13 +48,16 @@ import msgspec
 from flowcraft._errors import (
     AlreadyDecidedError,
     AmbiguousResumeError,
+    CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
     NodeNotAwaitingError,
     NotAwaitingError,
+    PauseExpiredError,
     ResumeDataError,
     ResumeError,
     RevisionConflictError,
+    RunActiveError,
     RunBusyError,
     RunHeldError,
     RunNotFoundError,
@@ -83,7 +86,7 @@ from flowcraft._service.parts import (
     recalled,
 )
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.segment import Segment, cas, claim
+from flowcraft._service.segment import Segment, cas, claim, stored_from
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
@@ -95,7 +98,7 @@ from flowcraft.stores._base import (
     StoredRun,
 )
 
-__all__ = ["FlowService", "UnknownFlowError"]
+__all__ = ["BulkResult", "FlowService", "UnknownFlowError"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -106,6 +109,22 @@ SCHEDULER = "scheduler"
 _WAIT_POLL = 0.05  # seconds between looks at a run another process is executing
 _MAX_FIRINGS_PER_RUN = 100  # per tick; a run with more due deadlines continues next tick
 _BACKOFF_MAX = 3600.0
+
+
+class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``pause_many``/``release_many``/``cancel_many`` did, run by run.
+
+    ``matched`` are the runs the filter selected (oldest first); ``changed`` those the call
+    changed (with ``dry_run=True``: those it would change); ``outcomes`` says per run what
+    happened (``"held"``, ``"already held"``, ``"released"``, ``"not held"``, ``"cancelled"``,
+    ``"cancel requested"``, ``"finished"``, ``"gone"``, or ``"error: ..."``).
+    """
+
+    action: str
+    dry_run: bool
+    matched: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    outcomes: dict[str, str] = {}
 
 
 def _seconds(value: Duration) -> float:
@@ -124,7 +143,14 @@ class FlowService:
             last finished node.
         max_pause: How long a run may await before it counts as expired: one duration for every
             flow, or a mapping by flow id (key ``"*"`` for the others).
-        cancel_expired: Let the scheduler cancel expired runs (otherwise they are only listed).
+        on_expiry: What the durable scheduler does with a run awaiting past its pause deadline
+            (``max_pause``, or a pause's ``expires_in``): ``"cancel"`` it, or ``"keep"`` it
+            stored (listed as expired, removed by ``cleanup(expired=True)``). Either way a
+            decision after the deadline raises ``PauseExpiredError``, the bus hears
+            ``workflow:expire`` and the scheduler's ``on_result`` gets the run.
+        cancel_expired: The older spelling of ``on_expiry="cancel"``.
+        keep_checkpoints: How many stored contexts of each run to keep for ``checkpoints``,
+            ``rollback`` and ``fork`` (0 keeps none).
         lease_ttl: Seconds a process owns a run it executes; renewed while it runs. A run whose
             lease lapsed is recovered by the next scheduler tick.
         poll_interval: Seconds between checks for pause/cancel requests from other processes.
@@ -141,12 +167,20 @@ class FlowService:
         *,
         durability: Durability = "pause",
         max_pause: Duration | Mapping[str, Duration] | None = None,
+        on_expiry: Literal["cancel", "keep"] | None = None,
         cancel_expired: bool = False,
+        keep_checkpoints: int = 100,
         lease_ttl: float = 30.0,
         poll_interval: float = 1.0,
         owner: str | None = None,
         busy_timeout: float = 300.0,
     ) -> None:
+        if on_expiry is None:
+            on_expiry = "cancel" if cancel_expired else "keep"
+        if on_expiry not in ("cancel", "keep"):
+            raise ValueError(f"on_expiry must be 'cancel' or 'keep', not {on_expiry!r}")
+        if keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be 0 or more, not {keep_checkpoints}")
         if durability not in ("pause", "step"):
             raise ValueError(f"durability must be 'pause' or 'step', not {durability!r}")
         table: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
@@ -164,7 +198,8 @@ class FlowService:
             lease_ttl=lease_ttl,
             poll_interval=poll_interval,
             durability=durability,
-            cancel_expired=cancel_expired,
+            on_expiry=on_expiry,
+            keep_checkpoints=keep_checkpoints,
             flows=table,
             pause_limits=limits,
         )
@@ -246,6 +281,7 @@ class FlowService:
         except StoreError:
             if not await self._landed(claimed):
                 raise
+        log.info("flowcraft: start run %s (flow %s)", run_id, flow_id)
         segment = Segment(host, claimed, None, None)
         return await segment.run(
             lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c)
@@ -291,6 +327,8 @@ class FlowService:
                 continue
             if stored.status in FINISHED:
                 raise await self._decided(stored, node_id, NotAwaitingError(run_id, stored.status))
+            if stored.expired_at is not None or stored.expired(host.now()):
+                raise PauseExpiredError(run_id, stored.pause_deadline, host.on_expiry)
             if stored.held:
                 raise RunHeldError(run_id, stored.paused_by, stored.paused_at, stored.pause_reason)
             if node_id is not None and "/" not in node_id and node_id not in stored.awaiting:
@@ -335,7 +373,11 @@ class FlowService:
         """
         host = self.host
         now = host.now()
-        request = Request(kind="pause", at=now, reason=reason, by=by, request_id=request_id)
+        until = None if expires_in is None else now + timedelta(seconds=_seconds(expires_in))
+        request = Request(
+            kind="pause", at=now, reason=reason, by=by, request_id=request_id, expires_at=until
+        )
+        log.info("flowcraft: pause run %s by %s (%s)", run_id, by or "-", reason or "no reason")
         sent = False
         while True:
             control = host.controls.get(run_id)
@@ -353,15 +395,14 @@ class FlowService:
                 continue
             if stored.held or (sent and stored.paused_at == now and "pause" in stored.reasons):
                 return stored  # already held, or the request we sent paused it
-            deadline = stored.pause_deadline
-            if expires_in is not None:
-                deadline = now + timedelta(seconds=_seconds(expires_in))
+            deadline = stored.pause_deadline if until is None else until
             held = msgspec.structs.replace(
                 stored,
                 revision=stored.revision + 1,
                 updated_at=now,
                 held=True,
-                due_at=None,
+                # Timers wait for the release; only the hold's own deadline stays due.
+                due_at=deadline if stored.expired_at is None else None,
                 paused_at=now,
                 paused_by=by,
                 pause_reason=reason,
@@ -376,6 +417,7 @@ class FlowService:
                 await cas(host, held, stored.revision, history=[record])
             except RevisionConflictError:
                 continue
+            log.info("flowcraft: hold run %s (flow %s)", run_id, stored.flow_id)
             await self._emit(
                 "workflow:pause",
                 held,
@@ -406,8 +448,10 @@ class FlowService:
                 return host.rebuild(stored, stored.context)
             now = host.now()
             due = [d for d in (stored.wake_at, stored.expires_at) if d is not None]
-            if stored.pause_deadline is not None and host.cancel_expired:
+            if stored.pause_deadline is not None:
                 due.append(stored.pause_deadline)
+            if stored.expired_at is not None:
+                due = []  # expired and kept: nothing fires any more
             first = host.rebuild(stored, stored.context).awaiting
             released = msgspec.structs.replace(
                 stored,
@@ -428,6 +472,7 @@ class FlowService:
                 await cas(host, released, stored.revision, history=[record])
             except RevisionConflictError:
                 continue
+            log.info("flowcraft: release run %s (flow %s) by %s", run_id, stored.flow_id, by or "-")
             await self._emit(
                 "workflow:resume", released, {"release": True, "by": by, "request_id": request_id}
             )
@@ -506,11 +551,292 @@ class FlowService:
         await self.store.get(run_id)
         return await self.store.history(run_id)
 
-    async def cleanup(self, finished_before: datetime | Duration) -> int:
-        """Delete finished runs last updated before a time (or older than a duration)."""
-        if not isinstance(finished_before, datetime):
-            finished_before = self.host.now() - timedelta(seconds=_seconds(finished_before))
-        return await self.store.delete_finished(finished_before)
+    # --- bulk operations (maintenance windows) ----------------------------------------------
+
+    async def pause_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+        request_id: str | None = None,
+        expires_in: Duration | None = None,
+    ) -> BulkResult:
+        """Hold every awaiting run ``filter`` selects (``list``'s keywords), each on its own.
+
+        Each run is paused by its own compare-and-set, as ``pause`` does; an already held run
+        is left as it is, so calling again changes nothing. ``dry_run=True`` changes nothing
+        and says what would change.
+        """
+
+        async def act(stored: StoredRun) -> str:
+            if stored.held:
+                return "already held"
+            if dry_run:
+                return "held"
+            await self.pause(
+                stored.run_id, reason=reason, by=by, request_id=request_id, expires_in=expires_in
+            )
+            return "held"
+
+        return await self._bulk("pause", filter, dry_run, act, {"held"}, awaiting_only=True)
+
+    async def release_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        by: str | None = None,
+        request_id: str | None = None,
+    ) -> BulkResult:
+        """Release every *held* run ``filter`` selects; runs not held are left untouched.
+
+        Ending a maintenance window never approves a wait: only holds are ended.
+        """
+
+        async def act(stored: StoredRun) -> str:
+            if not stored.held:
+                return "not held"
+            if not dry_run:
+                await self.release(stored.run_id, by=by, request_id=request_id)
+            return "released"
+
+        return await self._bulk("release", filter, dry_run, act, {"released"}, awaiting_only=True)
+
+    async def cancel_many(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+    ) -> BulkResult:
+        """Cancel every unfinished run ``filter`` selects, each as ``cancel`` does."""
+
+        async def act(stored: StoredRun) -> str:
+            if stored.status in FINISHED:
+                return "finished"
+            if dry_run:
+                return "cancelled"
+            after = await self.cancel(stored.run_id, reason=reason, by=by)
+            return "cancelled" if after.status == "cancelled" else "cancel requested"
+
+        changed = {"cancelled", "cancel requested"}
+        return await self._bulk("cancel", filter, dry_run, act, changed, awaiting_only=False)
+
+    async def _bulk(
+        self,
+        action: str,
+        filter: Mapping[str, Any] | None,
+        dry_run: bool,
+        act: Callable[[StoredRun], Awaitable[str]],
+        changes: set[str],
+        *,
+        awaiting_only: bool,
+    ) -> BulkResult:
+        keys = dict(filter or {})
+        unknown = set(keys) - {"status", "flow_id", "reason", "expired"}
+        if unknown:
+            raise ValueError(
+                f"{action}_many: unknown filter keys {sorted(unknown)}; use status, flow_id, "
+                "reason, expired (the keywords of list())"
+            )
+        if awaiting_only and keys.get("status") not in (None, "awaiting"):
+            raise ValueError(f"{action}_many acts on awaiting runs: status must be 'awaiting'")
+        if awaiting_only:
+            keys["status"] = "awaiting"
+        matched: builtins.list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list(**keys, limit=200, cursor=cursor)
+            matched.extend(r.run_id for r in page)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        outcomes: dict[str, str] = {}
+        for run_id in matched:
+            try:
+                outcomes[run_id] = await act(await self.store.get(run_id))
+            except RunNotFoundError:
+                outcomes[run_id] = "gone"
+            except NotAwaitingError:
+                outcomes[run_id] = "finished"
+            except FlowcraftError as exc:
+                outcomes[run_id] = f"error: {type(exc).__name__}: {exc}"
+        changed = tuple(r for r in matched if outcomes[r] in changes)
+        log.info(
+            "flowcraft: %s_many%s matched %d runs, changed %d",
+            action, " (dry run)" if dry_run else "", len(matched), len(changed),
+        )
+        return BulkResult(
+            action=action,
+            dry_run=dry_run,
+            matched=tuple(matched),
+            changed=changed,
+            outcomes=outcomes,
+        )
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first: the stored run after each segment ended.
+
+        Each is a ``StoredRun`` (``revision``, ``updated_at``, ``status``, ``awaiting``,
+        ``context``); the newest ``keep_checkpoints`` are kept. ``rollback`` and ``fork``
+        take a revision from here. Load one with ``FlowService.runtime.inspect``.
+        """
+        await self.store.get(run_id)
+        return await self.store.checkpoints(run_id)
+
+    async def rollback(
+        self, run_id: str, revision: int, *, by: str | None = None, reason: str | None = None
+    ) -> RunResult:
+        """Make an earlier checkpoint the current state of the run, as a new revision.
+
+        One compare-and-set from the run's current revision (so it wins or changes nothing,
+        like a claim): the checkpoint's context, timers recomputed from now, a ``rollback``
+        history record (``data``: from and to revision), and a new checkpoint. A finished run
+        can be rolled back to an awaiting checkpoint and decided again.
+
+        Raises:
+            RunActiveError: a process is executing the run (pause or wait for it first).
+            CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
+        """
+        host = self.host
+        while True:
+            stored = await self.store.get(run_id)
+            if stored.status == "running":
+                raise RunActiveError(run_id, stored.owner, "rollback")
+            point = await self._checkpoint(run_id, revision)
+            result = host.rebuild(stored, point.context)
+            now = host.now()
+            base = msgspec.structs.replace(stored, claim=new_token())
+            rolled = stored_from(host, base, result, now, None)
+            record = HistoryRecord(
+                at=now,
+                event="rollback",
+                by=by,
+                reason=reason,
+                revision=result.revision,
+                data={"from_revision": stored.revision, "to_revision": revision},
+            )
+            try:
+                await cas(host, rolled, stored.revision, history=[record], checkpoint=True)
+            except RevisionConflictError:
+                continue
+            log.info(
+                "flowcraft: rollback run %s (flow %s) to revision %d by %s",
+                run_id, stored.flow_id, revision, by or "-",
+            )
+            return result
+
+    async def fork(
+        self,
+        run_id: str,
+        revision: int,
+        *,
+        new_run_id: str | None = None,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> RunResult:
+        """Start a new run from a checkpoint of ``run_id``; the original is not touched.
+
+        The new run (``new_run_id`` or a random id) carries the checkpoint's state, outputs
+        and history under its own id; its history starts with a ``fork`` record naming the
+        source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
+        """
+        host = self.host
+        stored = await self.store.get(run_id)
+        point = await self._checkpoint(run_id, revision)
+        bp, reg = host.flow(stored.flow_id)
+        rt = self.runtime
+        env = rt.load(rt.plan(bp, reg), point.context)
+        new_id = new_run_id or uuid.uuid4().hex
+        context = rt.codec.encode(msgspec.structs.replace(env, run_id=new_id))
+        result = host.rebuild(stored, context)
+        now = host.now()
+        base = StoredRun(
+            run_id=new_id,
+            flow_id=stored.flow_id,
+            status=result.status,
+            revision=-1,
+            created_at=now,
+            updated_at=now,
+            claim=new_token(),
+        )
+        forked = stored_from(host, base, result, now, None)
+        record = HistoryRecord(
+            at=now,
+            event="fork",
+            by=by,
+            reason=reason,
+            revision=result.revision,
+            data={"from_run": run_id, "from_revision": revision},
+        )
+        await self.store.create(forked, history=[record])
+        if host.keep_checkpoints > 0:
+            # The fork's first checkpoint: it can be rolled back to where it started.
+            first = msgspec.structs.replace(forked, revision=1, claim=new_token())
+            await cas(host, first, forked.revision, checkpoint=True)
+        log.info("flowcraft: fork run %s from %s@%d", new_id, run_id, revision)
+        return result
+
+    async def _checkpoint(self, run_id: str, revision: int) -> StoredRun:
+        kept = await self.store.checkpoints(run_id)
+        for point in kept:
+            if point.revision == revision:
+                return point
+        raise CheckpointNotFoundError(run_id, revision, tuple(p.revision for p in kept))
+
+    async def cleanup(
+        self, finished_before: datetime | Duration | None = None, *, expired: bool = False
+    ) -> int:
+        """Delete finished runs last updated before a time (or older than a duration).
+
+        With ``expired=True``, also delete runs awaiting past their pause deadline (expired
+        suspensions, whether the scheduler kept them or has not reached them yet). Returns how
+        many runs were deleted. A run that changes while being deleted is left alone.
+        """
+        count = 0
+        if finished_before is not None:
+            if not isinstance(finished_before, datetime):
+                finished_before = self.host.now() - timedelta(seconds=_seconds(finished_before))
+            count += await self.store.delete_finished(finished_before)
+        if expired:
+            while True:
+                page = await self.list(expired=True, limit=100)
+                gone = 0
+                for stored in page.runs:
+                    try:
+                        await self.store.delete(stored.run_id, stored.revision)
+                    except (RevisionConflictError, RunNotFoundError):
+                        continue
+                    gone += 1
+                count += gone
+                if not gone or page.next_cursor is None:
+                    break
+        log.info("flowcraft: cleanup deleted %d runs", count)
+        return count
+
+    async def delete(self, run_id: str, *, force: bool = False) -> None:
+        """Delete one run with its history, checkpoints and idempotency records.
+
+        A run a process is executing (``"running"`` under a live lease) is refused with
+        ``RunActiveError`` unless ``force=True``; its process then fails its next write.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        while True:
+            stored = await self.store.get(run_id)
+            live = stored.status == "running" and not stored.lease_expired(self.host.now())
+            if live and not force:
+                raise RunActiveError(run_id, stored.owner, "delete")
+            try:
+                await self.store.delete(run_id, stored.revision)
+            except RevisionConflictError:
+                continue
+            log.info("flowcraft: delete run %s (flow %s)", run_id, stored.flow_id)
+            return
 
     async def stats(self) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired."""
@@ -585,28 +911,34 @@ class FlowService:
     # --- what the durable scheduler calls (``Firing``) ----------------------------------------
 
     async def fire_due(self, run_id: str) -> tuple[builtins.list[RunResult], int]:
-        """Fire the due timers and wait expiries of one run; cancel it if past ``max_pause``."""
+        """Fire the due timers and wait expiries of one run; expire it past its pause deadline.
+
+        Returns the results (expiries included, for ``on_result``) and how many were expiries.
+        """
         host = self.host
         results: builtins.list[RunResult] = []
         expired = 0
         for _ in range(_MAX_FIRINGS_PER_RUN):
             stored = await self.store.get(run_id)
             now = host.now()
-            if stored.status != "awaiting" or stored.held:
+            if stored.status != "awaiting":
                 break
             if stored.due_at is None or stored.due_at > now:
                 break  # nothing due, or backed off after a fault
-            target = self.due_node(stored, now)
+            target = None if stored.held else self._due_at(stored, now)
+            deadline = stored.pause_deadline
+            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
+            if lapsed and (target is None or target[0] > (deadline or now)):
+                try:
+                    results.append(await self._expire(stored))
+                except RevisionConflictError:
+                    break
+                expired += 1
+                break
             if target is None:
-                if host.cancel_expired and stored.expired(now):
-                    try:
-                        await self._cancel_stored(stored, "max_pause", SCHEDULER, event="expire")
-                    except RevisionConflictError:
-                        break
-                    expired += 1
                 break
             try:
-                results.append(await self._fire(stored, target))
+                results.append(await self._fire(stored, (target[1], target[2])))
             except RevisionConflictError:
                 break  # someone else changed the run; look again next tick
         return results, expired
@@ -642,12 +974,56 @@ class FlowService:
 
     def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
         """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
+        best = self._due_at(stored, now)
+        return None if best is None else (best[1], best[2])
+
+    def _due_at(self, stored: StoredRun, now: datetime) -> tuple[datetime, str, bool] | None:
         best: tuple[datetime, str, bool] | None = None
         for a in self.host.rebuild(stored, stored.context).awaiting:
             when, expiry = (a.wake_at, False) if a.reason == "timer" else (a.expires_at, True)
             if when is not None and when <= now and (best is None or when < best[0]):
                 best = (when, a.node_id, expiry)
-        return None if best is None else (best[1], best[2])
+        return best
+
+    async def _expire(self, stored: StoredRun) -> RunResult:
+        """Apply ``on_expiry`` to a run past its pause deadline; emit ``workflow:expire``."""
+        host = self.host
+        now = host.now()
+        # A deadline of a pause call (held, or paused at a node) is its expires_in.
+        why = "expires_in" if stored.held or "pause" in stored.reasons else "max_pause"
+        if host.on_expiry == "cancel":
+            _, result = await self._cancel_run(stored, why, SCHEDULER, event="expire")
+        else:
+            kept = msgspec.structs.replace(
+                stored,
+                revision=stored.revision + 1,
+                updated_at=now,
+                due_at=None,
+                expired_at=now,
+                claim=new_token(),
+            )
+            record = HistoryRecord(at=now, event="expire", by=SCHEDULER, reason=why)
+            await cas(host, kept, stored.revision, history=[record])
+            result = host.rebuild(kept, kept.context)
+        log.info(
+            "flowcraft: expire run %s (flow %s): %s, %s",
+            stored.run_id,
+            stored.flow_id,
+            why,
+            host.on_expiry,
+        )
+        deadline = stored.pause_deadline
+        await self._emit(
+            "workflow:expire",
+            stored,
+            {
+                "reason": why,
+                "on_expiry": host.on_expiry,
+                "deadline": deadline.isoformat() if deadline else None,
+                "status": result.status,
+            },
+        )
+        return result
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -682,7 +1058,15 @@ class FlowService:
         )
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
         intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
-        claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key)
+        claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key, resumed=True)
+        log.info(
+            "flowcraft: %s run %s (flow %s) node %s by %s",
+            kind,
+            stored.run_id,
+            stored.flow_id,
+            node_id or "-",
+            by or "-",
+        )
         context = stored.context
         extra = []
         if continuing:
@@ -740,9 +1124,7 @@ class FlowService:
         claimed = await claim(host, stored, intent, None)
         context = stored.context
         return await Segment(host, claimed, stored, None).run(
-            lambda c: self.runtime.fire(
-                bp, context, node_id, registry=reg, control=c, by=SCHEDULER
-            )
+            lambda c: self.runtime.fire(bp, context, node_id, registry=reg, control=c, by=SCHEDULER)
         )
 
     async def _recover_one(self, stored: StoredRun) -> RunResult:
@@ -764,6 +1146,13 @@ class FlowService:
         )
         record = HistoryRecord(at=now, event="recover", by=host.owner)
         await cas(host, claimed, stored.revision, history=[record])
+        log.info(
+            "flowcraft: recover run %s (flow %s) from %s: %s",
+            run_id,
+            stored.flow_id,
+            stored.owner,
+            intent.kind,
+        )
         digest = intent.digest
         if digest is None and intent.key is not None and intent.kind in ("resume", "continue"):
             digest = fingerprint(intent.data, intent.node_id)  # a claim stored before digests
@@ -882,6 +1271,13 @@ class FlowService:
         self, stored: StoredRun, reason: str | None, by: str | None, *, event: str
     ) -> StoredRun:
         """Cancel an awaiting run (not executing anywhere): write a cancelled context."""
+        cancelled, _ = await self._cancel_run(stored, reason, by, event=event)
+        log.info("flowcraft: cancel run %s (flow %s) by %s", stored.run_id, stored.flow_id, by)
+        return cancelled
+
+    async def _cancel_run(
+        self, stored: StoredRun, reason: str | None, by: str | None, *, event: str
+    ) -> tuple[StoredRun, RunResult]:
         host = self.host
         bp, reg = host.flow(stored.flow_id)
         now = host.now()
@@ -895,7 +1291,13 @@ class FlowService:
             updated_at=now,
             context=result.serialized_context,
             claim=new_token(),
+            resume_count=stored.resume_count,
+            last_resumed_at=stored.last_resumed_at,
+            paused_at=stored.paused_at,
+            paused_by=stored.paused_by,
+            pause_reason=stored.pause_reason,
+            pause_request_id=stored.pause_request_id,
         )
         record = HistoryRecord(at=now, event=event, by=by, reason=reason, revision=result.revision)
-        await cas(host, cancelled, stored.revision, history=[record])
-        return cancelled
+        await cas(host, cancelled, stored.revision, history=[record], checkpoint=True)
+        return cancelled, result

@@ -6,7 +6,7 @@ import base64
 import builtins
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -50,6 +50,8 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     was lost recognise its own write). While running, the awaiting fields keep the state the
     claim started from, so a refused segment restores it exactly. ``fault`` is why the durable
     scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
+    ``resume_count`` counts the decisions and continuations applied to the run (the last at
+    ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
     """
 
     run_id: str
@@ -77,6 +79,9 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     claim_key: str | None = None
     fault: str | None = None
     fault_count: int = 0
+    resume_count: int = 0
+    last_resumed_at: datetime | None = None
+    expired_at: datetime | None = None
 
     def lease_expired(self, now: datetime) -> bool:
         """Whether a running run's lease has lapsed (its owner died or stalled)."""
@@ -113,10 +118,16 @@ class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
 
 
 class RunPage(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of ``RunStore.list``; pass ``next_cursor`` back to get the next page."""
+    """One page of ``RunStore.list``, iterable and sized; pass ``next_cursor`` back for more."""
 
     runs: tuple[StoredRun, ...]
     next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[StoredRun]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
 
 
 class RunStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,12 +159,15 @@ class RunStore(Protocol):
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically.
 
         ``history`` is appended and ``idempotency`` (key, result) remembered in the same
-        atomic step. Raises ``RevisionConflictError`` (with ``expected``/``actual``) when the
-        stored revision differs, ``RunNotFoundError`` when the run is not stored.
+        atomic step; ``checkpoint > 0`` also keeps ``run`` as a checkpoint (by revision),
+        keeping that many of the newest. Raises ``RevisionConflictError`` (with
+        ``expected``/``actual``) when the stored revision differs, ``RunNotFoundError`` when
+        the run is not stored.
         """
         ...
 
@@ -189,6 +203,10 @@ class RunStore(Protocol):
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first (empty for an unknown run)."""
+        ...
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run as kept by ``save(..., checkpoint=)``, oldest revision first."""
         ...
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:

@@ -39,6 +39,7 @@ class MemoryStore:
         self._history: dict[str, list[HistoryRecord]] = {}
         self._idempotency: dict[tuple[str, str], bytes] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
+        self._checkpoints: dict[str, list[StoredRun]] = {}
 
     def __repr__(self) -> str:
         return f"flowcraft.stores.MemoryStore(runs={len(self._runs)})"
@@ -58,6 +59,7 @@ class MemoryStore:
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``."""
         await anyio.lowlevel.checkpoint()
@@ -70,6 +72,10 @@ class MemoryStore:
         self._history.setdefault(run.run_id, []).extend(history)
         if idempotency is not None:
             self._idempotency.setdefault((run.run_id, idempotency[0]), idempotency[1])
+        if checkpoint > 0:
+            kept = self._checkpoints.setdefault(run.run_id, [])
+            kept.append(run)
+            del kept[:-checkpoint]
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
@@ -126,6 +132,11 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         return list(self._history.get(run_id, ()))
 
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first."""
+        await anyio.lowlevel.checkpoint()
+        return list(self._checkpoints.get(run_id, ()))
+
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
         await anyio.lowlevel.checkpoint()
@@ -166,6 +177,7 @@ class MemoryStore:
         for run_id in gone:
             del self._runs[run_id]
             self._history.pop(run_id, None)
+            self._checkpoints.pop(run_id, None)
         if gone:
             dead = set(gone)
             for key in [k for k in self._idempotency if k[0] in dead]:
@@ -182,6 +194,7 @@ class MemoryStore:
             raise RevisionConflictError(run_id, expected_revision, current.revision)
         del self._runs[run_id]
         self._history.pop(run_id, None)
+        self._checkpoints.pop(run_id, None)
         for key in [k for k in self._idempotency if k[0] == run_id]:
             del self._idempotency[key]
 

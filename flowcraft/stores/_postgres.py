@@ -113,12 +113,15 @@ class PostgresStore:
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
 
+        params = sql.update_params(run, expected_revision)
+
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            cur = await conn.execute(sql.update_run, sql.update_params(run, expected_revision))
+            cur = await conn.execute(sql.update_run, params)
             if cur.rowcount != 1:
                 row = await (await conn.execute(sql.get_revision, (run.run_id,))).fetchone()
                 if row is None:
@@ -127,6 +130,10 @@ class PostgresStore:
             await _history(conn, sql, run.run_id, history)
             if idempotency is not None:
                 await conn.execute(sql.remember, (run.run_id, *idempotency))
+            if checkpoint > 0:
+                put, trim = sql.checkpoint_params(run, params[-3], checkpoint)
+                await conn.execute(sql.insert_checkpoint, put)
+                await conn.execute(sql.trim_checkpoints, trim)
 
         await self._run(op, tx=True)
 
@@ -174,6 +181,11 @@ class PostgresStore:
         """The run's audit trail, oldest first."""
         rows = await self._fetchall(self._sql.read_history, (run_id,))
         return [decode_history(bytes(r[0]), run_id) for r in rows]
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first."""
+        rows = await self._fetchall(self._sql.read_checkpoints, (run_id,))
+        return [decode_run(bytes(r[0]), run_id) for r in rows]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

@@ -19,7 +19,6 @@ from flowcraft.stores._base import (
     StoredRun,
     check_list_args,
     check_namespace,
-    compute_stats,
     decode_cursor,
     decode_history,
     decode_many,
@@ -39,9 +38,14 @@ __all__ = ["RedisStore"]
 _CHUNK = 200
 
 # Create or compare-and-set a run, its indexes, history and idempotency record in one step.
-# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
+#       checkpoints zset, deadline zset, flows set
 # ARGV: mode, expected, revision, body, run_id, created, due|'', finished|'', has_idem,
-#       idem_key, idem_value, n_history, history...
+#       idem_key, idem_value, keep_checkpoints, index prefix, index tags, deadline|'',
+#       flow_id, n_history, history...
+# Index tags ("st:<status>", "fl:<flow>", "rs:<reason>", newline-separated) name the
+# secondary sorted sets (scored by creation time) the run is in; the old ones are left.
+# Those keys are derived in the script: fine on one server, not on Redis Cluster.
 _WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == 'create' then
@@ -57,8 +61,26 @@ else redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5]) end
 if ARGV[8] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
 else redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5]) end
 if ARGV[9] == '1' then redis.call('HSETNX', KEYS[5], ARGV[10], ARGV[11]) end
-local n = tonumber(ARGV[12])
-for i = 1, n do redis.call('RPUSH', KEYS[4], ARGV[12 + i]) end
+local keep = tonumber(ARGV[12])
+if keep > 0 then
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(keep + 1))
+end
+local old = redis.call('HGET', KEYS[1], 'ix')
+if old ~= ARGV[14] then
+  if old then
+    for tag in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', ARGV[13] .. tag, ARGV[5]) end
+  end
+  for tag in string.gmatch(ARGV[14], '[^\\n]+') do
+    redis.call('ZADD', ARGV[13] .. tag, ARGV[6], ARGV[5])
+  end
+  redis.call('HSET', KEYS[1], 'ix', ARGV[14])
+end
+if ARGV[15] == '' then redis.call('ZREM', KEYS[8], ARGV[5])
+else redis.call('ZADD', KEYS[8], ARGV[15], ARGV[5]) end
+redis.call('SADD', KEYS[9], ARGV[16])
+local n = tonumber(ARGV[17])
+for i = 1, n do redis.call('RPUSH', KEYS[4], ARGV[17 + i]) end
 return {'ok'}
 """
 
@@ -72,13 +94,19 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'exp', ARGV[2])
 return 1
 """
 
-# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset
-# ARGV: expected revision, run_id
+# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
+#       checkpoints zset, deadline zset
+# ARGV: expected revision ('' deletes whatever is stored), run_id, index prefix
 _DELETE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return {'missing'} end
-if tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
-redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+if ARGV[1] ~= '' and tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+local old = redis.call('HGET', KEYS[1], 'ix')
+if old then
+  for tag in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', ARGV[3] .. tag, ARGV[2]) end
+end
+redis.call('ZREM', KEYS[8], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[7])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
@@ -117,6 +145,7 @@ class RedisStore:
         self._scripts: dict[str, AsyncScript] = {}
         ns = namespace
         self._order, self._due, self._finished = f"{ns}:order", f"{ns}:due", f"{ns}:finished"
+        self._deadline, self._flows, self._ix = f"{ns}:deadline", f"{ns}:flows", f"{ns}:ix:"
 
     def __repr__(self) -> str:
         return f"flowcraft.stores.RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -166,6 +195,7 @@ class RedisStore:
         expected: int,
         history: Sequence[HistoryRecord],
         idempotency: tuple[str, bytes] | None,
+        checkpoint: int = 0,
     ) -> builtins.list[Any]:
         rid = run.run_id
         due = opt_micros(run.due_at) if run.status == "awaiting" else None
@@ -177,7 +207,14 @@ class RedisStore:
             self._key("hist", rid),
             self._key("idem", rid),
             self._finished,
+            self._key("cp", rid),
+            self._deadline,
+            self._flows,
         ]
+        tags = [f"st:{run.status}", f"fl:{run.flow_id}"]
+        if run.status == "awaiting":
+            tags.extend(f"rs:{r}" for r in sorted(set(run.reasons)))
+        deadline = opt_micros(run.pause_deadline) if run.status == "awaiting" else None
         args: builtins.list[Any] = [
             mode,
             expected,
@@ -190,6 +227,11 @@ class RedisStore:
             "1" if idempotency else "0",
             idempotency[0] if idempotency else "",
             idempotency[1] if idempotency else b"",
+            checkpoint,
+            self._ix,
+            "\n".join(tags),
+            "" if deadline is None else deadline,
+            run.flow_id,
             len(history),
             *(RUN_ENCODER.encode(h) for h in history),
         ]
@@ -221,9 +263,12 @@ class RedisStore:
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
-        reply = await self._write("save", run, expected_revision, history, idempotency)
+        reply = await self._write(
+            "save", run, expected_revision, history, idempotency, checkpoint
+        )
         if reply[0] == b"missing":
             raise RunNotFoundError(run.run_id)
         if reply[0] == b"conflict":
@@ -250,18 +295,30 @@ class RedisStore:
     ) -> RunPage:
         """Runs matching every filter given, oldest first, a page at a time.
 
-        Filters are applied while walking the creation-ordered index, so a selective filter
-        over many runs reads them all; use SQL stores for large filtered listings.
+        Walks the secondary index of the most selective filter given (runs of a status, of a
+        flow, awaiting for a reason; all runs otherwise) in creation order, checking the other
+        filters on the way.
         """
         check_list_args(expired, now, limit)
         after = decode_cursor(cursor)
         r = self._redis()
+        if reason is not None:
+            index = f"{self._ix}rs:{reason}"
+        elif status is not None:
+            index = f"{self._ix}st:{status}"
+        elif expired:
+            index = f"{self._ix}st:awaiting"
+        elif flow_id is not None:
+            index = f"{self._ix}fl:{flow_id}"
+        else:
+            index = self._order
         low: str | int = "-inf" if after is None else after[0]
         found: builtins.list[StoredRun] = []
         offset = 0
+        chunk = max(limit + 1, 64)
         while len(found) <= limit:
             async with self._guard("list"):
-                ids = await r.zrangebyscore(self._order, low, "+inf", start=offset, num=_CHUNK)
+                ids = await r.zrangebyscore(index, low, "+inf", start=offset, num=chunk)
             if not ids:
                 break
             offset += len(ids)
@@ -283,24 +340,48 @@ class RedisStore:
         return [r for r in await self._bodies(ids) if r.status == "awaiting"]
 
     async def stats(self, now: datetime) -> RunStats:
-        """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
-        runs: builtins.list[StoredRun] = []
+        """Counts by status, by flow, awaiting by reason, and expired at ``now``.
+
+        Read from the sizes of the secondary indexes: a few commands, whatever the run count.
+        """
         r = self._redis()
-        offset = 0
-        while True:
-            async with self._guard("stats"):
-                ids = await r.zrange(self._order, offset, offset + _CHUNK - 1)
-            if not ids:
-                break
-            offset += len(ids)
-            runs.extend(await self._bodies(ids))
-        return compute_stats(runs, now)
+        statuses = ("running", "awaiting", "completed", "failed", "cancelled")
+        reasons = ("wait", "timer", "pause")
+        async with self._guard("stats"):
+            flows = sorted(_names(list(await r.smembers(self._flows))))
+            async with r.pipeline(transaction=False) as pipe:
+                for st in statuses:
+                    pipe.zcard(f"{self._ix}st:{st}")
+                for fl in flows:
+                    pipe.zcard(f"{self._ix}fl:{fl}")
+                for rs in reasons:
+                    pipe.zcard(f"{self._ix}rs:{rs}")
+                pipe.zcount(self._deadline, "-inf", to_micros(now))
+                counts = [int(c) for c in await pipe.execute()]
+        by_status = {st: c for st, c in zip(statuses, counts, strict=False) if c}
+        rest = counts[len(statuses) :]
+        by_flow = {fl: c for fl, c in zip(flows, rest, strict=False) if c}
+        rest = rest[len(flows) :]
+        by_reason = {rs: c for rs, c in zip(reasons, rest, strict=False) if c}
+        return RunStats(
+            total=sum(by_status.values()),
+            by_status=by_status,
+            by_flow=by_flow,
+            awaiting_by_reason=by_reason,
+            expired=rest[-1],
+        )
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
         async with self._guard("history"):
             items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
         return [decode_history(_bytes(i), run_id) for i in items]
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first."""
+        async with self._guard("checkpoints"):
+            items = await self._redis().zrange(self._key("cp", run_id), 0, -1)
+        return [decode_run(_bytes(i), run_id) for i in items]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
@@ -331,16 +412,25 @@ class RedisStore:
         async with self._guard("delete_finished"):
             ids = await r.zrangebyscore(self._finished, "-inf", f"({to_micros(before)}")
         names = _names(ids)
-        if not names:
-            return 0
-        async with self._guard("delete_finished"), r.pipeline(transaction=True) as pipe:
-            for rid in names:
-                pipe.delete(self._key("run", rid), self._key("hist", rid), self._key("idem", rid))
-            pipe.zrem(self._order, *names)
-            pipe.zrem(self._due, *names)
-            pipe.zrem(self._finished, *names)
-            await pipe.execute()
+        for rid in names:
+            keys = self._run_keys(rid)
+            await self._call("delete", _DELETE, keys, ["", rid, self._ix])
+        async with self._guard("delete_finished"):
+            if names:
+                await r.zrem(self._finished, *names)
         return len(names)
+
+    def _run_keys(self, run_id: str) -> builtins.list[str]:
+        return [
+            self._key("run", run_id),
+            self._order,
+            self._due,
+            self._key("hist", run_id),
+            self._key("idem", run_id),
+            self._finished,
+            self._key("cp", run_id),
+            self._deadline,
+        ]
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
@@ -351,8 +441,11 @@ class RedisStore:
             self._key("hist", run_id),
             self._key("idem", run_id),
             self._finished,
+            self._key("cp", run_id),
+            self._deadline,
         ]
-        reply = await self._call("delete", _DELETE, keys, [expected_revision, run_id])
+        args = [expected_revision, run_id, self._ix]
+        reply = await self._call("delete", _DELETE, keys, args)
         if reply[0] == b"missing":
             raise RunNotFoundError(run_id)
         if reply[0] == b"conflict":

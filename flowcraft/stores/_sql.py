@@ -32,6 +32,7 @@ class Dialect:
         self.history = f"{namespace}_history"
         self.idem = f"{namespace}_idempotency"
         self.leases = f"{namespace}_leases"
+        self.checkpoints = f"{namespace}_checkpoints"
         self.p = "%s" if postgres else "?"
         blob = "BYTEA" if postgres else "BLOB"
         big = "BIGINT" if postgres else "INTEGER"
@@ -48,12 +49,23 @@ class Dialect:
             f"CREATE INDEX IF NOT EXISTS {self.runs}_order ON {self.runs} (created_at, run_id)",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_status ON {self.runs} "
             "(status, updated_at)",
+            # list(status=/reason=/expired=) and list(flow_id=) walk these in page order;
+            # stats' expired count ranges over the deadline one.
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_status_order ON {self.runs} "
+            "(status, created_at, run_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_flow_order ON {self.runs} "
+            "(flow_id, created_at, run_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_deadline ON {self.runs} "
+            "(status, pause_deadline)",
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
             f"""CREATE TABLE IF NOT EXISTS {self.idem} (
                 run_id TEXT NOT NULL, key TEXT NOT NULL, result {blob} NOT NULL,
                 PRIMARY KEY (run_id, key))""",
+            f"""CREATE TABLE IF NOT EXISTS {self.checkpoints} (
+                run_id TEXT NOT NULL, revision {big} NOT NULL, body {blob} NOT NULL,
+                PRIMARY KEY (run_id, revision))""",
             f"""CREATE TABLE IF NOT EXISTS {self.leases} (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at {big} NOT NULL)""",
         ]
@@ -94,8 +106,22 @@ class Dialect:
             f"SELECT run_id FROM {self.runs} WHERE status IN ({done}) AND updated_at < {p}"
         )
         self.delete = [
-            f"DELETE FROM {t} WHERE run_id = {p}" for t in (self.runs, self.history, self.idem)
+            f"DELETE FROM {t} WHERE run_id = {p}"
+            for t in (self.runs, self.history, self.idem, self.checkpoints)
         ]
+        cp = self.checkpoints
+        self.insert_checkpoint = (
+            f"INSERT INTO {cp} (run_id, revision, body) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (run_id, revision) DO NOTHING"
+        )
+        # Keep the newest N: delete at and below the (N+1)-th newest revision.
+        self.trim_checkpoints = (
+            f"DELETE FROM {cp} WHERE run_id = {p} AND revision <= (SELECT revision FROM {cp} "
+            f"WHERE run_id = {p} ORDER BY revision DESC LIMIT 1 OFFSET {p})"
+        )
+        self.read_checkpoints = (
+            f"SELECT body FROM {cp} WHERE run_id = {p} ORDER BY revision"
+        )
         self.stats_status = f"SELECT status, COUNT(*) FROM {self.runs} GROUP BY status"
         self.stats_flow = f"SELECT flow_id, COUNT(*) FROM {self.runs} GROUP BY flow_id"
         self.stats_reason = (
@@ -126,6 +152,10 @@ class Dialect:
         """Parameters of ``update_run``."""
         row = self.row(run)
         return (*row[1:], run.run_id, expected)
+
+    def checkpoint_params(self, run: StoredRun, body: bytes, keep: int) -> list[tuple[Any, ...]]:
+        """Parameters of ``insert_checkpoint`` then ``trim_checkpoints``."""
+        return [(run.run_id, run.revision, body), (run.run_id, run.run_id, keep)]
 
     def history_rows(self, run_id: str, history: Sequence[HistoryRecord]) -> list[tuple[Any, ...]]:
         """Parameters of ``insert_history`` for each record."""

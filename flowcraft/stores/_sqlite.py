@@ -127,12 +127,15 @@ class SqliteStore:
         *,
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
+        checkpoint: int = 0,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
 
+        params = sql.update_params(run, expected_revision)
+
         def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(sql.update_run, sql.update_params(run, expected_revision))
+            cur = conn.execute(sql.update_run, params)
             if cur.rowcount != 1:
                 row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()
                 if row is None:
@@ -141,6 +144,10 @@ class SqliteStore:
             conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
             if idempotency is not None:
                 conn.execute(sql.remember, (run.run_id, *idempotency))
+            if checkpoint > 0:
+                put, trim = sql.checkpoint_params(run, params[-3], checkpoint)
+                conn.execute(sql.insert_checkpoint, put)
+                conn.execute(sql.trim_checkpoints, trim)
 
         await self._write(op)
 
@@ -193,6 +200,12 @@ class SqliteStore:
         """The run's audit trail, oldest first."""
         rows = await self._run(lambda c: c.execute(self._sql.read_history, (run_id,)).fetchall())
         return [decode_history(bytes(r[0]), run_id) for r in rows]
+
+    async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
+        """The run's kept checkpoints, oldest first."""
+        query = self._sql.read_checkpoints
+        rows = await self._run(lambda c: c.execute(query, (run_id,)).fetchall())
+        return [decode_run(bytes(r[0]), run_id) for r in rows]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

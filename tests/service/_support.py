@@ -64,7 +64,7 @@ async def drop(kind: str, namespace: str) -> None:
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases"):
+            for table in ("runs", "history", "idempotency", "leases", "checkpoints"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
 
 

@@ -1,0 +1,161 @@
+"""Checkpoint history and time travel (DESIGN §9): checkpoints, rollback, fork."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowcraft import CheckpointNotFoundError, FlowRuntime, RunActiveError
+from flowcraft.stores import FlowService, MemoryStore, RunStore
+from flowcraft.testing import FakeClock
+from tests.service._support import KINDS, backend, flows
+
+
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
+
+
+async def test_checkpoints_keep_each_stored_state_and_only_the_newest(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Every segment's result is a checkpoint; keep_checkpoints bounds how many are kept."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows(), keep_checkpoints=2)
+    await service.start("two-waits", run_id="r1")
+    first = await service.checkpoints("r1")
+    assert [(c.status, c.awaiting) for c in first] == [("awaiting", ("a", "b"))]
+    await service.resume("r1", {"action": "ok"}, node_id="a")
+    await service.resume("r1", {"action": "ok"}, node_id="b")
+    kept = await service.checkpoints("r1")
+    assert [c.status for c in kept] == ["awaiting", "completed"]
+    assert kept[-1] == await service.get("r1")
+    assert kept[0].revision < kept[1].revision
+
+
+async def test_rollback_makes_an_earlier_checkpoint_current_and_it_can_be_decided_again(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A completed run rolled back to its wait awaits again, with a new revision and history."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    waiting = (await service.checkpoints("r1"))[0]
+    done = await service.resume("r1", {"action": "rejected"})
+    assert done.outputs["refuse"] == "refused"
+    before = await service.get("r1")
+    back = await service.rollback("r1", waiting.revision, by="ops", reason="wrong call")
+    assert back.status == "awaiting"
+    now = await service.get("r1")
+    assert now.revision == before.revision + 1
+    assert now.context == waiting.context
+    assert now.awaiting == ("approve",)
+    last = (await service.history("r1"))[-1]
+    assert (last.event, last.by, last.reason) == ("rollback", "ops", "wrong call")
+    assert last.data == {"from_revision": before.revision, "to_revision": waiting.revision}
+    again = await service.resume("r1", {"action": "approved"})
+    assert again.outputs["pay"] == "paid"
+    assert (await service.checkpoints("r1"))[-1].status == "completed"
+
+
+async def test_rollback_refuses_unknown_revisions_and_running_runs(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """An unkept revision raises CheckpointNotFoundError, a running run RunActiveError."""
+    import msgspec
+
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    before = await service.get("r1")
+    with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint at revision 999"):
+        await service.rollback("r1", 999)
+    assert await service.get("r1") == before
+    running = msgspec.structs.replace(
+        before, status="running", revision=before.revision + 1, owner="p2"
+    )
+    await store.save(running, before.revision)
+    with pytest.raises(RunActiveError, match="rollback was refused"):
+        await service.rollback("r1", before.revision)
+    assert await service.get("r1") == running
+
+
+async def test_fork_starts_a_new_run_from_a_checkpoint_and_leaves_the_original(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A fork has its own id inside its context, the checkpoint's state, and a fork record."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    point = (await service.checkpoints("r1"))[0]
+    await service.resume("r1", {"action": "rejected"})
+    original = await service.get("r1")
+    forked = await service.fork("r1", point.revision, new_run_id="r2", by="ops")
+    assert (forked.run_id, forked.status) == ("r2", "awaiting")
+    assert (await service.get("r2")).awaiting == ("approve",)
+    final = await service.resume("r2", {"action": "approved"})
+    assert final.run_id == "r2"
+    assert final.outputs["pay"] == "paid"
+    assert await service.get("r1") == original
+    first = (await service.history("r2"))[0]
+    assert first.event == "fork"
+    assert first.data == {"from_run": "r1", "from_revision": point.revision}
+
+
+async def test_keep_checkpoints_zero_keeps_none(fake_clock: FakeClock) -> None:
+    """keep_checkpoints=0 turns the history off."""
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), MemoryStore(), flows=flows(), keep_checkpoints=0
+    )
+    await service.start("approval", run_id="r1")
+    assert await service.checkpoints("r1") == []
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["decide", "rollback", "fork"]), st.integers(0, 50)), max_size=12
+    )
+)
+async def test_rollback_and_fork_sequences_match_a_model(steps: list[tuple[str, int]]) -> None:
+    """Any sequence of decisions, rollbacks and forks: each run's state is its model's."""
+    clock = FakeClock()
+    service = FlowService(
+        FlowRuntime(clock=clock), MemoryStore(), flows=flows(), keep_checkpoints=3
+    )
+    await service.start("two-waits", run_id="r0")
+    # model: run -> (current decided set, kept checkpoints as (revision, decided set))
+    model: dict[str, tuple[frozenset[str], list[tuple[int, frozenset[str]]]]] = {
+        "r0": (frozenset(), [((await service.get("r0")).revision, frozenset())])
+    }
+    forks = 0
+    for op, pick in steps:
+        run_id = sorted(model)[pick % len(model)]
+        decided, kept = model[run_id]
+        if op == "decide":
+            left = sorted({"a", "b"} - decided)
+            if not left:
+                continue
+            await service.resume(run_id, {"action": "ok"}, node_id=left[0])
+            decided = decided | {left[0]}
+            kept = [*kept, ((await service.get(run_id)).revision, decided)][-3:]
+            model[run_id] = (decided, kept)
+        elif op == "rollback":
+            revision, state = kept[pick % len(kept)]
+            await service.rollback(run_id, revision)
+            kept = [*kept, ((await service.get(run_id)).revision, state)][-3:]
+            model[run_id] = (state, kept)
+        else:
+            revision, state = kept[pick % len(kept)]
+            forks += 1
+            new = f"f{forks}"
+            await service.fork(run_id, revision, new_run_id=new)
+            model[new] = (state, [((await service.get(new)).revision, state)])
+        for rid, (state, points) in model.items():
+            stored = await service.get(rid)
+            assert set(stored.awaiting) == {"a", "b"} - state
+            assert stored.status == ("completed" if state == {"a", "b"} else "awaiting")
+            assert [c.revision for c in await service.checkpoints(rid)] == [p[0] for p in points]
