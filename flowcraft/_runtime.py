@@ -90,6 +90,9 @@ class FlowRuntime:
         max_steps: Node executions allowed per run/resume call before the run fails.
         concurrency: Upper bound on nodes running at once (``None``: unbounded).
         max_context_bytes: Contexts larger than this are refused before decoding.
+        history_limit: History entries a context carries over from earlier calls (``None``:
+            all). Each call adds its own on top, so a run looping through a wait a thousand
+            times keeps a bounded context; ``FlowService`` keeps the full history in its store.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class FlowRuntime:
         max_steps: int = 10_000,
         concurrency: int | None = None,
         max_context_bytes: int = 16 * 1024 * 1024,
+        history_limit: int | None = 32,
     ) -> None:
         self.registry: Mapping[str, object] = registry if registry is not None else {}
         self.blueprints: dict[str, Blueprint] = {}
@@ -130,6 +134,7 @@ class FlowRuntime:
             concurrency=_concurrency(concurrency),
             # FLOWCRAFT_FAST_PATHS=0 runs everything on the general engine (see Config.fast).
             fast=os.environ.get("FLOWCRAFT_FAST_PATHS", "1") != "0",
+            history_limit=history_limit,
             child_plan=self.child_plan,
         )
 
@@ -139,6 +144,7 @@ class FlowRuntime:
     dependencies: Mapping[str, Any] = _setting("dependencies", "``node.deps``.", _dependencies)
     max_steps: int = _setting("max_steps", "Node executions allowed per run/resume call.")
     concurrency: int | None = _setting("concurrency", "Nodes running at once.", _concurrency)
+    history_limit: int | None = _setting("history_limit", "History kept from earlier calls.")
     codec: Codec = _setting("codec", "The context codec (serializer, signing keys, size limit).")
 
     @property
@@ -219,7 +225,8 @@ class FlowRuntime:
             errors=tuple(env.errors),
             blueprint_id=env.blueprint_id,
             _waiting=env.waiting,
-            _past=env.history,
+            history_dropped=env.history_dropped,
+        _past=env.history,
         )
 
     async def fire(
@@ -237,8 +244,9 @@ class FlowRuntime:
         This is what a scheduler does; ``TimerNotDueError`` if the deadline has not come.
         """
         plan = self.plan(blueprint, registry)
-        env = self.load(plan, serialized_context)
-        applied = resume(self._config, plan, env, None, node_id, control=control, by=by, fired=True)
+        cfg = self._config
+        env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
+        applied = resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True)
         return (await applied)[0]
 
     async def cancel(
@@ -252,10 +260,11 @@ class FlowRuntime:
     ) -> RunResult:
         """Cancel an awaiting run: it ends ``cancelled`` with everything done so far kept."""
         plan = self.plan(blueprint, registry)
-        env = self.load(plan, serialized_context)
+        cfg = self._config
+        env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
         if env.status != "awaiting":
             raise NotAwaitingError(env.run_id, env.status)
-        return (await cancel(self._config, plan, env, reason, by))[0]
+        return (await cancel(cfg, plan, env, reason, by))[0]
 
     async def resume(
         self,
@@ -294,10 +303,10 @@ class FlowRuntime:
             ContextError: the context is corrupt, tampered with, or from another blueprint.
         """
         plan = self.plan(blueprint, registry)
-        env = self.load(
-            plan, serialized_context, migrate=migrate, allow_change=allow_blueprint_change
-        )
         cfg = self._config
+        env = load(
+            cfg.codec, plan, serialized_context, migrate, allow_blueprint_change, cfg.history_limit
+        )
         if control is None and cfg.line:
             quick = quick_resume(cfg, plan, env, data, node_id, by)  # shortcut of the below
             if quick is not None:

@@ -116,7 +116,8 @@ class Scheduler:
                 continue  # replaced by a newer revision of its run, or already fired
             entry = self._runs[timer.run_id]
             try:
-                env = load(self._cfg().codec, entry.plan, entry.result)
+                cfg = self._cfg()
+                env = load(cfg.codec, entry.plan, entry.result, history_limit=cfg.history_limit)
                 node_id = timer.node_id
                 result, _ = await resume(self._cfg(), entry.plan, env, None, node_id, fired=True)
             except TimerNotDueError:

@@ -139,6 +139,8 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     serialized_context: bytes
     errors: tuple[NodeError, ...] = ()
     blueprint_id: str = ""
+    #: Older history entries the context no longer carries (``FlowRuntime(history_limit=)``).
+    history_dropped: int = 0
     _waiting: list[Any] = []  # the envelope's waiting records (WaitState)
     _past: list[HistoryEntry] = []  # history without the pauses still open
     _causes: Mapping[str, BaseException] = {}  # in-process only: the original exceptions

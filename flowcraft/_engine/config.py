@@ -47,6 +47,8 @@ class Config:
     max_steps: int
     concurrency: int | None
     fast: bool
+    #: History entries a context keeps from earlier calls (None: all); see ``load.trim``.
+    history_limit: int | None
     #: The plan of a subflow's child blueprint (the runtime's plan cache).
     child_plan: Callable[[str, Plan], Plan]
     #: Who sees finished results: the runtime's open schedulers (a shared list).

@@ -912,6 +912,7 @@ def finish(
         errors=tuple(env.errors) if env.errors else (),
         blueprint_id=env.blueprint_id,
         _waiting=env.waiting,
+        history_dropped=env.history_dropped,
         _past=env.history,
         _causes=causes,
     )

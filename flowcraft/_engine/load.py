@@ -79,8 +79,14 @@ def load(
     serialized_context: bytes | str | RunResult,
     migrate: Callable[[ContextView], Any] | None = None,
     allow_change: bool = False,
+    history_limit: int | None = None,
 ) -> Envelope:
-    """Decode a context and check it against the plan's blueprint (migrating it if allowed)."""
+    """Decode a context and check it against the plan's blueprint (migrating it if allowed).
+
+    ``history_limit``: a context about to be continued keeps only that many history entries
+    from earlier calls (the call then adds its own), so a run looping through a wait a thousand
+    times keeps a bounded context; ``history_dropped`` counts what was left out.
+    """
     env = codec.decode(
         serialized_context if type(serialized_context) is bytes else bytes_of(serialized_context)
     )
@@ -96,6 +102,10 @@ def load(
         check_envelope(plan, env)
     if plan.state_hints and env.state:
         type_state(plan, env)
+    if history_limit is not None and len(env.history) > history_limit:
+        drop = len(env.history) - history_limit
+        del env.history[:drop]
+        env.history_dropped += drop
     return env
 
 

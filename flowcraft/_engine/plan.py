@@ -566,7 +566,9 @@ def pause_record(node: PlanNode, value: Any, now: datetime) -> WaitState:
     if node.kind == "wait":
         timeout = node.wait_timeout
         expires = None if timeout is None else now + timedelta(seconds=timeout)
-        return WaitState(node.id, "wait", now, value, None, expires, node.description)
+        # No input: a resume gives a wait its output, and the input is already in the
+        # predecessor's output (kept once, not twice).
+        return WaitState(node.id, "wait", now, None, None, expires, node.description)
     wake = node.sleep
     wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
     return WaitState(node.id, "timer", now, value, wake_at)

@@ -153,7 +153,8 @@ async def resume_child(
     context = child_context(stored.get("context"))
     if context is None:
         raise ContextDecodeError(f"run {env.run_id!r}: subflow {parent.node_id!r} lost its context")
-    child_env = load(cfg.codec, child, context)  # digest, structure and typed state, like any load
+    # Digest, structure and typed state checked like any load; history bounded like any resume.
+    child_env = load(cfg.codec, child, context, history_limit=cfg.history_limit)
     # The child validates first: a refused resume raises before the parent changes.
     try:
         result, new_env = await resume(

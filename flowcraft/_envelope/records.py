@@ -59,6 +59,7 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     errors: list[NodeError] = []
     version: str | None = None
     shape: bytes = b""
+    history_dropped: int = 0  # older history entries left out of the context (the store has them)
 
 
 class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
