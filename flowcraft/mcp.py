@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 import flowcraft
 from flowcraft import FlowService
-from flowcraft.cli import (
+from flowcraft.cli.views import (
     CleanupReport,
     DeleteReport,
     Unsupported,
