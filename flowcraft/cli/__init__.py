@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import msgspec
 
@@ -126,13 +126,15 @@ class HistoryLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 class ContextReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """``context inspect``: what a stored context says, and whether its signature holds.
 
+    ``verified``: the signature held under the ``--key`` keys (``keys_from="key"``). With
+    ``keys_from="app"`` the app's runtime read it (its signing keys, if it has any, held);
+    with ``"none"`` the context was unsigned (a signed one is refused without keys).
     Without a blueprint only ``run_id``, ``blueprint_id`` and ``digest`` can be read (the
     library decodes a context against its blueprint); ``decoded`` says which case this is.
     """
 
     verified: bool
-    signed: bool
-    key_id: str | None = None
+    keys_from: Literal["key", "app", "none"] = "none"
     run_id: str
     blueprint_id: str
     digest: str | None = None
@@ -542,34 +544,61 @@ def _close(service: FlowService | None) -> None:
         anyio.run(service.store.close)
 
 
+_BUILT_IN = frozenset({"wait", "sleep", "subflow", "batch-scatter", "batch-gather",
+                       "loop-controller"})
+
+
+async def _never_run(node: object) -> None:
+    raise RuntimeError("context inspect never runs a node")
+
+
+def _stand_ins(bp: Blueprint) -> dict[str, object]:
+    """A registry for a blueprint read from JSON: inspecting decodes, it never calls a node."""
+    found: dict[str, object] = {n.uses: _never_run for n in bp.nodes if n.uses not in _BUILT_IN}
+    for n in bp.nodes:
+        key = n.params.get("schema") if n.params else None
+        if isinstance(key, str):
+            found[key] = Any  # a wait's schema type: any output decodes
+    return found
+
+
 def _inspect_context(
     env: _Env, data: bytes, keys: dict[str, str], blueprint_file: str | None
 ) -> ContextReport:
-    runtime = flowcraft.FlowRuntime(signing_keys=keys or None)
-    probe = Blueprint.from_json(_PROBE)
+    """Verify and decode a context with public calls only.
+
+    The library decodes a context against its blueprint (``FlowRuntime.inspect``); there is
+    no public decoder without one. So a probe blueprint is tried first: the signature is
+    verified before the blueprint is compared, and the mismatch error names the context's
+    run and blueprint. The real blueprint (a file, or the app's flow of that id) then
+    decodes the rest.
+    """
+    service = load_app(env.app) if env.app and blueprint_file is None else None
     try:
-        runtime.inspect(probe, data)
-        raise UsageProblem("the context was made by the CLI's own probe blueprint")
-    except flowcraft.BlueprintMismatchError as exc:
-        run_id, (bp_id, digest) = exc.run_id, exc.expected
-    report = ContextReport(verified=bool(keys), signed=bool(keys), run_id=run_id,
-                           blueprint_id=bp_id, digest=digest)
-    registry: Mapping[str, object] | None = None
-    service: FlowService | None = None
-    if blueprint_file is not None:
-        bp = Blueprint.from_json(open(blueprint_file, "rb").read())  # noqa: SIM115
-    elif env.app:
-        service = load_app(env.app)
+        runtime = flowcraft.FlowRuntime(signing_keys=keys or None)
+        if service is not None and not keys:
+            runtime = service.runtime  # the app's own signing keys verify it
         try:
+            runtime.inspect(Blueprint.from_json(_PROBE), data)
+            raise UsageProblem("the context was made by the CLI's own probe blueprint")
+        except flowcraft.BlueprintMismatchError as exc:
+            run_id, (bp_id, digest) = exc.run_id, exc.expected
+        source: Literal["key", "app", "none"] = (
+            "key" if keys else "app" if service is not None else "none"
+        )
+        report = ContextReport(verified=bool(keys), keys_from=source, run_id=run_id,
+                               blueprint_id=bp_id, digest=digest)
+        if blueprint_file is not None:
+            bp = Blueprint.from_json(open(blueprint_file, "rb").read())  # noqa: SIM115
+            registry: Mapping[str, object] = _stand_ins(bp)
+        elif service is not None:
             bp, registry = flow_of(service, bp_id)
-        finally:
-            _close(service)
-        if not keys:
-            runtime = service.runtime  # the app's own signing keys
-    else:
-        return report
-    result = runtime.inspect(bp, data, registry=registry)
-    views = awaiting_for(result, bp, registry or {})
+        else:
+            return report
+        result = runtime.inspect(bp, data, registry=registry)
+    finally:
+        _close(service)
+    views = awaiting_for(result, bp, registry)
     history = [
         HistoryLine(event=h.event, node_id=h.node_id, at=h.at, reason=h.reason, by=h.by,
                     action=h.action)
@@ -593,6 +622,8 @@ def _context_lines(r: ContextReport, keys: Sequence[str]) -> Iterator[str]:
     yield f"blueprint  {r.blueprint_id} (digest {(r.digest or '')[:12]})"
     if r.verified:
         yield "signature  " + _paint(f"verified (key {', '.join(keys)})", "green")
+    elif r.keys_from == "app":
+        yield "signature  read with the app's runtime (its signing keys, if any, held)"
     else:
         yield "signature  none (an unsigned context; pass --key ID=SECRET to require one)"
     if not r.decoded:
