@@ -1160,8 +1160,7 @@ def build() -> click.Group:
         """Draw a blueprint as a Mermaid flowchart."""
         bp, _, service = _read_blueprint(env, target)
         result = None
-        if run_id is not None:
-            service = service or load_app(env.app)
+        if run_id is not None:  # run_with closes the app's store (the same service)
             result = run_with(env.app, lambda s: s.result(run_id))
         else:
             _close(service)

@@ -1,4 +1,4 @@
-"""``flowcraft.mcp`` through the official SDK: its in-process client and ``flowcraft mcp`` over stdio.
+"""``flowcraft.mcp`` through the official SDK: in-process, and ``flowcraft mcp`` over stdio.
 
 Both drive the same story on a real SQLite file: list → status (the wait's actions and
 schema) → resume → status, a duplicate resume with the same key, a resume with an unknown action.
