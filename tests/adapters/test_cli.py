@@ -1,0 +1,458 @@
+"""The ``flowcraft`` command, run as a real subprocess against a real SQLite file and PostgreSQL.
+
+Every command goes through ``python -m flowcraft`` (one test through the console script);
+JSON output is decoded into the public types (``flowcraft.http``, ``flowcraft.stores``,
+``flowcraft.cli``), text output is checked for the facts an operator needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from flowcraft import LintIssue
+from flowcraft.cli import BulkReport, CleanupReport, ContextReport
+from flowcraft.http import AwaitingView, ExecutionList, ExecutionView, HistoryView
+from flowcraft.stores import PostgresStore, RunStats
+from tests.service._support import POSTGRES_DSN, drop, unavailable
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+APP = "tests.adapters.cli_app:service"
+T = TypeVar("T")
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Backend:
+    """Where the subprocesses keep runs: the environment that names the store."""
+
+    def __init__(self, kind: str, where: str) -> None:
+        self.kind, self.where = kind, where
+        self.env = {
+            **os.environ,
+            "FLOWCRAFT_APP": APP,
+            "FLOWCRAFT_TEST_STORE": f"{kind}:{where}",
+            "PYTHONPATH": str(ROOT),
+            "NO_COLOR": "",
+        }
+        self.env.pop("NO_COLOR")
+
+    def run(self, *args: str, stdin: str | bytes | None = None, **env: str) -> Result:
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        done = subprocess.run(
+            [sys.executable, "-m", "flowcraft", *args],
+            input=data if data is not None else b"",
+            capture_output=True,
+            cwd=ROOT,
+            env={**self.env, **env},
+            timeout=30,
+        )
+        return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        result = self.run(*args, stdin=stdin)
+        assert result.code == 0, result.err
+        return result.out
+
+    def json(self, kind: type[T], *args: str) -> T:
+        return msgspec.json.decode(self.ok("-o", "json", *args), type=kind)
+
+
+class Result(msgspec.Struct, frozen=True):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    kind: str = request.param
+    if kind == "sqlite":
+        yield Backend("sqlite", str(tmp_path_factory.mktemp("cli") / "runs.db"))
+        return
+    namespace = f"cli{uuid.uuid4().hex[:10]}"
+
+    async def probe() -> None:
+        store = PostgresStore(POSTGRES_DSN, namespace=namespace)
+        try:
+            await store.recall("probe", "probe")
+        finally:
+            await store.close()
+
+    try:
+        anyio.run(probe)
+    except Exception as exc:
+        unavailable("postgres store", exc)
+    try:
+        yield Backend("postgres", namespace)
+    finally:
+        anyio.run(drop, "postgres", namespace)
+
+
+def new_id() -> str:
+    return "r" + uuid.uuid4().hex[:10]
+
+
+def start(b: Backend, flow: str = "expense") -> ExecutionView:
+    return b.json(ExecutionView, "runs", "start", flow, "--run-id", new_id(),
+                  "--state", '{"amount": 1500}')
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_start_show_list_resume_history_stats(backend: Backend) -> None:
+    """A wait is started, listed, shown with its actions and schema, decided once, audited."""
+    b = backend
+    view = start(b)
+    run = view.id
+    assert view.status == "awaiting"
+    assert view.revision == 1
+    (wait,) = view.awaiting
+    assert wait.node_id == "approval"
+    assert wait.actions == ["approved", "rejected"]
+    assert wait.schema is not None
+    assert "Decision" in str(wait.schema)
+
+    text = b.ok("runs", "show", run)
+    for fact in (run, "awaiting", "approval (wait)", "actions: approved, rejected",
+                 "Manager approves the expense", '"approved"', "history"):
+        assert fact in text
+    assert "\x1b[" not in text  # no colour into a pipe
+
+    listed = b.json(ExecutionList, "runs", "list", "--status", "awaiting", "--flow", "expense",
+                    "--all")
+    assert run in [e.id for e in listed.executions]
+    assert run in b.ok("runs", "list", "--status", "awaiting", "--limit", "500", "--all")
+    one = b.json(ExecutionList, "runs", "list", "--limit", "1")
+    if one.next_cursor is not None:
+        nxt = b.json(ExecutionList, "runs", "list", "--limit", "1", "--cursor", one.next_cursor)
+        assert nxt.executions[0].id != one.executions[0].id
+
+    bad = b.run("runs", "resume", run, "approval", "--action", "maybe", "--output", "{}")
+    assert bad.code == 2
+    assert "Resume with one of: 'approved', 'rejected'" in bad.err
+    assert b.json(ExecutionView, "runs", "show", run).revision == 1  # nothing changed
+
+    args = ("runs", "resume", run, "approval", "--action", "approved", "--by", "alice",
+            "--output", '{"approved": true}', "--idempotency-key", "mail-1")
+    done = b.json(ExecutionView, *args)
+    assert done.status == "completed"
+    assert done.outputs is not None
+    assert done.outputs["pay"] == "paid"
+    again = b.json(ExecutionView, *args)  # the same delivery: the first result
+    assert again.revision == done.revision
+    assert again.status == "completed"
+    late = b.run("runs", "resume", run, "approval", "--action", "rejected", "--output", "{}")
+    assert late.code == 4
+    assert "approved" in late.err
+
+    history = b.json(HistoryView, "runs", "history", run)
+    events = [h.event for h in history.history]
+    assert events[0] == "start"
+    assert "resume" in events
+    assert any(h.by == "alice" for h in history.history)
+    assert "alice" in b.ok("runs", "history", run)
+
+    stats = b.json(RunStats, "runs", "stats")
+    assert stats.by_status.get("completed", 0) >= 1
+    assert stats.by_flow["expense"] >= 1
+    assert "total" in b.ok("runs", "stats")
+
+
+def test_errors_exit_with_their_codes(backend: Backend) -> None:
+    """Not found 3, usage 2, not awaiting 4; the library's message on stderr, nothing on stdout."""
+    b = backend
+    missing = b.run("runs", "show", "no-such-run")
+    assert missing.code == 3
+    assert "no-such-run" in missing.err
+    assert missing.out == ""
+    assert b.run("runs", "start", "no-such-flow").code == 3
+    assert b.run("runs", "start", "expense", "--state", "{not json").code == 2
+    assert b.run("runs", "list", "--cursor", "###").code == 2
+    assert b.run("--app", "nowhere.at_all:service", "runs", "stats").code == 2
+    assert b.run("runs", "frobnicate").code == 2
+
+
+def test_pause_holds_release_frees_cancel_ends(backend: Backend) -> None:
+    """A held run refuses decisions (exit 7) until released; cancel ends it; twice is exit 4."""
+    b = backend
+    run = start(b).id
+    held = b.json(ExecutionView, "runs", "pause", run, "--reason", "maintenance", "--by", "ops",
+                  "--expires-in", "1h")
+    assert held.held
+    assert held.paused_by == "ops"
+    assert held.pause_deadline is not None
+    text = b.ok("runs", "show", run)
+    assert "held" in text
+    assert "maintenance" in text
+    assert "ops" in text
+    refused = b.run("runs", "resume", run, "--action", "approved", "--output",
+                    '{"approved": true}')
+    assert refused.code == 7
+    assert "ops" in refused.err
+    freed = b.json(ExecutionView, "runs", "release", run, "--by", "ops")
+    assert not freed.held
+    assert freed.status == "awaiting"
+    cancelled = b.json(ExecutionView, "runs", "cancel", run, "--reason", "dup", "--by", "ops")
+    assert cancelled.status == "cancelled"
+    assert b.run("runs", "cancel", run).code == 4
+    assert b.run("runs", "pause").code == 2  # neither a run nor --where
+
+
+def test_bulk_where_previews_then_holds_releases_and_deletes(backend: Backend) -> None:
+    """--where --dry-run lists the matches and changes nothing; without it the service's bulk
+    operations act on every match; delete and rollback work on one run."""
+    b = backend
+    run = start(b).id
+    report = b.json(BulkReport, "runs", "pause", "--where", "status=awaiting,flow=expense",
+                    "--dry-run")
+    assert report.dry_run
+    assert run in report.matched
+    assert not b.json(ExecutionView, "runs", "show", run).held  # a preview changes nothing
+    assert run in b.ok("runs", "cancel", "--where", "status=awaiting", "--dry-run")
+    assert b.run("runs", "pause", "--where", "colour=blue", "--dry-run").code == 2
+    b.ok("runs", "pause", "--where", "status=awaiting,flow=expense", "--yes")
+    assert b.json(ExecutionView, "runs", "show", run).held
+    b.ok("runs", "release", "--where", "status=awaiting,flow=expense", "--yes")
+    assert not b.json(ExecutionView, "runs", "show", run).held
+    b.ok("runs", "rollback", run, "1")  # the stored start, kept as checkpoint 1
+    assert b.json(ExecutionView, "runs", "show", run).status == "awaiting"
+    assert b.run("runs", "cleanup", "--older-than", "1d", "--expired", "--yes").code == 0
+    b.ok("runs", "delete", run, "--yes")
+    assert b.run("runs", "show", run).code == 3
+
+
+def test_cleanup_deletes_finished_runs_and_asks_first(backend: Backend) -> None:
+    """cleanup refuses without --yes off a terminal, then deletes finished runs."""
+    b = backend
+    run = start(b).id
+    b.ok("runs", "cancel", run)
+    refused = b.run("runs", "cleanup", "--older-than", "0")
+    assert refused.code == 2
+    assert "--yes" in refused.err
+    report = b.json(CleanupReport, "runs", "cleanup", "--older-than", "0", "--yes")
+    assert report.deleted >= 1
+    assert b.run("runs", "show", run).code == 3
+
+
+def test_scheduler_fires_timers_and_stops_cleanly_on_sigterm(backend: Backend) -> None:
+    """`scheduler run` fires a due timer, prints it, and exits 0 on SIGTERM."""
+    b = backend
+    run = start(b, "nap").id
+    with subprocess.Popen(
+        [sys.executable, "-m", "flowcraft", "scheduler", "run", "--interval", "0.1"],
+        cwd=ROOT, env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            line = ""
+            deadline = time.monotonic() + 20
+            while run not in line and time.monotonic() < deadline:
+                line = proc.stdout.readline().decode()
+            assert run in line
+            assert "completed" in line
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+            assert "stopped cleanly" in proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert b.json(ExecutionView, "runs", "show", run).status == "completed"
+
+
+def test_serve_answers_the_http_api(backend: Backend) -> None:
+    """`serve` runs create_app under uvicorn; the run it shows is the CLI's view of it."""
+    b = backend
+    run = start(b).id
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen(
+        [sys.executable, "-m", "flowcraft", "serve", "--port", str(port), "--token", "t0k"],
+        cwd=ROOT, env=b.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            url = f"http://127.0.0.1:{port}/executions/{run}"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    response = httpx.get(url, headers={"Authorization": "Bearer t0k"})
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    with pytest.raises(subprocess.TimeoutExpired):
+                        proc.wait(0.05)  # still starting (not exited)
+            assert response.status_code == 200
+            over_http = msgspec.json.decode(response.content, type=ExecutionView)
+            assert over_http == b.json(ExecutionView, "runs", "show", run)
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn shuts down gracefully, then re-raises the signal it caught (its way).
+            assert proc.wait(10) in (0, -signal.SIGTERM)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert b.run("serve").code == 2  # no token
+
+
+# --- blueprints and contexts (no store needed) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sqlite(tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    return Backend("sqlite", str(tmp_path_factory.mktemp("cli1") / "runs.db"))
+
+
+def test_blueprint_show_lint_mermaid_of_an_app_flow_and_a_file(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    """A flow of the app and a JSON file both show, lint and draw."""
+    b = sqlite
+    text = b.ok("blueprint", "show", "expense")
+    assert "node approval  uses=wait" in text
+    assert "edge approval -> pay action='approved'" in text
+    raw = b.ok("-o", "json", "blueprint", "show", "expense")
+    path = tmp_path / "expense.json"
+    path.write_text(raw)
+    assert "blueprint expense" in b.ok("blueprint", "show", str(path))
+    assert "blueprint expense" in b.ok("blueprint", "show", "-", stdin=raw)
+    assert "FC003 wait-without-default [approval]" in b.ok("blueprint", "lint", "expense")
+    issues = msgspec.json.decode(b.ok("-o", "json", "blueprint", "lint", str(path)),
+                                 type=list[LintIssue])
+    assert [(i.code, i.severity) for i in issues] == [("FC003", "warning")]
+    assert "flowchart" in b.ok("blueprint", "mermaid", str(path))
+    assert b.run("blueprint", "show", "no-such-flow").code == 3
+
+
+def signed_context(tmp_path: Path, key: str = "k1=s3cret") -> tuple[Path, str]:
+    """A signed context of the expense flow, made in a subprocess with the app's runtime."""
+    code = (
+        "import anyio, sys\n"
+        "from tests.adapters.cli_app import expense, service\n"
+        "async def main():\n"
+        "    r = await service.runtime.run(expense.to_blueprint(), {'amount': 7},"
+        " registry=expense.registry, run_id='ctx-1')\n"
+        "    sys.stdout.buffer.write(r.serialized_context)\n"
+        "anyio.run(main)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWCRAFT_TEST_KEYS": key,
+           "FLOWCRAFT_TEST_STORE": f"sqlite:{tmp_path / 'unused.db'}"}
+    data = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
+                          cwd=ROOT, check=True).stdout
+    path = tmp_path / "ctx.bin"
+    path.write_bytes(data)
+    return path, key
+
+
+def test_context_inspect_verifies_and_decodes_offline(sqlite: Backend, tmp_path: Path) -> None:
+    """Valid with its key: run, revision, awaiting, history; no app needed with --blueprint."""
+    b = sqlite
+    ctx, key = signed_context(tmp_path)
+    bp = tmp_path / "expense.json"
+    bp.write_text(b.ok("-o", "json", "blueprint", "show", "expense"))
+    env = {k: v for k, v in b.env.items() if k != "FLOWCRAFT_APP"}
+    offline = Backend("sqlite", b.where)
+    offline.env = env
+    report = offline.json(ContextReport, "context", "inspect", str(ctx), "--key", key,
+                          "--blueprint", str(bp))
+    assert report.verified
+    assert report.decoded
+    assert report.run_id == "ctx-1"
+    assert report.revision == 1
+    assert report.status == "awaiting"
+    (wait,) = [msgspec.convert(a, AwaitingView) for a in report.awaiting]
+    assert wait.node_id == "approval"
+    assert wait.actions == ["approved", "rejected"]
+    assert [h.event for h in report.history] == ["pause"]
+    piped = offline.run("context", "inspect", "-", "--key", key, "--blueprint", str(bp),
+                        stdin=ctx.read_bytes())
+    assert piped.code == 0, piped.err
+    text = piped.out
+    for fact in ("ctx-1", "verified", "revision   1", "approval (wait)", "approved, rejected"):
+        assert fact in text
+    partial = offline.json(ContextReport, "context", "inspect", str(ctx), "--key", key)
+    assert partial.verified
+    assert not partial.decoded
+    assert (partial.run_id, partial.blueprint_id) == ("ctx-1", "expense")
+    with_app = b.run("-o", "json", "context", "inspect", str(ctx), FLOWCRAFT_TEST_KEYS=key)
+    assert msgspec.json.decode(with_app.out, type=ContextReport).status == "awaiting"
+
+
+def test_context_inspect_refuses_tampered_and_foreign_key_contexts(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    """A changed byte, another key, or a missing key: exit 5 with the reason."""
+    b = sqlite
+    ctx, key = signed_context(tmp_path)
+    data = bytearray(ctx.read_bytes())
+    data[-1] ^= 0x01
+    tampered = tmp_path / "tampered.bin"
+    tampered.write_bytes(bytes(data))
+    bad = b.run("context", "inspect", str(tampered), "--key", key)
+    assert bad.code == 5
+    assert "signature does not match" in bad.err
+    foreign = b.run("context", "inspect", str(ctx), "--key", "k2=other")
+    assert foreign.code == 5
+    assert "unknown key id" in foreign.err
+    unkeyed = b.run("context", "inspect", str(ctx))
+    assert unkeyed.code == 5
+    assert "signed" in unkeyed.err
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00not a context")
+    assert b.run("context", "inspect", str(junk)).code == 5
+
+
+# --- the tool itself -------------------------------------------------------------------------
+
+
+def test_help_shows_examples_and_imports_no_extra_package(sqlite: Backend) -> None:
+    """--help has examples and exit codes, and loads neither the HTTP app, uvicorn nor MCP."""
+    script = Path(sys.executable).parent / "flowcraft"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "Examples:" in done.stdout
+    assert "Exit codes" in done.stdout
+    code = (
+        "import sys\n"
+        "from flowcraft.cli import main\n"
+        "try:\n    main(['runs', 'resume', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = ('starlette', 'uvicorn', 'mcp', 'psycopg', 'redis', 'flowcraft.http')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--idempotency-key" in out
+    assert out.strip().endswith("[]")
+    assert "_FLOWCRAFT_COMPLETE" in sqlite.ok("completion", "bash")
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [("click", "flowcraft.cli", "cli"), ("mcp_types", "flowcraft.mcp", "mcp")],
+)
+def test_a_missing_extra_names_what_to_install(blocked: str, module: str, extra: str) -> None:
+    """Without its package the adapter raises ImportError naming pip install 'flowcraft[x]'."""
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        f"import {module} as m\n"
+        "getattr(m, 'main', lambda: None)()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"pip install 'flowcraft[{extra}]'" in done.stderr

@@ -1,0 +1,205 @@
+"""``flowcraft.mcp`` through the official SDK: in-process, and ``flowcraft mcp`` over stdio.
+
+Both drive the same story on a real SQLite file: list → status (the wait's actions and
+schema) → resume → status, a duplicate resume with the same key, a resume with an unknown action.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from mcp import Client, StdioServerParameters
+
+from flowcraft import FlowRuntime, FlowService
+from flowcraft.cli.views import CleanupReport
+from flowcraft.http import ExecutionList, ExecutionView
+from flowcraft.mcp import create_server
+from flowcraft.stores import SqliteStore
+from tests.adapters.cli_app import expense, timer
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SEED_TOOLS = {
+    "workflow_suspend",
+    "workflow_resume_suspended",
+    "workflow_list_suspended",
+    "workflow_cleanup_suspended",
+    "workflow_suspend_status",
+    "workflow_delete_suspended",
+}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def service_at(path: Path) -> FlowService:
+    return FlowService(FlowRuntime(), SqliteStore(path), [expense, timer], poll_interval=0.05)
+
+
+@asynccontextmanager
+async def in_process(path: Path) -> AsyncIterator[Client]:
+    service = service_at(path)
+    try:
+        async with Client(create_server(service)) as client:
+            yield client
+    finally:
+        await service.store.close()
+
+
+@asynccontextmanager
+async def over_stdio(path: Path) -> AsyncIterator[Client]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLOWCRAFT_APP": "tests.adapters.cli_app:service",
+        "FLOWCRAFT_TEST_STORE": f"sqlite:{path}",
+    }
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "flowcraft", "mcp"], env=env, cwd=str(ROOT)
+    )
+    async with Client(params) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, **args: Any) -> Any:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def refused(client: Client, tool: str, **args: Any) -> str:
+    result = await client.call_tool(tool, args)
+    assert result.is_error
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    return text
+
+
+async def seed(path: Path, n: int = 1) -> list[str]:
+    service = service_at(path)
+    try:
+        return [(await service.start("expense", {"amount": 10 + i})).run_id for i in range(n)]
+    finally:
+        await service.store.close()
+
+
+@pytest.mark.parametrize("connect", [in_process, over_stdio], ids=["in-process", "stdio"])
+async def test_list_status_resume_status_with_duplicates_and_bad_actions(
+    connect: Any, tmp_path: Path
+) -> None:
+    """The agent finds the wait, reads its actions and schema, decides once, sees the result."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with connect(path) as client:
+        listed = msgspec.convert(await call(client, "workflow_list_suspended"), ExecutionList)
+        assert [e.id for e in listed.executions] == [run]
+
+        status = await call(client, "workflow_suspend_status", run_id=run)
+        view = msgspec.convert(status, ExecutionView)
+        (wait,) = view.awaiting
+        assert view.status == "awaiting"
+        assert wait.actions == ["approved", "rejected"]
+        assert wait.schema is not None
+        assert wait.description == "Manager approves the expense"
+
+        message = await refused(
+            client, "workflow_resume_suspended", run_id=run, node_id="approval",
+            action="maybe", output={"approved": True}, idempotency_key="k-bad",
+        )
+        assert "Resume with one of: 'approved', 'rejected'" in message
+        decide = {"run_id": run, "node_id": "approval", "action": "approved",
+                  "output": {"approved": True}, "by": "agent", "idempotency_key": "k-1"}
+        first = msgspec.convert(await call(client, "workflow_resume_suspended", **decide),
+                                ExecutionView)
+        assert first.status == "completed"
+        assert first.outputs is not None
+        assert first.outputs["pay"] == "paid"
+        again = msgspec.convert(await call(client, "workflow_resume_suspended", **decide),
+                                ExecutionView)
+        assert again.revision == first.revision
+        other = await refused(client, "workflow_resume_suspended",
+                              **{**decide, "action": "rejected", "idempotency_key": "k-2"})
+        assert "approved" in other
+
+        after = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
+                                ExecutionView)
+        assert after.status == "completed"
+        assert after.awaiting == []
+        empty = msgspec.convert(await call(client, "workflow_list_suspended"), ExecutionList)
+        assert empty.count == 0
+
+
+async def test_tools_have_object_schemas_annotations_and_a_required_key(tmp_path: Path) -> None:
+    """Schemas come from msgspec types; read-only and destructive hints are set."""
+    async with in_process(tmp_path / "runs.db") as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    expected = {*SEED_TOOLS, "workflow_start"}
+    if not hasattr(FlowService, "delete"):
+        expected.discard("workflow_delete_suspended")  # offered once the service can delete
+    assert set(tools) == expected
+    for tool in tools.values():
+        assert tool.input_schema["type"] == "object"
+        assert tool.output_schema is not None
+        assert tool.output_schema["type"] == "object"
+        assert tool.annotations is not None
+    resume = tools["workflow_resume_suspended"]
+    assert "idempotency_key" in resume.input_schema["required"]
+    assert tools["workflow_list_suspended"].annotations.read_only_hint  # type: ignore[union-attr]
+    assert tools["workflow_suspend_status"].annotations.read_only_hint  # type: ignore[union-attr]
+    cleanup = tools["workflow_cleanup_suspended"].annotations
+    assert cleanup is not None
+    assert cleanup.destructive_hint
+
+
+async def test_suspend_holds_start_starts_cleanup_deletes_and_mistakes_are_tool_errors(
+    tmp_path: Path,
+) -> None:
+    """Hold and start through tools; bad arguments and unknown runs are errors with messages."""
+    path = tmp_path / "runs.db"
+    async with in_process(path) as client:
+        started = msgspec.convert(
+            await call(client, "workflow_start", flow_id="expense", state={"amount": 5}),
+            ExecutionView,
+        )
+        assert started.status == "awaiting"
+        held = msgspec.convert(
+            await call(client, "workflow_suspend", run_id=started.id, reason="audit", by="bot"),
+            ExecutionView,
+        )
+        assert held.held
+        assert held.paused_reason == "audit"
+        message = await refused(
+            client, "workflow_resume_suspended", run_id=started.id, action="approved",
+            output={"approved": True}, idempotency_key="k",
+        )
+        assert "bot" in message
+        missing = await refused(client, "workflow_resume_suspended", run_id=started.id,
+                                action="approved")
+        assert "idempotency_key" in message + missing
+        assert "no-such" in await refused(client, "workflow_suspend_status", run_id="no-such")
+        assert "colour" in await refused(client, "workflow_suspend_status", run_id="x",
+                                         colour="red")
+        assert "no-such-flow" in await refused(client, "workflow_start", flow_id="no-such-flow")
+        report = msgspec.convert(
+            await call(client, "workflow_cleanup_suspended", older_than_seconds=3600),
+            CleanupReport,
+        )
+        assert report.deleted == 0
+
+
+async def test_destructive_tools_can_be_left_out(tmp_path: Path) -> None:
+    """create_server(destructive=False) offers no tool that deletes."""
+    service = service_at(tmp_path / "runs.db")
+    try:
+        async with Client(create_server(service, destructive=False)) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            message = await refused(client, "workflow_cleanup_suspended", older_than_seconds=1)
+    finally:
+        await service.store.close()
+    assert "workflow_cleanup_suspended" not in names
+    assert "workflow_delete_suspended" not in names
+    assert "unknown tool" in message
