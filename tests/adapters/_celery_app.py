@@ -105,3 +105,11 @@ if "FLOWCRAFT_CELERY_BROKER" in os.environ:
         float(os.environ.get("FLOWCRAFT_CELERY_TTL", "3")),
     )
     install(app, service)
+
+    @app.task(name="flowcraft-tests.bare", ignore_result=True)  # type: ignore[untyped-decorator]
+    def bare(key: str) -> None:
+        """A bare task doing the node work of a segment (nothing) and counting itself."""
+        from redis import Redis
+
+        with Redis.from_url("redis://127.0.0.1:6379/13") as r:
+            r.incr(key)
