@@ -9,12 +9,16 @@ Needs RabbitMQ (or Redis) as the broker and PostgreSQL as the store::
     python -m examples.celery_approvals scheduler
     # a client: start a run, approve it, print the outcome:
     python -m examples.celery_approvals client
+    # all three at once (a worker subprocess, the scheduler, the client): the demo
+    python examples/celery_approvals.py
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 from celery import Celery
@@ -74,5 +78,28 @@ async def scheduler() -> None:
         await anyio.sleep_forever()
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def spawn_worker() -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "celery", "-A", "celery_approvals", "worker", "-Q", "approvals",
+           "--pool=solo", "--without-gossip", "--without-mingle", "--loglevel=WARNING"]
+    return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def demo() -> None:
+    worker = spawn_worker()
+    try:
+        async with service.scheduler(1.0):
+            with anyio.fail_after(60):
+                await client()
+        print("celery approvals: OK")
+    finally:
+        worker.terminate()
+        worker.wait(20)
+        await service.store.close()
+
+
 if __name__ == "__main__":
-    anyio.run(scheduler if sys.argv[1:] == ["scheduler"] else client)
+    mode = sys.argv[1:2]
+    anyio.run(scheduler if mode == ["scheduler"] else client if mode == ["client"] else demo)
