@@ -63,6 +63,7 @@ from flowcraft._flow.parts import EdgeDefinition, NodeConfig, NodeDefinition
 from flowcraft._node import BaseNode, Context, NodeContext
 from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
+from flowcraft._service.executor import Delivery, DeliveryError, Executor
 from flowcraft._service.health import RunFault, ServiceHealth
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import BulkResult, FlowService
@@ -101,12 +102,15 @@ __all__ = (
     "ContextIntegrityError",
     "ContextTooLargeError",
     "ContextView",
+    "Delivery",
+    "DeliveryError",
     "DuplicateNodeError",
     "DurableScheduler",
     "EVENT_NAMES",
     "EdgeContext",
     "EdgeDefinition",
     "EventBus",
+    "Executor",
     "Flow",
     "FlowEvent",
     "FlowRuntime",

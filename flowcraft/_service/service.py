@@ -70,6 +70,7 @@ from flowcraft._events import FlowEvent
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
 from flowcraft._runtime import FlowRuntime
+from flowcraft._service import executor as ex
 from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
@@ -157,6 +158,11 @@ class FlowService:
         owner: This process's name in claims (default: a random id).
         busy_timeout: Seconds a decision waits for a run another segment is executing before
             ``RunBusyError``.
+        executor: Hand claimed segments to workers instead of executing them here (DESIGN §12,
+            ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
+            recovery claim the run, publish a ``Delivery`` and return a result with status
+            ``"running"`` at once; ``settled(run_id)`` awaits the outcome and workers call
+            ``execute``.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class FlowService:
         poll_interval: float = 1.0,
         owner: str | None = None,
         busy_timeout: float = 300.0,
+        executor: ex.Executor | None = None,
     ) -> None:
         if on_expiry is None:
             on_expiry = "cancel" if cancel_expired else "keep"
@@ -204,6 +211,7 @@ class FlowService:
             pause_limits=limits,
         )
         self.busy_timeout = busy_timeout
+        self.executor = executor
         self._controls = self.host.controls
         self._schedulers: builtins.list[DurableScheduler] = []
 
@@ -282,6 +290,8 @@ class FlowService:
             if not await self._landed(claimed):
                 raise
         log.info("flowcraft: start run %s (flow %s)", run_id, flow_id)
+        if self.executor is not None:
+            return await ex.dispatch(host, self.executor, claimed)
         segment = Segment(host, claimed, None, None)
         return await segment.run(
             lambda c: self.runtime.run(bp, initial, registry=reg, run_id=run_id, control=c)
@@ -338,6 +348,34 @@ class FlowService:
                 return await self._apply(stored, data, payload, node_id, by, key, digest)
             except RevisionConflictError:
                 continue  # another segment claimed it first: look again
+
+    async def execute(self, run_id: str, revision: int, delivery_id: str) -> RunResult | None:
+        """A worker's entry point: execute the claim a ``Delivery`` names, here and now.
+
+        Takes the claim over (one compare-and-set) and replays its stored intent under this
+        process's lease. Returns None, executing nothing, when the delivery is stale or a
+        duplicate: the run is gone, not ``running``, or at another revision or claim (another
+        copy took it, or the sweep re-published it). Errors of the segment itself (a refused
+        decision: the run is restored) are raised as without an executor.
+        """
+        try:
+            stored = await self.store.get(run_id)
+        except RunNotFoundError:
+            return None
+        if not ex.is_current(stored, revision, delivery_id):
+            return None
+        try:
+            return await self._recover_one(stored, taking=True)
+        except RevisionConflictError:
+            return None  # another copy of the delivery took the claim first
+
+    async def settled(self, run_id: str) -> RunResult:
+        """The run once no segment executes it (polls the store; bound it with a timeout).
+
+        How a caller of a service with an executor awaits what ``start``/``resume`` handed over.
+        """
+        stored = await ex.settled(self.host, run_id)
+        return self.host.rebuild(stored, stored.context)
 
     async def outcome(self, run_id: str, idempotency_key: str) -> RunResult | None:
         """The result of the decision delivered under ``idempotency_key``, or None if none was.
@@ -1067,6 +1105,8 @@ class FlowService:
             node_id or "-",
             by or "-",
         )
+        if self.executor is not None:
+            return await ex.dispatch(host, self.executor, claimed)
         context = stored.context
         extra = []
         if continuing:
@@ -1122,14 +1162,21 @@ class FlowService:
         bp, reg = host.flow(stored.flow_id)
         intent = encode_intent(Intent(kind="fire", node_id=node_id, by=SCHEDULER), stored.run_id)
         claimed = await claim(host, stored, intent, None)
+        if self.executor is not None:
+            return await ex.dispatch(host, self.executor, claimed)
         context = stored.context
         return await Segment(host, claimed, stored, None).run(
             lambda c: self.runtime.fire(bp, context, node_id, registry=reg, control=c, by=SCHEDULER)
         )
 
-    async def _recover_one(self, stored: StoredRun) -> RunResult:
-        """Claim a run whose lease expired and replay its stored intent."""
+    async def _recover_one(self, stored: StoredRun, *, taking: bool = False) -> RunResult:
+        """Claim a run whose lease expired and replay its stored intent.
+
+        ``taking``: a worker takes over a delivered claim (``execute``); no ``recover`` record.
+        """
         host = self.host
+        if self.executor is not None and not taking:
+            return await ex.redispatch(host, self.executor, stored)
         run_id = stored.run_id
         try:
             intent = decode_intent(stored.intent)
@@ -1145,9 +1192,10 @@ class FlowService:
             claim=new_token(),
         )
         record = HistoryRecord(at=now, event="recover", by=host.owner)
-        await cas(host, claimed, stored.revision, history=[record])
+        await cas(host, claimed, stored.revision, history=[] if taking else [record])
         log.info(
-            "flowcraft: recover run %s (flow %s) from %s: %s",
+            "flowcraft: %s run %s (flow %s) from %s: %s",
+            "take" if taking else "recover",
             run_id,
             stored.flow_id,
             stored.owner,

@@ -15,6 +15,7 @@ EXAMPLES = ROOT / "examples"
 KEY_PHRASES = {
     "diagram.py": "diagram: OK",
     "approval_service.py": "approval service: OK",
+    "celery_approvals.py": "celery approvals: OK",
     "approval_webhook.py": "approval webhook: OK",
     "durable_timers.py": "durable timers: OK",
     "delayed_notification.py": "delayed notification: OK",

@@ -1,0 +1,221 @@
+"""Scale out on Celery (DESIGN §12): many workers, exactly-once transitions, timers off the broker.
+
+Client (any process)::
+
+    app = Celery("approvals", broker="amqp://guest:guest@127.0.0.1:5672//")
+    app.conf.update(safe_settings(app.conf.broker_url))
+    service = FlowService(runtime, store, flows, executor=CeleryExecutor(app, queue="flowcraft"))
+    install(app, service)          # in the module the worker imports
+    handed = await service.start("approval", {...})   # status "running": returns at once
+    done = await service.settled(handed.run_id)       # when the caller wants the outcome
+
+Worker: ``celery -A approvals worker -Q flowcraft``. Timers: run the durable scheduler
+(``async with service.scheduler(1.0)``, or a beat entry for the ``flowcraft.tick`` task): it
+publishes ``fire`` deliveries when timers are due. Nothing is ever published with an ETA.
+
+A message is a ``flowcraft.Delivery`` as a JSON object (``run_id``, ``revision``,
+``delivery_id``, ``kind``, ``flow_id``, ``node_id``, ``v``): never the state, never pickle.
+The store is the truth: the worker executes a delivery only while the run is still claimed
+under it (``FlowService.execute``), so a redelivered, duplicated or stale message is a no-op
+that acks. Node side effects stay at-least-once across a worker crash (the sweep re-publishes
+the run, whose nodes since the last stored state run again).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+
+from flowcraft import Delivery, DeliveryError, DurableScheduler, FlowcraftError, FlowService
+
+try:
+    import celery
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "flowcraft.celery needs Celery: pip install 'flowcraft[celery]'"
+    ) from exc
+
+__all__ = [
+    "TASK_NAME",
+    "TICK_NAME",
+    "CeleryExecutor",
+    "UnsafeWorkerSettingsError",
+    "check_settings",
+    "install",
+    "safe_settings",
+]
+
+log = logging.getLogger("flowcraft.celery")
+T = TypeVar("T")
+
+#: The pinned name of the task that executes deliveries (stable across releases).
+TASK_NAME = "flowcraft.execute"
+#: The pinned name of the task that runs one durable scheduler tick (for celery beat).
+TICK_NAME = "flowcraft.tick"
+_JSON = {"json", "application/json"}
+_VISIBILITY_BROKERS = ("redis", "rediss", "sqs", "sentinel")
+
+
+class UnsafeWorkerSettingsError(FlowcraftError, ValueError):
+    """``install`` refused a Celery app whose settings would lose or duplicate segments."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            "unsafe Celery settings for flowcraft (app.conf.update(flowcraft.celery."
+            f"safe_settings(broker_url)) sets them all):\n{lines}"
+        )
+
+
+def safe_settings(broker_url: str | None = None, time_limit: int = 300) -> dict[str, Any]:
+    """Settings ``install`` accepts: late acks, requeue on a lost worker, prefetch 1, JSON only.
+
+    On brokers with a visibility timeout (Redis, SQS) it is set above ``time_limit``.
+    """
+    conf: dict[str, Any] = {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_time_limit": time_limit,
+    }
+    if broker_url and broker_url.split(":", 1)[0] in _VISIBILITY_BROKERS:
+        conf["broker_transport_options"] = {"visibility_timeout": time_limit * 2}
+    return conf
+
+
+def check_settings(app: celery.Celery) -> list[str]:
+    """What is unsafe about ``app``'s settings for flowcraft (empty: nothing)."""
+    conf = app.conf
+    problems: list[str] = []
+    if not conf.task_acks_late:
+        problems.append(
+            "task_acks_late must be True (ack after the segment, so a dead worker's message "
+            "is redelivered rather than lost)"
+        )
+    if not conf.task_reject_on_worker_lost:
+        problems.append(
+            "task_reject_on_worker_lost must be True (a worker killed mid-segment requeues "
+            "its message instead of acking it)"
+        )
+    if conf.worker_prefetch_multiplier != 1:
+        problems.append(
+            f"worker_prefetch_multiplier must be 1, not {conf.worker_prefetch_multiplier} "
+            "(prefetched messages wait behind a long segment and their claims lapse)"
+        )
+    accept = {str(c) for c in (conf.accept_content or ())}
+    if not accept or not accept <= _JSON:
+        problems.append(f"accept_content must be ['json'] only, not {sorted(accept)}")
+    if conf.task_serializer != "json":
+        problems.append(f"task_serializer must be 'json', not {conf.task_serializer!r}")
+    url = str(conf.broker_url or "")
+    if url.split(":", 1)[0] in _VISIBILITY_BROKERS:
+        options = conf.broker_transport_options or {}
+        timeout = float(options.get("visibility_timeout", 3600))
+        limit = conf.task_time_limit
+        if limit is None or timeout <= float(limit):
+            problems.append(
+                f"broker_transport_options['visibility_timeout'] ({timeout:g}s) must be above "
+                f"task_time_limit ({limit}); otherwise a running segment is redelivered"
+            )
+    return problems
+
+
+class CeleryExecutor:
+    """A ``flowcraft.Executor`` publishing each ``Delivery`` as one ``flowcraft.execute`` task.
+
+    Never with an ETA or countdown: timers are the durable scheduler's.
+    """
+
+    def __init__(self, app: celery.Celery, queue: str = "flowcraft") -> None:
+        self.app = app
+        self.queue = queue
+        self.published = 0
+
+    def __repr__(self) -> str:
+        return f"flowcraft.celery.CeleryExecutor(queue={self.queue!r})"
+
+    def publish(self, body: dict[str, Any]) -> None:
+        """Send one message body (blocking)."""
+        self.app.send_task(
+            TASK_NAME, args=[body], queue=self.queue, serializer="json", ignore_result=True
+        )
+        self.published += 1
+
+    async def submit(self, delivery: Delivery) -> None:
+        """Publish ``delivery`` (in a worker thread: kombu blocks)."""
+        await anyio.to_thread.run_sync(self.publish, delivery.to_json())
+
+
+class _Loop:
+    """One event loop per worker process (created after the fork), shared by its tasks.
+
+    Store connections belong to the loop they were opened on, so every task of a process runs
+    on the same loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        with self._lock:
+            if self._portal is None or self._pid != os.getpid():
+                manager = anyio.from_thread.start_blocking_portal()
+                self._portal = manager.__enter__()
+                self._pid = os.getpid()
+                atexit.register(manager.__exit__, None, None, None)
+            portal = self._portal
+        return portal.call(fn, *args)
+
+
+def install(app: celery.Celery, service: FlowService, *, check: bool = True) -> Any:
+    """Register ``flowcraft.execute`` (and ``flowcraft.tick``) on ``app`` for ``service``.
+
+    Refuses (``UnsafeWorkerSettingsError``, naming each setting) settings under which a
+    message could be lost, run twice at once, or arrive as pickle. Returns the execute task.
+    """
+    if check:
+        problems = check_settings(app)
+        if problems:
+            raise UnsafeWorkerSettingsError(problems)
+    loop = _Loop()
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        serializer="json",
+    )
+    def execute(body: Any) -> dict[str, Any]:
+        try:
+            d = Delivery.from_json(body)
+        except DeliveryError as exc:
+            log.error("flowcraft.celery: dropping a message that is not a delivery: %s", exc)
+            return {"dropped": exc.detail}
+        try:
+            result = loop.call(service.execute, d.run_id, d.revision, d.delivery_id)
+        except FlowcraftError as exc:  # refused: the run was restored; nothing to retry
+            log.warning("flowcraft.celery: run %s refused: %s", d.run_id, exc)
+            return {"run_id": d.run_id, "refused": type(exc).__name__}
+        if result is None:
+            return {"run_id": d.run_id, "stale": True}
+        return {"run_id": d.run_id, "status": result.status}
+
+    @app.task(name=TICK_NAME, ignore_result=True)  # type: ignore[untyped-decorator]
+    def tick() -> int:
+        return loop.call(DurableScheduler(service).tick)
+
+    return execute
