@@ -116,12 +116,15 @@ class MissingImplementationError(BlueprintError):
 class InvalidDurationError(BlueprintError):
     """A sleep/timeout/retry duration cannot be understood."""
 
-    def __init__(self, where: str, value: object, why: str = "") -> None:
+    def __init__(
+        self, where: str, value: object, why: str = "", *, hint: str = "", what: str = "duration"
+    ) -> None:
         reason = f" ({why})" if why else ""
-        super().__init__(
-            f"{where}: invalid duration {value!r}{reason}. Use seconds (int/float), a timedelta, "
-            "a string such as '500ms', '30s', '5m', '1h30m', '2d12h', or ISO-8601 like 'PT5M'."
+        hint = hint or (
+            "Use seconds (int/float), a timedelta, a string such as '500ms', '30s', '5m', "
+            "'1h30m', '2d12h', or ISO-8601 like 'PT5M'."
         )
+        super().__init__(f"{where}: invalid {what} {value!r}{reason}. {hint}")
         self.where, self.value = where, value
 
 

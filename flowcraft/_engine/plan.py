@@ -18,6 +18,7 @@ import msgspec
 from flowcraft._envelope.records import WaitState
 from flowcraft._errors import InvalidBlueprintError, MissingImplementationError
 from flowcraft._flow.blueprint import Blueprint
+from flowcraft._flow.cron import CronSchedule
 from flowcraft._flow.durations import json_duration, sleep_seconds
 from flowcraft._flow.graph import back_edges, declared_entries, start_nodes
 from flowcraft._flow.parts import BUILTIN_USES, CALLABLE_PREFIX, EdgeDefinition, NodeDefinition
@@ -79,7 +80,7 @@ class PlanNode:
     schema: Any = None
     description: str | None = None
     quorum: Quorum | None = None  # a wait with Approvals
-    sleep: float | datetime | None = None
+    sleep: float | datetime | CronSchedule | None = None
     cls: type[BaseNode] | None = None  # a class node: prep / exec (retried) / post
     subflow: str | None = None  # the child blueprint id of a subflow node
     sub_inputs: dict[str, str] | None = None
@@ -570,5 +571,10 @@ def pause_record(node: PlanNode, value: Any, now: datetime) -> WaitState:
         # predecessor's output (kept once, not twice).
         return WaitState(node.id, "wait", now, None, None, expires, node.description)
     wake = node.sleep
-    wake_at = wake if isinstance(wake, datetime) else now + timedelta(seconds=wake or 0.0)
+    if isinstance(wake, CronSchedule):
+        wake_at = wake.next_after(now)  # the next matching minute strictly after now
+    elif isinstance(wake, datetime):
+        wake_at = wake
+    else:
+        wake_at = now + timedelta(seconds=wake or 0.0)
     return WaitState(node.id, "timer", now, value, wake_at)

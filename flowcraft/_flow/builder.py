@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, Self
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -207,24 +208,44 @@ class Flow:
         return self
 
     def sleep(
-        self, id: str, *, duration: Duration | None = None, until: datetime | None = None
+        self,
+        id: str,
+        *,
+        duration: Duration | None = None,
+        until: datetime | None = None,
+        cron: str | None = None,
+        tz: str | ZoneInfo | None = None,
     ) -> Self:
-        """Add a durable timer: the run awaits until ``duration`` has passed or ``until`` arrives.
+        """Add a durable timer: the run awaits for a duration, until a time, or a cron match.
 
+        Give exactly one of ``duration``, ``until`` (an aware datetime) and ``cron``. ``cron`` is
+        a standard five-field expression (``"0 2 * * *"``, ``"*/15 9-17 * * mon-fri"``,
+        ``"@daily"``); ``tz`` is an IANA zone name or ``ZoneInfo`` (default ``"UTC"``). The wake
+        time is the first matching minute strictly after the run reaches the sleep, DST-correct.
+        An expression that can never match (``"0 0 30 2 *"``) is refused by ``to_blueprint()``.
         The node's output is its input (pass-through).
         """
         where = f"flow {self.id!r}: sleep {id!r}"
         params: dict[str, Any] = {}
-        if (duration is None) == (until is None):
-            self._errors.append(InvalidDurationError(where, (duration, until), "give exactly one"))
+        given = [v for v in (duration, until, cron) if v is not None]
+        if len(given) != 1:
+            why = "give exactly one of duration, until or cron"
+            self._errors.append(InvalidDurationError(where, given, why))
         elif duration is not None:
             params["duration"] = self._ms(duration, f"sleep {id!r} duration")
+        elif cron is not None:
+            params["cron"] = cron
         elif isinstance(until, datetime) and until.tzinfo is not None:
             params["until"] = until.isoformat()
         else:
             self._errors.append(
                 InvalidDurationError(where, until, "until must be a timezone-aware datetime")
             )
+        if tz is not None:
+            if cron is None:
+                self._errors.append(InvalidDurationError(where, tz, "tz goes with cron only"))
+            else:
+                params["tz"] = tz.key if isinstance(tz, ZoneInfo) else tz
         self._add(id, "sleep", params, None, None)
         return self
 

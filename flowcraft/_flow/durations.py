@@ -1,4 +1,7 @@
-"""Durations as the builder takes them (seconds, timedelta, "5m", ISO-8601); JSON durations."""
+"""Durations as the builder takes them (seconds, timedelta, "5m", ISO-8601); JSON durations.
+
+Also what a sleep node's params mean: a duration, an absolute time or a cron schedule.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowcraft._errors import InvalidDurationError
+from flowcraft._flow.cron import CronSchedule, parse_cron
 
 __all__ = ["MS_SUSPECT", "format_duration", "json_duration", "parse_duration", "sleep_seconds"]
 
@@ -82,12 +86,21 @@ def json_duration(value: object, where: str) -> float:
     return parse_duration(value, where)
 
 
-def sleep_seconds(params: Mapping[str, Any] | None, where: str) -> float | datetime:
-    """A sleep node's duration in seconds, or its absolute wake time; validates its params."""
+def sleep_seconds(params: Mapping[str, Any] | None, where: str) -> float | datetime | CronSchedule:
+    """A sleep's duration in seconds, its absolute wake time, or its cron schedule; validates.
+
+    Exactly one of ``duration``, ``until`` and ``cron`` (with an optional ``tz``, default UTC).
+    """
     params = params or {}
-    duration, until = params.get("duration"), params.get("until")
-    if (duration is None) == (until is None):
-        raise InvalidDurationError(where, params, "give exactly one of duration or until")
+    duration, until, cron = params.get("duration"), params.get("until"), params.get("cron")
+    given = [name for name in ("duration", "until", "cron") if params.get(name) is not None]
+    if len(given) != 1:
+        why = "give exactly one of duration, until or cron"
+        raise InvalidDurationError(where, params, f"{why}, not {' and '.join(given) or 'none'}")
+    if params.get("tz") is not None and cron is None:
+        raise InvalidDurationError(where, params, "tz goes with cron only")
+    if cron is not None:
+        return parse_cron(cron, params.get("tz", "UTC"), where)
     if duration is not None:
         return json_duration(duration, where)
     if isinstance(until, str):

@@ -69,6 +69,7 @@ from flowcraft._errors import (
 from flowcraft._events import FlowEvent
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._flow.builder import Flow
+from flowcraft._flow.durations import parse_duration
 from flowcraft._runtime import FlowRuntime
 from flowcraft._service import executor as ex
 from flowcraft._service.health import ServiceHealth, check
@@ -105,7 +106,7 @@ log = logging.getLogger("flowcraft.service")
 
 Durability: TypeAlias = Literal["pause", "step"]
 FlowSpec: TypeAlias = "Flow | tuple[Blueprint, Mapping[str, object]]"
-Duration: TypeAlias = "float | timedelta"
+Duration: TypeAlias = "float | timedelta | str"
 SCHEDULER = "scheduler"
 _WAIT_POLL = 0.05  # seconds between looks at a run another process is executing
 _MAX_FIRINGS_PER_RUN = 100  # per tick; a run with more due deadlines continues next tick
@@ -128,8 +129,9 @@ class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, str] = {}
 
 
-def _seconds(value: Duration) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+def _seconds(value: Duration, where: str = "duration") -> float:
+    """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
+    return parse_duration(value, where)
 
 
 class FlowService:
@@ -194,10 +196,12 @@ class FlowService:
         for spec in flows:
             bp, reg = (spec.to_blueprint(), spec.registry) if isinstance(spec, Flow) else spec
             table[bp.id] = (bp, reg)
-        if max_pause is None or isinstance(max_pause, float | int | timedelta):
-            limits: dict[str, float | timedelta] = {"*": max_pause} if max_pause is not None else {}
-        else:
-            limits = dict(max_pause)
+        # Durations are read here, so a malformed one fails now, not at the first expiry check.
+        limits: dict[str, float | timedelta] = {}
+        if isinstance(max_pause, Mapping):
+            limits = {k: _seconds(v, f"max_pause[{k!r}]") for k, v in max_pause.items()}
+        elif max_pause is not None:
+            limits = {"*": _seconds(max_pause, "max_pause")}
         self.host = Host(
             runtime=runtime,
             store=store,

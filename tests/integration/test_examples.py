@@ -21,6 +21,7 @@ KEY_PHRASES = {
     "delayed_notification.py": "delayed notification: OK",
     "escalation.py": "escalation: OK",
     "expense_approval.py": "expense approval: OK",
+    "maintenance_window.py": "maintenance window: OK",
     "parallel_review.py": "parallel review: OK",
     "research_pipeline.py": "research pipeline: OK",
     "retry_with_backoff.py": "retry with backoff: OK",

@@ -17,7 +17,7 @@ from flowcraft import (
     RunActiveError,
     RunNotFoundError,
 )
-from flowcraft.stores import DurableScheduler, FlowService, RunStore
+from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
 from tests.service._support import KINDS, backend, flows
 
@@ -199,3 +199,16 @@ async def test_service_transitions_are_logged_with_run_and_flow_ids(
     with caplog.at_level(logging.WARNING, logger="flowcraft"):
         await service.start("approval", run_id="r3")
     assert not [r for r in caplog.records if r.name.startswith("flowcraft")]
+
+
+def test_max_pause_takes_duration_strings_and_refuses_bad_ones_at_once() -> None:
+    """max_pause reads like the builder's durations ("7d", "1h30m"); a typo fails at once."""
+    from flowcraft import InvalidDurationError
+
+    runtime = FlowRuntime()
+    limits = {"expense": "1h30m", "*": "7d"}
+    service = FlowService(runtime, MemoryStore(), flows=[], max_pause=limits)
+    assert service.host.pause_limit("expense") == timedelta(minutes=90)
+    assert service.host.pause_limit("other") == timedelta(days=7)
+    with pytest.raises(InvalidDurationError, match="max_pause"):
+        FlowService(runtime, MemoryStore(), flows=[], max_pause="7x")
