@@ -245,13 +245,23 @@ class FlowService:
     # --- public API --------------------------------------------------------------------------
 
     async def start(
-        self, flow_id: str, state: Mapping[str, Any] | None = None, *, run_id: str | None = None
+        self,
+        flow_id: str,
+        state: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        priority: int = 0,
     ) -> RunResult:
         """Start a run of ``flow_id``, store it, and execute it until it finishes or awaits.
 
         The run is created already claimed (``"running"`` under this process's lease), so it
         can be listed, paused from another process, and recovered if this process dies.
+        ``priority`` is kept on the run for its whole life: the durable scheduler fires due
+        runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
+        numbers for urgent runs, positive ones for background work).
         """
+        if type(priority) is not int:
+            raise TypeError(f"priority must be an int, got {priority!r}")
         host = self.host
         bp, reg = host.flow(flow_id)
         run_id = run_id or uuid.uuid4().hex
@@ -272,6 +282,7 @@ class FlowService:
             owner=host.owner,
             lease_until=now + timedelta(seconds=host.lease_ttl),
             claim=new_token(),
+            priority=priority,
         )
         try:
             await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
@@ -762,6 +773,7 @@ class FlowService:
             created_at=now,
             updated_at=now,
             claim=new_token(),
+            priority=stored.priority,
         )
         forked = stored_from(host, base, result, now, None)
         record = HistoryRecord(

@@ -131,7 +131,7 @@ class PostgresStore:
             if idempotency is not None:
                 await conn.execute(sql.remember, (run.run_id, *idempotency))
             if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-3], checkpoint)
+                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
                 await conn.execute(sql.insert_checkpoint, put)
                 await conn.execute(sql.trim_checkpoints, trim)
 

@@ -70,7 +70,12 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in self._sql.schema:
+            create, *rest = self._sql.schema
+            conn.execute(create)
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({self._sql.runs})")}
+            if "priority" not in columns:  # a file made before priorities existed
+                conn.execute(self._sql.add_priority)
+            for statement in rest:
                 conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
@@ -145,7 +150,7 @@ class SqliteStore:
             if idempotency is not None:
                 conn.execute(sql.remember, (run.run_id, *idempotency))
             if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-3], checkpoint)
+                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
                 conn.execute(sql.insert_checkpoint, put)
                 conn.execute(sql.trim_checkpoints, trim)
 
