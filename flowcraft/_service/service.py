@@ -861,13 +861,15 @@ class FlowService:
         on_result: Callable[[RunResult], Any] | None = None,
         *,
         batch: int = 100,
+        concurrency: int = 8,
     ) -> AsyncIterator[DurableScheduler]:
         """Fire due timers, expire waits and recover crashed runs from the store while open.
 
         Several schedulers (in several processes) may run at once: claims make each firing
-        happen once. Overdue timers fire on the first tick.
+        happen once. Overdue timers fire on the first tick, lowest ``priority`` first, up to
+        ``concurrency`` at once.
         """
-        sched = DurableScheduler(self, _seconds(interval), on_result, batch)
+        sched = DurableScheduler(self, _seconds(interval), on_result, batch, concurrency)
         self._schedulers.append(sched)
         try:
             async with anyio.create_task_group() as tg:
@@ -922,16 +924,21 @@ class FlowService:
 
     # --- what the durable scheduler calls (``Firing``) ----------------------------------------
 
-    async def fire_due(self, run_id: str) -> tuple[builtins.list[RunResult], int]:
+    async def fire_due(
+        self, run_id: str, seen: StoredRun | None = None
+    ) -> tuple[builtins.list[RunResult], int]:
         """Fire the due timers and wait expiries of one run; expire it past its pause deadline.
 
-        Returns the results (expiries included, for ``on_result``) and how many were expiries.
+        ``seen`` is the run as the caller just read it (the scheduler's ``due`` page): it is
+        claimed as is (a stale copy loses the compare-and-set and nothing runs). Returns the
+        results (expiries included, for ``on_result``) and how many were expiries.
         """
         host = self.host
         results: builtins.list[RunResult] = []
         expired = 0
         for _ in range(_MAX_FIRINGS_PER_RUN):
-            stored = await self.store.get(run_id)
+            stored = seen if seen is not None else await self.store.get(run_id)
+            seen = None
             now = host.now()
             if stored.status != "awaiting":
                 break
@@ -953,6 +960,8 @@ class FlowService:
                 results.append(await self._fire(stored, (target[1], target[2])))
             except RevisionConflictError:
                 break  # someone else changed the run; look again next tick
+            if results[-1].status != "awaiting":
+                break  # finished: nothing more can be due
         return results, expired
 
     async def record_fault(self, run_id: str, exc: BaseException) -> None:

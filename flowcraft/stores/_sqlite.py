@@ -8,8 +8,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
@@ -34,6 +35,24 @@ __all__ = ["SqliteStore"]
 T = TypeVar("T")
 
 
+class _Op:
+    """One queued write: its function, then its result or error, and when it is done."""
+
+    __slots__ = ("done", "error", "fn", "lead", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = anyio.Event()
+        self.lead = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class SqliteStore:
     """A ``RunStore`` in one SQLite file: no server, safe across processes (WAL, busy timeout).
 
@@ -56,6 +75,8 @@ class SqliteStore:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._queue: builtins.list[_Op] = []  # writes waiting for the next transaction
+        self._leading = False  # a transaction of queued writes is in flight
 
     def __repr__(self) -> str:
         return f"flowcraft.stores.SqliteStore({self.path!r}, namespace={self.namespace!r})"
@@ -97,19 +118,75 @@ class SqliteStore:
         return await anyio.to_thread.run_sync(call)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in an immediate (write-locked) transaction."""
+        """Run ``fn`` in an immediate (write-locked) transaction, committed before returning.
 
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
+        Group commit: writes that arrive while a transaction is in flight are queued and the
+        next one runs them together, each under its own savepoint. A write that raises (a
+        revision conflict, a constraint) is rolled back to its savepoint alone; the others
+        commit. Each caller returns once the transaction holding its write has committed, so
+        durability is that of one write; concurrent writers share one commit and one thread
+        round trip.
+        """
+        op = _Op(fn)
+        self._queue.append(op)
+        if self._leading:
+            # Our write is queued and will run whatever happens to us: wait for its outcome.
+            with anyio.CancelScope(shield=True):
+                await op.done.wait()
+            if not op.lead:
+                return op.outcome()  # type: ignore[no-any-return]
+        self._leading = True
+        batch, self._queue = self._queue, []
+        try:
+            with anyio.CancelScope(shield=True):  # the batch holds other callers' writes
+                await anyio.to_thread.run_sync(self._flush, batch)
+        finally:
+            if self._queue:
+                self._queue[0].lead = True  # the next batch is its first writer's to run
+                self._queue[0].done.set()
+            else:
+                self._leading = False
+            for other in batch:
+                other.done.set()
+        return op.outcome()  # type: ignore[no-any-return]
+
+    def _flush(self, batch: builtins.list[_Op]) -> None:
+        """Run a batch of writes in one transaction (in a worker thread)."""
+        with self._lock:
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self._run(tx)
+                if self._conn is None:
+                    self._conn = self._connect()
+                conn = self._conn
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                for op in batch:
+                    op.error = StoreError(f"sqlite store {self.path!r}: {exc}")
+                return
+            single = len(batch) == 1
+            try:
+                for op in batch:
+                    if not single:
+                        conn.execute("SAVEPOINT w")
+                    try:
+                        op.result = op.fn(conn)
+                    except Exception as exc:
+                        if single:
+                            raise
+                        conn.execute("ROLLBACK TO w")
+                        op.error = exc
+                    if not single:
+                        conn.execute("RELEASE w")
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for op in batch:
+                    op.error = exc if single else StoreError(f"sqlite store {self.path!r}: {exc}")
+            for op in batch:
+                if isinstance(op.error, sqlite3.Error):
+                    err = StoreError(f"sqlite store {self.path!r}: {op.error}")
+                    err.__cause__ = op.error
+                    op.error = err
 
     # --- RunStore ----------------------------------------------------------------------------
 

@@ -36,7 +36,9 @@ async def test_the_scheduler_fires_the_lowest_priority_first_then_the_earliest_d
         fake_clock.advance(1)  # each next run falls due a second later
     fake_clock.advance(3600)  # all due; "late-p0" fell due before "early-p0" (started first)
     order: list[str] = []
-    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id), batch=2)
+    sched = DurableScheduler(
+        service, on_result=lambda r: order.append(r.run_id), batch=2, concurrency=1
+    )
     while await sched.tick():
         pass
     assert order == ["urgent", "late-p0", "early-p0", "bulk-p1", "bulk-p5"]
