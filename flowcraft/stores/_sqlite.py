@@ -98,12 +98,62 @@ class SqliteStore:
                 conn.execute(self._sql.add_priority)
             for statement in rest:
                 conn.execute(statement)
+            self._count_runs(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             conn.close()
             raise
         return conn
+
+    def _count_runs(self, conn: sqlite3.Connection) -> None:
+        """Keep run counts by status, flow and awaiting reasons in a table, by triggers.
+
+        Every write of a run updates the counts in its own transaction (a rolled-back write
+        rolls its counts back), so ``stats`` reads a handful of rows instead of grouping over
+        every stored run. A file made before the table existed is counted once, here.
+        """
+        runs, counts = self._sql.runs, f"{self.namespace}_counts"
+        known = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (counts,)
+        ).fetchone()
+        if known is not None:
+            return
+        conn.execute(
+            f"CREATE TABLE {counts} (kind TEXT NOT NULL, name TEXT NOT NULL, "
+            "n INTEGER NOT NULL, PRIMARY KEY (kind, name))"
+        )
+
+        def bump(row: str, sign: str) -> str:
+            up = (
+                f"INSERT INTO {counts} (kind, name, n) VALUES ('{{k}}', {row}.{{c}}, {sign}1) "
+                f"ON CONFLICT (kind, name) DO UPDATE SET n = n {sign} 1"
+            )
+            return (
+                up.format(k="st", c="status")
+                + "; "
+                + up.format(k="fl", c="flow_id")
+                + "; "
+                + up.format(k="rs", c="reasons")
+                + "; "
+            )
+
+        conn.execute(
+            f"CREATE TRIGGER {counts}_ins AFTER INSERT ON {runs} BEGIN {bump('NEW', '+')} END"
+        )
+        conn.execute(
+            f"CREATE TRIGGER {counts}_del AFTER DELETE ON {runs} BEGIN {bump('OLD', '-')} END"
+        )
+        conn.execute(
+            f"CREATE TRIGGER {counts}_upd AFTER UPDATE OF status, flow_id, reasons ON {runs} "
+            "WHEN OLD.status IS NOT NEW.status OR OLD.flow_id IS NOT NEW.flow_id "
+            f"OR OLD.reasons IS NOT NEW.reasons BEGIN {bump('OLD', '-')} {bump('NEW', '+')} END"
+        )
+        for kind, column in (("st", "status"), ("fl", "flow_id"), ("rs", "reasons")):
+            conn.execute(
+                f"INSERT INTO {counts} (kind, name, n) SELECT '{kind}', {column}, COUNT(*) "
+                f"FROM {runs} GROUP BY {column}"
+            )
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -269,12 +319,14 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> RunStats:
             expired = conn.execute(sql.stats_expired, (to_micros(now),)).fetchone()[0]
-            return build_stats(
-                conn.execute(sql.stats_status).fetchall(),
-                conn.execute(sql.stats_flow).fetchall(),
-                conn.execute(sql.stats_reason).fetchall(),
-                int(expired),
-            )
+            rows = conn.execute(
+                f"SELECT kind, name, n FROM {self.namespace}_counts WHERE n > 0"
+            ).fetchall()
+            by: dict[str, list[tuple[str, int]]] = {"st": [], "fl": [], "rs": []}
+            for kind, name, n in rows:
+                by[kind].append((name, n))
+            reasons = [(name, n) for name, n in by["rs"] if name]
+            return build_stats(by["st"], by["fl"], reasons, int(expired))
 
         return await self._run(op)
 
