@@ -94,6 +94,40 @@ async def timed(fn: Any, repeat: int = 15) -> float:
     return statistics.median(samples) * 1000
 
 
+async def pairs(service: FlowService, rounds: int = 5) -> dict[str, float]:
+    """Median ms of one start + resume, and of 16 pairs run sequentially vs concurrently."""
+    seq: list[float] = []
+    par: list[float] = []
+    one: list[float] = []
+
+    async def pair() -> None:
+        run_id = uuid.uuid4().hex
+        await service.start("approval", run_id=run_id)
+        await service.resume(run_id, {"action": "approved"}, idempotency_key="k")
+
+    for _ in range(rounds):
+        for _ in range(8):
+            t = time.perf_counter()
+            await pair()
+            one.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(16):
+            await pair()
+        seq.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(pair)
+        par.append(time.perf_counter() - t)
+    s, c = statistics.median(seq), statistics.median(par)
+    return {
+        "start_resume_ms": round(statistics.median(one) * 1000, 3),
+        "pairs16_sequential_ms": round(s * 1000, 1),
+        "pairs16_concurrent_ms": round(c * 1000, 1),
+        "pairs16_speedup": round(s / c, 2),
+    }
+
+
 async def bench(kind: str, n: int, timers: int) -> None:
     ns = f"bench{uuid.uuid4().hex[:8]}"
     tmp = tempfile.mkdtemp()
@@ -125,6 +159,7 @@ async def bench(kind: str, n: int, timers: int) -> None:
     out["list50_flow_ms"] = round(await timed(lambda: service.list(flow_id="nap")), 3)
     out["list50_wait_reason_ms"] = round(await timed(lambda: service.list(reason="wait")), 3)
     out["stats_ms"] = round(await timed(service.stats), 3)
+    out.update(await pairs(service))
     clock.advance(61)
     sched = DurableScheduler(service, batch=500)
     t = time.perf_counter()

@@ -252,7 +252,9 @@ class Firing(Protocol):
         """Take over runs whose lease expired."""
         ...
 
-    async def fire_due(self, run_id: str) -> tuple[list[RunResult], int]:
+    async def fire_due(
+        self, run_id: str, seen: StoredRun | None = None
+    ) -> tuple[list[RunResult], int]:
         """Fire what is due for one run: its results and how many runs it expired."""
         ...
 

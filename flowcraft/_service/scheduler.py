@@ -8,9 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from flowcraft._errors import RunNotFoundError
 from flowcraft._service.parts import Firing
 from flowcraft._values import RunResult
+from flowcraft.stores._base import StoredRun
 
 __all__ = ["DurableScheduler"]
 
@@ -28,6 +31,9 @@ class DurableScheduler:
     expiries (each firing is a claimed segment, so it happens once however many schedulers
     run), and expires runs past their pause deadline (``max_pause``, ``expires_in``) along
     the service's ``on_expiry``; ``on_result`` hears every firing and every expiry.
+    Due runs are taken ``batch`` at a time in ``(priority, due_at)`` order (lowest priority
+    first) and started in that order, up to ``concurrency`` at once (``concurrency=1`` fires
+    strictly one after the other).
     A run that fails to fire is isolated: its reason is recorded on the run (``fault``) and its
     next attempt backs off, so it never blocks the others. A store outage is logged and ridden
     out: the loop ticks again after ``interval``.
@@ -39,11 +45,15 @@ class DurableScheduler:
         interval: float = 1.0,
         on_result: Callable[[RunResult], Any] | None = None,
         batch: int = 100,
+        concurrency: int = 8,
     ) -> None:
         self._svc = service
         self._interval = interval
         self._on_result = on_result
         self._batch = batch
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._concurrency = concurrency
         self.fired = 0
         self.expired = 0
         self.recovered = 0
@@ -66,15 +76,30 @@ class DurableScheduler:
             self.recovered += 1
             count += 1
             await self._emit(result)
-        for stored in await host.store.due(host.now(), self._batch):
-            run_id = stored.run_id
-            if run_id in host.controls or run_id in host.busy:
-                continue  # a task of this process is on it
-            host.busy.add(run_id)
+        done = [0]
+        slots = anyio.Semaphore(self._concurrency)
+        async with anyio.create_task_group() as tg:
+            # Runs start in the store's (priority, due_at) order; up to ``concurrency`` at once
+            # overlap their store round trips (each is still its own claimed segment).
+            for stored in await host.store.due(host.now(), self._batch):
+                run_id = stored.run_id
+                if run_id in host.controls or run_id in host.busy:
+                    continue  # a task of this process is on it
+                host.busy.add(run_id)
+                await slots.acquire()
+                tg.start_soon(self._fire, stored, slots, done)
+        self.ticks += 1
+        self.last_tick_at = host.now()
+        return count + done[0]
+
+    async def _fire(self, stored: StoredRun, slots: anyio.Semaphore, done: list[int]) -> None:
+        svc = self._svc
+        run_id = stored.run_id
+        try:
             try:
-                results, expired = await svc.fire_due(run_id)
+                results, expired = await svc.fire_due(run_id, stored)
             except RunNotFoundError:
-                continue
+                return
             except Exception as exc:  # isolate this run: record, back off, go on
                 self.faults += 1
                 log.warning("durable scheduler: run %s failed to fire: %s", run_id, exc)
@@ -82,17 +107,16 @@ class DurableScheduler:
                     await svc.record_fault(run_id, exc)
                 except Exception:
                     log.exception("durable scheduler: cannot record the fault of run %s", run_id)
-                continue
+                return
             finally:
-                host.busy.discard(run_id)
+                svc.host.busy.discard(run_id)
             self.expired += expired
             self.fired += len(results) - expired
-            count += len(results)
+            done[0] += len(results)
             for result in results:
                 await self._emit(result)
-        self.ticks += 1
-        self.last_tick_at = host.now()
-        return count
+        finally:
+            slots.release()
 
     async def _emit(self, result: RunResult) -> None:
         if self._on_result is not None:

@@ -477,4 +477,5 @@ def stored_from(
         claim=base.claim,
         resume_count=base.resume_count,
         last_resumed_at=base.last_resumed_at,
+        priority=base.priority,
     )

@@ -257,13 +257,23 @@ class FlowService:
     # --- public API --------------------------------------------------------------------------
 
     async def start(
-        self, flow_id: str, state: Mapping[str, Any] | None = None, *, run_id: str | None = None
+        self,
+        flow_id: str,
+        state: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        priority: int = 0,
     ) -> RunResult:
         """Start a run of ``flow_id``, store it, and execute it until it finishes or awaits.
 
         The run is created already claimed (``"running"`` under this process's lease), so it
         can be listed, paused from another process, and recovered if this process dies.
+        ``priority`` is kept on the run for its whole life: the durable scheduler fires due
+        runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
+        numbers for urgent runs, positive ones for background work).
         """
+        if type(priority) is not int:
+            raise TypeError(f"priority must be an int, got {priority!r}")
         host = self.host
         bp, reg = host.flow(flow_id)
         run_id = run_id or uuid.uuid4().hex
@@ -284,6 +294,7 @@ class FlowService:
             owner=host.owner,
             lease_until=now + timedelta(seconds=host.lease_ttl),
             claim=new_token(),
+            priority=priority,
         )
         try:
             await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
@@ -804,6 +815,7 @@ class FlowService:
             created_at=now,
             updated_at=now,
             claim=new_token(),
+            priority=stored.priority,
         )
         forked = stored_from(host, base, result, now, None)
         record = HistoryRecord(
@@ -891,13 +903,15 @@ class FlowService:
         on_result: Callable[[RunResult], Any] | None = None,
         *,
         batch: int = 100,
+        concurrency: int = 8,
     ) -> AsyncIterator[DurableScheduler]:
         """Fire due timers, expire waits and recover crashed runs from the store while open.
 
         Several schedulers (in several processes) may run at once: claims make each firing
-        happen once. Overdue timers fire on the first tick.
+        happen once. Overdue timers fire on the first tick, lowest ``priority`` first, up to
+        ``concurrency`` at once.
         """
-        sched = DurableScheduler(self, _seconds(interval), on_result, batch)
+        sched = DurableScheduler(self, _seconds(interval), on_result, batch, concurrency)
         self._schedulers.append(sched)
         try:
             async with anyio.create_task_group() as tg:
@@ -952,16 +966,21 @@ class FlowService:
 
     # --- what the durable scheduler calls (``Firing``) ----------------------------------------
 
-    async def fire_due(self, run_id: str) -> tuple[builtins.list[RunResult], int]:
+    async def fire_due(
+        self, run_id: str, seen: StoredRun | None = None
+    ) -> tuple[builtins.list[RunResult], int]:
         """Fire the due timers and wait expiries of one run; expire it past its pause deadline.
 
-        Returns the results (expiries included, for ``on_result``) and how many were expiries.
+        ``seen`` is the run as the caller just read it (the scheduler's ``due`` page): it is
+        claimed as is (a stale copy loses the compare-and-set and nothing runs). Returns the
+        results (expiries included, for ``on_result``) and how many were expiries.
         """
         host = self.host
         results: builtins.list[RunResult] = []
         expired = 0
         for _ in range(_MAX_FIRINGS_PER_RUN):
-            stored = await self.store.get(run_id)
+            stored = seen if seen is not None else await self.store.get(run_id)
+            seen = None
             now = host.now()
             if stored.status != "awaiting":
                 break
@@ -983,6 +1002,8 @@ class FlowService:
                 results.append(await self._fire(stored, (target[1], target[2])))
             except RevisionConflictError:
                 break  # someone else changed the run; look again next tick
+            if results[-1].status != "awaiting":
+                break  # finished: nothing more can be due
         return results, expired
 
     async def record_fault(self, run_id: str, exc: BaseException) -> None:

@@ -52,6 +52,8 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
     ``resume_count`` counts the decisions and continuations applied to the run (the last at
     ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
+    ``priority`` orders the durable scheduler's work: due runs fire in ``(priority, due_at)``
+    order, the lowest priority first (default 0; negative numbers go before it).
     """
 
     run_id: str
@@ -82,6 +84,7 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     resume_count: int = 0
     last_resumed_at: datetime | None = None
     expired_at: datetime | None = None
+    priority: int = 0
 
     def lease_expired(self, now: datetime) -> bool:
         """Whether a running run's lease has lapsed (its owner died or stalled)."""
@@ -194,7 +197,10 @@ class RunStore(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
-        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        """Awaiting runs whose ``due_at`` is at or before ``now``, in ``(priority, due_at)`` order.
+
+        The lowest ``priority`` first, then the earliest ``due_at``, then ``run_id``.
+        """
         ...
 
     async def stats(self, now: datetime) -> RunStats:

@@ -112,14 +112,14 @@ class MemoryStore:
         return page_of(page, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
-        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        """Awaiting runs due at or before ``now``, in ``(priority, due_at)`` order."""
         await anyio.lowlevel.checkpoint()
         found = [
             r
             for r in self._runs.values()
             if r.status == "awaiting" and r.due_at is not None and r.due_at <= now
         ]
-        found.sort(key=lambda r: (r.due_at or now, r.run_id))
+        found.sort(key=lambda r: (r.priority, r.due_at or now, r.run_id))
         return found[:limit]
 
     async def stats(self, now: datetime) -> RunStats:

@@ -41,47 +41,80 @@ class PostgresStore:
 
     Compare-and-set is one ``UPDATE ... WHERE revision = %s``; history and idempotency records
     are written in the same transaction. Needs the ``postgres`` extra (psycopg 3) and asyncio.
+    Calls run on a pool of up to ``pool_size`` connections, opened as needed, so concurrent
+    segments do not queue behind one connection.
 
     Args:
         conninfo: A libpq connection string or URL, e.g. ``"postgresql://user@host/db"``.
         namespace: Prefix of the tables.
+        pool_size: The most connections open (and calls in flight) at once.
     """
 
-    def __init__(self, conninfo: str = "", *, namespace: str = "flowcraft") -> None:
+    def __init__(
+        self, conninfo: str = "", *, namespace: str = "flowcraft", pool_size: int = 8
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.conninfo = conninfo
         self.namespace = check_namespace(namespace)
+        self.pool_size = pool_size
         self._sql = Dialect(namespace, postgres=True)
-        self._conn: AsyncConnection[tuple[Any, ...]] | None = None
-        self._lock = anyio.Lock()
+        self._free: builtins.list[AsyncConnection[tuple[Any, ...]]] = []  # idle connections
+        self._slots = anyio.Semaphore(pool_size)
+        self._schema_lock = anyio.Lock()
+        self._schema_ready = False
 
     def __repr__(self) -> str:
         return f"flowcraft.stores.PostgresStore(namespace={self.namespace!r})"
 
-    async def _connection(self) -> AsyncConnection[tuple[Any, ...]]:
-        if self._conn is None or self._conn.closed:
-            psycopg = _psycopg()
-            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-            async with conn.transaction():
-                # Serialize schema creation: concurrent CREATE ... IF NOT EXISTS can collide.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.runs,))
-                for statement in self._sql.schema:
-                    await conn.execute(statement)
-            self._conn = conn
-        return self._conn
+    async def _connect(self) -> AsyncConnection[tuple[Any, ...]]:
+        psycopg = _psycopg()
+        conn: AsyncConnection[tuple[Any, ...]] = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True
+        )
+        if not self._schema_ready:
+            async with self._schema_lock:
+                if not self._schema_ready:
+                    async with conn.transaction():
+                        # Serialize schema creation: concurrent CREATE ... IF NOT EXISTS collide.
+                        lock = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+                        await conn.execute(lock, (self._sql.runs,))
+                        for statement in self._sql.schema:
+                            await conn.execute(statement)
+                    self._schema_ready = True
+        return conn
 
     async def _run(
         self, fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]], *, tx: bool = False
     ) -> T:
+        """Run ``fn`` on a pooled connection (up to ``pool_size`` calls at once)."""
         psycopg = _psycopg()
-        async with self._lock:
+        async with self._slots:
+            conn = self._free.pop() if self._free else None
+            keep = False
             try:
-                conn = await self._connection()
-                if not tx:
-                    return await fn(conn)
-                async with conn.transaction():
-                    return await fn(conn)
+                if conn is None or conn.closed:
+                    conn = await self._connect()
+                if tx:
+                    async with conn.transaction():
+                        result = await fn(conn)
+                else:
+                    result = await fn(conn)
+                keep = True
+                return result
             except psycopg.Error as exc:
+                keep = not (conn is None or conn.closed or conn.broken)
                 raise StoreError(f"postgres store {self.namespace!r}: {exc}") from exc
+            except Exception:
+                keep = True  # a refusal of ours (conflict, not found): the connection is fine
+                raise
+            finally:
+                # A connection interrupted by cancellation may be mid-protocol: drop it.
+                if conn is not None and keep and not conn.closed:
+                    self._free.append(conn)
+                elif conn is not None and not conn.closed:
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
 
     async def _fetchall(self, query: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[tuple[Any, ...]]:
@@ -131,7 +164,7 @@ class PostgresStore:
             if idempotency is not None:
                 await conn.execute(sql.remember, (run.run_id, *idempotency))
             if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-3], checkpoint)
+                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
                 await conn.execute(sql.insert_checkpoint, put)
                 await conn.execute(sql.trim_checkpoints, trim)
 
@@ -242,11 +275,10 @@ class PostgresStore:
         await self._run(op, tx=True)
 
     async def close(self) -> None:
-        """Close the connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        """Close the pooled connections."""
+        free, self._free = self._free, []
+        for conn in free:
+            await conn.close()
 
 
 async def _history(

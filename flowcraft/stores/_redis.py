@@ -38,11 +38,11 @@ __all__ = ["RedisStore"]
 _CHUNK = 200
 
 # Create or compare-and-set a run, its indexes, history and idempotency record in one step.
-# KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
-#       checkpoints zset, deadline zset, flows set
+# KEYS: run hash, order zset, due zset (of the run's priority), history list, idempotency
+#       hash, finished zset, checkpoints zset, deadline zset, flows set, priorities zset
 # ARGV: mode, expected, revision, body, run_id, created, due|'', finished|'', has_idem,
 #       idem_key, idem_value, keep_checkpoints, index prefix, index tags, deadline|'',
-#       flow_id, n_history, history...
+#       flow_id, n_history, history..., priority
 # Index tags ("st:<status>", "fl:<flow>", "rs:<reason>", newline-separated) name the
 # secondary sorted sets (scored by creation time) the run is in; the old ones are left.
 # Those keys are derived in the script: fine on one server, not on Redis Cluster.
@@ -56,8 +56,15 @@ else
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'body', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+local prio = ARGV[18 + tonumber(ARGV[17])]
 if ARGV[7] == '' then redis.call('ZREM', KEYS[3], ARGV[5])
-else redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5]) end
+else
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5])
+  if prio ~= '0' then
+    redis.call('ZADD', KEYS[10], prio, prio)
+    redis.call('HSET', KEYS[1], 'dk', KEYS[3])
+  end
+end
 if ARGV[8] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
 else redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5]) end
 if ARGV[9] == '1' then redis.call('HSETNX', KEYS[5], ARGV[10], ARGV[11]) end
@@ -106,6 +113,8 @@ if old then
   for tag in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', ARGV[3] .. tag, ARGV[2]) end
 end
 redis.call('ZREM', KEYS[8], ARGV[2])
+local dk = redis.call('HGET', KEYS[1], 'dk')
+if dk then redis.call('ZREM', dk, ARGV[2]) end
 redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[7])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
@@ -146,6 +155,11 @@ class RedisStore:
         ns = namespace
         self._order, self._due, self._finished = f"{ns}:order", f"{ns}:due", f"{ns}:finished"
         self._deadline, self._flows, self._ix = f"{ns}:deadline", f"{ns}:flows", f"{ns}:ix:"
+        self._priorities = f"{ns}:priorities"
+
+    def _due_key(self, priority: int) -> str:
+        """The due set of one priority (priority 0 keeps the original ``due`` key)."""
+        return self._due if priority == 0 else f"{self._due}:{priority}"
 
     def __repr__(self) -> str:
         return f"flowcraft.stores.RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -203,13 +217,14 @@ class RedisStore:
         keys = [
             self._key("run", rid),
             self._order,
-            self._due,
+            self._due_key(run.priority),
             self._key("hist", rid),
             self._key("idem", rid),
             self._finished,
             self._key("cp", rid),
             self._deadline,
             self._flows,
+            self._priorities,
         ]
         tags = [f"st:{run.status}", f"fl:{run.flow_id}"]
         if run.status == "awaiting":
@@ -234,6 +249,7 @@ class RedisStore:
             run.flow_id,
             len(history),
             *(RUN_ENCODER.encode(h) for h in history),
+            run.priority,
         ]
         reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
         return reply
@@ -332,11 +348,22 @@ class RedisStore:
         return page_of(found, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
-        """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
+        """Awaiting runs whose ``due_at`` is at or before ``now``, in ``(priority, due_at)`` order.
+
+        Each priority in use has its own due set: the first ``limit`` due of each are read (one
+        pipelined round trip) and taken lowest priority first.
+        """
+        r = self._redis()
         async with self._guard("due"):
-            ids = await self._redis().zrangebyscore(
-                self._due, "-inf", to_micros(now), start=0, num=limit
-            )
+            used = _names(await r.zrange(self._priorities, 0, -1))
+            priorities = sorted({0, *(int(p) for p in used)})
+            async with r.pipeline(transaction=False) as pipe:
+                for priority in priorities:
+                    pipe.zrangebyscore(
+                        self._due_key(priority), "-inf", to_micros(now), start=0, num=limit
+                    )
+                found = await pipe.execute()
+        ids = [rid for chunk in found for rid in _names(chunk)][:limit]
         return [r for r in await self._bodies(ids) if r.status == "awaiting"]
 
     async def stats(self, now: datetime) -> RunStats:

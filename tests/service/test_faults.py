@@ -129,9 +129,10 @@ async def test_a_terminated_postgres_backend_is_a_store_error_and_the_store_reco
     async with backend("postgres", tmp_path) as (store, _):
         service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
         await service.start("approval", run_id="r1")
-        pid = store._conn.info.backend_pid  # type: ignore[attr-defined]
+        pids = [c.info.backend_pid for c in store._free]  # type: ignore[attr-defined]
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            for pid in pids:  # every pooled connection
+                await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         with pytest.raises(StoreError, match="postgres store") as caught:
             await service.get("r1")
         assert isinstance(caught.value.__cause__, psycopg.Error)

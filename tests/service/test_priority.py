@@ -1,0 +1,102 @@
+"""Timer priority (DESIGN §9): the scheduler fires due runs in ``(priority, due_at)`` order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from flowcraft import FlowRuntime, RunResult
+from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
+from flowcraft.testing import FakeClock
+from tests.service._support import KINDS, backend, flows
+
+
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    async with backend(request.param, tmp_path) as (made, _):
+        yield made
+
+
+def make(store: RunStore, clock: FakeClock) -> FlowService:
+    return FlowService(FlowRuntime(clock=clock), store, flows=flows())
+
+
+async def test_the_scheduler_fires_the_lowest_priority_first_then_the_earliest_due(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Runs fire by priority (lowest first), ties by due time, whatever order they started in."""
+    service = make(store, fake_clock)
+    plan = [("late-p0", 0), ("bulk-p5", 5), ("urgent", -3), ("early-p0", 0), ("bulk-p1", 1)]
+    for run_id, priority in plan:
+        await service.start("reminder", run_id=run_id, priority=priority)
+        fake_clock.advance(1)  # each next run falls due a second later
+    fake_clock.advance(3600)  # all due; "late-p0" fell due before "early-p0" (started first)
+    order: list[str] = []
+    sched = DurableScheduler(
+        service, on_result=lambda r: order.append(r.run_id), batch=2, concurrency=1
+    )
+    while await sched.tick():
+        pass
+    assert order == ["urgent", "late-p0", "early-p0", "bulk-p1", "bulk-p5"]
+    for run_id, priority in plan:
+        stored = await service.get(run_id)
+        assert (stored.status, stored.priority) == ("completed", priority)
+
+
+async def test_priority_is_kept_across_segments_and_defaults_to_zero(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A run keeps its priority through claims and commits; unset, it is 0."""
+    service = make(store, fake_clock)
+    await service.start("approval", run_id="a", priority=7)
+    await service.start("approval", run_id="b")
+    assert (await service.get("a")).priority == 7
+    assert (await service.get("b")).priority == 0
+    result = await service.resume("a", {"action": "approved"})
+    assert isinstance(result, RunResult)
+    assert (await service.get("a")).priority == 7
+
+
+async def test_a_priority_that_is_not_an_int_is_refused_and_nothing_is_stored(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """priority="high" raises TypeError before the run is created."""
+    service = make(store, fake_clock)
+    with pytest.raises(TypeError, match="priority must be an int"):
+        await service.start("approval", run_id="x", priority="high")  # type: ignore[arg-type]
+    assert len(await service.list()) == 0
+
+
+async def test_store_due_orders_by_priority_then_due_at_and_respects_limit(
+    store: RunStore,
+) -> None:
+    """``RunStore.due`` itself returns (priority, due_at, run_id) order, cut at ``limit``."""
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    specs = [("a", 2, 1), ("b", 0, 5), ("c", 0, 2), ("d", -1, 9), ("e", 2, 0), ("f", 0, 99)]
+    for run_id, priority, second in specs:
+        await store.create(
+            StoredRun(
+                run_id=run_id,
+                flow_id="f",
+                status="awaiting",
+                revision=0,
+                created_at=t0,
+                updated_at=t0,
+                due_at=t0 + timedelta(seconds=second),
+                priority=priority,
+            )
+        )
+    now = t0 + timedelta(seconds=10)  # "f" is not due yet
+    assert [r.run_id for r in await store.due(now)] == ["d", "c", "b", "e", "a"]
+    assert [r.run_id for r in await store.due(now, limit=3)] == ["d", "c", "b"]
+    # A run that stops awaiting leaves the due index of its priority.
+    d = await store.get("d")
+    done = msgspec.structs.replace(d, status="completed", revision=1, due_at=None)
+    await store.save(done, 0)
+    assert [r.run_id for r in await store.due(now, limit=2)] == ["c", "b"]
+    await store.delete("a", 0)
+    assert [r.run_id for r in await store.due(now)] == ["c", "b", "e"]
