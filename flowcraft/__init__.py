@@ -68,6 +68,8 @@ from flowcraft._values import (
     ResumeData,
     RunResult,
     RunStatus,
+    Segment,
+    SegmentKind,
 )
 
 try:
@@ -133,6 +135,8 @@ __all__ = (
     "RunResult",
     "RunStatus",
     "Scheduler",
+    "Segment",
+    "SegmentKind",
     "SerializationError",
     "Serializer",
     "StoreCorruptionError",

@@ -911,6 +911,7 @@ def finish(
         serialized_context=cfg.codec.encode(env),
         errors=tuple(env.errors) if env.errors else (),
         blueprint_id=env.blueprint_id,
+        trace=env.trace,
         _waiting=env.waiting,
         _past=env.history,
         _causes=causes,

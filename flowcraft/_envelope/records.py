@@ -50,6 +50,10 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     errors: list[NodeError] = []
     version: str | None = None
     shape: bytes = b""
+    #: Trace propagation headers (say W3C ``traceparent``) left by the segment that wrote this
+    #: context, for the next one to link to. Written only by a segment hook
+    #: (``Middleware.around_segment``); empty, it takes no byte.
+    trace: dict[str, str] = {}
 
 
 class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
