@@ -179,9 +179,9 @@ class FlowRuntime:
         cfg = self._config
         env = new_envelope(plan, initial_state, run_id)
         if cfg.segment_hooks:
-            launch = partial(self._launch, cfg, plan, env, control)
+            launch = partial(self._launch, cfg, plan, control=control)
             return await observed(cfg, "run", plan, env, launch)
-        return (await self._launch(cfg, plan, env, control))[0]
+        return (await self._launch(cfg, plan, env, control=control))[0]
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -243,12 +243,12 @@ class FlowRuntime:
         env = self.load(plan, serialized_context)
         cfg = self._config
 
-        def applied() -> Awaitable[tuple[RunResult, Envelope]]:
+        def applied(env: Envelope) -> Awaitable[tuple[RunResult, Envelope]]:
             return resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True)
 
         if cfg.segment_hooks:
             return await observed(cfg, "fire", plan, env, applied, node_id=node_id, by=by)
-        return (await applied())[0]
+        return (await applied(env))[0]
 
     async def cancel(
         self,
@@ -267,7 +267,7 @@ class FlowRuntime:
         cfg = self._config
         if cfg.segment_hooks:
             return await observed(
-                cfg, "cancel", plan, env, lambda: cancel(cfg, plan, env, reason, by), by=by
+                cfg, "cancel", plan, env, lambda e: cancel(cfg, plan, e, reason, by), by=by
             )
         return (await cancel(cfg, plan, env, reason, by))[0]
 
@@ -318,7 +318,7 @@ class FlowRuntime:
                 "resume",
                 plan,
                 env,
-                lambda: self._resume(cfg, plan, env, data, node_id, control, by),
+                lambda e: self._resume(cfg, plan, e, data, node_id, control, by),
                 node_id=node_id,
                 data=data,
                 by=by,
@@ -381,7 +381,7 @@ class FlowRuntime:
     # --- internals ---------------------------------------------------------------------------
 
     def _launch(
-        self, cfg: Config, plan: Plan, env: Envelope, control: RunControl | None
+        self, cfg: Config, plan: Plan, env: Envelope, *, control: RunControl | None
     ) -> Awaitable[tuple[RunResult, Envelope]]:
         if control is None and len(plan.starts) == 1 and cfg.line:
             return run_line(cfg, plan, env, plan.starts[0], None, False)  # shortcut of the below

@@ -139,12 +139,12 @@ class Scheduler:
         cfg = self._cfg()
         env = load(cfg.codec, plan, newest)
 
-        def fire() -> Awaitable[tuple[RunResult, Envelope]]:
+        def fire(env: Envelope) -> Awaitable[tuple[RunResult, Envelope]]:
             return resume(cfg, plan, env, None, node_id, fired=True)
 
         if cfg.segment_hooks:  # a firing is a segment like runtime.fire's
             return observed(cfg, "fire", plan, env, fire, node_id=node_id)
-        return _first(fire())
+        return _first(fire(env))
 
     def _next_due(self) -> datetime | None:
         heap = self._heap

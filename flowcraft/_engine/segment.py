@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
+import msgspec
+
 from flowcraft._engine.config import Config
 from flowcraft._engine.plan import Plan
-from flowcraft._envelope.records import Envelope
+from flowcraft._envelope.records import Envelope, TracedEnvelope
 from flowcraft._values import Resume, ResumeData, RunResult, Segment, SegmentKind, awaiting_of
 
 __all__ = ["observed"]
@@ -25,7 +27,7 @@ def observed(
     kind: SegmentKind,
     plan: Plan,
     env: Envelope,
-    call: Callable[[], Awaitable[tuple[RunResult, Envelope]]],
+    call: Callable[[Envelope], Awaitable[tuple[RunResult, Envelope]]],
     *,
     node_id: str | None = None,
     data: ResumeData = None,
@@ -33,8 +35,9 @@ def observed(
 ) -> Awaitable[RunResult]:
     """Run ``call`` (one segment over ``env``) inside every ``around_segment`` hook.
 
-    ``env`` is the envelope the call will seal: its ``trace`` becomes the segment's ``carry``,
-    so whatever the hooks write there before the call ends is encoded with the context.
+    What the hooks leave in ``segment.carry`` by the time the innermost one calls on is
+    encoded with the context: ``call`` then gets a ``TracedEnvelope`` holding it. When they
+    leave nothing, a plain envelope stays plain and takes no byte more.
     """
     action, who = _decision(data)
     segment = Segment(
@@ -50,10 +53,16 @@ def observed(
         trace=env.trace,
         carry=dict(env.trace),
     )
-    env.trace = segment.carry
 
     async def innermost() -> RunResult:
-        return (await call())[0]
+        carry = segment.carry
+        if type(env) is TracedEnvelope:
+            env.trace = carry
+            return (await call(env))[0]
+        if not carry:
+            return (await call(env))[0]
+        fields = msgspec.structs.astuple(env)  # every field of a plain envelope, in order
+        return (await call(TracedEnvelope(*fields, carry)))[0]  # type: ignore[call-arg]
 
     chain: Callable[[], Awaitable[RunResult]] = innermost
     for around in reversed(cfg.segment_hooks):

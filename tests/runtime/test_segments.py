@@ -201,3 +201,35 @@ async def test_segment_hooks_nest_first_outermost() -> None:
     rt = FlowRuntime(registry=flow.registry, middleware=[Named("outer"), Named("inner")])
     await rt.run(flow.to_blueprint())
     assert order == ["outer>", "inner>", "outer:a", "inner:a", "<inner", "<outer"]
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "json"])
+async def test_headers_only_add_a_field_at_the_end(serializer: str) -> None:
+    """A traced context is the plain one plus one last field; plain decoders skip it."""
+    import msgspec
+
+    from flowcraft._envelope.records import Envelope
+
+    flow = approval()
+    bp = flow.to_blueprint()
+    clock = FakeClock()
+    plain = FlowRuntime(registry=flow.registry, clock=clock, serializer=serializer)
+    traced = FlowRuntime(
+        registry=flow.registry,
+        clock=clock,
+        serializer=serializer,
+        middleware=[Recorder({"traceparent": "00-ab-cd-01"})],
+    )
+    a = await plain.run(bp, run_id="r")
+    b = await traced.run(bp, run_id="r")
+    decode = msgspec.json.decode if serializer == "json" else msgspec.msgpack.decode
+    assert decode(b.serialized_context)[:-1] == decode(a.serialized_context)
+    assert decode(b.serialized_context)[-1] == {"traceparent": "00-ab-cd-01"}
+    # An older flowcraft (a plain envelope decoder) reads it, ignoring the headers.
+    old = decode(b.serialized_context, type=Envelope)
+    assert old == decode(a.serialized_context, type=Envelope)
+    # A runtime without hooks carries them on; text contexts too.
+    text = b.serialized_context.decode() if serializer == "json" else b.serialized_context
+    again = await plain.resume(bp, text, {"action": "again"})
+    assert again.trace == {"traceparent": "00-ab-cd-01"}
+    assert decode(again.serialized_context)[-1] == {"traceparent": "00-ab-cd-01"}
