@@ -68,8 +68,8 @@ class Middleware:
 
         Runs in the caller's task, so context variables set here (a current span) are seen by
         every node of the segment. ``call_next`` raises what the call raises (a refused
-        resume); node failures are in the result, not raised. Write ``segment.carry`` to have
-        the returned context carry headers for the next segment.
+        resume); node failures are in the result, not raised. Write ``segment.carry`` before
+        calling ``call_next`` to have the returned context carry headers for the next segment.
         """
         return await call_next()
 

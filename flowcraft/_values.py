@@ -157,9 +157,9 @@ class Segment(msgspec.Struct, frozen=True, kw_only=True):
 
     ``trace`` is what the context the segment starts from carries (``RunResult.trace`` of the
     previous segment; empty for a new run). ``carry`` is what the context this segment writes
-    will carry: it starts as a copy of ``trace``; a hook may replace its items before or while
-    ``call_next`` runs (the context is encoded when the segment ends). Contexts are signed with
-    it when signing is on. Nothing is written when no hook touches it.
+    will carry: it starts as a copy of ``trace``; a hook replaces its items *before* calling
+    ``call_next`` (the innermost hook's call hands it to the engine). Contexts are signed with
+    it when signing is on. A context whose ``carry`` stays empty takes no byte more.
     """
 
     kind: SegmentKind
