@@ -76,6 +76,8 @@ from flowcraft._values import (
     ResumeData,
     RunResult,
     RunStatus,
+    Segment,
+    SegmentKind,
 )
 
 try:
@@ -152,6 +154,8 @@ __all__ = (
     "RunResult",
     "RunStatus",
     "Scheduler",
+    "Segment",
+    "SegmentKind",
     "SerializationError",
     "Serializer",
     "ServiceHealth",

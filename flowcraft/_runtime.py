@@ -12,6 +12,7 @@ from collections import ChainMap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from flowcraft._clock import Clock, SystemClock
@@ -22,6 +23,7 @@ from flowcraft._engine.line import run_line
 from flowcraft._engine.load import ContextView, bytes_of, load, new_envelope
 from flowcraft._engine.plan import Plan, compile_plan
 from flowcraft._engine.resume import quick_resume, resume
+from flowcraft._engine.segment import observed
 from flowcraft._envelope.codec import Codec, Serializer
 from flowcraft._envelope.records import Envelope
 from flowcraft._errors import InvalidBlueprintError, NotAwaitingError
@@ -185,7 +187,12 @@ class FlowRuntime:
         caller mistakes raise ``FlowcraftError`` subclasses.
         """
         plan = self.plan(blueprint, registry)
-        return (await self._launch(plan, initial_state, run_id, control))[0]
+        cfg = self._config
+        env = new_envelope(plan, initial_state, run_id)
+        if cfg.segment_hooks:
+            launch = partial(self._launch, cfg, plan, control=control)  # gets the envelope
+            return await observed(cfg, "run", plan, env, launch)
+        return (await self._launch(cfg, plan, env, control))[0]
 
     def child_plan(self, blueprint_id: str, parent: Plan) -> Plan:
         """The plan of a subflow's child blueprint, resolved with the parent's registry."""
@@ -224,8 +231,8 @@ class FlowRuntime:
             serialized_context=bytes_of(serialized_context),
             errors=tuple(env.errors),
             blueprint_id=env.blueprint_id,
+            trace=env.trace,
             _waiting=env.waiting,
-            history_dropped=env.history_dropped,
         _past=env.history,
         )
 
@@ -246,8 +253,13 @@ class FlowRuntime:
         plan = self.plan(blueprint, registry)
         cfg = self._config
         env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
-        applied = resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True)
-        return (await applied)[0]
+
+        def applied(env: Envelope) -> Awaitable[tuple[RunResult, Envelope]]:
+            return resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True)
+
+        if cfg.segment_hooks:
+            return await observed(cfg, "fire", plan, env, applied, node_id=node_id, by=by)
+        return (await applied(env))[0]
 
     async def cancel(
         self,
@@ -264,6 +276,10 @@ class FlowRuntime:
         env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
         if env.status != "awaiting":
             raise NotAwaitingError(env.run_id, env.status)
+        if cfg.segment_hooks:
+            return await observed(
+                cfg, "cancel", plan, env, lambda e: cancel(cfg, plan, e, reason, by), by=by
+            )
         return (await cancel(cfg, plan, env, reason, by))[0]
 
     async def resume(
@@ -307,7 +323,18 @@ class FlowRuntime:
         env = load(
             cfg.codec, plan, serialized_context, migrate, allow_blueprint_change, cfg.history_limit
         )
-        if control is None and cfg.line:
+        if cfg.segment_hooks:
+            return await observed(
+                cfg,
+                "resume",
+                plan,
+                env,
+                lambda e: self._resume(cfg, plan, e, data, node_id, control, by),
+                node_id=node_id,
+                data=data,
+                by=by,
+            )
+        if control is None and cfg.line:  # as in _resume, one call less on the common path
             quick = quick_resume(cfg, plan, env, data, node_id, by)  # shortcut of the below
             if quick is not None:
                 return (await quick)[0]
@@ -369,14 +396,24 @@ class FlowRuntime:
     # --- internals ---------------------------------------------------------------------------
 
     def _launch(
-        self,
-        plan: Plan,
-        initial_state: object,
-        run_id: str | None,
-        control: RunControl | None,
+        self, cfg: Config, plan: Plan, env: Envelope, control: RunControl | None
     ) -> Awaitable[tuple[RunResult, Envelope]]:
-        cfg = self._config
-        env = new_envelope(plan, initial_state, run_id)
         if control is None and len(plan.starts) == 1 and cfg.line:
             return run_line(cfg, plan, env, plan.starts[0], None, False)  # shortcut of the below
         return execute(begin(cfg, plan, env, control))
+
+    def _resume(
+        self,
+        cfg: Config,
+        plan: Plan,
+        env: Envelope,
+        data: ResumeData,
+        node_id: str | None,
+        control: RunControl | None,
+        by: str | None,
+    ) -> Awaitable[tuple[RunResult, Envelope]]:
+        if control is None and cfg.line:
+            quick = quick_resume(cfg, plan, env, data, node_id, by)  # shortcut of the below
+            if quick is not None:
+                return quick
+        return resume(cfg, plan, env, data, node_id, control=control, by=by)

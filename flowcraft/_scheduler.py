@@ -6,7 +6,7 @@ import heapq
 import inspect
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +19,7 @@ from flowcraft._engine.config import Config
 from flowcraft._engine.load import load
 from flowcraft._engine.plan import Plan
 from flowcraft._engine.resume import resume
+from flowcraft._engine.segment import observed
 from flowcraft._envelope.records import Envelope
 from flowcraft._errors import FlowcraftError, TimerNotDueError
 from flowcraft._values import RunResult, flat_waiting
@@ -116,10 +117,7 @@ class Scheduler:
                 continue  # replaced by a newer revision of its run, or already fired
             entry = self._runs[timer.run_id]
             try:
-                cfg = self._cfg()
-                env = load(cfg.codec, entry.plan, entry.result, history_limit=cfg.history_limit)
-                node_id = timer.node_id
-                result, _ = await resume(self._cfg(), entry.plan, env, None, node_id, fired=True)
+                result = await self._fire(entry.plan, entry.result, timer.node_id)
             except TimerNotDueError:
                 heapq.heappush(heap, (timer.due, next(self._seq), timer))
                 break
@@ -136,6 +134,17 @@ class Scheduler:
                 if inspect.isawaitable(res):
                     await res
         return count
+
+    def _fire(self, plan: Plan, newest: RunResult, node_id: str) -> Awaitable[RunResult]:
+        cfg = self._cfg()
+        env = load(cfg.codec, plan, newest, history_limit=cfg.history_limit)
+
+        def fire(env: Envelope) -> Awaitable[tuple[RunResult, Envelope]]:
+            return resume(cfg, plan, env, None, node_id, fired=True)
+
+        if cfg.segment_hooks:  # a firing is a segment like runtime.fire's
+            return observed(cfg, "fire", plan, env, fire, node_id=node_id)
+        return _first(fire(env))
 
     def _next_due(self) -> datetime | None:
         heap = self._heap
@@ -176,3 +185,7 @@ class Scheduler:
                 tg.cancel_scope.cancel()
         if error is not None:
             raise error
+
+
+async def _first(call: Awaitable[tuple[RunResult, Envelope]]) -> RunResult:
+    return (await call)[0]

@@ -23,6 +23,8 @@ __all__ = [
     "ResumeData",
     "RunResult",
     "RunStatus",
+    "Segment",
+    "SegmentKind",
     "awaiting_of",
     "flat_waiting",
     "pause_entry",
@@ -31,6 +33,9 @@ __all__ = [
 
 T = TypeVar("T")
 RunStatus = Literal["completed", "awaiting", "failed", "cancelled"]
+#: What a segment is: a ``run``, a ``resume``, a ``fire`` (a timer or an expired wait) or a
+#: ``cancel`` of an awaiting run.
+SegmentKind = Literal["run", "resume", "fire", "cancel"]
 
 
 class NodeResult(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
@@ -139,8 +144,8 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     serialized_context: bytes
     errors: tuple[NodeError, ...] = ()
     blueprint_id: str = ""
-    #: Older history entries the context no longer carries (``FlowRuntime(history_limit=)``).
-    history_dropped: int = 0
+    trace: Mapping[str, str] = {}
+    """Trace propagation headers this context carries (see ``Segment.carry``); read-only."""
     _waiting: list[Any] = []  # the envelope's waiting records (WaitState)
     _past: list[HistoryEntry] = []  # history without the pauses still open
     _causes: Mapping[str, BaseException] = {}  # in-process only: the original exceptions
@@ -171,6 +176,45 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 self.run_id, err.node_id, f"{err.type}: {err.message}", err.attempt
             ) from self._causes.get(err.node_id)
         return self
+
+
+class Segment(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``run``/``resume``/``fire``/``cancel`` call, as ``Middleware.around_segment`` sees it.
+
+    A segment is the work between two stored contexts of a run. Everything here is known
+    before the segment executes; its outcome is the ``RunResult`` that ``call_next`` returns
+    (or the error it raises: a refused resume raises before anything changes).
+
+    ``trace`` is what the context the segment starts from carries (``RunResult.trace`` of the
+    previous segment; empty for a new run). ``carry`` is what the context this segment writes
+    will carry: it starts as a copy of ``trace``; a hook replaces its items *before* calling
+    ``call_next`` (the innermost hook's call hands it to the engine). Contexts are signed with
+    it when signing is on. A context whose ``carry`` stays empty takes no byte more.
+    """
+
+    kind: SegmentKind
+    flow_id: str
+    run_id: str
+    revision: int
+    """The revision of the context the segment starts from (0 for a new run)."""
+    started_at: datetime
+    """The runtime's clock when the segment started."""
+    node_id: str | None = None
+    """The node a resume or fire names (``None``: the run's only wait, or every paused one)."""
+    action: str | None = None
+    """The action the resume data asks for."""
+    by: str | None = None
+    """Who decided (``by=`` or ``Resume.by``)."""
+    awaiting: tuple[Awaiting, ...] = ()
+    """What the run awaited when the segment started."""
+    trace: Mapping[str, str] = {}
+    carry: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"flowcraft.Segment(kind={self.kind!r}, flow_id={self.flow_id!r}, "
+            f"run_id={self.run_id!r}, revision={self.revision})"
+        )
 
 
 REASONS: dict[str, Any] = {

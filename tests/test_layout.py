@@ -34,7 +34,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "flowcraft._envelope": ("flowcraft._errors",),
     "flowcraft._node": ("flowcraft._errors",),
     "flowcraft._control": (),
-    "flowcraft._events": ("flowcraft._errors", "flowcraft._node"),
+    "flowcraft._events": ("flowcraft._errors", "flowcraft._node", "flowcraft._values"),
     "flowcraft._values": ("flowcraft._errors", "flowcraft._envelope.records"),
     "flowcraft._flow": (
         "flowcraft._errors",

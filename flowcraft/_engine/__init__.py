@@ -16,6 +16,8 @@ Where things are:
 - ``resume.py``    every resume: parse, select targets, ``admit``, apply; batch items and
   subflow paths; ``quick_resume``.
 - ``tasks.py``     the task group the loop spawns branches into.
+- ``segment.py``   ``observed``: a call wrapped in the ``around_segment`` hooks, with its
+  ``Segment``; used only when a middleware has such a hook (it keeps every shortcut).
 
 Glossary (the engine's own words):
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowcraft._clock import Clock, SystemClock
 from flowcraft._envelope.codec import Codec
-from flowcraft._events import EventBus
+from flowcraft._events import EventBus, Middleware
 
 if TYPE_CHECKING:
     from flowcraft._envelope.records import Envelope
@@ -56,6 +56,8 @@ class Config:
     # Derived once here rather than on every node call.
     hooks: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
     has_hooks: bool = False
+    #: ``around_segment`` of every middleware that has its own (see ``segment.py``).
+    segment_hooks: tuple[Any, ...] = ()
     system_clock: bool = False
     #: The clock read on the hot path (one C call for the system clock).
     now: Callable[[], datetime] = field(default=datetime.now)  # set in __post_init__
@@ -65,11 +67,20 @@ class Config:
     def __post_init__(self) -> None:
         mw = self.middleware
         self.hooks = (
-            [m.before_node for m in mw if hasattr(m, "before_node")],
-            [m.after_node for m in mw if hasattr(m, "after_node")],
-            [m.around_node for m in mw if hasattr(m, "around_node")],
+            [h for m in mw if (h := _hook(m, "before_node")) is not None],
+            [h for m in mw if (h := _hook(m, "after_node")) is not None],
+            [h for m in mw if (h := _hook(m, "around_node")) is not None],
         )
+        self.segment_hooks = tuple(h for m in mw if (h := _hook(m, "around_segment")) is not None)
         self.has_hooks = any(self.hooks)
         self.system_clock = type(self.clock) is SystemClock
         self.now = partial(datetime.now, UTC) if self.system_clock else self.clock.now
         self.line = self.event_bus is None and not self.has_hooks and self.fast
+
+
+def _hook(middleware: object, name: str) -> Any:
+    """``middleware``'s own hook ``name``, or ``None`` (missing, or ``Middleware``'s no-op)."""
+    hook = getattr(middleware, name, None)
+    if hook is None or getattr(hook, "__func__", None) is getattr(Middleware, name):
+        return None
+    return hook

@@ -911,8 +911,8 @@ def finish(
         serialized_context=cfg.codec.encode(env),
         errors=tuple(env.errors) if env.errors else (),
         blueprint_id=env.blueprint_id,
+        trace=env.trace,
         _waiting=env.waiting,
-        history_dropped=env.history_dropped,
         _past=env.history,
         _causes=causes,
     )

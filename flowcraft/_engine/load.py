@@ -85,7 +85,7 @@ def load(
 
     ``history_limit``: a context about to be continued keeps only that many history entries
     from earlier calls (the call then adds its own), so a run looping through a wait a thousand
-    times keeps a bounded context; ``history_dropped`` counts what was left out.
+    times keeps a bounded context (``FlowService`` keeps every entry in its store).
     """
     env = codec.decode(
         serialized_context if type(serialized_context) is bytes else bytes_of(serialized_context)
@@ -103,9 +103,7 @@ def load(
     if plan.state_hints and env.state:
         type_state(plan, env)
     if history_limit is not None and len(env.history) > history_limit:
-        drop = len(env.history) - history_limit
-        del env.history[:drop]
-        env.history_dropped += drop
+        del env.history[: len(env.history) - history_limit]
     return env
 
 

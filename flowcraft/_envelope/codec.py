@@ -9,7 +9,7 @@ from typing import Protocol
 
 import msgspec
 
-from flowcraft._envelope.records import FORMAT, Envelope
+from flowcraft._envelope.records import FORMAT, Envelope, TracedEnvelope
 from flowcraft._errors import ContextDecodeError, ContextIntegrityError, SerializationError
 
 __all__ = ["Codec", "Serializer"]
@@ -31,30 +31,37 @@ class _Msgpack:
     def __init__(self) -> None:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(Envelope)
+        self.traced = msgspec.msgpack.Decoder(TracedEnvelope)
 
     def encode(self, envelope: Envelope) -> bytes:
         return self.encoder.encode(envelope)
 
     def decode(self, data: bytes) -> Envelope:
-        return self.decoder.decode(data)
+        # Up to 15 fields is a fixarray (0x90-0x9f): a plain envelope; more carry trace headers.
+        return (self.decoder if data[:1] < b"\xdc" else self.traced).decode(data)
 
 
 class _Json:
     def __init__(self) -> None:
         self.encoder = msgspec.json.Encoder()
         self.decoder = msgspec.json.Decoder(Envelope)
+        self.traced = msgspec.json.Decoder(TracedEnvelope)
 
     def encode(self, envelope: Envelope) -> bytes:
         return self.encoder.encode(envelope)
 
     def decode(self, data: bytes) -> Envelope:
-        return self.decoder.decode(data)
+        # A plain envelope ends with its shape (a string); an object last is the trace headers.
+        return (self.traced if data.rstrip()[:-1].rstrip().endswith(b"}") else self.decoder).decode(
+            data
+        )
 
 
 _MSGPACK = _Msgpack()
 _JSON = _Json()
-_MSGPACK_DECODE = _MSGPACK.decoder.decode
-_JSON_DECODE = _JSON.decoder.decode
+_MSGPACK_DECODE = _MSGPACK.decode
+_PLAIN_DECODE = _MSGPACK.decoder.decode
+_JSON_DECODE = _JSON.decode
 _JSON_STARTS = frozenset(b"[{ \t\r\n")
 _SIGNED_MAGIC = b"FCS1"
 
@@ -116,7 +123,7 @@ class Codec:
             and 0x90 <= (data[0] if data else 0) <= 0x9F  # a msgpack array: a plain envelope
             and len(data) <= self.max_bytes
         ):
-            return _decoded(_MSGPACK_DECODE, data)
+            return _decoded(_PLAIN_DECODE, data)
         if type(data) is not bytes:
             if not isinstance(data, bytearray | memoryview):
                 raise ContextDecodeError(f"expected bytes, got {type(data).__name__}")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-__all__ = ["FORMAT", "Envelope", "HistoryEntry", "NodeError", "Vote", "WaitKind", "WaitState"]
+__all__ = [
+    "FORMAT",
+    "Envelope",
+    "HistoryEntry",
+    "NodeError",
+    "TracedEnvelope",
+    "Vote",
+    "WaitKind",
+    "WaitState",
+]
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -59,7 +70,20 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     errors: list[NodeError] = []
     version: str | None = None
     shape: bytes = b""
-    history_dropped: int = 0  # older history entries left out of the context (the store has them)
+    #: A plain envelope carries no trace headers (see ``TracedEnvelope``).
+    trace: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
+
+class TracedEnvelope(Envelope, array_like=True, omit_defaults=True):
+    """An envelope with trace propagation headers: one more field, at the end.
+
+    ``trace`` holds what a segment hook (``Middleware.around_segment``) left for the next
+    segment to link to (say a W3C ``traceparent``). A separate type because array-like
+    structs write every field: a plain ``Envelope`` stays exactly as long as it was, and
+    contexts with headers still decode as plain envelopes (the extra field ignored).
+    """
+
+    trace: dict[str, str] = {}  # type: ignore[misc]  # a field here, a ClassVar on Envelope
 
 
 class NodeError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -34,7 +34,6 @@ async def test_a_thousand_review_cycles_keep_the_context_within_twice_ten_cycles
     thousand = await cycles(rt, flow, ten, 990)
     assert thousand.revision == 1001
     assert len(thousand.serialized_context) <= 2 * len(ten.serialized_context)
-    assert thousand.history_dropped > 0
     assert len(thousand.history) <= 32 + 3  # the kept entries, this call's, the open pause
     assert thousand.history[-1].event == "pause"  # the newest entries are the ones kept
 
@@ -43,7 +42,6 @@ async def test_without_a_limit_every_entry_stays() -> None:
     flow = review_loop()
     rt = FlowRuntime(registry=flow.registry, history_limit=None)
     result = await cycles(rt, flow, await flow.run(rt), 40)
-    assert result.history_dropped == 0
     assert len([h for h in result.history if h.event == "resume"]) == 40
 
 
@@ -69,6 +67,6 @@ async def test_the_service_keeps_the_whole_history_the_context_leaves_out() -> N
     for _ in range(40):
         await service.resume("r1", {"action": "revise"}, "review")
     final = await service.resume("r1", {"action": "accept"}, "review")
-    assert final.history_dropped > 0
+    assert len(final.history) < 41  # the context holds the recent part only
     stored = [h for h in await service.history("r1") if h.event == "resume"]
     assert len(stored) == 41
