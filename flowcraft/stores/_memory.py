@@ -65,7 +65,7 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         current = self._runs.get(run.run_id)
         if current is None:
-            raise RunNotFoundError(run.run_id)
+            raise RunNotFoundError(run.run_id, self)
         if current.revision != expected_revision:
             raise RevisionConflictError(run.run_id, expected_revision, current.revision)
         self._runs[run.run_id] = run
@@ -83,7 +83,7 @@ class MemoryStore:
         try:
             return self._runs[run_id]
         except KeyError:
-            raise RunNotFoundError(run_id) from None
+            raise RunNotFoundError(run_id, self) from None
 
     async def list(
         self,
@@ -189,7 +189,7 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         current = self._runs.get(run_id)
         if current is None:
-            raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id, self)
         if current.revision != expected_revision:
             raise RevisionConflictError(run_id, expected_revision, current.revision)
         del self._runs[run_id]

@@ -158,7 +158,7 @@ class PostgresStore:
             if cur.rowcount != 1:
                 row = await (await conn.execute(sql.get_revision, (run.run_id,))).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run.run_id)
+                    raise RunNotFoundError(run.run_id, self)
                 raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
             await _history(conn, sql, run.run_id, history)
             if idempotency is not None:
@@ -174,7 +174,7 @@ class PostgresStore:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
         rows = await self._fetchall(self._sql.get_run, (run_id,))
         if not rows:
-            raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id, self)
         return decode_run(bytes(rows[0][1]), run_id)
 
     async def list(
@@ -267,7 +267,7 @@ class PostgresStore:
             if cur.rowcount != 1:
                 row = await (await conn.execute(sql.get_revision, (run_id,))).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run_id)
+                    raise RunNotFoundError(run_id, self)
                 raise RevisionConflictError(run_id, expected_revision, int(row[0]))
             for statement in sql.delete[1:]:
                 await conn.execute(statement, (run_id,))

@@ -286,7 +286,7 @@ class RedisStore:
             "save", run, expected_revision, history, idempotency, checkpoint
         )
         if reply[0] == b"missing":
-            raise RunNotFoundError(run.run_id)
+            raise RunNotFoundError(run.run_id, self)
         if reply[0] == b"conflict":
             raise RevisionConflictError(run.run_id, expected_revision, int(reply[1]))
 
@@ -295,7 +295,7 @@ class RedisStore:
         async with self._guard("get"):
             body = await self._redis().hget(self._key("run", run_id), "body")
         if body is None:
-            raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id, self)
         return decode_run(_bytes(body), run_id)
 
     async def list(
@@ -474,7 +474,7 @@ class RedisStore:
         args = [expected_revision, run_id, self._ix]
         reply = await self._call("delete", _DELETE, keys, args)
         if reply[0] == b"missing":
-            raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id, self)
         if reply[0] == b"conflict":
             raise RevisionConflictError(run_id, expected_revision, int(reply[1]))
 

@@ -271,7 +271,7 @@ class SqliteStore:
             if cur.rowcount != 1:
                 row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run.run_id)
+                    raise RunNotFoundError(run.run_id, self)
                 raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
             conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
             if idempotency is not None:
@@ -287,7 +287,7 @@ class SqliteStore:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
         row = await self._run(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())
         if row is None:
-            raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id, self)
         return decode_run(bytes(row[1]), run_id)
 
     async def list(
@@ -384,7 +384,7 @@ class SqliteStore:
             if cur.rowcount != 1:
                 row = conn.execute(sql.get_revision, (run_id,)).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run_id)
+                    raise RunNotFoundError(run_id, self)
                 raise RevisionConflictError(run_id, expected_revision, int(row[0]))
             for statement in sql.delete[1:]:
                 conn.execute(statement, (run_id,))

@@ -481,3 +481,10 @@ def test_sqlite_store_defaults_to_a_file_in_the_working_directory(
 
     anyio.run(main)
     assert (tmp_path / "flowcraft.db").exists()
+
+
+async def test_a_missing_run_names_the_store_it_was_looked_for_in(store: RunStore) -> None:
+    """RunNotFoundError says which store was asked, so a wrong database or prefix shows."""
+    with pytest.raises(RunNotFoundError, match=r"not in the store flowcraft\.stores\.") as caught:
+        await store.get("no-such-run")
+    assert caught.value.store is store
