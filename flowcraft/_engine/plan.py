@@ -290,16 +290,7 @@ def _compile_node(
         on_error=cfg.on_error,
     )
     if d.uses == "wait":
-        node.kind = "wait"
-        params = d.params or {}
-        if params.get("timeout") is not None:
-            node.wait_timeout = json_duration(params["timeout"], f"wait {d.id!r} timeout")
-        node.on_timeout = str(params.get("onTimeout", "timeout"))
-        node.description = params.get("description")
-        if params.get("schema") is not None:
-            node.schema = _lookup(bp, d, str(params["schema"]), registry)
-        if params.get("approvals") is not None:
-            node.quorum = _quorum(bp, d, params["approvals"], registry)
+        _compile_wait(bp, d, node, registry)
     elif d.uses == "sleep":
         node.kind = "sleep"
         node.sleep = sleep_seconds(d.params, f"flow {bp.id!r}: sleep {d.id!r}")
@@ -339,6 +330,20 @@ def _compile_node(
         node.call = impl
         node.is_async = _is_async(impl)
     return node
+
+
+def _compile_wait(bp: Blueprint, d: NodeDefinition, node: PlanNode, registry: Registry) -> None:
+    """A wait node: its deadline, timeout action, description, schema and quorum."""
+    node.kind = "wait"
+    params = d.params or {}
+    if params.get("timeout") is not None:
+        node.wait_timeout = json_duration(params["timeout"], f"wait {d.id!r} timeout")
+    node.on_timeout = str(params.get("onTimeout", "timeout"))
+    node.description = params.get("description")
+    if params.get("schema") is not None:
+        node.schema = _lookup(bp, d, str(params["schema"]), registry)
+    if params.get("approvals") is not None:
+        node.quorum = _quorum(bp, d, params["approvals"], registry)
 
 
 def _compile_subflow(

@@ -211,30 +211,21 @@ def resume(
         targets = waits  # the common case: the one pause of the run, named or not
     else:
         waiting = {w.node_id: w for w in waits}
-        paths = _paths(waits, waiting)
-        if node_id is None and len(paths) == 1:
-            node_id = paths[0] if "/" in paths[0] else None
-        parent, rest = _nested(waiting, node_id)
-        if parent is not None and parent.kind == "batch":
-            return resume_batch(
-                cfg, plan, env, parent, rest, output, action, has_output,
-                control=control, by=who, nested=nested,
-            )  # fmt: skip
-        if parent is not None:
-            return resume_child(
-                cfg, plan, env, parent, rest, data, action,
-                control=control, by=who, fired=fired, nested=nested,
-            )  # fmt: skip
-        targets = _targets(waits, waiting, paths, node_id, data is None, run_id)
+        picked = _select(
+            cfg, plan, env, waiting, data, node_id, output, action, has_output,
+            who, control, fired, nested,
+        )  # fmt: skip
+        if not isinstance(picked, list):
+            return picked  # a batch item or a subflow's wait: resumed there
+        targets = picked
     now = cfg.now()
     for w in targets:
         output, action = admit(plan, w, output, action, has_output, now, fired, run_id)
-    w = targets[0]
-    quorum = plan.nodes[w.node_id].quorum if len(targets) == 1 and w.kind == "wait" else None
-    if quorum is not None and not fired:  # a deadline that fires decides without votes
-        votes = count_vote(quorum, w, output, action, who, env.state, now, run_id)
+    quorum = plan.nodes[targets[0].node_id].quorum if len(targets) == 1 else None
+    if quorum is not None and targets[0].kind == "wait" and not fired:  # deadlines take no vote
+        votes = count_vote(quorum, targets[0], output, action, who, env.state, now, run_id)
         if votes is not None and len(votes) < quorum.required:
-            return _vote(cfg, plan, env, w, votes, who, action, now, control, nested)
+            return _vote(cfg, plan, env, targets[0], votes, who, action, now, control, nested)
         if votes is not None:  # the deciding approval: the wait's output is every approval
             output = [{"by": v.by, "at": v.at, "output": v.output} for v in votes]
     if (
@@ -256,6 +247,40 @@ def resume(
     return _apply(
         cfg, plan, env, waiting, targets, output, action, who, now, control, fired, nested
     )
+
+
+def _select(
+    cfg: Config,
+    plan: Plan,
+    env: Envelope,
+    waiting: dict[str, WaitState],
+    data: ResumeData,
+    node_id: str | None,
+    output: Any,
+    action: str | None,
+    has_output: bool,
+    who: str | None,
+    control: RunControl | None,
+    fired: bool,
+    nested: bool,
+) -> list[WaitState] | Awaitable[tuple[RunResult, Envelope]]:
+    """The waits a resume targets, or the awaitable of a resume inside a batch or a subflow."""
+    waits = env.waiting
+    paths = _paths(waits, waiting)
+    if node_id is None and len(paths) == 1:
+        node_id = paths[0] if "/" in paths[0] else None
+    parent, rest = _nested(waiting, node_id)
+    if parent is not None and parent.kind == "batch":
+        return resume_batch(
+            cfg, plan, env, parent, rest, output, action, has_output,
+            control=control, by=who, nested=nested,
+        )  # fmt: skip
+    if parent is not None:
+        return resume_child(
+            cfg, plan, env, parent, rest, data, action,
+            control=control, by=who, fired=fired, nested=nested,
+        )  # fmt: skip
+    return _targets(waits, waiting, paths, node_id, data is None, env.run_id)
 
 
 def _paths(waits: list[WaitState], waiting: dict[str, WaitState]) -> list[str]:
