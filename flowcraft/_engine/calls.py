@@ -17,16 +17,21 @@ import anyio
 from flowcraft._engine.config import Config
 from flowcraft._engine.plan import PlanNode
 from flowcraft._node import NodeContext, PauseRequested
+from flowcraft._values import NodeResult
 
 if TYPE_CHECKING:
 
     pass
 
-__all__ = ["NEVER_AWAITABLE", "invoke", "invoke_with_timeout", "maybe_await"]
+__all__ = ["NEVER_AWAITABLE", "RESULT_TYPES", "invoke", "invoke_with_timeout", "maybe_await"]
 
 #: Exact result types that cannot be awaitable: a sync node's result is checked against these
 #: before the (slower) ``inspect.isawaitable``.
 NEVER_AWAITABLE = frozenset({str, int, float, bool, bytes, dict, list, tuple, type(None)})
+
+#: Result types a node call is looked at twice for: a ``NodeResult``, or a dict that may be a
+#: TS-shaped one (``{"output": ..., "action": ...}``). One set lookup keeps the common case quick.
+RESULT_TYPES = frozenset({dict, NodeResult})
 
 
 async def maybe_await(value: Any) -> Any:

@@ -22,7 +22,13 @@ import anyio
 import msgspec
 
 from flowcraft._control import RunControl
-from flowcraft._engine.calls import NEVER_AWAITABLE, invoke, invoke_with_timeout, maybe_await
+from flowcraft._engine.calls import (
+    NEVER_AWAITABLE,
+    RESULT_TYPES,
+    invoke,
+    invoke_with_timeout,
+    maybe_await,
+)
 from flowcraft._engine.config import Config
 from flowcraft._engine.load import new_envelope
 from flowcraft._engine.plan import Plan, PlanEdge, PlanNode, pause_record
@@ -297,11 +303,12 @@ class Execution:
                 await self.fail(node, value, exc, 1)
                 return
             action = None
-            if type(result) is dict:
-                result = ts_result(result) or result
-            if type(result) is NodeResult:
-                action = result.action
-                result = result.output
+            if type(result) in RESULT_TYPES:  # a NodeResult, or a dict that may stand for one
+                if type(result) is dict:
+                    result = ts_result(result) or result
+                if type(result) is NodeResult:
+                    action = result.action
+                    result = result.output
             direct = node.direct
             if direct is not None:
                 self.outputs[node_id] = result

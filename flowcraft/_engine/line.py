@@ -17,7 +17,7 @@ import inspect
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from flowcraft._engine.calls import NEVER_AWAITABLE
+from flowcraft._engine.calls import NEVER_AWAITABLE, RESULT_TYPES
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import Execution, execute, finish
 from flowcraft._engine.plan import pause_record
@@ -69,12 +69,13 @@ async def run_line(
             ex = _engine(cfg, plan, env, steps)
             await ex.fail(node, value, exc, 1)
             return await execute(ex, nested)
-        if type(result) is dict:
-            result = ts_result(result) or result
-        if type(result) is NodeResult:
-            ex = _engine(cfg, plan, env, steps)
-            ex.complete(node, result.output, result.action)
-            return await execute(ex, nested)
+        if type(result) in RESULT_TYPES:  # a NodeResult, or a dict that may stand for one
+            if type(result) is dict:
+                result = ts_result(result) or result
+            if type(result) is NodeResult:
+                ex = _engine(cfg, plan, env, steps)
+                ex.complete(node, result.output, result.action)
+                return await execute(ex, nested)
         outputs[node_id] = result
         if not node.direct:
             env.status = "completed"
