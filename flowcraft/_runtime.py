@@ -58,6 +58,23 @@ def _setting(name: str, doc: str, normal: Callable[[Any], Any] = lambda v: v) ->
     return property(get, set, doc=doc)
 
 
+def _snapshot(env: Envelope, data: bytes) -> RunResult:
+    """A decoded context as a ``RunResult`` (``data``: the bytes it was decoded from)."""
+    return RunResult(
+        status=env.status,  # type: ignore[arg-type]  # a stored context is never running
+        run_id=env.run_id,
+        revision=env.revision,
+        context=env.state,
+        outputs=env.outputs,
+        serialized_context=data,
+        errors=tuple(env.errors),
+        blueprint_id=env.blueprint_id,
+        trace=env.trace,
+        _waiting=env.waiting,
+        _past=env.history,
+    )
+
+
 def _clock(value: Clock | None) -> Clock:
     return value if value is not None else SystemClock()
 
@@ -219,22 +236,35 @@ class FlowRuntime:
         *,
         registry: Mapping[str, object] | None = None,
     ) -> RunResult:
-        """Decode a stored context into a ``RunResult`` without running anything."""
+        """Decode a stored context into a ``RunResult`` without running anything.
+
+        The context is checked against ``blueprint`` (its id and digest, as ``resume`` does:
+        ``BlueprintMismatchError`` otherwise) and its state typed as the flow declares. To
+        read a context without its blueprint, use ``peek``.
+        """
         plan = self.plan(blueprint, registry)
-        env = self.load(plan, serialized_context)
-        return RunResult(
-            status=env.status,  # type: ignore[arg-type]  # a stored context is never running
-            run_id=env.run_id,
-            revision=env.revision,
-            context=env.state,
-            outputs=env.outputs,
-            serialized_context=bytes_of(serialized_context),
-            errors=tuple(env.errors),
-            blueprint_id=env.blueprint_id,
-            trace=env.trace,
-            _waiting=env.waiting,
-        _past=env.history,
-        )
+        return _snapshot(self.load(plan, serialized_context), bytes_of(serialized_context))
+
+    def peek(self, serialized_context: bytes | str | RunResult) -> RunResult:
+        """Verify and decode a context without its blueprint: what the run says about itself.
+
+        Reads any context this runtime's codec reads: msgpack or JSON, as ``bytes`` or (JSON)
+        ``str``, or the ``RunResult`` carrying it. With ``signing_keys`` the signature is
+        verified first, exactly as ``resume`` does; ``RunResult.signed_by`` names the key.
+
+        Nothing is validated against a flow: not the blueprint id or digest, not the node ids,
+        not the state type (``context`` and ``outputs`` hold the decoded builtins: dicts,
+        lists, strings, datetimes...). Nothing runs and no history is trimmed. Use
+        ``inspect(blueprint, ...)`` to check a context against its flow, ``resume`` to go on.
+
+        Raises:
+            ContextIntegrityError: signing keys are set and the context is unsigned, signed
+                with a key not among them, or altered; or it is signed and no keys are set.
+            ContextDecodeError: the bytes are not a context (truncated, over
+                ``max_context_bytes``, or of a newer envelope format).
+        """
+        data = bytes_of(serialized_context)
+        return _snapshot(self._config.codec.decode(data), data)
 
     async def fire(
         self,

@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from flowcraft._envelope.records import HistoryEntry, NodeError, WaitState
+from flowcraft._envelope.records import HistoryEntry, NodeError, WaitState, signer_of
 from flowcraft._errors import NodeExecutionError
 
 __all__ = [
@@ -159,6 +159,16 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def history(self) -> tuple[HistoryEntry, ...]:
         """Every pause, resume, fallback and cancellation so far, oldest first."""
         return (*self._past, *map(pause_entry, self._waiting))
+
+    @cached_property
+    def signed_by(self) -> str | None:
+        """The id of the key that signed ``serialized_context`` (``None``: it is unsigned).
+
+        Read from the context's signature header. A runtime with ``signing_keys`` signs every
+        context it returns and verifies every one it reads (``peek``, ``inspect``, ``resume``),
+        so on a result it returned this is the key the signature held under.
+        """
+        return signer_of(self.serialized_context)
 
     def __repr__(self) -> str:
         waiting = [a.node_id for a in self.awaiting]

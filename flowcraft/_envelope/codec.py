@@ -9,7 +9,7 @@ from typing import Protocol
 
 import msgspec
 
-from flowcraft._envelope.records import FORMAT, Envelope, TracedEnvelope
+from flowcraft._envelope.records import FORMAT, SIGNED_MAGIC, Envelope, TracedEnvelope
 from flowcraft._errors import ContextDecodeError, ContextIntegrityError, SerializationError
 
 __all__ = ["Codec", "Serializer"]
@@ -63,7 +63,7 @@ _MSGPACK_DECODE = _MSGPACK.decode
 _PLAIN_DECODE = _MSGPACK.decoder.decode
 _JSON_DECODE = _JSON.decode
 _JSON_STARTS = frozenset(b"[{ \t\r\n")
-_SIGNED_MAGIC = b"FCS1"
+_SIGNED_MAGIC = SIGNED_MAGIC
 
 
 class Codec:

@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = [
     "FORMAT",
+    "SIGNED_MAGIC",
     "Envelope",
     "HistoryEntry",
     "NodeError",
@@ -18,12 +19,24 @@ __all__ = [
     "Vote",
     "WaitKind",
     "WaitState",
+    "signer_of",
 ]
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 #: Envelope format written by this version. Older formats stay decodable (golden tests).
 FORMAT = 1
+
+#: A signed context: these 4 bytes, the key id's length (1 byte), the key id, a 32-byte HMAC,
+#: then the encoded envelope (``Codec`` writes and verifies it).
+SIGNED_MAGIC = b"FCS1"
+
+
+def signer_of(data: bytes) -> str | None:
+    """The key id a signed context's header names (``None``: unsigned). Nothing is verified."""
+    if data[:4] != SIGNED_MAGIC or len(data) < 6:
+        return None
+    return data[5 : 5 + data[4]].decode(errors="replace")
 
 
 WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]

@@ -30,10 +30,11 @@ from flowcraft.cli.views import (
     CleanupReport,
     DeleteReport,
     Unsupported,
-    awaiting_for,
+    actions_of,
     execution_view,
     flow_of,
     outcome_view,
+    schema_of,
 )
 from flowcraft.stores import StoredRun
 
@@ -126,11 +127,17 @@ class HistoryLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 class ContextReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """``context inspect``: what a stored context says, and whether its signature holds.
 
-    ``verified``: the signature held under the ``--key`` keys (``keys_from="key"``). With
-    ``keys_from="app"`` the app's runtime read it (its signing keys, if it has any, held);
-    with ``"none"`` the context was unsigned (a signed one is refused without keys).
-    Without a blueprint only ``run_id``, ``blueprint_id`` and ``digest`` can be read (the
-    library decodes a context against its blueprint); ``decoded`` says which case this is.
+    Read with ``FlowRuntime.peek``: no app and no blueprint are needed. ``signed_by`` is the
+    id of the key the signature held under (``None``: an unsigned context; a signed one is
+    refused without keys, an unsigned one with them); ``verified`` is ``signed_by is not
+    None``. ``keys_from`` says whose keys verified it: the ``--key`` options, or the app's
+    runtime (``--app`` and no ``--key``).
+
+    ``awaiting`` holds ``flowcraft.http.AwaitingView`` fields, plus ``approved_by`` (the
+    approvals a quorum wait has so far) when there are any. ``checked``: a blueprint
+    (``--blueprint FILE``, or the app's flow of the context's blueprint id) checked the
+    context, gave each wait its ``actions`` and ``schema``, and its ``digest``. ``decoded`` is
+    always true now (it was false when no blueprint was given); it stays for older readers.
     """
 
     verified: bool
@@ -141,11 +148,13 @@ class ContextReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     decoded: bool = False
     status: str | None = None
     revision: int | None = None
-    awaiting: list[dict[str, Any]] = []  # flowcraft.http.AwaitingView fields
+    awaiting: list[dict[str, Any]] = []  # flowcraft.http.AwaitingView fields (+ approved_by)
     history: list[HistoryLine] = []
     state: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
     errors: list[str] = []
+    signed_by: str | None = None
+    checked: bool = False
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -423,7 +432,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 _STATUSES = ("running", "awaiting", "completed", "failed", "cancelled")
 _REASONS = ("wait", "timer", "pause")
-_PROBE = {"id": "flowcraft-cli-probe", "nodes": [{"id": "probe", "uses": "wait"}], "edges": []}
 
 
 class _Env(msgspec.Struct, kw_only=True):
@@ -565,82 +573,119 @@ def _stand_ins(bp: Blueprint) -> dict[str, object]:
 def _inspect_context(
     env: _Env, data: bytes, keys: dict[str, str], blueprint_file: str | None
 ) -> ContextReport:
-    """Verify and decode a context with public calls only.
+    """Verify and decode a context (``FlowRuntime.peek``: no blueprint needed).
 
-    The library decodes a context against its blueprint (``FlowRuntime.inspect``); there is
-    no public decoder without one. So a probe blueprint is tried first: the signature is
-    verified before the blueprint is compared, and the mismatch error names the context's
-    run and blueprint. The real blueprint (a file, or the app's flow of that id) then
-    decodes the rest.
+    A blueprint, when there is one (``--blueprint FILE``, or the app's flow of the context's
+    blueprint id), then checks the context (``FlowRuntime.inspect``) and gives each wait its
+    allowed actions and schema. An app that does not know the flow adds nothing.
     """
     service = load_app(env.app) if env.app and blueprint_file is None else None
+    bp: Blueprint | None = None
+    registry: Mapping[str, object] = {}
     try:
         runtime = flowcraft.FlowRuntime(signing_keys=keys or None)
         if service is not None and not keys:
             runtime = service.runtime  # the app's own signing keys verify it
-        try:
-            runtime.inspect(Blueprint.from_json(_PROBE), data)
-            raise UsageProblem("the context was made by the CLI's own probe blueprint")
-        except flowcraft.BlueprintMismatchError as exc:
-            run_id, (bp_id, digest) = exc.run_id, exc.expected
-        source: Literal["key", "app", "none"] = (
-            "key" if keys else "app" if service is not None else "none"
-        )
-        report = ContextReport(verified=bool(keys), keys_from=source, run_id=run_id,
-                               blueprint_id=bp_id, digest=digest)
+        result = runtime.peek(data)
         if blueprint_file is not None:
             bp = Blueprint.from_json(open(blueprint_file, "rb").read())  # noqa: SIM115
-            registry: Mapping[str, object] = _stand_ins(bp)
+            registry = _stand_ins(bp)
         elif service is not None:
-            bp, registry = flow_of(service, bp_id)
-        else:
-            return report
-        result = runtime.inspect(bp, data, registry=registry)
+            try:
+                bp, registry = flow_of(service, result.blueprint_id)
+            except flowcraft.UnknownFlowError:
+                bp = None
+        if bp is not None:
+            result = runtime.inspect(bp, data, registry=registry)
     finally:
         _close(service)
-    views = awaiting_for(result, bp, registry)
-    history = [
-        HistoryLine(event=h.event, node_id=h.node_id, at=h.at, reason=h.reason, by=h.by,
-                    action=h.action)
-        for h in result.history
-    ]
-    return msgspec.structs.replace(
-        report,
+    return ContextReport(
+        verified=result.signed_by is not None,
+        keys_from="key" if keys else "app" if service is not None else "none",
+        signed_by=result.signed_by,
+        run_id=result.run_id,
+        blueprint_id=result.blueprint_id,
+        digest=bp.digest if bp is not None else None,
+        checked=bp is not None,
         decoded=True,
         status=result.status,
         revision=result.revision,
-        awaiting=msgspec.to_builtins(views),
-        history=history,
+        awaiting=[_awaiting_fields(a, bp, registry) for a in result.awaiting],
+        history=[
+            HistoryLine(event=h.event, node_id=h.node_id, at=h.at, reason=h.reason, by=h.by,
+                        action=h.action)
+            for h in result.history
+        ],
         state=result.context,
         outputs=result.outputs,
         errors=[f"{e.node_id}: {e.type}: {e.message}" for e in result.errors],
     )
 
 
-def _context_lines(r: ContextReport, keys: Sequence[str]) -> Iterator[str]:
+def _awaiting_fields(
+    a: flowcraft.Awaiting, bp: Blueprint | None, registry: Mapping[str, object]
+) -> dict[str, Any]:
+    """One wait as ``flowcraft.http.AwaitingView`` fields (built without importing the app)."""
+    fields: dict[str, Any] = msgspec.to_builtins({
+        "node_id": a.node_id,
+        "reason": a.reason,
+        "since": a.since,
+        "description": a.description,
+        "requested_by": a.requested_by,
+        "wake_at": a.wake_at,
+        "expires_at": a.expires_at,
+        "actions": actions_of(bp, a.node_id) if bp is not None else [],
+        "schema": schema_of(bp, registry, a.node_id) if bp is not None else None,
+    })
+    if a.approved_by:
+        fields["approved_by"] = list(a.approved_by)
+    return fields
+
+
+def _stamp(at: Any) -> str:
+    """A time the report holds (a JSON string) as ``_when`` prints it."""
+    return _when(datetime.fromisoformat(at)) if isinstance(at, str) else _when(at)
+
+
+def _context_lines(r: ContextReport, last: int) -> Iterator[str]:
+    digest = f" (digest {r.digest[:12]})" if r.digest else ""
     yield f"run        {r.run_id}"
-    yield f"blueprint  {r.blueprint_id} (digest {(r.digest or '')[:12]})"
-    if r.verified:
-        yield "signature  " + _paint(f"verified (key {', '.join(keys)})", "green")
-    elif r.keys_from == "app":
-        yield "signature  read with the app's runtime (its signing keys, if any, held)"
+    yield f"blueprint  {r.blueprint_id}{digest}"
+    if r.signed_by is not None:
+        whose = "" if r.keys_from == "key" else " of the app"
+        yield "signature  " + _paint(f"verified (key {r.signed_by}{whose})", "green")
     else:
         yield "signature  none (an unsigned context; pass --key ID=SECRET to require one)"
-    if not r.decoded:
-        yield (
-            "decoded    no: pass --blueprint FILE.json, or --app naming the service that "
-            "runs this flow, to read status, awaiting and history"
-        )
-        return
     yield f"status     {_paint(r.status or '', _STATUS_COLOUR.get(r.status or '', 'bold'))}"
     yield f"revision   {r.revision}"
     for a in r.awaiting:
-        actions = f" actions: {', '.join(a['actions'])}" if a.get("actions") else ""
-        yield f"awaiting   {a['node_id']} ({a['reason']}) since {a['since']}{actions}"
+        yield f"awaiting   {a['node_id']} ({a['reason']}) since {_stamp(a['since'])}"
+        if a.get("description"):
+            yield f"           {a['description']}"
+        if a.get("requested_by"):
+            yield f"           requested by {a['requested_by']}"
+        if a.get("actions"):
+            yield f"           actions: {', '.join(a['actions'])}"
+        if a.get("schema") is not None:
+            yield f"           schema: {_compact(a['schema'])}"
+        if a.get("wake_at"):
+            yield f"           wakes at {_stamp(a['wake_at'])}"
+        if a.get("expires_at"):
+            yield f"           expires at {_stamp(a['expires_at'])}"
+        if a.get("approved_by"):
+            yield f"           approved by {', '.join(a['approved_by'])}"
     for error in r.errors:
         yield _paint(f"error      {error}", "red")
-    for h in r.history:
+    shown = r.history[-last:] if last > 0 else []
+    if len(r.history) > len(shown):
+        yield f"history    ({len(r.history) - len(shown)} earlier; --history N shows more)"
+    for h in shown:
         yield "history    " + history_line(h)
+    if not r.checked:
+        yield (
+            "checked    no flow: --blueprint FILE.json (or --app) adds each wait's actions "
+            "and schema"
+        )
 
 
 _HELP = """Operate flowcraft's durable runs: list, inspect, decide, hold, clean up.
@@ -657,7 +702,7 @@ Examples:
   flowcraft runs resume RUN manager-approval --action approved \\
       --output '{"approved": true}' --by alice --idempotency-key ticket-42
   flowcraft -o json runs stats | jq .by_status
-  flowcraft context inspect ctx.bin --key k1=$SECRET --blueprint flow.json
+  flowcraft context inspect ctx.bin --key k1=$SECRET
 
 \b
 Exit codes: 0 ok, 1 failed, 2 usage or invalid data, 3 not found,
@@ -1175,23 +1220,27 @@ def build() -> click.Group:
     @click.option("--key", "keys", multiple=True, metavar="ID=SECRET",
                   help="A signing key; the signature must verify (repeat for several).")
     @click.option("--blueprint", "blueprint_file", type=click.Path(exists=True, dir_okay=False),
-                  help="The flow's blueprint JSON, to decode status, awaiting and history.")
+                  help="The flow's blueprint JSON: checks the context against it and adds "
+                       "each wait's actions and schema.")
+    @click.option("--history", "last", type=int, default=10, show_default=True,
+                  help="How many of the last history lines to print (-o json prints all).")
     @pass_env
     def context_inspect(env: _Env, file: Any, keys: tuple[str, ...],
-                        blueprint_file: str | None) -> None:
+                        blueprint_file: str | None, last: int) -> None:
         """Verify a context's signature and print its run, revision, awaiting and history.
 
-        Needs no app: give --blueprint to decode it fully; with --app the flow is found
-        by the context's blueprint id (and the app's keys verify it when no --key is given).
+        Needs no app and no blueprint: give --key for a signed context. --blueprint (or
+        --app, whose flow of the context's blueprint id is used, and whose keys verify it
+        when no --key is given) also checks it and lists each wait's actions and schema.
 
         \b
         Examples:
+          flowcraft context inspect ctx.bin --key k1=$SECRET
           flowcraft context inspect ctx.bin --key k1=$SECRET --blueprint expense.json
-          psql -Atc "select ..." | xxd -r -p | flowcraft context inspect -
+          psql -Atc "select ..." | xxd -r -p | flowcraft context inspect - --key k1=$SECRET
         """
-        table = parse_keys(keys)
-        report = _inspect_context(env, file.read(), table, blueprint_file)
-        _emit(env, report, lambda: _context_lines(report, list(table)))
+        report = _inspect_context(env, file.read(), parse_keys(keys), blueprint_file)
+        _emit(env, report, lambda: _context_lines(report, last))
 
     @cli.command("completion")
     @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))

@@ -341,7 +341,10 @@ def test_blueprint_show_lint_mermaid_of_an_app_flow_and_a_file(
 
 
 def signed_context(tmp_path: Path, key: str = "k1=s3cret") -> tuple[Path, str]:
-    """A signed context of the expense flow, made in a subprocess with the app's runtime."""
+    """A context of the expense flow, made in a subprocess with the app's runtime.
+
+    Signed with ``key`` (``ID=SECRET``); ``key=""`` makes an unsigned one.
+    """
     code = (
         "import anyio, sys\n"
         "from tests.adapters.cli_app import expense, service\n"
@@ -353,26 +356,72 @@ def signed_context(tmp_path: Path, key: str = "k1=s3cret") -> tuple[Path, str]:
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWCRAFT_TEST_KEYS": key,
            "FLOWCRAFT_TEST_STORE": f"sqlite:{tmp_path / 'unused.db'}"}
+    if not key:
+        del env["FLOWCRAFT_TEST_KEYS"]
     data = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
                           cwd=ROOT, check=True).stdout
-    path = tmp_path / "ctx.bin"
+    path = tmp_path / ("ctx.bin" if key else "unsigned.bin")
     path.write_bytes(data)
     return path, key
 
 
-def test_context_inspect_verifies_and_decodes_offline(sqlite: Backend, tmp_path: Path) -> None:
-    """Valid with its key: run, revision, awaiting, history; no app needed with --blueprint."""
+def no_app(b: Backend) -> Backend:
+    """The same backend with no ``FLOWCRAFT_APP``: ``context inspect`` needs none."""
+    offline = Backend(b.kind, b.where)
+    offline.env = {k: v for k, v in b.env.items() if k != "FLOWCRAFT_APP"}
+    return offline
+
+
+def test_context_inspect_decodes_with_no_app_and_no_blueprint(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    """Only the file and its key: run, blueprint id, revision, status, awaiting, history."""
+    offline = no_app(sqlite)
+    ctx, key = signed_context(tmp_path)
+    report = offline.json(ContextReport, "context", "inspect", str(ctx), "--key", key)
+    assert (report.verified, report.signed_by, report.keys_from) == (True, "k1", "key")
+    assert report.decoded
+    assert not report.checked
+    assert (report.run_id, report.blueprint_id, report.revision) == ("ctx-1", "expense", 1)
+    assert report.status == "awaiting"
+    assert report.state == {"amount": 7}
+    assert report.outputs == {"submit": "submitted"}
+    (wait,) = [msgspec.convert(a, AwaitingView) for a in report.awaiting]
+    assert (wait.node_id, wait.reason) == ("approval", "wait")
+    assert wait.description == "Manager approves the expense"
+    assert wait.actions == []  # no flow to read them from
+    assert [(h.event, h.node_id) for h in report.history] == [("pause", "approval")]
+    text = offline.ok("context", "inspect", str(ctx), "--key", key)
+    for fact in ("run        ctx-1", "blueprint  expense", "verified (key k1)",
+                 "status     awaiting", "revision   1", "awaiting   approval (wait) since ",
+                 "Manager approves the expense", "pause  approval", "checked    no flow"):
+        assert fact in text, fact
+    piped = offline.run("context", "inspect", "-", "--key", key, stdin=ctx.read_bytes())
+    assert piped.code == 0, piped.err
+    assert piped.out == text
+    unsigned, _ = signed_context(tmp_path, key="")
+    plain = offline.json(ContextReport, "context", "inspect", str(unsigned))
+    assert (plain.verified, plain.signed_by, plain.run_id) == (False, None, "ctx-1")
+    assert "signature  none" in offline.ok("context", "inspect", str(unsigned))
+    refused = offline.run("context", "inspect", str(unsigned), "--key", key)
+    assert refused.code == 5
+    assert "not signed" in refused.err
+
+
+def test_context_inspect_with_a_blueprint_or_the_app_adds_actions(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    """--blueprint (or --app) checks the context and lists each wait's actions."""
     b = sqlite
+    offline = no_app(b)
     ctx, key = signed_context(tmp_path)
     bp = tmp_path / "expense.json"
     bp.write_text(b.ok("-o", "json", "blueprint", "show", "expense"))
-    env = {k: v for k, v in b.env.items() if k != "FLOWCRAFT_APP"}
-    offline = Backend("sqlite", b.where)
-    offline.env = env
     report = offline.json(ContextReport, "context", "inspect", str(ctx), "--key", key,
                           "--blueprint", str(bp))
     assert report.verified
-    assert report.decoded
+    assert report.checked
+    assert report.digest
     assert report.run_id == "ctx-1"
     assert report.revision == 1
     assert report.status == "awaiting"
@@ -386,19 +435,18 @@ def test_context_inspect_verifies_and_decodes_offline(sqlite: Backend, tmp_path:
     text = piped.out
     for fact in ("ctx-1", "verified", "revision   1", "approval (wait)", "approved, rejected"):
         assert fact in text
-    partial = offline.json(ContextReport, "context", "inspect", str(ctx), "--key", key)
-    assert partial.verified
-    assert not partial.decoded
-    assert (partial.run_id, partial.blueprint_id) == ("ctx-1", "expense")
     with_app = b.run("-o", "json", "context", "inspect", str(ctx), FLOWCRAFT_TEST_KEYS=key)
-    assert msgspec.json.decode(with_app.out, type=ContextReport).status == "awaiting"
+    by_app = msgspec.json.decode(with_app.out, type=ContextReport)
+    assert (by_app.status, by_app.keys_from, by_app.signed_by) == ("awaiting", "app", "k1")
+    assert by_app.checked
 
 
+@pytest.mark.parametrize("app", [False, True], ids=["no-app", "app"])
 def test_context_inspect_refuses_tampered_and_foreign_key_contexts(
-    sqlite: Backend, tmp_path: Path
+    sqlite: Backend, tmp_path: Path, app: bool
 ) -> None:
     """A changed byte, another key, or a missing key: exit 5 with the reason."""
-    b = sqlite
+    b = sqlite if app else no_app(sqlite)
     ctx, key = signed_context(tmp_path)
     data = bytearray(ctx.read_bytes())
     data[-1] ^= 0x01
@@ -407,12 +455,17 @@ def test_context_inspect_refuses_tampered_and_foreign_key_contexts(
     bad = b.run("context", "inspect", str(tampered), "--key", key)
     assert bad.code == 5
     assert "signature does not match" in bad.err
+    assert bad.out == ""
     foreign = b.run("context", "inspect", str(ctx), "--key", "k2=other")
     assert foreign.code == 5
     assert "unknown key id" in foreign.err
+    assert foreign.out == ""
     unkeyed = b.run("context", "inspect", str(ctx))
     assert unkeyed.code == 5
     assert "signed" in unkeyed.err
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(ctx.read_bytes()[:40])
+    assert b.run("context", "inspect", str(truncated), "--key", key).code == 5
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00not a context")
     assert b.run("context", "inspect", str(junk)).code == 5

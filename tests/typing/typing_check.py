@@ -40,5 +40,8 @@ async def check() -> None:
     assert_type(result.errors, tuple[NodeError, ...])
     again = await rt.resume(bp, result.serialized_context, {"output": 1, "action": "go"}, "w")
     assert_type(again.revision, int)
+    peeked = rt.peek(result.serialized_context)
+    assert_type(peeked, RunResult)
+    assert_type(peeked.signed_by, str | None)
     shorthand = await flow.run(rt)
     assert_type(shorthand, RunResult)
