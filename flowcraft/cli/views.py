@@ -167,6 +167,7 @@ def execution_view(service: FlowService, stored: StoredRun) -> ExecutionView:
         flow_id=stored.flow_id,
         status=stored.status,
         revision=base.revision if base is not None else 0,
+        stored_revision=stored.revision,
         created_at=stored.created_at,
         updated_at=stored.updated_at,
         held=stored.held,
