@@ -242,6 +242,34 @@ class FlowService:
         """``"pause"`` or ``"step"``."""
         return self.host.durability
 
+    def flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+        """The blueprint and registry this service runs ``flow_id`` with.
+
+        Raises:
+            UnknownFlowError: the service was not given that flow (it lists the known ones).
+        """
+        return self.host.flow(flow_id)
+
+    @property
+    def flow_ids(self) -> tuple[str, ...]:
+        """The ids of the flows this service runs, sorted."""
+        return tuple(sorted(self.host.flows))
+
+    def result_of(self, stored: StoredRun) -> RunResult:
+        """A stored run (as ``get`` or ``list`` returned it) as a ``RunResult``; reads no store.
+
+        ``result(run_id)`` reads the run first; this decodes a ``StoredRun`` already in hand.
+
+        Raises:
+            StoreError: the run has not stored a context yet (it is still starting).
+            UnknownFlowError: the run's flow is not one of this service's.
+        """
+        if not stored.context:
+            raise StoreError(
+                f"run {stored.run_id!r} has not stored a context yet (it is still starting)"
+            )
+        return self.host.rebuild(stored, stored.context)
+
     @staticmethod
     def resume_data() -> dict[str, Any] | None:
         """Inside a node: the data the current segment continues a paused run with.
@@ -591,10 +619,7 @@ class FlowService:
 
     async def result(self, run_id: str) -> RunResult:
         """The stored run as a ``RunResult`` (outputs, state, awaiting records)."""
-        stored = await self.store.get(run_id)
-        if not stored.context:
-            raise StoreError(f"run {run_id!r} has not stored a context yet (it is still starting)")
-        return self.host.rebuild(stored, stored.context)
+        return self.result_of(await self.store.get(run_id))
 
     async def list(
         self,

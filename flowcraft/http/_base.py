@@ -86,12 +86,8 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
 
 
 def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
-    """The blueprint and registry the service runs ``flow_id`` with.
-
-    ``FlowService`` has no public accessor for its flow table yet; ``service.host.flow`` is the
-    one place this adapter reaches past the public surface (see the HTTP section of CHANGELOG).
-    """
-    return service.host.flow(flow_id)
+    """The blueprint and registry the service runs ``flow_id`` with (``UnknownFlowError``)."""
+    return service.flow(flow_id)
 
 
 def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
@@ -170,7 +166,7 @@ def stored_result(service: FlowService, stored: StoredRun) -> RunResult | None:
     """The run's last stored state as a ``RunResult`` (None while it starts)."""
     if not stored.context:
         return None
-    return service.host.rebuild(stored, stored.context)
+    return service.result_of(stored)
 
 
 async def stored_revision_of(service: FlowService, result: RunResult) -> int | None:
