@@ -163,6 +163,29 @@ def test_adapters_import_only_public_names_and_the_core_never_imports_them() -> 
     assert wrong == []
 
 
+def test_adapters_reach_no_private_part_of_a_service() -> None:
+    """``service.host`` and ``service._x`` are the service's own: adapters use its methods."""
+    wrong = []
+    for name, path in modules().items():
+        if not any(within(name, a) for a in ADAPTERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            owner_name = (
+                owner.id
+                if isinstance(owner, ast.Name)
+                else owner.attr
+                if isinstance(owner, ast.Attribute)
+                else ""
+            )
+            private = node.attr == "host" or node.attr.startswith("_")
+            if owner_name.endswith("service") and private and not node.attr.startswith("__"):
+                wrong.append(f"{name}:{node.lineno} uses {owner_name}.{node.attr}")
+    assert wrong == []
+
+
 def test_there_is_no_import_circle() -> None:
     graph: dict[str, set[str]] = {}
     for source, _, target in internal_edges():

@@ -242,6 +242,34 @@ class FlowService:
         """``"pause"`` or ``"step"``."""
         return self.host.durability
 
+    def flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+        """The blueprint and registry this service runs ``flow_id`` with.
+
+        Raises:
+            UnknownFlowError: the service was not given that flow (it lists the known ones).
+        """
+        return self.host.flow(flow_id)
+
+    @property
+    def flow_ids(self) -> tuple[str, ...]:
+        """The ids of the flows this service runs, sorted."""
+        return tuple(sorted(self.host.flows))
+
+    def result_of(self, stored: StoredRun) -> RunResult:
+        """A stored run (as ``get`` or ``list`` returned it) as a ``RunResult``; reads no store.
+
+        ``result(run_id)`` reads the run first; this decodes a ``StoredRun`` already in hand.
+
+        Raises:
+            StoreError: the run has not stored a context yet (it is still starting).
+            UnknownFlowError: the run's flow is not one of this service's.
+        """
+        if not stored.context:
+            raise StoreError(
+                f"run {stored.run_id!r} has not stored a context yet (it is still starting)"
+            )
+        return self.host.rebuild(stored, stored.context)
+
     @staticmethod
     def resume_data() -> dict[str, Any] | None:
         """Inside a node: the data the current segment continues a paused run with.
@@ -320,6 +348,7 @@ class FlowService:
         *,
         by: str | None = None,
         idempotency_key: str | None = None,
+        expected_revision: int | None = None,
     ) -> RunResult:
         """Apply a decision to a stored run: claim it, execute, store the outcome.
 
@@ -331,9 +360,20 @@ class FlowService:
         segment of the run executes, the call waits for it and then applies its decision (up to
         ``busy_timeout``). A held run raises ``RunHeldError``; ``resume(run_id)`` with no data
         never releases a hold (use ``release``).
+
+        ``expected_revision`` makes the decision conditional on the run's **stored** revision
+        (``StoredRun.revision``, what ``get`` returns; it moves on every write of the run:
+        claims, commits, holds, releases, rollbacks, lease renewals). It is checked against the
+        very row the claim's compare-and-set is made on, so no other write can land between the
+        check and the claim: if the stored revision differs, ``RevisionConflictError(run_id,
+        expected, actual)`` is raised and nothing changes (a run another segment is executing
+        has moved on: it is not waited for). A claim lost to another writer re-reads the run
+        and checks again. A decision already delivered under ``idempotency_key`` is replayed
+        whatever the revision.
         """
         host = self.host
         key = idempotency_key
+        expected = expected_revision
         payload = data_dict(data, run_id, node_id)
         digest = fingerprint(payload, node_id) if key is not None else None
         started = host.now()
@@ -347,6 +387,8 @@ class FlowService:
                     if memo.digest is not None and memo.digest != digest:
                         raise IdempotencyKeyReusedError(run_id, key)
                     return host.rebuild(stored, memo.context)
+            if expected is not None and stored.revision != expected:
+                raise RevisionConflictError(run_id, expected, stored.revision)
             if stored.status == "running":
                 await self._wait(stored, settled, started)
                 continue
@@ -359,9 +401,16 @@ class FlowService:
             if node_id is not None and "/" not in node_id and node_id not in stored.awaiting:
                 missing = NodeNotAwaitingError(run_id, node_id, stored.awaiting)
                 raise await self._decided(stored, node_id, missing)
+            landed: builtins.list[StoredRun] = []
             try:
-                return await self._apply(stored, data, payload, node_id, by, key, digest)
+                return await self._apply(
+                    stored, data, payload, node_id, by, key, digest, landed=landed
+                )
             except RevisionConflictError:
+                if landed:
+                    # Our claim won (the check held); the segment lost the run afterwards (a
+                    # takeover): what follows is no longer this precondition's business.
+                    expected = None
                 continue  # another segment claimed it first: look again
 
     async def execute(self, run_id: str, revision: int, delivery_id: str) -> RunResult | None:
@@ -570,10 +619,7 @@ class FlowService:
 
     async def result(self, run_id: str) -> RunResult:
         """The stored run as a ``RunResult`` (outputs, state, awaiting records)."""
-        stored = await self.store.get(run_id)
-        if not stored.context:
-            raise StoreError(f"run {run_id!r} has not stored a context yet (it is still starting)")
-        return self.host.rebuild(stored, stored.context)
+        return self.result_of(await self.store.get(run_id))
 
     async def list(
         self,
@@ -1109,8 +1155,13 @@ class FlowService:
         by: str | None,
         key: str | None,
         digest: str | None,
+        *,
+        landed: builtins.list[StoredRun] | None = None,
     ) -> RunResult:
-        """Claim an awaiting run for a decision and execute it (``RevisionConflictError``: lost)."""
+        """Claim an awaiting run for a decision and execute it (``RevisionConflictError``: lost).
+
+        ``landed`` receives the claimed run once the claim's compare-and-set won.
+        """
         host = self.host
         bp, reg = host.flow(stored.flow_id)
         continuing = (
@@ -1122,6 +1173,8 @@ class FlowService:
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
         intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
         claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key, resumed=True)
+        if landed is not None:
+            landed.append(claimed)
         log.info(
             "flowcraft: %s run %s (flow %s) node %s by %s",
             kind,

@@ -66,18 +66,13 @@ class DeleteReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
-    """The blueprint and registry ``service`` runs ``flow_id`` with.
-
-    ``FlowService`` has no public accessor for its flows yet (``flowcraft.http`` reaches for
-    the same ``service.host.flow``); this is the one place the CLI does.
-    """
-    found: tuple[Blueprint, Mapping[str, object]] = service.host.flow(flow_id)
-    return found
+    """The blueprint and registry ``service`` runs ``flow_id`` with (``UnknownFlowError``)."""
+    return service.flow(flow_id)
 
 
 def flow_ids(service: FlowService) -> list[str]:
-    """The ids of the flows ``service`` knows."""
-    return sorted(service.host.flows)
+    """The ids of the flows ``service`` knows, sorted."""
+    return list(service.flow_ids)
 
 
 def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
@@ -160,13 +155,13 @@ def execution_view(service: FlowService, stored: StoredRun) -> ExecutionView:
 
     base = None
     if stored.context:
-        bp, reg = flow_of(service, stored.flow_id)
-        base = outcome_view(service, service.runtime.inspect(bp, stored.context, registry=reg))
+        base = outcome_view(service, service.result_of(stored))
     return ExecutionView(
         id=stored.run_id,
         flow_id=stored.flow_id,
         status=stored.status,
         revision=base.revision if base is not None else 0,
+        stored_revision=stored.revision,
         created_at=stored.created_at,
         updated_at=stored.updated_at,
         held=stored.held,

@@ -38,7 +38,7 @@ from flowcraft.http._base import (
     parse_if_match,
     problem_response,
     run_view,
-    stored_result,
+    stored_revision_of,
 )
 from flowcraft.http._openapi import openapi_document
 from flowcraft.http._pages import page_routes
@@ -102,8 +102,9 @@ class FlowApp(AppCore):
                 if key is None or run_id is None:
                     raise
                 return await self.await_first_start(request, principal, raw, run_id, key)
-            view = outcome_view(self.service, result)
-            headers = {**etag(result.revision), "Location": f"{location}/{result.run_id}"}
+            revision = await stored_revision_of(self.service, result)
+            view = outcome_view(self.service, result, revision)
+            headers = {**etag(revision), "Location": f"{location}/{result.run_id}"}
             return json_response(view, 201, headers)
 
         if run_id is None:
@@ -179,7 +180,7 @@ class FlowApp(AppCore):
     async def get_run(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
         view = run_view(self.service, await self.service.get(run_id))
-        return json_response(view, headers=etag(view.revision))
+        return json_response(view, headers=etag(view.stored_revision))
 
     async def history(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
@@ -196,7 +197,7 @@ class FlowApp(AppCore):
                 run_id, reason=body.reason, by=principal.name, request_id=body.request_id or key
             )
             view = run_view(self.service, stored)
-            return json_response(view, headers=etag(view.revision))
+            return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)
 
@@ -207,8 +208,9 @@ class FlowApp(AppCore):
 
         async def compute(key: str | None) -> Response:
             result = await self.service.release(run_id, by=principal.name, request_id=key)
-            view = outcome_view(self.service, result)
-            return json_response(view, headers=etag(view.revision))
+            revision = await stored_revision_of(self.service, result)
+            view = outcome_view(self.service, result, revision)
+            return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)
 
@@ -220,7 +222,7 @@ class FlowApp(AppCore):
         async def compute(key: str | None) -> Response:
             stored = await self.service.cancel(run_id, reason=body.reason, by=principal.name)
             view = run_view(self.service, stored)
-            return json_response(view, headers=etag(view.revision))
+            return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)
 
@@ -234,35 +236,35 @@ class FlowApp(AppCore):
         data: dict[str, Any] | None = None
         if output is not None or body.action is not None:
             data = {"output": output, "action": body.action}
-        expected = request.headers.get("if-match")
+        header = request.headers.get("if-match")
+        # The stored revision (the ETag), or None for "*" and no header.
+        expected = parse_if_match(header) if header is not None else None
 
         async def compute(key: str | None) -> Response:
-            if expected is not None:
-                await self.check_revision(run_id, parse_if_match(expected))
-            result = await self.service.resume(
-                run_id, data, body.node_id, by=principal.name, idempotency_key=key
-            )
-            view = outcome_view(self.service, result)
-            return json_response(view, headers=etag(view.revision))
+            try:
+                result = await self.service.resume(
+                    run_id,
+                    data,
+                    body.node_id,
+                    by=principal.name,
+                    idempotency_key=key,
+                    expected_revision=expected,
+                )
+            except flowcraft.RevisionConflictError as exc:
+                if expected is None:
+                    raise
+                # Checked on the row the decision's claim is made on: nothing changed.
+                raise HTTPProblem(
+                    "precondition-failed",
+                    f"run {run_id!r} is at revision {exc.actual}, not {expected}; load it again",
+                    run_id=run_id,
+                    current_revision=exc.actual,
+                ) from exc
+            revision = await stored_revision_of(self.service, result)
+            view = outcome_view(self.service, result, revision)
+            return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)
-
-    async def check_revision(self, run_id: str, expected: int | None) -> None:
-        """412 unless the run's current revision is ``expected``.
-
-        The service has no compare-and-set on a decision's revision, so this check and the
-        decision are two steps; the service's own claim still makes the decision apply once.
-        """
-        stored = await self.service.get(run_id)
-        result = stored_result(self.service, stored)
-        current = result.revision if result is not None else 0
-        if expected is not None and current != expected:
-            raise HTTPProblem(
-                "precondition-failed",
-                f"run {run_id!r} is at revision {current}, not {expected}; load it again",
-                run_id=run_id,
-                current_revision=current,
-            )
 
     async def stats(self, request: Request, principal: Principal) -> Response:
         return json_response(await self.service.stats())

@@ -51,6 +51,7 @@ __all__ = [
     "outcome_view",
     "problem_response",
     "run_view",
+    "stored_revision_of",
     "schema_of",
 ]
 
@@ -85,12 +86,8 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
 
 
 def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
-    """The blueprint and registry the service runs ``flow_id`` with.
-
-    ``FlowService`` has no public accessor for its flow table yet; ``service.host.flow`` is the
-    one place this adapter reaches past the public surface (see the HTTP section of CHANGELOG).
-    """
-    return service.host.flow(flow_id)
+    """The blueprint and registry the service runs ``flow_id`` with (``UnknownFlowError``)."""
+    return service.flow(flow_id)
 
 
 def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
@@ -148,13 +145,16 @@ def awaiting_views(service: FlowService, result: RunResult) -> list[AwaitingView
     return views
 
 
-def outcome_view(service: FlowService, result: RunResult) -> ExecutionView:
-    """What a start/resume/release answers: a function of the ``RunResult`` alone."""
+def outcome_view(
+    service: FlowService, result: RunResult, stored_revision: int | None = None
+) -> ExecutionView:
+    """What a start/resume/release answers: the ``RunResult`` (and the stored revision)."""
     return ExecutionView(
         id=result.run_id,
         flow_id=result.blueprint_id,
         status=result.status,
         revision=result.revision,
+        stored_revision=stored_revision,
         awaiting=awaiting_views(service, result),
         state=result.context,
         outputs=result.outputs,
@@ -166,7 +166,24 @@ def stored_result(service: FlowService, stored: StoredRun) -> RunResult | None:
     """The run's last stored state as a ``RunResult`` (None while it starts)."""
     if not stored.context:
         return None
-    return service.host.rebuild(stored, stored.context)
+    return service.result_of(stored)
+
+
+async def stored_revision_of(service: FlowService, result: RunResult) -> int | None:
+    """The stored revision (the ``ETag``) of the state ``result`` describes, if still stored.
+
+    ``start``/``resume``/``release`` answer a ``RunResult``, which carries the revision of
+    the run's state, not the store's. The stored row is read once more: if it still holds
+    ``result``'s context, its revision is this answer's ``ETag``; otherwise the run already
+    moved on and the answer gets no ``ETag`` (a client reloads the run before an ``If-Match``).
+    """
+    try:
+        stored = await service.get(result.run_id)
+    except flowcraft.RunNotFoundError:
+        return None
+    if stored.context != result.serialized_context:
+        return None
+    return stored.revision
 
 
 def run_view(service: FlowService, stored: StoredRun) -> ExecutionView:
@@ -178,6 +195,7 @@ def run_view(service: FlowService, stored: StoredRun) -> ExecutionView:
         flow_id=stored.flow_id,
         status=stored.status,
         revision=result.revision if result is not None else 0,
+        stored_revision=stored.revision,
         created_at=stored.created_at,
         updated_at=stored.updated_at,
         held=stored.held,
@@ -192,9 +210,13 @@ def run_view(service: FlowService, stored: StoredRun) -> ExecutionView:
     )
 
 
-def etag(revision: int) -> dict[str, str]:
-    """The ``ETag`` header of a revision."""
-    return {"ETag": f'"{revision}"'}
+def etag(stored_revision: int | None) -> dict[str, str]:
+    """The ``ETag`` header of a **stored** revision (``StoredRun.revision``); none if unknown.
+
+    ``If-Match`` names the same number: ``FlowService.resume(expected_revision=)`` compares it
+    with the stored revision, atomically with the decision's claim.
+    """
+    return {} if stored_revision is None else {"ETag": f'"{stored_revision}"'}
 
 
 def parse_if_match(value: str) -> int | None:

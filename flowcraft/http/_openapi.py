@@ -189,7 +189,10 @@ def openapi_document(app: AppCore, request: Request) -> dict[str, Any]:
                     "in": "header",
                     "required": False,
                     "schema": {"type": "string"},
-                    "description": 'The run\'s revision as an ETag, `"<revision>"` (412 if stale).',
+                    "description": (
+                        'The run\'s stored revision as its ETag, `"<stored_revision>"`; 412 '
+                        "unless the run is still at it (checked atomically with the decision)."
+                    ),
                 }
             )
         if params:

@@ -293,7 +293,7 @@ class Pages:
             first = await app.service.outcome(claims.r, key)
             if first is not None:
                 return claims, stored, first
-        result = app.service.host.rebuild(stored, stored.context) if stored.context else None
+        result = app.service.result_of(stored) if stored.context else None
         waiting = [a.node_id for a in result.awaiting] if result is not None else []
         if claims.n not in waiting or stored.status in ("completed", "failed", "cancelled"):
             history = await app.service.history(claims.r)
@@ -349,7 +349,7 @@ class Pages:
             return checked
         claims, stored, result = checked
         app = self.app
-        bp, reg = app.service.host.flow(stored.flow_id)
+        bp, reg = app.service.flow(stored.flow_id)
 
         wait = next(a for a in result.awaiting if a.node_id == claims.n)
         actions = actions_of(bp, claims.n)
@@ -407,7 +407,7 @@ class Pages:
         key = f"approval:{claims.j}"
         if result.revision == claims.v:  # not a replay: apply the decision
 
-            bp, reg = app.service.host.flow(stored.flow_id)
+            bp, reg = app.service.flow(stored.flow_id)
             try:
                 output = _output_from_form(form, schema_of(bp, reg, claims.n))
             except ValueError as exc:
@@ -452,7 +452,7 @@ class Pages:
         for stored in page.runs:
             if stored.held or not stored.context:
                 continue
-            result = app.service.host.rebuild(stored, stored.context)
+            result = app.service.result_of(stored)
             for wait in result.awaiting:
                 if wait.reason != "wait" or wait.requested_by == principal.name:
                     continue

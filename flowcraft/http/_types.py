@@ -117,12 +117,25 @@ class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
-    """A run: status, revision (the ``ETag``), what it awaits, its state and outputs."""
+    """A run: status, revisions, what it awaits, its state and outputs.
+
+    Two revisions, and only one of them is the ``ETag``:
+
+    * ``stored_revision`` is the store's write counter (``StoredRun.revision``). It moves on
+      every write of the run (decisions, timers, holds, releases, rollbacks, and while it runs)
+      and never comes back to a value with other content. It is the ``ETag`` and what
+      ``If-Match`` names: the decision is refused with 412 unless the run is still at it,
+      checked atomically with the decision's claim. None when it is not known (the store
+      already holds a newer state than this answer describes: reload the run).
+    * ``revision`` is the revision of the run's state (``RunResult.revision``, the context's):
+      it moves when nodes run or a decision is applied, not on a hold or a release.
+    """
 
     id: str
     flow_id: str
     status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
     revision: int
+    stored_revision: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     held: bool = False

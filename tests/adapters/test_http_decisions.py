@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowcraft.stores import MemoryStore
 from tests.adapters._server import ADMIN, DECIDER, bearer, build_app, build_service, serve
+from tests.service._support import Gate
 
 
 @pytest.fixture
@@ -144,6 +146,53 @@ async def test_stale_if_match_is_412_and_the_current_one_applies(
     )
     assert ok.status_code == 200
     assert ok.headers["etag"] != tag
+
+
+@pytest.mark.parametrize("racers", [2, 6])
+async def test_racing_decisions_with_the_same_if_match_one_applies_the_others_get_412(
+    racers: int,
+) -> None:
+    """Every request reads the run at the same revision before any claims it (the gate).
+
+    With the check made before the decision instead of on the claimed row, the losers would
+    pass it and get 409 (already decided) instead of 412.
+    """
+    seen: list[str] = []
+    gate = Gate(MemoryStore())
+    with serve(build_app(build_service(gate, effects=seen))) as url:  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            run_id = await start(client)
+            got = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+            tag = got.headers["etag"]
+            assert got.json()["stored_revision"] == int(tag.strip('"'))
+            gate.arm(racers)
+            responses: list[httpx.Response] = []
+
+            async def decide(action: str) -> None:
+                r = await client.post(
+                    f"/executions/{run_id}/resume",
+                    json={"output": {"approved": action == "approved"}, "action": action},
+                    headers={**bearer(DECIDER), "If-Match": tag},
+                )
+                responses.append(r)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(racers):
+                    tg.start_soon(decide, "approved" if i % 2 == 0 else "rejected")
+            codes = sorted(r.status_code for r in responses)
+            assert codes == [200] + [412] * (racers - 1), [r.text for r in responses]
+            for r in responses:
+                if r.status_code == 412:
+                    problem = r.json()
+                    assert problem["type"] == "urn:flowcraft:problem:precondition-failed"
+                    assert problem["current_revision"] != int(tag.strip('"'))
+            ok = next(r for r in responses if r.status_code == 200)
+            assert ok.headers["etag"] == f'"{ok.json()["stored_revision"]}"'
+            after = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+            assert after.headers["etag"] == ok.headers["etag"]
+            assert len(seen) == 1
+            history = await client.get(f"/executions/{run_id}/history", headers=bearer(ADMIN))
+            assert [h["event"] for h in history.json()["history"]].count("resume") == 1
 
 
 async def test_status_codes_of_the_other_errors(client: httpx.AsyncClient) -> None:

@@ -85,6 +85,40 @@ async def backend(kind: str, tmp_path: Path) -> AsyncIterator[tuple[RunStore, st
         await drop(kind, where)
 
 
+class Gate:
+    """A store whose next ``parties`` reads (``get``) return only once all of them have read.
+
+    So every racer sees the same stored revision before any of them claims. ``arm(n)`` sets
+    it up for the next ``n`` reads (0: a plain store). The event is made on first use, in the
+    loop the reads run in.
+    """
+
+    def __init__(self, inner: RunStore, parties: int = 0) -> None:
+        self.inner = inner
+        self.arm(parties)
+
+    def arm(self, parties: int) -> None:
+        self.parties = parties
+        self.arrived = 0
+        self.all_in: anyio.Event | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, run_id: str) -> Any:
+        run = await self.inner.get(run_id)
+        if self.arrived < self.parties:
+            if self.all_in is None:
+                self.all_in = anyio.Event()
+            event = self.all_in
+            self.arrived += 1
+            if self.arrived == self.parties:
+                event.set()
+            with anyio.fail_after(10):
+                await event.wait()
+        return run
+
+
 # --- flows whose nodes leave countable side effects -------------------------------------------
 
 

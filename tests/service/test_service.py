@@ -22,6 +22,7 @@ from flowcraft import (
     NotAwaitingError,
     RevisionConflictError,
     RunNotFoundError,
+    StoreError,
     UnknownActionError,
     WaitExpiredError,
     create_flow,
@@ -171,6 +172,27 @@ async def test_start_of_an_unknown_flow_raises(service: FlowService) -> None:
         await service.start("nope", run_id="x")
     with pytest.raises(RunNotFoundError):
         await service.get("x")
+
+
+async def test_flows_and_stored_runs_through_the_public_api(service: FlowService) -> None:
+    """``flow``, ``flow_ids`` and ``result_of``: what adapters read instead of the internals."""
+    assert service.flow_ids == ("approval", "pausable", "reminder")
+    bp, registry = service.flow("approval")
+    assert bp.id == "approval"
+    assert bp == approval_flow().to_blueprint()
+    assert set(registry) == set(approval_flow().registry)
+    with pytest.raises(UnknownFlowError, match="'nope' is not registered"):
+        service.flow("nope")
+    await service.start("approval", {"amount": 10}, run_id="r1")
+    stored = await service.get("r1")
+    result = service.result_of(stored)
+    assert result == await service.result("r1")
+    assert (result.status, [a.node_id for a in result.awaiting]) == ("awaiting", ["approve"])
+    starting = msgspec.structs.replace(stored, context=b"")
+    with pytest.raises(StoreError, match="has not stored a context yet"):
+        service.result_of(starting)
+    with pytest.raises(UnknownFlowError):
+        service.result_of(msgspec.structs.replace(stored, flow_id="gone"))
 
 
 async def test_duplicate_webhook_delivery_is_applied_once(service: FlowService) -> None:
