@@ -9,7 +9,11 @@ Client (any process)::
     handed = await service.start("approval", {...})   # status "running": returns at once
     done = await service.settled(handed.run_id)       # when the caller wants the outcome
 
-Worker: ``celery -A approvals worker -Q flowcraft``. Timers: run the durable scheduler
+Worker: ``celery -A approvals worker -Q flowcraft``. On RabbitMQ do not use ``--pool=solo``:
+with late acks and prefetch 1, Celery 5.7's solo pool can leave the ack of a finished task
+unsent until its event loop next wakes (80-400 ms measured per task); ``--pool=threads -c 1``
+(one segment at a time, the same guarantees) does not. Each worker process keeps one event
+loop and its store connections for all its tasks. Timers: run the durable scheduler
 (``async with service.scheduler(1.0)``, or a beat entry for the ``flowcraft.tick`` task): it
 publishes ``fire`` deliveries when timers are due. Nothing is ever published with an ETA.
 

@@ -106,10 +106,14 @@ if "FLOWCRAFT_CELERY_BROKER" in os.environ:
     )
     install(app, service)
 
+    _BARE: list[Any] = []
+
     @app.task(name="flowcraft-tests.bare", ignore_result=True)  # type: ignore[untyped-decorator]
     def bare(key: str) -> None:
-        """A bare task doing the node work of a segment (nothing) and counting itself."""
-        from redis import Redis
+        """A bare task doing the node work of a segment (nothing) and counting itself, on one
+        Redis connection reused by every task of the process (as the worker's store is)."""
+        if not _BARE:
+            from redis import Redis
 
-        with Redis.from_url("redis://127.0.0.1:6379/13") as r:
-            r.incr(key)
+            _BARE.append(Redis.from_url("redis://127.0.0.1:6379/13"))
+        _BARE[0].incr(key)

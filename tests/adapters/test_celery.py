@@ -53,8 +53,12 @@ def reachable(url: str, port: int) -> None:
 class Workers:
     """``celery worker`` subprocesses on one queue; ``stop`` (SIGTERM, then SIGKILL) always."""
 
-    def __init__(self, broker: str, kind: str, ns: str, queue: str, tmp: Path, **env: str):
+    def __init__(
+        self, broker: str, kind: str, ns: str, queue: str, tmp: Path, pool: str = "solo",
+        **env: str,
+    ):
         self.broker, self.kind, self.ns, self.queue, self.tmp = broker, kind, ns, queue, tmp
+        self.pool = pool  # "solo", or "threads" (one thread: see BENCHMARKS.md, Celery)
         self.effects = tmp / "effects.txt"
         self.env = {
             **os.environ,
@@ -77,7 +81,8 @@ class Workers:
             self.logs.append(log)
             cmd = [
                 sys.executable, "-m", "celery", "-A", "tests.adapters._celery_app", "worker",
-                "--pool=solo", "-Q", self.queue, "-n", f"w{i}-{self.queue}@%h",
+                f"--pool={self.pool}", "--concurrency=1", "-Q", self.queue,
+                "-n", f"w{i}-{self.queue}@%h",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "--loglevel=WARNING",
             ]
