@@ -478,4 +478,7 @@ def stored_from(
         resume_count=base.resume_count,
         last_resumed_at=base.last_resumed_at,
         priority=base.priority,
+        awaiting_since=min((a.since for a in awaiting), default=now)
+        if result.status == "awaiting"
+        else None,
     )
