@@ -65,6 +65,7 @@ from flowcraft._runtime import FlowRuntime
 from flowcraft._scheduler import PendingTimer, Scheduler
 from flowcraft._service.executor import Delivery, DeliveryError, Executor
 from flowcraft._service.health import RunFault, ServiceHealth
+from flowcraft._service.parts import ServiceEvent
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.service import BulkResult, FlowService
 from flowcraft._values import (
@@ -158,6 +159,7 @@ __all__ = (
     "SegmentKind",
     "SerializationError",
     "Serializer",
+    "ServiceEvent",
     "ServiceHealth",
     "StoreCorruptionError",
     "StoreError",

@@ -283,13 +283,14 @@ class FlowRuntime:
         plan = self.plan(blueprint, registry)
         cfg = self._config
         env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
-
-        def applied(env: Envelope) -> Awaitable[tuple[RunResult, Envelope]]:
-            return resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True)
-
+        # ``partial``, not a closure, for the hooks: a closure would make every local a cell,
+        # built on every call, hooks or not.
         if cfg.segment_hooks:
+            applied = partial(
+                resume, cfg, plan, data=None, node_id=node_id, control=control, by=by, fired=True
+            )
             return await observed(cfg, "fire", plan, env, applied, node_id=node_id, by=by)
-        return (await applied(env))[0]
+        return (await resume(cfg, plan, env, None, node_id, control=control, by=by, fired=True))[0]
 
     async def cancel(
         self,
@@ -306,10 +307,9 @@ class FlowRuntime:
         env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
         if env.status != "awaiting":
             raise NotAwaitingError(env.run_id, env.status)
-        if cfg.segment_hooks:
-            return await observed(
-                cfg, "cancel", plan, env, lambda e: cancel(cfg, plan, e, reason, by), by=by
-            )
+        if cfg.segment_hooks:  # ``partial``: a closure would make every local a cell (see fire)
+            applied = partial(cancel, cfg, plan, reason=reason, by=by)
+            return await observed(cfg, "cancel", plan, env, applied, by=by)
         return (await cancel(cfg, plan, env, reason, by))[0]
 
     async def resume(
@@ -353,16 +353,12 @@ class FlowRuntime:
         env = load(
             cfg.codec, plan, serialized_context, migrate, allow_blueprint_change, cfg.history_limit
         )
-        if cfg.segment_hooks:
+        if cfg.segment_hooks:  # ``partial``: a closure would make every local a cell (see fire)
+            applied = partial(
+                self._resume, cfg, plan, data=data, node_id=node_id, control=control, by=by
+            )
             return await observed(
-                cfg,
-                "resume",
-                plan,
-                env,
-                lambda e: self._resume(cfg, plan, e, data, node_id, control, by),
-                node_id=node_id,
-                data=data,
-                by=by,
+                cfg, "resume", plan, env, applied, node_id=node_id, data=data, by=by
             )
         if control is None and cfg.line:  # as in _resume, one call less on the common path
             quick = quick_resume(cfg, plan, env, data, node_id, by)  # shortcut of the below

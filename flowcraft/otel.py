@@ -12,13 +12,18 @@ Traces: a span per segment (``flowcraft.run``, ``flowcraft.resume``, ``flowcraft
 ``flowcraft.cancel``) and, with ``nodes=True``, a child span per node attempt (``flowcraft.node
 <id>``: retries are separate spans, failures recorded as exception events). The segment's
 trace context travels in the run's context (``RunResult.trace``, signed with it); the segment
-that continues the run — in another process, days later — carries a span link to it.
+that continues the run — in another process, days later — carries a span link to it. For a
+service, the segment span also covers the claim (its store write is a child span
+``flowcraft.claim``), and the commit that stores the result is a child span ``flowcraft.commit``
+(it ends after its parent: the segment span measures the claim and the execution).
 
 Metrics: ``flowcraft.runs.started``, ``flowcraft.runs.finished`` (by ``flowcraft.status``),
 ``flowcraft.segment.duration``, ``flowcraft.resume.latency`` (pause to decision),
-``flowcraft.timer.lag`` and ``flowcraft.timer.failures`` (firings); for a service, observable
-gauges ``flowcraft.runs.awaiting``, ``flowcraft.wait.oldest_age``, ``flowcraft.scheduler.lag``
-and ``flowcraft.timers.faulted`` per flow.
+``flowcraft.timer.lag`` and ``flowcraft.timer.failures`` (firings that raised; for a service,
+every run the durable scheduler faulted and backed off, and every failed scheduler tick); for a
+service, observable gauges ``flowcraft.runs.awaiting``, ``flowcraft.wait.oldest_age`` and
+``flowcraft.timers.faulted`` per flow, ``flowcraft.scheduler.lag`` and
+``flowcraft.scheduler.tick_age``.
 
 Depends on ``opentelemetry-api`` only, and never configures an SDK or exporter: the
 application does (see the README). Without an SDK the spans are non-recording and nothing
@@ -57,6 +62,7 @@ from flowcraft import (
     NodeResult,
     RunResult,
     Segment,
+    ServiceEvent,
     TimerNotDueError,
     __version__,
 )
@@ -65,12 +71,15 @@ __all__ = ["ATTRIBUTES", "METRICS", "SPAN_NAMES", "Instrumentation", "instrument
 
 log = logging.getLogger("flowcraft.otel")
 
-#: Span name of each kind of segment; a node attempt's span is ``"flowcraft.node <node id>"``.
+#: Span name of each kind of segment, and of a service's claim and commit (children of the
+#: segment span); a node attempt's span is ``"flowcraft.node <node id>"``.
 SPAN_NAMES: Mapping[str, str] = {
     "run": "flowcraft.run",
     "resume": "flowcraft.resume",
     "fire": "flowcraft.fire",
     "cancel": "flowcraft.cancel",
+    "claim": "flowcraft.claim",
+    "commit": "flowcraft.commit",
 }
 FLOW_ID = "flowcraft.flow.id"
 RUN_ID = "flowcraft.run.id"
@@ -96,10 +105,17 @@ METRICS: Mapping[str, str] = {
     "flowcraft.wait.oldest_age": "s",
     "flowcraft.scheduler.lag": "s",
     "flowcraft.timers.faulted": "{run}",
+    "flowcraft.scheduler.tick_age": "s",
 }
 _FINISHED = frozenset({"completed", "failed", "cancelled"})
 #: The segment whose nodes are running (node spans read its flow id).
 _SEGMENT: ContextVar[Segment | None] = ContextVar("flowcraft_otel_segment", default=None)
+#: The service's claim this task made last, until the segment it starts takes it.
+_CLAIM: ContextVar[ServiceEvent | None] = ContextVar("flowcraft_otel_claim", default=None)
+#: The run and span of the segment this task ran last (its commit is a child of that span).
+_LAST: ContextVar[tuple[str, trace.SpanContext] | None] = ContextVar(
+    "flowcraft_otel_last", default=None
+)
 
 
 def instrument(
@@ -118,7 +134,9 @@ def instrument(
     ``opentelemetry.propagate.get_global_textmap()`` to carry baggage too). ``nodes=False``
     keeps segment spans and metrics only: no span per node, and the runtime keeps its
     shortcuts. For a service, the per-flow gauges report what ``Instrumentation.refresh``
-    last read (``Instrumentation.watch`` refreshes in the background).
+    last read (``Instrumentation.watch`` refreshes in the background), and a listener added to
+    ``FlowService.listeners`` traces claims and commits and counts the durable scheduler's
+    faults and ticks.
     """
     service = target if isinstance(target, FlowService) else None
     runtime = target.runtime if isinstance(target, FlowService) else target
@@ -133,6 +151,10 @@ def instrument(
     inst = Instrumentation(runtime, middleware, service)
     if service is not None:
         inst._gauges(meter)
+        for listener in list(service.listeners):
+            if isinstance(getattr(listener, "__self__", None), Instrumentation):
+                service.listeners.remove(listener)  # instrumenting again replaces
+        service.listeners.append(inst._heard)
     return inst
 
 
@@ -143,7 +165,7 @@ class _Snapshot:
     awaiting: dict[str, int] = field(default_factory=dict)
     oldest: dict[str, datetime] = field(default_factory=dict)
     faulted: dict[str, int] = field(default_factory=dict)
-    earliest_due: datetime | None = None
+    lag: float | None = None
 
 
 class Instrumentation:
@@ -156,8 +178,10 @@ class Instrumentation:
         self.middleware = middleware
         self.service = service
         self.active = True
-        self.max_runs = 100_000
+        #: How many awaiting runs (oldest first) ``refresh`` looks at for ``timers.faulted``.
+        self.fault_scan = 1000
         self._snapshot = _Snapshot()
+        self._last_tick: datetime | None = None
 
     def __repr__(self) -> str:
         return f"flowcraft.otel.Instrumentation(active={self.active}, service={self.service!r})"
@@ -165,40 +189,31 @@ class Instrumentation:
     def uninstrument(self) -> None:
         """Remove the middleware; the gauges report nothing from now on."""
         self.runtime.middleware = [m for m in self.runtime.middleware if m is not self.middleware]
+        if self.service is not None and self._heard in self.service.listeners:
+            self.service.listeners.remove(self._heard)
         self.active = False
 
     async def refresh(self) -> None:
-        """Read the service's awaiting runs (up to ``max_runs``) for the per-flow gauges.
+        """Read the service's per-flow numbers for the gauges: two index-backed questions.
 
-        One pass over ``FlowService.list(status="awaiting")``, a page at a time.
+        ``FlowService.stats()`` gives the awaiting runs and the oldest ``awaiting_since`` of
+        each flow (no run is read); ``FlowService.health(scan=fault_scan)`` the scheduler lag
+        (the due index) and the faulted runs among the ``fault_scan`` oldest awaiting ones.
         """
         service = self.service
         if service is None:
             raise TypeError("refresh() needs an instrumented FlowService, not a FlowRuntime")
-        snap = _Snapshot()
-        cursor: str | None = None
-        seen = 0
-        while seen < self.max_runs:
-            page = await service.list(status="awaiting", limit=500, cursor=cursor)
-            for run in page.runs:
-                seen += 1
-                flow = run.flow_id
-                snap.awaiting[flow] = snap.awaiting.get(flow, 0) + 1
-                # The run's last stored change: the moment it began waiting, unless it was
-                # held or a timer faulted since (the store keeps no awaiting-since per run).
-                if flow not in snap.oldest or run.updated_at < snap.oldest[flow]:
-                    snap.oldest[flow] = run.updated_at
-                if run.fault is not None:
-                    snap.faulted[flow] = snap.faulted.get(flow, 0) + 1
-                due = run.due_at
-                if due is not None and not run.held and (
-                    snap.earliest_due is None or due < snap.earliest_due
-                ):
-                    snap.earliest_due = due
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        self._snapshot = snap
+        stats = await service.stats()
+        health = await service.health(scan=self.fault_scan)
+        faulted: dict[str, int] = {}
+        for fault in health.faults:
+            faulted[fault.flow_id] = faulted.get(fault.flow_id, 0) + 1
+        self._snapshot = _Snapshot(
+            awaiting=dict(stats.awaiting_by_flow),
+            oldest=dict(stats.awaiting_since_by_flow),
+            faulted=faulted,
+            lag=health.scheduler_lag,
+        )
 
     @asynccontextmanager
     async def watch(self, interval: float = 15.0) -> AsyncIterator[Instrumentation]:
@@ -236,11 +251,17 @@ class Instrumentation:
             return callback
 
         def lag(options: CallbackOptions) -> Iterable[Observation]:
-            due = self._snapshot.earliest_due
-            if not self.active or self.service is None or due is None:
+            value = self._snapshot.lag
+            if not self.active or self.service is None or value is None:
+                return []
+            return [Observation(value)]
+
+        def tick_age(options: CallbackOptions) -> Iterable[Observation]:
+            last = self._last_tick
+            if not self.active or self.service is None or last is None:
                 return []
             now = self.service.runtime.clock.now()
-            return [Observation(max(0.0, (now - due).total_seconds()))]
+            return [Observation(max(0.0, (now - last).total_seconds()))]
 
         meter.create_observable_gauge(
             "flowcraft.runs.awaiting",
@@ -270,8 +291,40 @@ class Instrumentation:
             "flowcraft.scheduler.lag",
             [lag],
             unit="s",
-            description="How overdue the earliest due timer or expiry of the service is.",
+            description="How overdue the first due timer or expiry of the service is.",
         )
+        meter.create_observable_gauge(
+            "flowcraft.scheduler.tick_age",
+            [tick_age],
+            unit="s",
+            description="Time since a scheduler of this process last ticked without failing.",
+        )
+
+    def _heard(self, event: ServiceEvent) -> None:
+        """``FlowService.listeners``: claims and commits as spans, faults and ticks counted."""
+        if not self.active:
+            return
+        tracing = self.middleware
+        assert isinstance(tracing, _SegmentTracing)
+        kind = event.kind
+        if kind == "claim":
+            _CLAIM.set(event)
+        elif kind == "commit":
+            last = _LAST.get()
+            if last is not None and last[0] == event.run_id:
+                _LAST.set(None)
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(last[1]))
+                tracing._step(event, parent)
+        elif kind == "tick":
+            if event.error is not None:
+                tracing.failures.add(1, {KIND: "tick", ERROR_TYPE: _error_type(event.error)})
+            elif self.service is not None:
+                self._last_tick = self.service.runtime.clock.now()
+        elif kind == "fault":
+            attrs: dict[str, Any] = {KIND: "fire", FLOW_ID: event.flow_id or ""}
+            if event.error is not None:
+                attrs[ERROR_TYPE] = _error_type(event.error)
+            tracing.failures.add(1, attrs)
 
 
 class _SegmentTracing(Middleware):
@@ -325,10 +378,21 @@ class _SegmentTracing(Middleware):
         if segment.action is not None:
             attributes[ACTION] = segment.action
         links = self._links(segment)
+        claimed = _CLAIM.get()
+        if claimed is not None:
+            _CLAIM.set(None)
+            if claimed.run_id != segment.run_id:
+                claimed = None
         span = self.tracer.start_span(
-            SPAN_NAMES[segment.kind], attributes=attributes, links=links
+            SPAN_NAMES[segment.kind],
+            attributes=attributes,
+            links=links,
+            start_time=claimed.start_ns if claimed is not None else None,
         )
         ctx = trace.set_span_in_context(span)
+        if claimed is not None:
+            self._step(claimed, ctx)
+        _LAST.set((segment.run_id, span.get_span_context()) if claimed is not None else None)
         if span.get_span_context().is_valid:
             # The next segment links here. Nothing is written when no SDK records spans.
             segment.carry.clear()
@@ -346,6 +410,7 @@ class _SegmentTracing(Middleware):
             self.duration.record(elapsed, {**flow, KIND: segment.kind, STATUS: "error"})
             if (
                 segment.kind == "fire"
+                and claimed is None  # a service's firing: counted by its fault event
                 and isinstance(exc, Exception)
                 and not isinstance(exc, TimerNotDueError)
             ):
@@ -380,6 +445,20 @@ class _SegmentTracing(Middleware):
                 )
         span.end()
         return result
+
+    def _step(self, event: ServiceEvent, parent: otel_context.Context) -> None:
+        """A service's claim or commit as a span of its own, timed by the service."""
+        span = self.tracer.start_span(
+            SPAN_NAMES[event.kind], context=parent, start_time=event.start_ns
+        )
+        if span.is_recording():
+            span.set_attribute(FLOW_ID, event.flow_id or "")
+            span.set_attribute(RUN_ID, event.run_id or "")
+            if event.revision is not None:
+                span.set_attribute(REVISION, event.revision)
+            if event.status is not None:
+                span.set_attribute(STATUS, event.status)
+        span.end(end_time=event.end_ns)
 
     def _links(self, segment: Segment) -> list[Link]:
         if not segment.trace:
@@ -443,6 +522,13 @@ class _NodeTracing(_SegmentTracing):
         finally:
             otel_context.detach(token)
             span.end()
+
+
+def _error_type(exc: BaseException) -> str:
+    """The exception's class name; a group of one (a task group's) names what it holds."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return type(exc).__qualname__
 
 
 def _action(result: Any) -> str | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import logging
+import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -36,6 +38,7 @@ __all__ = [
     "Host",
     "Intent",
     "Request",
+    "ServiceEvent",
     "control_key",
     "data_dict",
     "decode_intent",
@@ -46,6 +49,31 @@ __all__ = [
     "recalled",
     "remembered",
 ]
+
+
+log = logging.getLogger("flowcraft.service")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceEvent:
+    """One step of a ``FlowService``'s own work, as ``FlowService.listeners`` hear it.
+
+    ``kind``: ``"claim"`` (a segment took the run: start, resume, firing, recovery, take-over),
+    ``"commit"`` (a segment stored its result), ``"fault"`` (the durable scheduler could not
+    fire the run's timer: the run is faulted and backed off; ``error`` says why), ``"tick"``
+    (a durable scheduler tick ended; ``error`` if it failed). ``run_id``/``flow_id`` are
+    None for a tick; ``revision``/``status`` are what was written (claim, commit).
+    ``start_ns``/``end_ns`` bracket the step (``time.time_ns()``: wall clock, for spans).
+    """
+
+    kind: Literal["claim", "commit", "fault", "tick"]
+    run_id: str | None
+    flow_id: str | None
+    start_ns: int
+    end_ns: int
+    revision: int | None = None
+    status: str | None = None
+    error: BaseException | None = None
 
 
 class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -195,10 +223,35 @@ class Host:
     requests: dict[str, Request] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)
     keep_checkpoints: int = 100
+    listeners: list[Callable[[ServiceEvent], object]] = field(default_factory=list)
 
     def now(self) -> datetime:
         """The runtime clock's time."""
         return self.runtime.clock.now()
+
+    def notify(
+        self,
+        kind: Literal["claim", "commit", "fault", "tick"],
+        run: StoredRun | None,
+        start_ns: int,
+        error: BaseException | None = None,
+    ) -> None:
+        """Tell ``listeners`` (call only when there are some); a listener that raises is logged."""
+        event = ServiceEvent(
+            kind=kind,
+            run_id=run.run_id if run is not None else None,
+            flow_id=run.flow_id if run is not None else None,
+            start_ns=start_ns,
+            end_ns=time.time_ns(),
+            revision=run.revision if run is not None and kind != "fault" else None,
+            status=run.status if run is not None and kind != "fault" else None,
+            error=error,
+        )
+        for listener in tuple(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("flowcraft service: listener failed on %s", kind)
 
     def flow(self, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
         """The blueprint and registry of a registered flow (``UnknownFlowError`` otherwise)."""

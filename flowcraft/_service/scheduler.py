@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -71,6 +72,7 @@ class DurableScheduler:
         """Do everything due now; return how many runs were fired, expired or recovered."""
         svc = self._svc
         host = svc.host
+        start = time.time_ns() if host.listeners else 0
         count = 0
         for result in await svc.recover():
             self.recovered += 1
@@ -90,6 +92,8 @@ class DurableScheduler:
                 tg.start_soon(self._fire, stored, slots, done)
         self.ticks += 1
         self.last_tick_at = host.now()
+        if host.listeners:
+            host.notify("tick", None, start)
         return count + done[0]
 
     async def _fire(self, stored: StoredRun, slots: anyio.Semaphore, done: list[int]) -> None:
@@ -107,6 +111,8 @@ class DurableScheduler:
                     await svc.record_fault(run_id, exc)
                 except Exception:
                     log.exception("durable scheduler: cannot record the fault of run %s", run_id)
+                if svc.host.listeners:
+                    svc.host.notify("fault", stored, time.time_ns(), exc)
                 return
             finally:
                 svc.host.busy.discard(run_id)
@@ -130,9 +136,12 @@ class DurableScheduler:
     async def loop(self) -> None:
         """Tick, then sleep ``interval`` on the runtime's clock, forever."""
         while True:
+            start = time.time_ns()
             try:
                 await self.tick()
-            except Exception:
+            except Exception as exc:
                 log.exception("durable scheduler: tick failed; retrying next interval")
+                if self._svc.host.listeners:
+                    self._svc.host.notify("tick", None, start, exc)
             # The runtime's clock is read afresh each time: it may have been replaced.
             await self._svc.host.runtime.clock.sleep(self._interval)

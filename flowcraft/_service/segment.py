@@ -22,6 +22,7 @@ lost (connection dropped, a driver retry that then conflicts) is recognised as o
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -140,7 +141,10 @@ async def claim(
         claim=new_token(),
         claim_key=key,
     )
+    start = time.time_ns() if host.listeners else 0
     await cas(host, claimed, stored.revision)
+    if host.listeners:
+        host.notify("claim", claimed, start)
     log.debug(
         "flowcraft: claim run %s (flow %s) rev %d",
         claimed.run_id,
@@ -293,10 +297,13 @@ class Segment:
             idem = None
             if self.key is not None:
                 idem = (self.key, remembered(self.digest, result.serialized_context))
+            start = time.time_ns() if host.listeners else 0
             await cas(
                 host, stored, latest.revision, history=history, idempotency=idem, checkpoint=True
             )
             self.latest = stored
+            if host.listeners:
+                host.notify("commit", stored, start)
             log.info(
                 "flowcraft: commit run %s (flow %s) rev %d: %s%s",
                 stored.run_id,
@@ -478,4 +485,7 @@ def stored_from(
         resume_count=base.resume_count,
         last_resumed_at=base.last_resumed_at,
         priority=base.priority,
+        awaiting_since=min((a.since for a in awaiting), default=now)
+        if result.status == "awaiting"
+        else None,
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -78,6 +79,7 @@ from flowcraft._service.parts import (
     Host,
     Intent,
     Request,
+    ServiceEvent,
     control_key,
     data_dict,
     decode_intent,
@@ -238,6 +240,15 @@ class FlowService:
         return self.host.owner
 
     @property
+    def listeners(self) -> builtins.list[Callable[[ServiceEvent], object]]:
+        """Callables told of each claim, commit, timer fault and scheduler tick (``ServiceEvent``).
+
+        Called synchronously, in the task doing the step, right after it; append to add one
+        (``flowcraft.otel`` does). Nothing is built when the list is empty.
+        """
+        return self.host.listeners
+
+    @property
     def durability(self) -> Durability:
         """``"pause"`` or ``"step"``."""
         return self.host.durability
@@ -324,6 +335,7 @@ class FlowService:
             claim=new_token(),
             priority=priority,
         )
+        start_ns = time.time_ns() if host.listeners else 0
         try:
             await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
         except RunExistsError:
@@ -333,6 +345,8 @@ class FlowService:
             if not await self._landed(claimed):
                 raise
         log.info("flowcraft: start run %s (flow %s)", run_id, flow_id)
+        if host.listeners:
+            host.notify("claim", claimed, start_ns)
         if self.executor is not None:
             return await ex.dispatch(host, self.executor, claimed)
         segment = Segment(host, claimed, None, None)
@@ -1270,7 +1284,10 @@ class FlowService:
             claim=new_token(),
         )
         record = HistoryRecord(at=now, event="recover", by=host.owner)
+        start_ns = time.time_ns() if host.listeners else 0
         await cas(host, claimed, stored.revision, history=[] if taking else [record])
+        if host.listeners:
+            host.notify("claim", claimed, start_ns)
         log.info(
             "flowcraft: %s run %s (flow %s) from %s: %s",
             "take" if taking else "recover",

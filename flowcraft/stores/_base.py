@@ -7,7 +7,7 @@ import builtins
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
@@ -54,6 +54,9 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
     ``priority`` orders the durable scheduler's work: due runs fire in ``(priority, due_at)``
     order, the lowest priority first (default 0; negative numbers go before it).
+    ``awaiting_since`` is when an awaiting run began waiting: the ``since`` of its oldest
+    outstanding wait, set by the segment that stored it awaiting (holds, faults and expiries
+    keep it); ``RunStats.awaiting_since_by_flow`` reads it from an index.
     """
 
     run_id: str
@@ -85,6 +88,7 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     last_resumed_at: datetime | None = None
     expired_at: datetime | None = None
     priority: int = 0
+    awaiting_since: datetime | None = None
 
     def lease_expired(self, now: datetime) -> bool:
         """Whether a running run's lease has lapsed (its owner died or stalled)."""
@@ -134,13 +138,20 @@ class RunPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Counts over every stored run."""
+    """Counts over every stored run.
+
+    ``awaiting_by_flow`` counts awaiting runs per flow; ``awaiting_since_by_flow`` is, per
+    flow, the earliest ``awaiting_since`` of its awaiting runs (how long the longest wait has
+    lasted). Both are read from an index of awaiting runs, never from run bodies.
+    """
 
     total: int = 0
     by_status: dict[str, int] = {}
     by_flow: dict[str, int] = {}
     awaiting_by_reason: dict[str, int] = {}
     expired: int = 0
+    awaiting_by_flow: dict[str, int] = {}
+    awaiting_since_by_flow: dict[str, datetime] = {}
 
 
 @runtime_checkable
@@ -299,6 +310,11 @@ def to_micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def from_micros(value: int) -> datetime:
+    """The datetime ``to_micros`` made ``value`` from (UTC)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
 def opt_micros(value: datetime | None) -> int | None:
     """``to_micros`` for optional times."""
     return None if value is None else to_micros(value)
@@ -385,13 +401,20 @@ def compute_stats(runs: Iterable[StoredRun], now: datetime) -> RunStats:
     by_status: dict[str, int] = {}
     by_flow: dict[str, int] = {}
     by_reason: dict[str, int] = {}
+    waiting: dict[str, int] = {}
+    since: dict[str, datetime] = {}
     for run in runs:
         total += 1
+        flow = run.flow_id
         by_status[run.status] = by_status.get(run.status, 0) + 1
-        by_flow[run.flow_id] = by_flow.get(run.flow_id, 0) + 1
+        by_flow[flow] = by_flow.get(flow, 0) + 1
         if run.status == "awaiting":
             for reason in set(run.reasons):
                 by_reason[reason] = by_reason.get(reason, 0) + 1
+            waiting[flow] = waiting.get(flow, 0) + 1
+            began = awaiting_since(run)
+            if began is not None and (flow not in since or began < since[flow]):
+                since[flow] = began
         expired += run.expired(now)
     return RunStats(
         total=total,
@@ -399,7 +422,19 @@ def compute_stats(runs: Iterable[StoredRun], now: datetime) -> RunStats:
         by_flow=by_flow,
         awaiting_by_reason=by_reason,
         expired=expired,
+        awaiting_by_flow=waiting,
+        awaiting_since_by_flow=since,
     )
+
+
+def awaiting_since(run: StoredRun) -> datetime | None:
+    """What a store indexes as the run's ``awaiting_since`` (None unless it is awaiting).
+
+    A run stored before the field existed counts from when it was paused (or last written).
+    """
+    if run.status != "awaiting":
+        return None
+    return run.awaiting_since or run.paused_at or run.updated_at
 
 
 def reasons_text(run: StoredRun) -> str:

@@ -208,6 +208,7 @@ class PostgresStore:
             await self._fetchall(sql.stats_flow, ()),
             await self._fetchall(sql.stats_reason, ()),
             int(expired[0][0]),
+            await self._fetchall(sql.stats_awaiting, ()),
         )
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:

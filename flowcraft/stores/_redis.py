@@ -17,12 +17,14 @@ from flowcraft.stores._base import (
     RunPage,
     RunStats,
     StoredRun,
+    awaiting_since,
     check_list_args,
     check_namespace,
     decode_cursor,
     decode_history,
     decode_many,
     decode_run,
+    from_micros,
     matches,
     opt_micros,
     page_of,
@@ -42,9 +44,10 @@ _CHUNK = 200
 #       hash, finished zset, checkpoints zset, deadline zset, flows set, priorities zset
 # ARGV: mode, expected, revision, body, run_id, created, due|'', finished|'', has_idem,
 #       idem_key, idem_value, keep_checkpoints, index prefix, index tags, deadline|'',
-#       flow_id, n_history, history..., priority
-# Index tags ("st:<status>", "fl:<flow>", "rs:<reason>", newline-separated) name the
-# secondary sorted sets (scored by creation time) the run is in; the old ones are left.
+#       flow_id, n_history, history..., priority, awaiting_since|''
+# Index tags ("st:<status>", "fl:<flow>", "rs:<reason>", "aw:<flow>", newline-separated) name
+# the secondary sorted sets (scored by creation time; "aw:<flow>", the awaiting runs of a flow,
+# by awaiting_since) the run is in; the old ones are left.
 # Those keys are derived in the script: fine on one server, not on Redis Cluster.
 _WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
@@ -83,6 +86,8 @@ if old ~= ARGV[14] then
   end
   redis.call('HSET', KEYS[1], 'ix', ARGV[14])
 end
+local since = ARGV[19 + tonumber(ARGV[17])]
+if since and since ~= '' then redis.call('ZADD', ARGV[13] .. 'aw:' .. ARGV[16], since, ARGV[5]) end
 if ARGV[15] == '' then redis.call('ZREM', KEYS[8], ARGV[5])
 else redis.call('ZADD', KEYS[8], ARGV[15], ARGV[5]) end
 redis.call('SADD', KEYS[9], ARGV[16])
@@ -229,6 +234,8 @@ class RedisStore:
         tags = [f"st:{run.status}", f"fl:{run.flow_id}"]
         if run.status == "awaiting":
             tags.extend(f"rs:{r}" for r in sorted(set(run.reasons)))
+            tags.append(f"aw:{run.flow_id}")
+        since = opt_micros(awaiting_since(run))
         deadline = opt_micros(run.pause_deadline) if run.status == "awaiting" else None
         args: builtins.list[Any] = [
             mode,
@@ -250,6 +257,7 @@ class RedisStore:
             len(history),
             *(RUN_ENCODER.encode(h) for h in history),
             run.priority,
+            "" if since is None else since,
         ]
         reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
         return reply
@@ -369,7 +377,8 @@ class RedisStore:
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``.
 
-        Read from the sizes of the secondary indexes: a few commands, whatever the run count.
+        Read from the sizes of the secondary indexes (and the first entry of each flow's
+        awaiting set): a few commands, whatever the run count.
         """
         r = self._redis()
         statuses = ("running", "awaiting", "completed", "failed", "cancelled")
@@ -384,7 +393,12 @@ class RedisStore:
                 for rs in reasons:
                     pipe.zcard(f"{self._ix}rs:{rs}")
                 pipe.zcount(self._deadline, "-inf", to_micros(now))
-                counts = [int(c) for c in await pipe.execute()]
+                for fl in flows:
+                    pipe.zcard(f"{self._ix}aw:{fl}")
+                    pipe.zrange(f"{self._ix}aw:{fl}", 0, 0, withscores=True)
+                replies = await pipe.execute()
+        waiting = replies[len(replies) - 2 * len(flows) :]
+        counts = [int(c) for c in replies[: len(replies) - 2 * len(flows)]]
         by_status = {st: c for st, c in zip(statuses, counts, strict=False) if c}
         rest = counts[len(statuses) :]
         by_flow = {fl: c for fl, c in zip(flows, rest, strict=False) if c}
@@ -396,6 +410,14 @@ class RedisStore:
             by_flow=by_flow,
             awaiting_by_reason=by_reason,
             expired=rest[-1],
+            awaiting_by_flow={
+                fl: int(n) for fl, n in zip(flows, waiting[::2], strict=True) if int(n)
+            },
+            awaiting_since_by_flow={
+                fl: from_micros(int(first[0][1]))
+                for fl, first in zip(flows, waiting[1::2], strict=True)
+                if first
+            },
         )
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:

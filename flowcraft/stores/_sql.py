@@ -15,7 +15,9 @@ from flowcraft.stores._base import (
     HistoryRecord,
     RunStats,
     StoredRun,
+    awaiting_since,
     decode_cursor,
+    from_micros,
     opt_micros,
     reasons_text,
     to_micros,
@@ -37,17 +39,30 @@ class Dialect:
         blob = "BYTEA" if postgres else "BLOB"
         big = "BIGINT" if postgres else "INTEGER"
         seq = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        self.backfill_since = (
+            f"UPDATE {self.runs} SET awaiting_since = updated_at "
+            "WHERE status = 'awaiting' AND awaiting_since IS NULL"
+        )
         self.contains = "strpos(reasons, %s) > 0" if postgres else "instr(reasons, ?) > 0"
         self.schema = [
             f"""CREATE TABLE IF NOT EXISTS {self.runs} (
                 run_id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, status TEXT NOT NULL,
                 revision {big} NOT NULL, reasons TEXT NOT NULL, due_at {big},
                 pause_deadline {big}, created_at {big} NOT NULL, updated_at {big} NOT NULL,
-                body {blob} NOT NULL, priority {big} NOT NULL DEFAULT 0)""",
+                body {blob} NOT NULL, priority {big} NOT NULL DEFAULT 0,
+                awaiting_since {big})""",
             # Tables made before priorities existed gain the column (SQLite: ``SqliteStore``).
             *(
                 [f"ALTER TABLE {self.runs} ADD COLUMN IF NOT EXISTS priority BIGINT NOT NULL "
                  "DEFAULT 0"]
+                if postgres
+                else []
+            ),
+            # Tables made before ``awaiting_since`` existed gain it, counted from the last write
+            # of each awaiting run (SQLite: ``SqliteStore``).
+            *(
+                [f"ALTER TABLE {self.runs} ADD COLUMN IF NOT EXISTS awaiting_since BIGINT",
+                 self.backfill_since]
                 if postgres
                 else []
             ),
@@ -67,6 +82,9 @@ class Dialect:
             "(flow_id, created_at, run_id)",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_deadline ON {self.runs} "
             "(status, pause_deadline)",
+            # stats' awaiting count and oldest wait per flow read only this (partial) index.
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_awaiting ON {self.runs} "
+            "(flow_id, awaiting_since) WHERE status = 'awaiting'",
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
@@ -81,15 +99,17 @@ class Dialect:
         ]
         p = self.p
         self.add_priority = f"ALTER TABLE {self.runs} ADD COLUMN priority {big} NOT NULL DEFAULT 0"
+        self.add_since = f"ALTER TABLE {self.runs} ADD COLUMN awaiting_since {big}"
         cols = (
             "run_id, flow_id, status, revision, reasons, due_at, pause_deadline, created_at, "
-            "updated_at, body, priority"
+            "updated_at, awaiting_since, body, priority"
         )
-        self.insert_run = f"INSERT INTO {self.runs} ({cols}) VALUES ({', '.join([p] * 11)})"
+        self.insert_run = f"INSERT INTO {self.runs} ({cols}) VALUES ({', '.join([p] * 12)})"
         self.update_run = (
             f"UPDATE {self.runs} SET flow_id = {p}, status = {p}, revision = {p}, reasons = {p}, "
-            f"due_at = {p}, pause_deadline = {p}, created_at = {p}, updated_at = {p}, body = {p}, "
-            f"priority = {p} WHERE run_id = {p} AND revision = {p}"
+            f"due_at = {p}, pause_deadline = {p}, created_at = {p}, updated_at = {p}, "
+            f"awaiting_since = {p}, body = {p}, priority = {p} "
+            f"WHERE run_id = {p} AND revision = {p}"
         )
         self.get_revision = f"SELECT revision FROM {self.runs} WHERE run_id = {p}"
         self.get_run = f"SELECT run_id, body FROM {self.runs} WHERE run_id = {p}"
@@ -141,6 +161,10 @@ class Dialect:
         self.stats_reason = (
             f"SELECT reasons, COUNT(*) FROM {self.runs} WHERE status = 'awaiting' GROUP BY reasons"
         )
+        self.stats_awaiting = (
+            f"SELECT flow_id, COUNT(*), MIN(awaiting_since) FROM {self.runs} "
+            "WHERE status = 'awaiting' GROUP BY flow_id"
+        )
         self.stats_expired = (
             f"SELECT COUNT(*) FROM {self.runs} WHERE status = 'awaiting' "
             f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
@@ -159,6 +183,7 @@ class Dialect:
             opt_micros(run.pause_deadline),
             to_micros(run.created_at),
             to_micros(run.updated_at),
+            opt_micros(awaiting_since(run)),
             RUN_ENCODER.encode(run),
             run.priority,
         )
@@ -221,8 +246,9 @@ def build_stats(
     flows: Sequence[tuple[Any, ...]],
     reasons: Sequence[tuple[Any, ...]],
     expired: int,
+    awaiting: Sequence[tuple[Any, ...]] = (),
 ) -> RunStats:
-    """``RunStats`` from the rows of the four stats queries."""
+    """``RunStats`` from the rows of the stats queries."""
     by_reason: dict[str, int] = {}
     for text, count in reasons:
         for reason in str(text).strip(",").split(","):
@@ -235,4 +261,8 @@ def build_stats(
         by_flow={str(f): int(c) for f, c in flows},
         awaiting_by_reason=by_reason,
         expired=expired,
+        awaiting_by_flow={str(f): int(c) for f, c, _ in awaiting},
+        awaiting_since_by_flow={
+            str(f): from_micros(int(m)) for f, _, m in awaiting if m is not None
+        },
     )

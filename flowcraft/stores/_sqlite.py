@@ -96,6 +96,9 @@ class SqliteStore:
             columns = {row[1] for row in conn.execute(f"PRAGMA table_info({self._sql.runs})")}
             if "priority" not in columns:  # a file made before priorities existed
                 conn.execute(self._sql.add_priority)
+            if "awaiting_since" not in columns:  # a file made before awaiting_since existed
+                conn.execute(self._sql.add_since)
+                conn.execute(self._sql.backfill_since)
             for statement in rest:
                 conn.execute(statement)
             self._count_runs(conn)
@@ -326,7 +329,8 @@ class SqliteStore:
             for kind, name, n in rows:
                 by[kind].append((name, n))
             reasons = [(name, n) for name, n in by["rs"] if name]
-            return build_stats(by["st"], by["fl"], reasons, int(expired))
+            awaiting = conn.execute(sql.stats_awaiting).fetchall()
+            return build_stats(by["st"], by["fl"], reasons, int(expired), awaiting)
 
         return await self._run(op)
 

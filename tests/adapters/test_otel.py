@@ -73,6 +73,8 @@ def test_names_are_pinned() -> None:
         "resume": "flowcraft.resume",
         "fire": "flowcraft.fire",
         "cancel": "flowcraft.cancel",
+        "claim": "flowcraft.claim",
+        "commit": "flowcraft.commit",
     }
     assert ATTRIBUTES == (
         "flowcraft.flow.id",
@@ -96,6 +98,7 @@ def test_names_are_pinned() -> None:
         "flowcraft.wait.oldest_age": "s",
         "flowcraft.scheduler.lag": "s",
         "flowcraft.timers.faulted": "{run}",
+        "flowcraft.scheduler.tick_age": "s",
     }
 
 

@@ -39,4 +39,28 @@ async def test_an_older_sqlite_file_gains_the_priority_column_and_keeps_its_runs
     assert [r.run_id for r in await store.due(t0)] == ["r"]
     await store.close()
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(flowcraft_runs)")]
-    assert columns[-1] == "priority"
+    assert columns[-2:] == ["priority", "awaiting_since"]
+
+
+async def test_an_older_sqlite_file_gains_awaiting_since_from_its_awaiting_runs(
+    tmp_path: Path,
+) -> None:
+    """Awaiting runs stored before the column existed count from their last write."""
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    run = StoredRun(
+        run_id="r", flow_id="f", status="awaiting", revision=0, created_at=t0, updated_at=t0
+    )
+    await store.create(run)
+    await store.close()
+    conn = sqlite3.connect(path)  # make the file look older: no awaiting_since column
+    conn.execute("DROP INDEX flowcraft_runs_awaiting")
+    conn.execute("ALTER TABLE flowcraft_runs DROP COLUMN awaiting_since")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    stats = await store.stats(t0)
+    await store.close()
+    assert stats.awaiting_by_flow == {"f": 1}
+    assert stats.awaiting_since_by_flow == {"f": t0}

@@ -403,6 +403,32 @@ async def test_stats_count_by_status_flow_reason_and_expiry(store: RunStore) -> 
     assert stats.expired == 1
 
 
+async def test_stats_give_awaiting_runs_and_the_oldest_wait_per_flow(store: RunStore) -> None:
+    """awaiting_by_flow / awaiting_since_by_flow follow every write of an awaiting run."""
+    await seed(store)  # no awaiting_since stored: counted from paused_at, else updated_at
+    stats = await store.stats(T0)
+    assert stats.awaiting_by_flow == {"approval": 3, "timers": 1}
+    assert stats.awaiting_since_by_flow == {"approval": T0, "timers": T0 + timedelta(seconds=1)}
+    old = T0 - timedelta(days=3)
+    a = await store.get("a")
+    # A later write (a hold, a fault) keeps awaiting_since: the age stays exact.
+    held = bump(a, updated_at=T0 + timedelta(hours=5), awaiting_since=old, held=True)
+    await store.save(held, a.revision)
+    stats = await store.stats(T0)
+    assert stats.awaiting_since_by_flow["approval"] == old
+    # The run leaves awaiting: neither its count nor its age remain.
+    done = bump(held, status="completed", awaiting=(), reasons=())
+    await store.save(done, held.revision)
+    stats = await store.stats(T0)
+    assert stats.awaiting_by_flow == {"approval": 2, "timers": 1}
+    assert stats.awaiting_since_by_flow["approval"] == T0 + timedelta(seconds=3)
+    b = await store.get("b")
+    await store.delete("b", b.revision)
+    stats = await store.stats(T0)
+    assert stats.awaiting_by_flow == {"approval": 2}
+    assert "timers" not in stats.awaiting_since_by_flow
+
+
 # --- idempotency, leases, retention ----------------------------------------------------------
 
 
