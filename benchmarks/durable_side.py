@@ -503,7 +503,8 @@ async def _measure(
                     ),
                     **(
                         {"timers": _r(timers[o.name]["us_per_timer"], timers[fc]["us_per_timer"])}
-                        if o.name in timers and fc in timers
+                        if "us_per_timer" in timers.get(o.name, {})
+                        and "us_per_timer" in timers.get(fc, {})
                         else {}
                     ),
                 }
