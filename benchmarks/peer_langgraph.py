@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any, TypedDict
 
 from langgraph.checkpoint.memory import MemorySaver
@@ -138,3 +139,110 @@ def fanout_op(n: int) -> Any:
         return out
 
     return op
+
+
+# --- durable: SqliteSaver / PostgresSaver (async variants: the runs are async) ------------------
+
+
+def durable_approval_graph(saver: Any) -> Any:
+    """The approval graph on a durable checkpointer."""
+    g = StateGraph(ApprovalState)
+    g.add_node("submit", _submit)
+    g.add_node("approve", _approve)
+    g.add_node("process", _process)
+    g.add_edge(START, "submit")
+    g.add_edge("submit", "approve")
+    g.add_conditional_edges("approve", _route, ["process", END])
+    g.add_edge("process", END)
+    return g.compile(checkpointer=saver)
+
+
+class LangGraphImpl:
+    """``ainvoke`` → ``interrupt()`` (checkpoint committed) → ``Command(resume=...)`` → END.
+
+    ``durability`` is LangGraph's own: ``"async"`` (its default: a checkpoint per step, written
+    beside the next step, all committed before ``ainvoke`` returns) or ``"exit"`` (one
+    checkpoint when the invocation returns: at the interrupt and at the end).
+    """
+
+    def __init__(self, backend: str, durability: str) -> None:
+        self.backend = backend
+        self.durability = durability
+        self.name = "langgraph" if durability == "async" else f"langgraph-{durability}"
+        self._close: list[Any] = []
+        self.schema: str | None = None
+        self.graph: Any = None
+
+    async def open(self, url: str, tmp: Any) -> LangGraphImpl:
+        if self.backend == "sqlite":
+            import aiosqlite
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            self.path = tmp / f"{self.name}.db"
+            conn = await aiosqlite.connect(self.path)
+            self._close.append(conn.close)
+            saver = AsyncSqliteSaver(conn)
+            await saver.setup()  # sets journal_mode=WAL; synchronous stays SQLite's FULL
+            await conn.execute("PRAGMA synchronous=FULL")
+            async with conn.execute("PRAGMA synchronous") as cur:
+                self._sync = (await cur.fetchone())[0]
+            async with conn.execute("PRAGMA journal_mode") as cur:
+                self._journal = (await cur.fetchone())[0]
+        else:
+            import psycopg
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+            from psycopg.rows import dict_row
+            from psycopg_pool import AsyncConnectionPool
+
+            self.schema = f"lg_bench_{uuid.uuid4().hex[:8]}"
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
+                await c.execute(f"CREATE SCHEMA {self.schema}")
+            pool = AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=8,
+                open=False,
+                kwargs={
+                    "autocommit": True,
+                    "prepare_threshold": 0,
+                    "row_factory": dict_row,
+                    "options": f"-c search_path={self.schema}",
+                },
+            )
+            await pool.open()
+            self._close.append(pool.close)
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+        self.graph = durable_approval_graph(saver)
+        self.config = {"durability": self.durability}
+        return self
+
+    async def start(self, run_id: str) -> None:
+        out = await self.graph.ainvoke(
+            {}, {"configurable": {"thread_id": run_id}}, durability=self.durability
+        )
+        if "__interrupt__" not in out:
+            raise RuntimeError(f"langgraph did not pause: {out!r}")
+
+    async def resume(self, run_id: str) -> None:
+        out = await self.graph.ainvoke(
+            Command(resume=RESUME),
+            {"configurable": {"thread_id": run_id}},
+            durability=self.durability,
+        )
+        if out.get("process") != "paid":
+            raise RuntimeError(f"langgraph approval ended with {out!r}")
+
+    def settings(self) -> dict[str, Any]:
+        saver = "AsyncSqliteSaver" if self.backend == "sqlite" else "AsyncPostgresSaver"
+        out: dict[str, Any] = {"saver": saver, "durability": self.durability}
+        if self.backend == "sqlite":
+            out["journal_mode"] = self._journal
+            out["synchronous"] = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[self._sync]
+        else:
+            out["pool"] = "psycopg_pool, max 8"
+        return out
+
+    async def close(self) -> None:
+        for fn in reversed(self._close):
+            await fn()

@@ -375,7 +375,10 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
 
 def _versions() -> dict[str, str]:
     out = {}
-    for dist in ("flowcraft", "msgspec", "anyio", "langgraph", "langgraph-checkpoint"):
+    for dist in (
+        "flowcraft", "msgspec", "anyio", "langgraph", "langgraph-checkpoint",
+        "langgraph-checkpoint-sqlite", "langgraph-checkpoint-postgres", "dbos", "psycopg",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
     return out
@@ -386,7 +389,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny N, one repeat (for tests)")
     p.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     p.add_argument("--no-peers", action="store_true", help="skip LangGraph and Flowcraft TS")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="the durable approval flow on SQLite and PostgreSQL beside LangGraph and DBOS",
+    )
+    p.add_argument(
+        "--backends", default="sqlite,postgres", help="with --durable: sqlite,postgres"
+    )
     args = p.parse_args(argv)
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in args.backends if b not in ("sqlite", "postgres")]
+    if bad:
+        p.error(f"unknown backend(s) {', '.join(bad)}; choose from sqlite, postgres")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -412,8 +427,14 @@ def main(argv: list[str] | None = None) -> int:
             "nproc": os.cpu_count(),
             "versions": _versions(),
             "quick": args.quick,
+            **({"durable": args.backends} if args.durable else {}),
         }
     )
+    if args.durable:
+        from . import durable_side
+
+        durable_side.main(run, args.backends, args.quick)
+        return 0
 
     async def go() -> None:
         for name in args.names:

@@ -88,3 +88,44 @@ def test_only_selects_scenarios_and_rejects_unknown_names() -> None:
     )
     assert bad.returncode == 2
     assert "unknown scenario" in bad.stderr
+
+
+def test_durable_runs_on_sqlite_in_quick_mode_with_peers_skipped() -> None:
+    """--durable --quick --no-peers: flowcraft at FULL and NORMAL on SQLite, peers skipped."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--durable",
+            "--quick",
+            "--no-peers",
+            "--backends",
+            "sqlite",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert lines[0]["scenario"] == "meta"
+    by_impl = {r["impl"]: r for r in lines[1:]}
+    fc = by_impl["flowcraft"]
+    assert fc["backend"] == "sqlite"
+    assert fc["settings"]["synchronous"] == "FULL"
+    assert by_impl["flowcraft-normal"]["settings"]["synchronous"] == "NORMAL"
+    for key in (
+        "start_ms",
+        "resume_ms",
+        "pairs_per_s_c1",
+        "pairs_per_s_c16",
+        "bytes_per_paused_run",
+        "list50_ms",
+    ):
+        assert fc[key] > 0, key
+    assert fc["timers"]["n"] >= 20
+    assert by_impl["langgraph"]["skipped"] == "--no-peers"
+    assert by_impl["dbos"]["skipped"] == "--no-peers"
