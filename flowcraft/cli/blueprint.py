@@ -14,7 +14,7 @@ from flowcraft.cli.app import close_store, load_app, run_with
 from flowcraft.cli.env import Env, pass_env
 from flowcraft.cli.exits import FAILED, UsageProblem
 from flowcraft.cli.output import emit
-from flowcraft.cli.views import flow_of
+from flowcraft.views import flow_of
 
 
 def read_blueprint(

@@ -16,7 +16,7 @@ from flowcraft.cli.env import Env, pass_env
 from flowcraft.cli.output import STATUS_COLOUR, compact, emit, history_line, paint, when
 from flowcraft.cli.parse import parse_keys
 from flowcraft.cli.reports import ContextReport, HistoryLine
-from flowcraft.cli.views import actions_of, flow_of, schema_of
+from flowcraft.views import actions_of, flow_of, schema_of
 
 _BUILT_IN = frozenset({"wait", "sleep", "subflow", "batch-scatter", "batch-gather",
                        "loop-controller"})
@@ -91,7 +91,7 @@ def _inspect_context(
 def _awaiting_fields(
     a: flowcraft.Awaiting, bp: Blueprint | None, registry: Mapping[str, object]
 ) -> dict[str, Any]:
-    """One wait as ``flowcraft.http.AwaitingView`` fields (built without importing the app)."""
+    """One wait as ``flowcraft.views.AwaitingView`` fields (built without importing the app)."""
     fields: dict[str, Any] = msgspec.to_builtins({
         "node_id": a.node_id,
         "reason": a.reason,

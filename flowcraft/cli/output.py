@@ -12,7 +12,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from flowcraft.cli.env import Env
-    from flowcraft.http import ExecutionView
+    from flowcraft.views import ExecutionView
 
 
 ENCODER = msgspec.json.Encoder()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -23,26 +23,22 @@ from flowcraft.cli.output import (
     when,
 )
 from flowcraft.cli.parse import parse_duration, read_json
-from flowcraft.cli.views import (
-    CleanupReport,
-    DeleteReport,
-    Unsupported,
+from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
+from flowcraft.stores import StoredRun
+from flowcraft.views import (
+    ExecutionList,
+    ExecutionSummary,
+    ExecutionView,
+    HistoryView,
     execution_view,
     outcome_view,
 )
-from flowcraft.stores import StoredRun
-
-if TYPE_CHECKING:
-    from flowcraft.http import ExecutionView
-
 
 _STATUSES = ("running", "awaiting", "completed", "failed", "cancelled")
 _REASONS = ("wait", "timer", "pause")
 
 
-def _summary(run: StoredRun) -> Any:
-    from flowcraft.http import ExecutionSummary
-
+def _summary(run: StoredRun) -> ExecutionSummary:
     return ExecutionSummary(
         id=run.run_id,
         flow_id=run.flow_id,
@@ -82,8 +78,6 @@ def runs_list(env: Env, status: str | None, flow: str | None, reason: str | None
       flowcraft runs list --status awaiting --reason wait
       flowcraft runs list --flow expense-approval --expired --all
     """
-    from flowcraft.http import ExecutionList
-
     async def call(service: FlowService) -> tuple[list[StoredRun], str | None]:
         found: list[StoredRun] = []
         at = cursor
@@ -280,8 +274,6 @@ def runs_cancel(env: Env, run_id: str | None, where: str | None, dry_run: bool, 
 @pass_env
 def runs_history(env: Env, run_id: str) -> None:
     """Print a run's audit trail: starts, pauses, decisions, holds, who and why."""
-    from flowcraft.http import HistoryView
-
     records = run_with(env.app, lambda service: service.history(run_id))
     body = HistoryView(id=run_id, history=list(records))
     emit(env, body, lambda: (history_line(h) for h in records))

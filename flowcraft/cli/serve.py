@@ -13,7 +13,7 @@ from flowcraft.cli.env import Env, pass_env
 from flowcraft.cli.exits import UsageProblem
 from flowcraft.cli.output import ENCODER, when
 from flowcraft.cli.parse import parse_duration
-from flowcraft.cli.views import outcome_view
+from flowcraft.views import outcome_view
 
 
 @click.group()
