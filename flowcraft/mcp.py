@@ -32,14 +32,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 import flowcraft
 from flowcraft import FlowService
-from flowcraft.cli.views import (
-    CleanupReport,
-    DeleteReport,
-    Unsupported,
+from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
+from flowcraft.views import (
+    ExecutionList,
+    ExecutionSummary,
+    ExecutionView,
     execution_view,
     outcome_view,
 )
-from flowcraft.http import ExecutionList, ExecutionSummary, ExecutionView
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext

@@ -25,6 +25,9 @@ ADAPTERS = (
     "flowcraft.otel",
 )
 PUBLIC = ("flowcraft", "flowcraft.stores", "flowcraft.testing")
+#: Adapter support: public modules the adapters share (the run views every door shows). They
+#: import only public names and no adapter; adapters may import them; the core never does.
+ADAPTER_SUPPORT = ("flowcraft.views",)
 THIRD_PARTY_CORE = {"msgspec", "anyio"}  # everything else only in store drivers and adapters
 
 # layer prefix -> the flowcraft modules it may import (prefixes), besides its own modules
@@ -130,12 +133,20 @@ def internal_edges() -> list[tuple[str, int, str]]:
     return edges
 
 
+def is_adapter(module: str) -> bool:
+    return any(within(module, a) for a in ADAPTERS)
+
+
+def is_support(module: str) -> bool:
+    return any(within(module, s) for s in ADAPTER_SUPPORT)
+
+
 def test_every_module_is_in_a_layer_or_is_a_face_or_an_adapter() -> None:
     faces = {"flowcraft", "flowcraft.testing", "flowcraft.__main__"}
     homeless = [
         m
         for m in modules()
-        if layer_of(m) is None and m not in faces and not any(within(m, a) for a in ADAPTERS)
+        if layer_of(m) is None and m not in faces and not is_adapter(m) and not is_support(m)
     ]
     assert homeless == [], f"modules without a layer in tests/test_layout.py RULES: {homeless}"
 
@@ -154,12 +165,22 @@ def test_layers_import_only_the_layers_below_them() -> None:
 def test_adapters_import_only_public_names_and_the_core_never_imports_them() -> None:
     wrong = []
     for source, line, target in internal_edges():
-        source_is_adapter = any(within(source, a) for a in ADAPTERS)
-        target_is_adapter = any(within(target, a) for a in ADAPTERS)
-        if source_is_adapter and not target_is_adapter and target not in PUBLIC:
+        private = not is_adapter(target) and not is_support(target) and target not in PUBLIC
+        if is_adapter(source) and private:
             wrong.append(f"{source}:{line} imports private {target}")
-        if target_is_adapter and not source_is_adapter and source != "flowcraft.__main__":
+        if is_adapter(target) and not is_adapter(source) and source != "flowcraft.__main__":
             wrong.append(f"{source}:{line} (core) imports adapter {target}")
+    assert wrong == []
+
+
+def test_adapter_support_imports_only_public_names_and_only_adapters_import_it() -> None:
+    """``flowcraft.views`` sits beside the adapters: public names in, adapters out, no core."""
+    wrong = []
+    for source, line, target in internal_edges():
+        if is_support(source) and not is_support(target) and target not in PUBLIC:
+            wrong.append(f"{source}:{line} (adapter support) imports {target}")
+        if is_support(target) and not is_support(source) and not is_adapter(source):
+            wrong.append(f"{source}:{line} (core) imports adapter support {target}")
     assert wrong == []
 
 
@@ -167,7 +188,7 @@ def test_adapters_reach_no_private_part_of_a_service() -> None:
     """``service.host`` and ``service._x`` are the service's own: adapters use its methods."""
     wrong = []
     for name, path in modules().items():
-        if not any(within(name, a) for a in ADAPTERS):
+        if not is_adapter(name) and not is_support(name):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Attribute):
@@ -215,7 +236,7 @@ def test_the_core_imports_no_third_party_package_but_msgspec_and_anyio() -> None
     stdlib = set(sys.stdlib_module_names)
     wrong = []
     for name, path in modules().items():
-        if any(within(name, a) for a in ADAPTERS) or within(name, "flowcraft.stores"):
+        if is_adapter(name) or within(name, "flowcraft.stores"):
             continue  # drivers and adapters import their extras lazily
         for line, target in imports(name, path):
             top = target.split(".")[0]

@@ -7,8 +7,9 @@ import pytest
 import flowcraft
 import flowcraft.stores
 import flowcraft.testing
+import flowcraft.views
 
-PUBLIC_MODULES = [flowcraft, flowcraft.stores, flowcraft.testing]
+PUBLIC_MODULES = [flowcraft, flowcraft.stores, flowcraft.testing, flowcraft.views]
 
 
 @pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
@@ -27,7 +28,8 @@ def test_nothing_public_is_missing_from_all() -> None:
         for name in vars(flowcraft)
         if not name.startswith("_")
         # subpackages (adapters appear here once a test imports them)
-        and name not in {"annotations", "testing", "stores", "http", "cli", "mcp", "celery", "otel"}
+        and name
+        not in {"annotations", "testing", "stores", "views", "http", "cli", "mcp", "celery", "otel"}
     }
     assert public == set(flowcraft.__all__)
 

@@ -20,12 +20,7 @@ from flowcraft.http._auth import Auth, BearerAuth, Principal
 from flowcraft.http._pages import approval_link
 from flowcraft.http._problems import PROBLEM_TYPES, type_uri
 from flowcraft.http._types import (
-    AwaitingView,
-    ExecutionList,
-    ExecutionSummary,
-    ExecutionView,
     Health,
-    HistoryView,
     PausedExecution,
     PausedList,
     Problem,
@@ -38,6 +33,13 @@ from flowcraft.http._webhooks import (
     WebhookRoute,
     WebhookTarget,
     verify_signature,
+)
+from flowcraft.views import (
+    AwaitingView,
+    ExecutionList,
+    ExecutionSummary,
+    ExecutionView,
+    HistoryView,
 )
 
 __all__ = (

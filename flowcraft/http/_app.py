@@ -34,10 +34,8 @@ from flowcraft.http._base import (
     encode,
     etag,
     json_response,
-    outcome_view,
     parse_if_match,
     problem_response,
-    run_view,
     stored_revision_of,
 )
 from flowcraft.http._openapi import openapi_document
@@ -45,10 +43,7 @@ from flowcraft.http._pages import page_routes
 from flowcraft.http._problems import HTTPProblem
 from flowcraft.http._types import (
     CancelBody,
-    ExecutionList,
-    ExecutionSummary,
     Health,
-    HistoryView,
     ListQuery,
     PauseBody,
     PausedExecution,
@@ -60,6 +55,13 @@ from flowcraft.http._types import (
 )
 from flowcraft.http._webhooks import WebhookRoute, webhook_routes
 from flowcraft.stores import RunExistsError, StoredRun
+from flowcraft.views import (
+    ExecutionList,
+    ExecutionSummary,
+    HistoryView,
+    execution_view,
+    outcome_view,
+)
 
 if TYPE_CHECKING:
     from flowcraft.http._webhooks import WebhookRoute
@@ -179,7 +181,7 @@ class FlowApp(AppCore):
 
     async def get_run(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
-        view = run_view(self.service, await self.service.get(run_id))
+        view = execution_view(self.service, await self.service.get(run_id))
         return json_response(view, headers=etag(view.stored_revision))
 
     async def history(self, request: Request, principal: Principal) -> Response:
@@ -196,7 +198,7 @@ class FlowApp(AppCore):
             stored = await self.service.pause(
                 run_id, reason=body.reason, by=principal.name, request_id=body.request_id or key
             )
-            view = run_view(self.service, stored)
+            view = execution_view(self.service, stored)
             return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)
@@ -221,7 +223,7 @@ class FlowApp(AppCore):
 
         async def compute(key: str | None) -> Response:
             stored = await self.service.cancel(run_id, reason=body.reason, by=principal.name)
-            view = run_view(self.service, stored)
+            view = execution_view(self.service, stored)
             return json_response(view, headers=etag(view.stored_revision))
 
         return await self.once(request, principal, raw, run_id, compute)

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -23,16 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import flowcraft
-from flowcraft import Blueprint, FlowService, RunResult
+from flowcraft import FlowService, RunResult
 from flowcraft.http._auth import Auth, Principal, identify
 from flowcraft.http._problems import HTTPProblem, problem_of
-from flowcraft.http._types import (
-    AwaitingView,
-    ExecutionView,
-    Problem,
-    Replay,
-)
-from flowcraft.stores import StoredRun
+from flowcraft.http._types import Problem, Replay
 
 __all__ = [
     "JSON",
@@ -45,14 +39,9 @@ __all__ = [
     "encode",
     "etag",
     "parse_if_match",
-    "stored_result",
-    "actions_of",
     "json_response",
-    "outcome_view",
     "problem_response",
-    "run_view",
     "stored_revision_of",
-    "schema_of",
 ]
 
 log = logging.getLogger("flowcraft.http")
@@ -85,90 +74,6 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
     return Response(body, problem.status, headers=dict(headers or {}), media_type=PROBLEM)
 
 
-def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
-    """The blueprint and registry the service runs ``flow_id`` with (``UnknownFlowError``)."""
-    return service.flow(flow_id)
-
-
-def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
-    """The labelled actions of a node's outgoing edges, in declaration order."""
-    seen: list[str] = []
-    for edge in blueprint.edges:
-        if edge.source == node_id and edge.action is not None and edge.action not in seen:
-            seen.append(edge.action)
-    return seen
-
-
-def schema_of(
-    blueprint: Blueprint, registry: Mapping[str, object], node_id: str
-) -> dict[str, Any] | None:
-    """The JSON Schema of a wait's ``schema=`` type, if it declares one."""
-    node = next((n for n in blueprint.nodes if n.id == node_id), None)
-    if node is None or not node.params:
-        return None
-    key = node.params.get("schema")
-    kind = registry.get(key) if isinstance(key, str) else None
-    if kind is None:
-        return None
-    try:
-        schema: dict[str, Any] = msgspec.json.schema(kind)
-    except (TypeError, ValueError):
-        return None
-    return schema
-
-
-def awaiting_views(service: FlowService, result: RunResult) -> list[AwaitingView]:
-    """The run's awaiting nodes with their allowed actions and schema."""
-    if not result.awaiting:
-        return []
-    try:
-        bp, reg = flow_of(service, result.blueprint_id)
-    except flowcraft.UnknownFlowError:
-        bp, reg = None, {}
-    views = []
-    for a in result.awaiting:
-        actions = actions_of(bp, a.node_id) if bp is not None else []
-        schema = schema_of(bp, reg, a.node_id) if bp is not None else None
-        views.append(
-            AwaitingView(
-                node_id=a.node_id,
-                reason=a.reason,
-                since=a.since,
-                description=a.description,
-                requested_by=a.requested_by,
-                wake_at=a.wake_at,
-                expires_at=a.expires_at,
-                actions=actions,
-                schema=schema,
-            )
-        )
-    return views
-
-
-def outcome_view(
-    service: FlowService, result: RunResult, stored_revision: int | None = None
-) -> ExecutionView:
-    """What a start/resume/release answers: the ``RunResult`` (and the stored revision)."""
-    return ExecutionView(
-        id=result.run_id,
-        flow_id=result.blueprint_id,
-        status=result.status,
-        revision=result.revision,
-        stored_revision=stored_revision,
-        awaiting=awaiting_views(service, result),
-        state=result.context,
-        outputs=result.outputs,
-        errors=[f"{e.node_id}: {e.type}: {e.message}" for e in result.errors],
-    )
-
-
-def stored_result(service: FlowService, stored: StoredRun) -> RunResult | None:
-    """The run's last stored state as a ``RunResult`` (None while it starts)."""
-    if not stored.context:
-        return None
-    return service.result_of(stored)
-
-
 async def stored_revision_of(service: FlowService, result: RunResult) -> int | None:
     """The stored revision (the ``ETag``) of the state ``result`` describes, if still stored.
 
@@ -184,30 +89,6 @@ async def stored_revision_of(service: FlowService, result: RunResult) -> int | N
     if stored.context != result.serialized_context:
         return None
     return stored.revision
-
-
-def run_view(service: FlowService, stored: StoredRun) -> ExecutionView:
-    """``GET /executions/{id}``: the stored run, its state and what it awaits."""
-    result = stored_result(service, stored)
-    base = outcome_view(service, result) if result is not None else None
-    return ExecutionView(
-        id=stored.run_id,
-        flow_id=stored.flow_id,
-        status=stored.status,
-        revision=result.revision if result is not None else 0,
-        stored_revision=stored.revision,
-        created_at=stored.created_at,
-        updated_at=stored.updated_at,
-        held=stored.held,
-        paused_at=stored.paused_at,
-        paused_by=stored.paused_by,
-        paused_reason=stored.pause_reason,
-        pause_deadline=stored.pause_deadline,
-        awaiting=base.awaiting if base is not None else [],
-        state=base.state if base is not None else None,
-        outputs=base.outputs if base is not None else None,
-        errors=base.errors if base is not None else [],
-    )
 
 
 def etag(stored_revision: int | None) -> dict[str, str]:

@@ -10,10 +10,7 @@ from flowcraft.http._base import AppCore
 from flowcraft.http._problems import PROBLEM_TYPES
 from flowcraft.http._types import (
     CancelBody,
-    ExecutionList,
-    ExecutionView,
     Health,
-    HistoryView,
     ListQuery,
     PauseBody,
     PausedList,
@@ -24,6 +21,7 @@ from flowcraft.http._types import (
     RunStats,
     StartBody,
 )
+from flowcraft.views import ExecutionList, ExecutionView, HistoryView
 
 if TYPE_CHECKING:
     from starlette.requests import Request

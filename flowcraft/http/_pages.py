@@ -37,8 +37,9 @@ from starlette.routing import BaseRoute, Route
 import flowcraft
 from flowcraft import RunResult
 from flowcraft.http._auth import CANCEL, Principal, identify
-from flowcraft.http._base import AppCore, actions_of, schema_of
+from flowcraft.http._base import AppCore
 from flowcraft.stores import HistoryRecord, StoredRun
+from flowcraft.views import actions_of, schema_of
 
 __all__ = ["LinkClaims", "approval_link", "page_routes"]
 

@@ -11,19 +11,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from flowcraft.stores import HistoryRecord, RunStats
+from flowcraft.stores import RunStats
 
 __all__ = [
     "ListQuery",
     "PausedQuery",
     "Replay",
-    "AwaitingView",
     "CancelBody",
-    "ExecutionList",
-    "ExecutionSummary",
-    "ExecutionView",
     "Health",
-    "HistoryView",
     "PauseBody",
     "PausedExecution",
     "PausedList",
@@ -32,7 +27,6 @@ __all__ = [
     "ResumeBody",
     "StartBody",
     "RunStats",
-    "HistoryRecord",
 ]
 
 
@@ -102,73 +96,6 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     errors: list[str] | None = None
 
 
-class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
-    """One node a run waits on, what it accepts, and since when."""
-
-    node_id: str
-    reason: Literal["wait", "timer", "pause"]
-    since: datetime
-    description: str | None = None
-    requested_by: str | None = None
-    wake_at: datetime | None = None
-    expires_at: datetime | None = None
-    actions: list[str] = []
-    schema: dict[str, Any] | None = None
-
-
-class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
-    """A run: status, revisions, what it awaits, its state and outputs.
-
-    Two revisions, and only one of them is the ``ETag``:
-
-    * ``stored_revision`` is the store's write counter (``StoredRun.revision``). It moves on
-      every write of the run (decisions, timers, holds, releases, rollbacks, and while it runs)
-      and never comes back to a value with other content. It is the ``ETag`` and what
-      ``If-Match`` names: the decision is refused with 412 unless the run is still at it,
-      checked atomically with the decision's claim. None when it is not known (the store
-      already holds a newer state than this answer describes: reload the run).
-    * ``revision`` is the revision of the run's state (``RunResult.revision``, the context's):
-      it moves when nodes run or a decision is applied, not on a hold or a release.
-    """
-
-    id: str
-    flow_id: str
-    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
-    revision: int
-    stored_revision: int | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    held: bool = False
-    paused_at: datetime | None = None
-    paused_by: str | None = None
-    paused_reason: str | None = None
-    pause_deadline: datetime | None = None
-    awaiting: list[AwaitingView] = []
-    state: dict[str, Any] | None = None
-    outputs: dict[str, Any] | None = None
-    errors: list[str] = []
-
-
-class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """A run in a list."""
-
-    id: str
-    flow_id: str
-    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
-    created_at: datetime
-    updated_at: datetime
-    awaiting: list[str] = []
-    held: bool = False
-
-
-class ExecutionList(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /executions``: one page; pass ``next_cursor`` back as ``cursor``."""
-
-    executions: list[ExecutionSummary]
-    count: int
-    next_cursor: str | None = None
-
-
 class PausedExecution(msgspec.Struct, frozen=True, kw_only=True):
     """A paused (awaiting) run, in the seed's shape."""
 
@@ -187,13 +114,6 @@ class PausedList(msgspec.Struct, frozen=True, kw_only=True):
 
     executions: list[PausedExecution]
     count: int
-
-
-class HistoryView(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /executions/{id}/history``: the run's audit trail, oldest first."""
-
-    id: str
-    history: list[HistoryRecord]
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):

@@ -36,8 +36,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from flowcraft.http._base import AppCore, json_response, outcome_view
+from flowcraft.http._base import AppCore, json_response
 from flowcraft.http._problems import HTTPProblem
+from flowcraft.views import outcome_view
 
 __all__ = [
     "Verifier",

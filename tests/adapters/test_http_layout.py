@@ -10,7 +10,7 @@ from pathlib import Path
 import flowcraft
 
 PACKAGE = Path(flowcraft.__file__).parent
-PUBLIC = {"flowcraft", "flowcraft.stores", "flowcraft.testing"}
+PUBLIC = {"flowcraft", "flowcraft.stores", "flowcraft.testing", "flowcraft.views"}
 
 
 def test_the_http_adapter_imports_only_public_names() -> None:

@@ -1,0 +1,48 @@
+"""What ``flowcraft`` exits with: a code per error class (``EXIT_CODES``)."""
+
+from __future__ import annotations
+
+import flowcraft
+from flowcraft.cli.views import Unsupported
+
+#: Exit codes, checked in order: the first class an error is an instance of decides.
+OK, FAILED, USAGE, NOT_FOUND, CONFLICT, INTEGRITY, EXPIRED, HELD, UNSUPPORTED = range(9)
+INTERRUPTED = 130
+EXIT_CODES: tuple[tuple[str, int], ...] = (
+    ("PauseExpiredError", EXPIRED),  # DESIGN §9, not in every version: looked up by name
+    ("WaitExpiredError", EXPIRED),
+    ("RunHeldError", HELD),
+    ("RunNotFoundError", NOT_FOUND),
+    ("UnknownFlowError", NOT_FOUND),
+    ("UnknownNodeError", NOT_FOUND),
+    ("NotAwaitingError", CONFLICT),
+    ("NodeNotAwaitingError", CONFLICT),
+    ("RevisionConflictError", CONFLICT),
+    ("RunBusyError", CONFLICT),
+    ("RunExistsError", CONFLICT),
+    ("TimerNotDueError", CONFLICT),
+    ("ContextError", INTEGRITY),
+    ("StoreCorruptionError", INTEGRITY),
+    ("UnknownActionError", USAGE),
+    ("ResumeDataError", USAGE),
+    ("AmbiguousResumeError", USAGE),
+    ("InitialStateError", USAGE),
+    ("BlueprintError", USAGE),
+)
+
+
+class UsageProblem(flowcraft.FlowcraftError):
+    """The command line or its data cannot be used (bad --app, bad JSON...)."""
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an error (``EXIT_CODES``; 1 for any other)."""
+    if isinstance(exc, Unsupported):
+        return UNSUPPORTED
+    if isinstance(exc, UsageProblem):
+        return USAGE
+    for name, code in EXIT_CODES:
+        kind = getattr(flowcraft, name, None)
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return code
+    return FAILED

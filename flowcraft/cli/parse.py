@@ -1,0 +1,82 @@
+"""The command line's small languages: durations, JSON arguments, ``--where``, ``--key``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from flowcraft.cli.exits import UsageProblem
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``."""
+    raw = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if raw.endswith(unit) and raw[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(raw[: -len(unit)]) * _UNITS[unit]
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageProblem(f"invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d") from None
+
+
+def read_json(value: str | None, what: str) -> Any:
+    """A JSON value given inline, as ``@file``, or ``-`` (standard input)."""
+    if value is None:
+        return None
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageProblem(f"{what}: cannot read {value[1:]!r}: {exc.strerror}") from exc
+    else:
+        text = value
+    try:
+        return msgspec.json.decode(text.encode())
+    except msgspec.DecodeError as exc:
+        raise UsageProblem(f"{what} is not JSON ({exc}): {text[:80]!r}") from exc
+
+
+_WHERE_KEYS = {"status": "status", "flow": "flow_id", "reason": "reason", "expired": "expired"}
+
+
+def parse_where(text: str) -> dict[str, Any]:
+    """``status=awaiting,flow=expense,reason=wait,expired=true`` as ``list()`` filters."""
+    found: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in _WHERE_KEYS:
+            raise UsageProblem(
+                f"--where {text!r}: {part!r} is not KEY=VALUE with KEY one of "
+                + ", ".join(_WHERE_KEYS)
+            )
+        name = _WHERE_KEYS[key.strip()]
+        value = value.strip()
+        if name == "expired":
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise UsageProblem(f"--where expired={value!r}: use true or false")
+            found[name] = value.lower() in ("true", "yes", "1")
+        else:
+            found[name] = value
+    if not found:
+        raise UsageProblem("--where needs at least one KEY=VALUE")
+    return found
+
+
+def parse_keys(pairs: Sequence[str]) -> dict[str, str]:
+    """``--key ID=SECRET`` pairs as ``signing_keys``."""
+    keys: dict[str, str] = {}
+    for pair in pairs:
+        key_id, sep, secret = pair.partition("=")
+        if not sep or not key_id or not secret:
+            raise UsageProblem(f"--key {pair!r}: use ID=SECRET")
+        keys[key_id] = secret
+    return keys

@@ -1,0 +1,211 @@
+"""The views of a run every door shows, and how they are built from a service's public data.
+
+The HTTP API answers with these msgspec types, the CLI prints them with ``-o json`` and the MCP
+tools return them, so a script or an agent decodes the same bodies whichever door it used. The
+builders read only public ``FlowService`` methods (``flow``, ``result_of``) and need nothing
+but msgspec: the HTTP adapter re-exports the types, and the CLI uses them without importing
+Starlette. The core never imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+import flowcraft
+from flowcraft import Blueprint, FlowService, RunResult
+from flowcraft.stores import HistoryRecord, StoredRun
+
+__all__ = (
+    "AwaitingView",
+    "ExecutionList",
+    "ExecutionSummary",
+    "ExecutionView",
+    "HistoryView",
+    "actions_of",
+    "awaiting_for",
+    "awaiting_views",
+    "execution_view",
+    "flow_of",
+    "outcome_view",
+    "schema_of",
+)
+
+# --- the types ---------------------------------------------------------------------------------
+
+
+class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
+    """One node a run waits on, what it accepts, and since when."""
+
+    node_id: str
+    reason: Literal["wait", "timer", "pause"]
+    since: datetime
+    description: str | None = None
+    requested_by: str | None = None
+    wake_at: datetime | None = None
+    expires_at: datetime | None = None
+    actions: list[str] = []
+    schema: dict[str, Any] | None = None
+
+class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
+    """A run: status, revisions, what it awaits, its state and outputs.
+
+    Two revisions, and only one of them is the ``ETag``:
+
+    * ``stored_revision`` is the store's write counter (``StoredRun.revision``). It moves on
+      every write of the run (decisions, timers, holds, releases, rollbacks, and while it runs)
+      and never comes back to a value with other content. It is the ``ETag`` and what
+      ``If-Match`` names: the decision is refused with 412 unless the run is still at it,
+      checked atomically with the decision's claim. None when it is not known (the store
+      already holds a newer state than this answer describes: reload the run).
+    * ``revision`` is the revision of the run's state (``RunResult.revision``, the context's):
+      it moves when nodes run or a decision is applied, not on a hold or a release.
+    """
+
+    id: str
+    flow_id: str
+    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
+    revision: int
+    stored_revision: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    held: bool = False
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+    paused_reason: str | None = None
+    pause_deadline: datetime | None = None
+    awaiting: list[AwaitingView] = []
+    state: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    errors: list[str] = []
+
+class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A run in a list."""
+
+    id: str
+    flow_id: str
+    status: Literal["running", "awaiting", "completed", "failed", "cancelled"]
+    created_at: datetime
+    updated_at: datetime
+    awaiting: list[str] = []
+    held: bool = False
+
+class ExecutionList(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /executions``: one page; pass ``next_cursor`` back as ``cursor``."""
+
+    executions: list[ExecutionSummary]
+    count: int
+    next_cursor: str | None = None
+
+class HistoryView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /executions/{id}/history``: the run's audit trail, oldest first."""
+
+    id: str
+    history: list[HistoryRecord]
+
+
+# --- building them -----------------------------------------------------------------------------
+
+
+def flow_of(service: FlowService, flow_id: str) -> tuple[Blueprint, Mapping[str, object]]:
+    """The blueprint and registry ``service`` runs ``flow_id`` with (``UnknownFlowError``)."""
+    return service.flow(flow_id)
+
+
+def actions_of(blueprint: Blueprint, node_id: str) -> list[str]:
+    """The labelled actions of a node's outgoing edges, in declaration order."""
+    seen: list[str] = []
+    for edge in blueprint.edges:
+        if edge.source == node_id and edge.action is not None and edge.action not in seen:
+            seen.append(edge.action)
+    return seen
+
+
+def schema_of(
+    blueprint: Blueprint, registry: Mapping[str, object], node_id: str
+) -> dict[str, Any] | None:
+    """The JSON Schema of a wait's ``schema=`` type, if it declares one."""
+    node = next((n for n in blueprint.nodes if n.id == node_id), None)
+    key = node.params.get("schema") if node is not None and node.params else None
+    kind = registry.get(key) if isinstance(key, str) else None
+    if kind is None:
+        return None
+    try:
+        schema: dict[str, Any] = msgspec.json.schema(kind)
+    except (TypeError, ValueError):
+        return None
+    return schema
+
+
+def awaiting_for(
+    result: RunResult, blueprint: Blueprint | None, registry: Mapping[str, object]
+) -> list[AwaitingView]:
+    """A result's awaiting nodes, with actions and schema read from ``blueprint``."""
+    return [
+        AwaitingView(
+            node_id=a.node_id,
+            reason=a.reason,
+            since=a.since,
+            description=a.description,
+            requested_by=a.requested_by,
+            wake_at=a.wake_at,
+            expires_at=a.expires_at,
+            actions=actions_of(blueprint, a.node_id) if blueprint is not None else [],
+            schema=schema_of(blueprint, registry, a.node_id) if blueprint is not None else None,
+        )
+        for a in result.awaiting
+    ]
+
+
+def awaiting_views(service: FlowService, result: RunResult) -> list[AwaitingView]:
+    """The run's awaiting nodes with their allowed actions and schema."""
+    if not result.awaiting:
+        return []
+    try:
+        bp, reg = flow_of(service, result.blueprint_id)
+    except flowcraft.UnknownFlowError:
+        return awaiting_for(result, None, {})
+    return awaiting_for(result, bp, reg)
+
+
+def outcome_view(
+    service: FlowService, result: RunResult, stored_revision: int | None = None
+) -> ExecutionView:
+    """What a start/resume/release answers: the ``RunResult`` (and the stored revision)."""
+    return ExecutionView(
+        id=result.run_id,
+        flow_id=result.blueprint_id,
+        status=result.status,
+        revision=result.revision,
+        stored_revision=stored_revision,
+        awaiting=awaiting_views(service, result),
+        state=result.context,
+        outputs=result.outputs,
+        errors=[f"{e.node_id}: {e.type}: {e.message}" for e in result.errors],
+    )
+
+
+def execution_view(service: FlowService, stored: StoredRun) -> ExecutionView:
+    """A stored run as ``GET /executions/{id}`` shows it: status, holds, what it awaits."""
+    base = outcome_view(service, service.result_of(stored)) if stored.context else None
+    return ExecutionView(
+        id=stored.run_id,
+        flow_id=stored.flow_id,
+        status=stored.status,
+        revision=base.revision if base is not None else 0,
+        stored_revision=stored.revision,
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
+        held=stored.held,
+        paused_at=stored.paused_at,
+        paused_by=stored.paused_by,
+        paused_reason=stored.pause_reason,
+        pause_deadline=stored.pause_deadline,
+        awaiting=base.awaiting if base is not None else [],
+        state=base.state if base is not None else None,
+        outputs=base.outputs if base is not None else None,
+        errors=base.errors if base is not None else [],
+    )
