@@ -170,6 +170,45 @@ class PostgresStore:
 
         await self._run(op, tx=True)
 
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)`` in one transaction (claims of a tick).
+
+        The updates are pipelined (one round trip); each is its own compare-and-set: None
+        where it landed, else its error (a conflicting or missing run is refused alone).
+        """
+        sql = self._sql
+        params = [sql.update_params(run, expected) for run, expected in writes]
+        if not params:
+            return []
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[Exception | None]:
+            landed: builtins.list[bool] = []
+            async with conn.cursor() as cur:
+                await cur.executemany(sql.update_run + " RETURNING 1", params, returning=True)
+                while True:
+                    landed.append(cur.rowcount == 1)
+                    if not cur.nextset():
+                        break
+            lost = [run.run_id for (run, _), ok in zip(writes, landed, strict=True) if not ok]
+            found: dict[str, int] = {}
+            if lost:
+                query = f"SELECT run_id, revision FROM {sql.runs} WHERE run_id = ANY(%s)"
+                rows = await (await conn.execute(query, (lost,))).fetchall()
+                found = {str(r[0]): int(r[1]) for r in rows}
+            out: builtins.list[Exception | None] = []
+            for (run, expected), ok in zip(writes, landed, strict=True):
+                if ok:
+                    out.append(None)
+                elif run.run_id in found:
+                    out.append(RevisionConflictError(run.run_id, expected, found[run.run_id]))
+                else:
+                    out.append(RunNotFoundError(run.run_id, self))
+            return out
+
+        return await self._run(op, tx=True)
+
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
         rows = await self._fetchall(self._sql.get_run, (run_id,))

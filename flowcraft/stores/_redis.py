@@ -211,6 +211,19 @@ class RedisStore:
         idempotency: tuple[str, bytes] | None,
         checkpoint: int = 0,
     ) -> builtins.list[Any]:
+        keys, args = self._write_args(mode, run, expected, history, idempotency, checkpoint)
+        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
+        return reply
+
+    def _write_args(
+        self,
+        mode: str,
+        run: StoredRun,
+        expected: int,
+        history: Sequence[HistoryRecord],
+        idempotency: tuple[str, bytes] | None,
+        checkpoint: int = 0,
+    ) -> tuple[builtins.list[str], builtins.list[Any]]:
         rid = run.run_id
         due = opt_micros(run.due_at) if run.status == "awaiting" else None
         finished = to_micros(run.updated_at) if run.status in FINISHED else None
@@ -251,8 +264,7 @@ class RedisStore:
             *(RUN_ENCODER.encode(h) for h in history),
             run.priority,
         ]
-        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
-        return reply
+        return keys, args
 
     async def _bodies(self, ids: object) -> builtins.list[StoredRun]:
         names = _names(ids)
@@ -289,6 +301,34 @@ class RedisStore:
             raise RunNotFoundError(run.run_id, self)
         if reply[0] == b"conflict":
             raise RevisionConflictError(run.run_id, expected_revision, int(reply[1]))
+
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)`` in one pipelined round trip (claims).
+
+        Each is its own atomic compare-and-set script: None where it landed, else its error
+        (a conflicting or missing run is refused alone).
+        """
+        if not writes:
+            return []
+        script = self._script("write", _WRITE)
+        async with self._guard("save_many"), self._redis().pipeline(transaction=False) as pipe:
+            for run, expected in writes:
+                keys, args = self._write_args("save", run, expected, (), None)
+                await script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        out: builtins.list[Exception | None] = []
+        for (run, expected), reply in zip(writes, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(StoreError(f"redis store {self.namespace!r}: save failed: {reply}"))
+            elif reply[0] == b"missing":
+                out.append(RunNotFoundError(run.run_id, self))
+            elif reply[0] == b"conflict":
+                out.append(RevisionConflictError(run.run_id, expected, int(reply[1])))
+            else:
+                out.append(None)
+        return out
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
