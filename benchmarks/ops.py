@@ -183,7 +183,7 @@ async def bench(kind: str, n: int, timers: int) -> None:
 
         dsn = "postgresql://postgres@127.0.0.1:5432/test"
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases", "checkpoints"):
+            for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {ns}_{table}")
 
 

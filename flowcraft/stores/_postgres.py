@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
+_FOLD_AT = 1000  # count rows summed by ``stats`` before it folds the backends' shards
 
 
 class PostgresStore:
@@ -241,12 +242,18 @@ class PostgresStore:
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
         sql = self._sql
-        expired = await self._fetchall(sql.stats_expired, (to_micros(now),))
+        rows = await self._fetchall(sql.read_counts, (to_micros(now),))
+        by: dict[str, builtins.list[tuple[str, int]]] = {"st": [], "fl": [], "rs": [], "ex": []}
+        summed = 0
+        for kind, name, n, shards in rows:
+            by[str(kind)].append((str(name), int(n)))
+            summed = max(summed, int(shards or 0))
+        if summed > _FOLD_AT:
+            await self._fetchall(sql.fold_counts + " RETURNING 1", ())
+        expired = by["ex"][0][1] if by["ex"] else 0
+        reasons = [(name, n) for name, n in by["rs"] if name and n]
         return build_stats(
-            await self._fetchall(sql.stats_status, ()),
-            await self._fetchall(sql.stats_flow, ()),
-            await self._fetchall(sql.stats_reason, ()),
-            int(expired[0][0]),
+            [r for r in by["st"] if r[1]], [r for r in by["fl"] if r[1]], reasons, expired
         )
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:

@@ -78,6 +78,7 @@ class Dialect:
                 PRIMARY KEY (run_id, revision))""",
             f"""CREATE TABLE IF NOT EXISTS {self.leases} (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at {big} NOT NULL)""",
+            *([self._pg_counts(namespace)] if postgres else []),
         ]
         p = self.p
         self.add_priority = f"ALTER TABLE {self.runs} ADD COLUMN priority {big} NOT NULL DEFAULT 0"
@@ -145,6 +146,73 @@ class Dialect:
             f"SELECT COUNT(*) FROM {self.runs} WHERE status = 'awaiting' "
             f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
         )
+
+    def _pg_counts(self, namespace: str) -> str:
+        """PostgreSQL run counts by status, flow and reasons, kept by a trigger (``stats``).
+
+        Every write of a run changes the counts in its own transaction, so they are exact
+        under races, conflicts, deletes and rollbacks. Each backend adds to its own rows
+        (``shard`` = its pid), so concurrent writers never wait on one another's counts;
+        ``stats`` sums the shards and ``fold_counts`` merges them now and then. Made (and the
+        stored runs counted once) when the trigger is missing: a new table, or an old one.
+        """
+        runs, counts = self.runs, f"{namespace}_counts"
+        self.counts = counts
+        up = f"ON CONFLICT (kind, name, shard) DO UPDATE SET n = {counts}.n + excluded.n"
+
+        def values(row: str, sign: str) -> str:
+            return (
+                f"('st', {row}.status, {sign}1), ('fl', {row}.flow_id, {sign}1), "
+                f"('rs', {row}.reasons, {sign}1)"
+            )
+
+        def put(rows: str) -> str:
+            return (
+                f"INSERT INTO {counts} (kind, name, shard, n) SELECT k, nm, pg_backend_pid(), "
+                f"SUM(d) FROM (VALUES {rows}) v(k, nm, d) GROUP BY k, nm HAVING SUM(d) <> 0 "
+                f"ORDER BY k, nm {up};"
+            )
+
+        # Folding moves other backends' rows into shard 0, skipping rows in use (no waits).
+        self.fold_counts = (
+            f"WITH moved AS (DELETE FROM {counts} WHERE shard <> 0 AND ctid IN (SELECT ctid "
+            f"FROM {counts} WHERE shard <> 0 FOR UPDATE SKIP LOCKED) RETURNING kind, name, n) "
+            f"INSERT INTO {counts} (kind, name, shard, n) SELECT kind, name, 0, SUM(n) "
+            f"FROM moved GROUP BY kind, name ORDER BY kind, name {up}"
+        )
+        # The counts, then the expired count (kind 'ex'), with how many rows were summed.
+        self.read_counts = (
+            f"SELECT kind, name, SUM(n), SUM(COUNT(*)) OVER () FROM {counts} GROUP BY kind, name "
+            f"UNION ALL SELECT 'ex', '', COUNT(*), 0 FROM {runs} WHERE status = 'awaiting' "
+            "AND pause_deadline IS NOT NULL AND pause_deadline <= %s"
+        )
+        return f"""DO $do$ BEGIN
+IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{counts}_trg'
+               AND tgrelid = to_regclass('{runs}')) THEN
+  DROP TABLE IF EXISTS {counts};
+  CREATE TABLE {counts} (kind TEXT NOT NULL, name TEXT NOT NULL, shard INTEGER NOT NULL,
+                         n BIGINT NOT NULL, PRIMARY KEY (kind, name, shard));
+  CREATE OR REPLACE FUNCTION {counts}_fn() RETURNS trigger LANGUAGE plpgsql AS $fn$
+  BEGIN
+    IF TG_OP = 'INSERT' THEN {put(values("NEW", "+"))}
+    ELSIF TG_OP = 'DELETE' THEN {put(values("OLD", "-"))}
+    ELSE {put(values("OLD", "-") + ", " + values("NEW", "+"))}
+    END IF;
+    RETURN NULL;
+  END $fn$;
+  DROP TRIGGER IF EXISTS {counts}_new ON {runs};
+  CREATE TRIGGER {counts}_new AFTER INSERT OR DELETE ON {runs}
+    FOR EACH ROW EXECUTE FUNCTION {counts}_fn();
+  CREATE TRIGGER {counts}_trg AFTER UPDATE OF status, flow_id, reasons ON {runs} FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.flow_id IS DISTINCT FROM NEW.flow_id
+          OR OLD.reasons IS DISTINCT FROM NEW.reasons)
+    EXECUTE FUNCTION {counts}_fn();
+  INSERT INTO {counts} (kind, name, shard, n)
+    SELECT 'st', status, 0, COUNT(*) FROM {runs} GROUP BY status
+    UNION ALL SELECT 'fl', flow_id, 0, COUNT(*) FROM {runs} GROUP BY flow_id
+    UNION ALL SELECT 'rs', reasons, 0, COUNT(*) FROM {runs} GROUP BY reasons;
+END IF;
+END $do$"""
 
     def row(self, run: StoredRun) -> tuple[Any, ...]:
         """The column values of ``run`` in ``insert_run`` order."""

@@ -75,7 +75,7 @@ async def drop_namespace(kind: str, namespace: str) -> None:
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases", "checkpoints"):
+            for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
 
 
