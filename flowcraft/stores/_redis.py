@@ -26,6 +26,7 @@ from flowcraft.stores._base import (
     matches,
     opt_micros,
     page_of,
+    page_of_rows,
     to_micros,
 )
 
@@ -120,6 +121,30 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
 return {'ok'}
+"""
+
+# One page of one index, bodies included, in one call (``list`` with at most one filter).
+# KEYS: index zset. ARGV: lowest score ('-inf' or the cursor's), how many to return, run key
+# prefix, whether a cursor was given ('1': the entries tied on its score are returned too,
+# for the caller to skip those at or before it). Returns id, score, body, id, score, body...
+_PAGE = """
+local want = tonumber(ARGV[2])
+if ARGV[4] == '1' then want = want + redis.call('ZCOUNT', KEYS[1], ARGV[1], ARGV[1]) end
+local out, offset, got = {}, 0, 0
+while got < want do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES', 'LIMIT',
+                         offset, want - got)
+  if #ids == 0 then break end
+  offset = offset + #ids / 2
+  for i = 1, #ids, 2 do
+    local body = redis.call('HGET', ARGV[3] .. ids[i], 'body')
+    if body then
+      out[#out + 1] = ids[i]; out[#out + 1] = ids[i + 1]; out[#out + 1] = body
+      got = got + 1
+    end
+  end
+end
+return out
 """
 
 _RELEASE = """
@@ -369,6 +394,20 @@ class RedisStore:
         else:
             index = self._order
         low: str | int = "-inf" if after is None else after[0]
+        given = sum(x is not None for x in (status, flow_id, reason, expired))
+        if expired is None and (
+            given <= 1 or (given == 2 and reason is not None and status == "awaiting")
+        ):
+            # The index holds exactly the runs asked for: read limit + 1 of them (and the
+            # ties of the cursor's creation time), bodies included, in one round trip.
+            args = [low, limit + 1, f"{self.namespace}:run:", "0" if after is None else "1"]
+            flat = await self._call("page", _PAGE, [index], args)
+            rows: builtins.list[tuple[str, int, bytes]] = []
+            for i in range(0, len(flat), 3):
+                row = (_names([flat[i]])[0], int(float(flat[i + 1])), _bytes(flat[i + 2]))
+                if after is None or (row[1], row[0]) > after:
+                    rows.append(row)
+            return page_of_rows(rows[: limit + 1], limit)
         found: builtins.list[StoredRun] = []
         offset = 0
         chunk = max(limit + 1, 64)

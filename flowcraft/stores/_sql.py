@@ -23,6 +23,8 @@ from flowcraft.stores._base import (
 
 __all__ = ["Dialect"]
 
+_REASONS = ("wait", "timer", "pause")  # what a run awaits (``Awaiting.reason``)
+
 
 class Dialect:
     """Query text for one namespace in one SQL dialect (``?`` or ``%s`` placeholders)."""
@@ -67,6 +69,13 @@ class Dialect:
             "(flow_id, created_at, run_id)",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_deadline ON {self.runs} "
             "(status, pause_deadline)",
+            # list(reason=) walks one of these partial indexes (awaiting runs with that
+            # reason, in page order) instead of every awaiting run.
+            *(
+                f"CREATE INDEX IF NOT EXISTS {self.runs}_rs_{r} ON {self.runs} "
+                f"(created_at, run_id) WHERE {self._has_reason(r)}"
+                for r in _REASONS
+            ),
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
@@ -146,6 +155,11 @@ class Dialect:
             f"SELECT COUNT(*) FROM {self.runs} WHERE status = 'awaiting' "
             f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
         )
+
+    def _has_reason(self, reason: str) -> str:
+        """The predicate of the partial index of ``reason`` (one of ``_REASONS``)."""
+        find = "strpos" if self.p == "%s" else "instr"
+        return f"status = 'awaiting' AND {find}(reasons, ',{reason},') > 0"
 
     def _pg_counts(self, namespace: str) -> str:
         """PostgreSQL run counts by status, flow and reasons, kept by a trigger (``stats``).
@@ -264,7 +278,9 @@ END $do$"""
         if flow_id is not None:
             where.append(f"flow_id = {p}")
             params.append(flow_id)
-        if reason is not None:
+        if reason in _REASONS:
+            where.append(self._has_reason(reason))  # the very predicate of its index
+        elif reason is not None:
             where.append(f"status = 'awaiting' AND {self.contains}")
             params.append(f",{reason},")
         if expired is not None:
@@ -274,9 +290,13 @@ END $do$"""
             params.append(to_micros(now))
         after = decode_cursor(cursor)
         if after is not None:
-            where.append(f"(created_at > {p} OR (created_at = {p} AND run_id > {p}))")
-            params.extend([after[0], after[0], after[1]])
+            # A row comparison: an index range in both dialects (an OR of two is not).
+            where.append(f"(created_at, run_id) > ({p}, {p})")
+            params.extend([after[0], after[1]])
         sql = f"SELECT run_id, created_at, body FROM {self.runs}"
+        if reason in _REASONS and self.p == "?":
+            # SQLite, without statistics, would rather walk the status index.
+            sql += f" INDEXED BY {self.runs}_rs_{reason}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at, run_id LIMIT {p}"

@@ -77,6 +77,7 @@ async def drop_namespace(kind: str, namespace: str) -> None:
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
             for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
+            await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_counts_fn()")
 
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
@@ -361,6 +362,42 @@ async def test_list_pages_with_a_cursor_until_exhausted(store: RunStore) -> None
     rest = await store.list(status="awaiting", limit=2, cursor=filtered.next_cursor)
     assert [r.run_id for r in rest.runs] == ["d", "f"]
     assert rest.next_cursor is None
+
+
+async def test_list_pages_through_runs_created_at_the_same_time_by_each_filter(
+    store: RunStore,
+) -> None:
+    """Runs sharing a creation time page in run_id order, each once, with any one filter."""
+    for i in range(9):
+        waiting = i % 3 != 0
+        await store.create(
+            run_record(
+                run_id=f"t{i}",
+                status="awaiting" if waiting else "completed",
+                reasons=("wait",) if waiting else (),
+                awaiting=("w",) if waiting else (),
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+
+    async def walk(**kw: Any) -> list[str]:
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await store.list(limit=2, cursor=cursor, **kw)
+            seen.extend(r.run_id for r in page.runs)
+            if page.next_cursor is None:
+                return seen
+            cursor = page.next_cursor
+
+    waiting = [f"t{i}" for i in range(9) if i % 3 != 0]
+    assert await walk() == [f"t{i}" for i in range(9)]
+    assert await walk(flow_id="approval") == [f"t{i}" for i in range(9)]
+    assert await walk(status="awaiting") == waiting
+    assert await walk(reason="wait") == waiting
+    assert await walk(reason="wait", status="awaiting") == waiting
+    assert await walk(reason="timer") == []
 
 
 async def test_list_needs_now_for_expired_and_rejects_bad_input(store: RunStore) -> None:
