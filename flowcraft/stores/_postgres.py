@@ -151,25 +151,49 @@ class PostgresStore:
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
-
         params = sql.update_params(run, expected_revision)
+        # One statement (atomic on its own, one round trip): the compare-and-set, then what
+        # goes with it, each only where the update landed.
+        parts = [f"WITH u AS ({sql.update_run} RETURNING run_id)"]
+        values: builtins.list[Any] = [*params]
+        rid = run.run_id
+        if history:
+            parts.append(
+                f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, x.b FROM u, "
+                "unnest(%s::bytea[]) WITH ORDINALITY AS x(b, i) ORDER BY x.i RETURNING 1)"
+            )
+            values.append([body for _, body in sql.history_rows(rid, history)])
+        if idempotency is not None:
+            parts.append(
+                f", m AS (INSERT INTO {sql.idem} (run_id, key, result) SELECT u.run_id, %s, %s "
+                "FROM u ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)"
+            )
+            values.extend(idempotency)
+        if checkpoint > 0:
+            # The statement does not see its own insert: keep the newest checkpoint - 1 others.
+            cp = sql.checkpoints
+            parts.append(
+                f", c AS (INSERT INTO {cp} (run_id, revision, body) SELECT u.run_id, %s, %s "
+                "FROM u ON CONFLICT (run_id, revision) DO NOTHING RETURNING 1), "
+                f"t AS (DELETE FROM {cp} WHERE EXISTS (SELECT 1 FROM u) AND run_id = %s "
+                f"AND revision <> %s AND revision <= (SELECT revision FROM {cp} "
+                "WHERE run_id = %s AND revision <> %s ORDER BY revision DESC LIMIT 1 "
+                "OFFSET %s) RETURNING 1)"
+            )
+            rev = run.revision
+            values.extend([rev, params[-4], rid, rev, rid, rev, checkpoint - 1])
+        parts.append(" SELECT count(*) FROM u")
+        query = "".join(parts)
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            cur = await conn.execute(sql.update_run, params)
-            if cur.rowcount != 1:
-                row = await (await conn.execute(sql.get_revision, (run.run_id,))).fetchone()
+            row = await (await conn.execute(query, values)).fetchone()
+            if row is None or int(row[0]) != 1:
+                row = await (await conn.execute(sql.get_revision, (rid,))).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run.run_id, self)
-                raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
-            await _history(conn, sql, run.run_id, history)
-            if idempotency is not None:
-                await conn.execute(sql.remember, (run.run_id, *idempotency))
-            if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
-                await conn.execute(sql.insert_checkpoint, put)
-                await conn.execute(sql.trim_checkpoints, trim)
+                    raise RunNotFoundError(rid, self)
+                raise RevisionConflictError(rid, expected_revision, int(row[0]))
 
-        await self._run(op, tx=True)
+        await self._run(op)
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]
