@@ -525,3 +525,31 @@ async def test_a_missing_run_names_the_store_it_was_looked_for_in(store: RunStor
     with pytest.raises(RunNotFoundError, match=r"not in the store flowcraft\.stores\.") as caught:
         await store.get("no-such-run")
     assert caught.value.store is store
+
+
+async def test_save_many_applies_each_compare_and_set_alone(store: RunStore) -> None:
+    """A batch of claims: each lands once; a conflicting or missing member is refused alone."""
+    for run_id in ("a", "b", "c"):
+        await store.create(run_record(run_id))
+    await store.save(run_record("b", revision=2, context=b"other"), 1)  # b moved on
+    many = store.save_many  # type: ignore[attr-defined]
+    writes = [
+        (run_record("a", revision=2, status="running"), 1),
+        (run_record("b", revision=2, status="running"), 1),
+        (run_record("zz", revision=2, status="running"), 1),
+        (run_record("c", revision=2, status="running"), 1),
+    ]
+    errors = await many(writes)
+    assert errors[0] is None
+    assert errors[3] is None
+    assert isinstance(errors[1], RevisionConflictError)
+    assert errors[1].actual == 2
+    assert isinstance(errors[2], RunNotFoundError)
+    assert (await store.get("a")).status == "running"
+    assert (await store.get("c")).status == "running"
+    b = await store.get("b")
+    assert (b.status, b.context) == ("awaiting", b"other")
+    again = await many(writes[:1])  # the same claim twice: the second conflicts
+    assert isinstance(again[0], RevisionConflictError)
+    stats = await store.stats(T0)
+    assert stats.by_status == {"running": 2, "awaiting": 1}
