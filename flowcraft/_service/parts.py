@@ -34,6 +34,7 @@ __all__ = [
     "ENCODER",
     "CONTINUATION",
     "Control",
+    "Claimed",
     "Firing",
     "Host",
     "Intent",
@@ -293,6 +294,14 @@ class Host:
                 event.set()
 
 
+class Claimed(msgspec.Struct, frozen=True):
+    """A due run the scheduler claimed in a batch: the run before and after, and what fires."""
+
+    prior: StoredRun
+    claimed: StoredRun
+    node_id: str
+
+
 class Firing(Protocol):
     """What the durable scheduler needs of the service."""
 
@@ -313,4 +322,16 @@ class Firing(Protocol):
 
     async def record_fault(self, run_id: str, exc: BaseException) -> None:
         """Back a failing run off and record why on it."""
+        ...
+
+    async def claim_due(self, runs: list[StoredRun]) -> list[Claimed | bool]:
+        """Claim the plain timer firings among ``runs`` in one store write.
+
+        Per run: a ``Claimed`` to pass to ``fire_claimed``; True for ``fire_due`` (an expiry, a
+        held run...); False when another writer got the run first (nothing to do).
+        """
+        ...
+
+    async def fire_claimed(self, claimed: Claimed) -> tuple[list[RunResult], int]:
+        """Fire a run ``claim_due`` claimed, then whatever else is due for it, like ``fire_due``."""
         ...

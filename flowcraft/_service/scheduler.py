@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from flowcraft._errors import RunNotFoundError
-from flowcraft._service.parts import Firing
+from flowcraft._service.parts import Claimed, Firing
 from flowcraft._values import RunResult
 from flowcraft.stores._base import StoredRun
 
@@ -80,28 +80,53 @@ class DurableScheduler:
             await self._emit(result)
         done = [0]
         slots = anyio.Semaphore(self._concurrency)
+        due: list[StoredRun] = []
+        for stored in await host.store.due(host.now(), self._batch):
+            if stored.run_id in host.controls or stored.run_id in host.busy:
+                continue  # a task of this process is on it
+            host.busy.add(stored.run_id)
+            due.append(stored)
+        # The plain timer firings of the page are claimed in one store write (each its own
+        # compare-and-set); the rest go through ``fire_due`` one by one.
+        try:
+            plans: list[Claimed | bool] = await svc.claim_due(due) if due else []
+        except BaseException:
+            for stored in due:
+                host.busy.discard(stored.run_id)
+            raise
         async with anyio.create_task_group() as tg:
             # Runs start in the store's (priority, due_at) order; up to ``concurrency`` at once
             # overlap their store round trips (each is still its own claimed segment).
-            for stored in await host.store.due(host.now(), self._batch):
-                run_id = stored.run_id
-                if run_id in host.controls or run_id in host.busy:
-                    continue  # a task of this process is on it
-                host.busy.add(run_id)
-                await slots.acquire()
-                tg.start_soon(self._fire, stored, slots, done)
+            started = 0
+            try:
+                for stored, plan in zip(due, plans, strict=True):
+                    if plan is not False:  # False: another writer got it first
+                        await slots.acquire()
+                        tg.start_soon(self._fire, stored, plan, slots, done)
+                    else:
+                        host.busy.discard(stored.run_id)
+                    started += 1
+            finally:
+                # Cancelled before their turn: claimed ones are recovered when their lease ends.
+                for stored in due[started:]:
+                    host.busy.discard(stored.run_id)
         self.ticks += 1
         self.last_tick_at = host.now()
         if host.listeners:
             host.notify("tick", None, start)
         return count + done[0]
 
-    async def _fire(self, stored: StoredRun, slots: anyio.Semaphore, done: list[int]) -> None:
+    async def _fire(
+        self, stored: StoredRun, plan: Claimed | bool, slots: anyio.Semaphore, done: list[int]
+    ) -> None:
         svc = self._svc
         run_id = stored.run_id
         try:
             try:
-                results, expired = await svc.fire_due(run_id, stored)
+                if isinstance(plan, Claimed):
+                    results, expired = await svc.fire_claimed(plan)
+                else:
+                    results, expired = await svc.fire_due(run_id, stored)
             except RunNotFoundError:
                 return
             except Exception as exc:  # isolate this run: record, back off, go on

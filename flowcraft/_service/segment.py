@@ -56,7 +56,7 @@ from flowcraft._service.parts import (
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["Segment", "cas", "claim", "restore", "stored_from"]
+__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "stored_from"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -152,6 +152,66 @@ async def claim(
         claimed.revision,
     )
     return claimed
+
+
+async def claim_many(
+    host: Host, items: Sequence[tuple[StoredRun, bytes]]
+) -> list[StoredRun | None]:
+    """Claim many awaiting runs (``(stored, intent)``) in one store write, where it can.
+
+    A store with ``save_many`` applies every claim in one transaction (SQLite, PostgreSQL) or
+    one round trip of atomic scripts (Redis), each its own compare-and-set like ``claim``.
+    Returns the claimed run, or None where the claim did not land (another writer got the run
+    first, it was deleted, or the store failed and the write is not found there): nothing
+    runs for those. A claim that landed but whose reply was lost leaves the run claimed under
+    its intent, so lease recovery fires it, once.
+    """
+    now = host.now()
+    until = now + timedelta(seconds=host.lease_ttl)
+    claimed = [
+        msgspec.structs.replace(
+            stored,
+            status="running",
+            revision=stored.revision + 1,
+            intent=intent,
+            owner=host.owner,
+            lease_until=until,
+            claim=new_token(),
+            claim_key=None,
+        )
+        for stored, intent in items
+    ]
+    many = getattr(host.store, "save_many", None)
+    errors: list[Exception | None]
+    if many is None:
+        errors = []
+        for run, (stored, _) in zip(claimed, items, strict=True):
+            try:
+                await cas(host, run, stored.revision)
+                errors.append(None)
+            except (StoreError, RunNotFoundError) as exc:
+                errors.append(exc)
+    else:
+        writes = [(run, stored.revision) for run, (stored, _) in zip(claimed, items, strict=True)]
+        try:
+            errors = await many(writes)
+        except StoreError as exc:
+            errors = [exc] * len(writes)
+    out: list[StoredRun | None] = []
+    for run, error in zip(claimed, errors, strict=True):
+        if error is None:
+            out.append(run)
+            continue
+        landed = False
+        if many is not None and not isinstance(error, RunNotFoundError | StoreCorruptionError):
+            try:
+                landed = await _landed(host, run)  # our write, applied before its reply was lost
+            except StoreError:
+                landed = False
+        if not landed and not isinstance(error, RevisionConflictError | RunNotFoundError):
+            log.warning("flowcraft service: claim of run %s not stored: %s", run.run_id, error)
+        out.append(run if landed else None)
+    return out
 
 
 async def restore(host: Host, latest: StoredRun, prior: StoredRun | None) -> None:

@@ -76,6 +76,7 @@ from flowcraft._service import executor as ex
 from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
+    Claimed,
     Host,
     Intent,
     Request,
@@ -90,7 +91,7 @@ from flowcraft._service.parts import (
     recalled,
 )
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.segment import Segment, cas, claim, stored_from
+from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_from
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
@@ -1065,6 +1066,60 @@ class FlowService:
             if results[-1].status != "awaiting":
                 break  # finished: nothing more can be due
         return results, expired
+
+    async def claim_due(self, runs: builtins.list[StoredRun]) -> builtins.list[Claimed | bool]:
+        """Claim the plain timer firings among ``runs`` (a ``due`` page) in one store write.
+
+        Per run: ``Claimed`` (fire it with ``fire_claimed``), True (anything else: an expiry, a
+        held run, an executor; ``fire_due`` decides as ever) or False (another writer got it).
+        """
+        host = self.host
+        now = host.now()
+        plans: builtins.list[Claimed | bool] = [True] * len(runs)
+        todo: builtins.list[tuple[int, str, tuple[StoredRun, bytes]]] = []
+        for i, stored in enumerate(runs):
+            if self.executor is not None or stored.held or stored.status != "awaiting":
+                continue
+            if stored.due_at is None or stored.due_at > now:
+                continue
+            try:
+                target = self._due_at(stored, now)
+            except Exception:
+                continue  # fire_due meets it again and records the fault
+            deadline = stored.pause_deadline
+            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
+            if target is None or (lapsed and target[0] > (deadline or now)):
+                continue  # an expiry comes first: fire_due's rules
+            intent = Intent(kind="fire", node_id=target[1], by=SCHEDULER)
+            todo.append((i, target[1], (stored, encode_intent(intent, stored.run_id))))
+        claimed = await claim_many(host, [item for _, _, item in todo])
+        for (i, node_id, (stored, _)), run in zip(todo, claimed, strict=True):
+            plans[i] = False if run is None else Claimed(stored, run, node_id)
+        return plans
+
+    async def fire_claimed(self, claimed: Claimed) -> tuple[builtins.list[RunResult], int]:
+        """Fire a run ``claim_due`` claimed, then whatever else is due for it (``fire_due``)."""
+        host = self.host
+        stored, run, node_id = claimed.prior, claimed.claimed, claimed.node_id
+        ttl = timedelta(seconds=host.lease_ttl)
+        now = host.now()
+        if run.lease_until is None or run.lease_until - now < ttl / 2:
+            # The claim waited for its turn: renew its lease before any node runs.
+            renewed = msgspec.structs.replace(run, revision=run.revision + 1, lease_until=now + ttl)
+            try:
+                await cas(host, renewed, run.revision)
+            except RevisionConflictError:
+                return [], 0  # taken over meanwhile: nothing ran here
+            run = renewed
+        bp, reg = host.flow(stored.flow_id)
+        context = stored.context
+        result = await Segment(host, run, stored, None).run(
+            lambda c: self.runtime.fire(bp, context, node_id, registry=reg, control=c, by=SCHEDULER)
+        )
+        if result.status != "awaiting":
+            return [result], 0
+        more, expired = await self.fire_due(stored.run_id)
+        return [result, *more], expired
 
     async def record_fault(self, run_id: str, exc: BaseException) -> None:
         """Record why a run's timer could not fire, and back its next attempt off."""

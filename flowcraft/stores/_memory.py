@@ -77,6 +77,23 @@ class MemoryStore:
             kept.append(run)
             del kept[:-checkpoint]
 
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)``: None where it landed, else its error."""
+        await anyio.lowlevel.checkpoint()
+        out: builtins.list[Exception | None] = []
+        for run, expected in writes:
+            current = self._runs.get(run.run_id)
+            if current is None:
+                out.append(RunNotFoundError(run.run_id, self))
+            elif current.revision != expected:
+                out.append(RevisionConflictError(run.run_id, expected, current.revision))
+            else:
+                self._runs[run.run_id] = run
+                out.append(None)
+        return out
+
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
         await anyio.lowlevel.checkpoint()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
+_FOLD_AT = 1000  # count rows summed by ``stats`` before it folds the backends' shards
 
 
 class PostgresStore:
@@ -150,25 +151,88 @@ class PostgresStore:
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
-
         params = sql.update_params(run, expected_revision)
+        # One statement (atomic on its own, one round trip): the compare-and-set, then what
+        # goes with it, each only where the update landed.
+        parts = [f"WITH u AS ({sql.update_run} RETURNING run_id)"]
+        values: builtins.list[Any] = [*params]
+        rid = run.run_id
+        if history:
+            parts.append(
+                f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, x.b FROM u, "
+                "unnest(%s::bytea[]) WITH ORDINALITY AS x(b, i) ORDER BY x.i RETURNING 1)"
+            )
+            values.append([body for _, body in sql.history_rows(rid, history)])
+        if idempotency is not None:
+            parts.append(
+                f", m AS (INSERT INTO {sql.idem} (run_id, key, result) SELECT u.run_id, %s, %s "
+                "FROM u ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)"
+            )
+            values.extend(idempotency)
+        if checkpoint > 0:
+            # The statement does not see its own insert: keep the newest checkpoint - 1 others.
+            cp = sql.checkpoints
+            parts.append(
+                f", c AS (INSERT INTO {cp} (run_id, revision, body) SELECT u.run_id, %s, %s "
+                "FROM u ON CONFLICT (run_id, revision) DO NOTHING RETURNING 1), "
+                f"t AS (DELETE FROM {cp} WHERE EXISTS (SELECT 1 FROM u) AND run_id = %s "
+                f"AND revision <> %s AND revision <= (SELECT revision FROM {cp} "
+                "WHERE run_id = %s AND revision <> %s ORDER BY revision DESC LIMIT 1 "
+                "OFFSET %s) RETURNING 1)"
+            )
+            rev = run.revision
+            values.extend([rev, params[-4], rid, rev, rid, rev, checkpoint - 1])
+        parts.append(" SELECT count(*) FROM u")
+        query = "".join(parts)
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            cur = await conn.execute(sql.update_run, params)
-            if cur.rowcount != 1:
-                row = await (await conn.execute(sql.get_revision, (run.run_id,))).fetchone()
+            row = await (await conn.execute(query, values)).fetchone()
+            if row is None or int(row[0]) != 1:
+                row = await (await conn.execute(sql.get_revision, (rid,))).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run.run_id, self)
-                raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
-            await _history(conn, sql, run.run_id, history)
-            if idempotency is not None:
-                await conn.execute(sql.remember, (run.run_id, *idempotency))
-            if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
-                await conn.execute(sql.insert_checkpoint, put)
-                await conn.execute(sql.trim_checkpoints, trim)
+                    raise RunNotFoundError(rid, self)
+                raise RevisionConflictError(rid, expected_revision, int(row[0]))
 
-        await self._run(op, tx=True)
+        await self._run(op)
+
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)`` in one transaction (claims of a tick).
+
+        The updates are pipelined (one round trip); each is its own compare-and-set: None
+        where it landed, else its error (a conflicting or missing run is refused alone).
+        """
+        sql = self._sql
+        params = [sql.update_params(run, expected) for run, expected in writes]
+        if not params:
+            return []
+
+        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[Exception | None]:
+            landed: builtins.list[bool] = []
+            async with conn.cursor() as cur:
+                await cur.executemany(sql.update_run + " RETURNING 1", params, returning=True)
+                while True:
+                    landed.append(cur.rowcount == 1)
+                    if not cur.nextset():
+                        break
+            lost = [run.run_id for (run, _), ok in zip(writes, landed, strict=True) if not ok]
+            found: dict[str, int] = {}
+            if lost:
+                query = f"SELECT run_id, revision FROM {sql.runs} WHERE run_id = ANY(%s)"
+                rows = await (await conn.execute(query, (lost,))).fetchall()
+                found = {str(r[0]): int(r[1]) for r in rows}
+            out: builtins.list[Exception | None] = []
+            for (run, expected), ok in zip(writes, landed, strict=True):
+                if ok:
+                    out.append(None)
+                elif run.run_id in found:
+                    out.append(RevisionConflictError(run.run_id, expected, found[run.run_id]))
+                else:
+                    out.append(RunNotFoundError(run.run_id, self))
+            return out
+
+        return await self._run(op, tx=True)
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
@@ -202,12 +266,21 @@ class PostgresStore:
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
         sql = self._sql
-        expired = await self._fetchall(sql.stats_expired, (to_micros(now),))
+        rows = await self._fetchall(sql.read_counts, (to_micros(now),))
+        by: dict[str, builtins.list[tuple[str, int]]] = {"st": [], "fl": [], "rs": [], "ex": []}
+        summed = 0
+        for kind, name, n, shards in rows:
+            by[str(kind)].append((str(name), int(n)))
+            summed = max(summed, int(shards or 0))
+        if summed > _FOLD_AT:
+            await self._fetchall(sql.fold_counts + " RETURNING 1", ())
+        expired = by["ex"][0][1] if by["ex"] else 0
+        reasons = [(name, n) for name, n in by["rs"] if name and n]
         return build_stats(
-            await self._fetchall(sql.stats_status, ()),
-            await self._fetchall(sql.stats_flow, ()),
-            await self._fetchall(sql.stats_reason, ()),
-            int(expired[0][0]),
+            [r for r in by["st"] if r[1]],
+            [r for r in by["fl"] if r[1]],
+            reasons,
+            expired,
             await self._fetchall(sql.stats_awaiting, ()),
         )
 

@@ -28,6 +28,7 @@ from flowcraft.stores._base import (
     matches,
     opt_micros,
     page_of,
+    page_of_rows,
     to_micros,
 )
 
@@ -127,6 +128,30 @@ redis.call('ZREM', KEYS[6], ARGV[2])
 return {'ok'}
 """
 
+# One page of one index, bodies included, in one call (``list`` with at most one filter).
+# KEYS: index zset. ARGV: lowest score ('-inf' or the cursor's), how many to return, run key
+# prefix, whether a cursor was given ('1': the entries tied on its score are returned too,
+# for the caller to skip those at or before it). Returns id, score, body, id, score, body...
+_PAGE = """
+local want = tonumber(ARGV[2])
+if ARGV[4] == '1' then want = want + redis.call('ZCOUNT', KEYS[1], ARGV[1], ARGV[1]) end
+local out, offset, got = {}, 0, 0
+while got < want do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES', 'LIMIT',
+                         offset, want - got)
+  if #ids == 0 then break end
+  offset = offset + #ids / 2
+  for i = 1, #ids, 2 do
+    local body = redis.call('HGET', ARGV[3] .. ids[i], 'body')
+    if body then
+      out[#out + 1] = ids[i]; out[#out + 1] = ids[i + 1]; out[#out + 1] = body
+      got = got + 1
+    end
+  end
+end
+return out
+"""
+
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
@@ -216,6 +241,19 @@ class RedisStore:
         idempotency: tuple[str, bytes] | None,
         checkpoint: int = 0,
     ) -> builtins.list[Any]:
+        keys, args = self._write_args(mode, run, expected, history, idempotency, checkpoint)
+        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
+        return reply
+
+    def _write_args(
+        self,
+        mode: str,
+        run: StoredRun,
+        expected: int,
+        history: Sequence[HistoryRecord],
+        idempotency: tuple[str, bytes] | None,
+        checkpoint: int = 0,
+    ) -> tuple[builtins.list[str], builtins.list[Any]]:
         rid = run.run_id
         due = opt_micros(run.due_at) if run.status == "awaiting" else None
         finished = to_micros(run.updated_at) if run.status in FINISHED else None
@@ -259,8 +297,7 @@ class RedisStore:
             run.priority,
             "" if since is None else since,
         ]
-        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
-        return reply
+        return keys, args
 
     async def _bodies(self, ids: object) -> builtins.list[StoredRun]:
         names = _names(ids)
@@ -297,6 +334,34 @@ class RedisStore:
             raise RunNotFoundError(run.run_id, self)
         if reply[0] == b"conflict":
             raise RevisionConflictError(run.run_id, expected_revision, int(reply[1]))
+
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)`` in one pipelined round trip (claims).
+
+        Each is its own atomic compare-and-set script: None where it landed, else its error
+        (a conflicting or missing run is refused alone).
+        """
+        if not writes:
+            return []
+        script = self._script("write", _WRITE)
+        async with self._guard("save_many"), self._redis().pipeline(transaction=False) as pipe:
+            for run, expected in writes:
+                keys, args = self._write_args("save", run, expected, (), None)
+                await script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        out: builtins.list[Exception | None] = []
+        for (run, expected), reply in zip(writes, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(StoreError(f"redis store {self.namespace!r}: save failed: {reply}"))
+            elif reply[0] == b"missing":
+                out.append(RunNotFoundError(run.run_id, self))
+            elif reply[0] == b"conflict":
+                out.append(RevisionConflictError(run.run_id, expected, int(reply[1])))
+            else:
+                out.append(None)
+        return out
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
@@ -337,6 +402,20 @@ class RedisStore:
         else:
             index = self._order
         low: str | int = "-inf" if after is None else after[0]
+        given = sum(x is not None for x in (status, flow_id, reason, expired))
+        if expired is None and (
+            given <= 1 or (given == 2 and reason is not None and status == "awaiting")
+        ):
+            # The index holds exactly the runs asked for: read limit + 1 of them (and the
+            # ties of the cursor's creation time), bodies included, in one round trip.
+            args = [low, limit + 1, f"{self.namespace}:run:", "0" if after is None else "1"]
+            flat = await self._call("page", _PAGE, [index], args)
+            rows: builtins.list[tuple[str, int, bytes]] = []
+            for i in range(0, len(flat), 3):
+                row = (_names([flat[i]])[0], int(float(flat[i + 1])), _bytes(flat[i + 2]))
+                if after is None or (row[1], row[0]) > after:
+                    rows.append(row)
+            return page_of_rows(rows[: limit + 1], limit)
         found: builtins.list[StoredRun] = []
         offset = 0
         chunk = max(limit + 1, 64)

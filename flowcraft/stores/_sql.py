@@ -25,6 +25,8 @@ from flowcraft.stores._base import (
 
 __all__ = ["Dialect"]
 
+_REASONS = ("wait", "timer", "pause")  # what a run awaits (``Awaiting.reason``)
+
 
 class Dialect:
     """Query text for one namespace in one SQL dialect (``?`` or ``%s`` placeholders)."""
@@ -85,6 +87,13 @@ class Dialect:
             # stats' awaiting count and oldest wait per flow read only this (partial) index.
             f"CREATE INDEX IF NOT EXISTS {self.runs}_awaiting ON {self.runs} "
             "(flow_id, awaiting_since) WHERE status = 'awaiting'",
+            # list(reason=) walks one of these partial indexes (awaiting runs with that
+            # reason, in page order) instead of every awaiting run.
+            *(
+                f"CREATE INDEX IF NOT EXISTS {self.runs}_rs_{r} ON {self.runs} "
+                f"(created_at, run_id) WHERE {self._has_reason(r)}"
+                for r in _REASONS
+            ),
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
@@ -96,6 +105,7 @@ class Dialect:
                 PRIMARY KEY (run_id, revision))""",
             f"""CREATE TABLE IF NOT EXISTS {self.leases} (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at {big} NOT NULL)""",
+            *([self._pg_counts(namespace)] if postgres else []),
         ]
         p = self.p
         self.add_priority = f"ALTER TABLE {self.runs} ADD COLUMN priority {big} NOT NULL DEFAULT 0"
@@ -170,6 +180,78 @@ class Dialect:
             f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
         )
 
+    def _has_reason(self, reason: str) -> str:
+        """The predicate of the partial index of ``reason`` (one of ``_REASONS``)."""
+        find = "strpos" if self.p == "%s" else "instr"
+        return f"status = 'awaiting' AND {find}(reasons, ',{reason},') > 0"
+
+    def _pg_counts(self, namespace: str) -> str:
+        """PostgreSQL run counts by status, flow and reasons, kept by a trigger (``stats``).
+
+        Every write of a run changes the counts in its own transaction, so they are exact
+        under races, conflicts, deletes and rollbacks. Each backend adds to its own rows
+        (``shard`` = its pid), so concurrent writers never wait on one another's counts;
+        ``stats`` sums the shards and ``fold_counts`` merges them now and then. Made (and the
+        stored runs counted once) when the trigger is missing: a new table, or an old one.
+        """
+        runs, counts = self.runs, f"{namespace}_counts"
+        self.counts = counts
+        up = f"ON CONFLICT (kind, name, shard) DO UPDATE SET n = {counts}.n + excluded.n"
+
+        def values(row: str, sign: str) -> str:
+            return (
+                f"('st', {row}.status, {sign}1), ('fl', {row}.flow_id, {sign}1), "
+                f"('rs', {row}.reasons, {sign}1)"
+            )
+
+        def put(rows: str) -> str:
+            return (
+                f"INSERT INTO {counts} (kind, name, shard, n) SELECT k, nm, pg_backend_pid(), "
+                f"SUM(d) FROM (VALUES {rows}) v(k, nm, d) GROUP BY k, nm HAVING SUM(d) <> 0 "
+                f"ORDER BY k, nm {up};"
+            )
+
+        # Folding moves other backends' rows into shard 0, skipping rows in use (no waits).
+        self.fold_counts = (
+            f"WITH moved AS (DELETE FROM {counts} WHERE shard <> 0 AND ctid IN (SELECT ctid "
+            f"FROM {counts} WHERE shard <> 0 FOR UPDATE SKIP LOCKED) RETURNING kind, name, n) "
+            f"INSERT INTO {counts} (kind, name, shard, n) SELECT kind, name, 0, SUM(n) "
+            f"FROM moved GROUP BY kind, name ORDER BY kind, name {up}"
+        )
+        # The counts, then the expired count (kind 'ex'), with how many rows were summed.
+        self.read_counts = (
+            f"SELECT kind, name, SUM(n), SUM(COUNT(*)) OVER () FROM {counts} GROUP BY kind, name "
+            f"UNION ALL SELECT 'ex', '', COUNT(*), 0 FROM {runs} WHERE status = 'awaiting' "
+            "AND pause_deadline IS NOT NULL AND pause_deadline <= %s"
+        )
+        return f"""DO $do$ BEGIN
+IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{counts}_trg'
+               AND tgrelid = to_regclass('{runs}')) THEN
+  DROP TABLE IF EXISTS {counts};
+  CREATE TABLE {counts} (kind TEXT NOT NULL, name TEXT NOT NULL, shard INTEGER NOT NULL,
+                         n BIGINT NOT NULL, PRIMARY KEY (kind, name, shard));
+  CREATE OR REPLACE FUNCTION {counts}_fn() RETURNS trigger LANGUAGE plpgsql AS $fn$
+  BEGIN
+    IF TG_OP = 'INSERT' THEN {put(values("NEW", "+"))}
+    ELSIF TG_OP = 'DELETE' THEN {put(values("OLD", "-"))}
+    ELSE {put(values("OLD", "-") + ", " + values("NEW", "+"))}
+    END IF;
+    RETURN NULL;
+  END $fn$;
+  DROP TRIGGER IF EXISTS {counts}_new ON {runs};
+  CREATE TRIGGER {counts}_new AFTER INSERT OR DELETE ON {runs}
+    FOR EACH ROW EXECUTE FUNCTION {counts}_fn();
+  CREATE TRIGGER {counts}_trg AFTER UPDATE OF status, flow_id, reasons ON {runs} FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.flow_id IS DISTINCT FROM NEW.flow_id
+          OR OLD.reasons IS DISTINCT FROM NEW.reasons)
+    EXECUTE FUNCTION {counts}_fn();
+  INSERT INTO {counts} (kind, name, shard, n)
+    SELECT 'st', status, 0, COUNT(*) FROM {runs} GROUP BY status
+    UNION ALL SELECT 'fl', flow_id, 0, COUNT(*) FROM {runs} GROUP BY flow_id
+    UNION ALL SELECT 'rs', reasons, 0, COUNT(*) FROM {runs} GROUP BY reasons;
+END IF;
+END $do$"""
+
     def row(self, run: StoredRun) -> tuple[Any, ...]:
         """The column values of ``run`` in ``insert_run`` order."""
         due = opt_micros(run.due_at) if run.status == "awaiting" else None
@@ -221,7 +303,9 @@ class Dialect:
         if flow_id is not None:
             where.append(f"flow_id = {p}")
             params.append(flow_id)
-        if reason is not None:
+        if reason in _REASONS:
+            where.append(self._has_reason(reason))  # the very predicate of its index
+        elif reason is not None:
             where.append(f"status = 'awaiting' AND {self.contains}")
             params.append(f",{reason},")
         if expired is not None:
@@ -231,9 +315,13 @@ class Dialect:
             params.append(to_micros(now))
         after = decode_cursor(cursor)
         if after is not None:
-            where.append(f"(created_at > {p} OR (created_at = {p} AND run_id > {p}))")
-            params.extend([after[0], after[0], after[1]])
+            # A row comparison: an index range in both dialects (an OR of two is not).
+            where.append(f"(created_at, run_id) > ({p}, {p})")
+            params.extend([after[0], after[1]])
         sql = f"SELECT run_id, created_at, body FROM {self.runs}"
+        if reason in _REASONS and self.p == "?":
+            # SQLite, without statistics, would rather walk the status index.
+            sql += f" INDEXED BY {self.runs}_rs_{reason}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at, run_id LIMIT {p}"

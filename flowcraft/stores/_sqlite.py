@@ -301,6 +301,32 @@ class SqliteStore:
 
         await self._write(op)
 
+    async def save_many(
+        self, writes: Sequence[tuple[StoredRun, int]]
+    ) -> builtins.list[Exception | None]:
+        """``save`` each ``(run, expected_revision)`` in one transaction (claims of a tick).
+
+        Each is its own compare-and-set: None where it landed, else its error (a conflicting
+        or missing run is refused alone; the others commit).
+        """
+        sql = self._sql
+        params = [sql.update_params(run, expected) for run, expected in writes]
+
+        def op(conn: sqlite3.Connection) -> builtins.list[Exception | None]:
+            out: builtins.list[Exception | None] = []
+            for (run, expected), values in zip(writes, params, strict=True):
+                if conn.execute(sql.update_run, values).rowcount == 1:
+                    out.append(None)
+                    continue
+                row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()
+                if row is None:
+                    out.append(RunNotFoundError(run.run_id, self))
+                else:
+                    out.append(RevisionConflictError(run.run_id, expected, int(row[0])))
+            return out
+
+        return await self._write(op)
+
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
         row = await self._run(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())

@@ -64,8 +64,9 @@ async def drop(kind: str, namespace: str) -> None:
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases", "checkpoints"):
+            for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
+            await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_counts_fn()")
 
 
 @asynccontextmanager

@@ -100,3 +100,36 @@ async def test_store_due_orders_by_priority_then_due_at_and_respects_limit(
     assert [r.run_id for r in await store.due(now, limit=2)] == ["c", "b"]
     await store.delete("a", 0)
     assert [r.run_id for r in await store.due(now)] == ["c", "b", "e"]
+
+
+async def test_a_tick_claims_its_timers_in_one_batch_and_leaves_a_conflicting_run_alone(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Batched claims: each due run fires exactly once; one changed by another writer after
+    the due page was read loses its compare-and-set alone and is not fired by this tick."""
+    service = make(store, fake_clock)
+    for i in range(5):
+        await service.start("reminder", run_id=f"n{i}")
+    fake_clock.advance(3600)
+    due = await store.due(fake_clock.now(), 10)
+    assert sorted(r.run_id for r in due) == [f"n{i}" for i in range(5)]
+    # Another writer touches n2 after the page was read (a new revision, same state).
+    n2 = await store.get("n2")
+    await store.save(msgspec.structs.replace(n2, revision=n2.revision + 1), n2.revision)
+    plans = await service.claim_due(due)
+    assert [p is False for p in plans] == [r.run_id == "n2" for r in due]
+    assert (await store.get("n2")).status == "awaiting"  # untouched by the batch
+    fired: list[str] = []
+    for plan in plans:
+        if plan is not False and plan is not True:
+            results, _ = await service.fire_claimed(plan)
+            fired.extend(r.run_id for r in results)
+    assert sorted(fired) == ["n0", "n1", "n3", "n4"]
+    # The next tick fires n2, once; nothing fires twice.
+    order: list[str] = []
+    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id))
+    while await sched.tick():
+        pass
+    assert order == ["n2"]
+    for i in range(5):
+        assert (await service.get(f"n{i}")).status == "completed"

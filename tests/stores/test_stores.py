@@ -75,8 +75,9 @@ async def drop_namespace(kind: str, namespace: str) -> None:
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases", "checkpoints"):
+            for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
+            await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_counts_fn()")
 
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
@@ -363,6 +364,42 @@ async def test_list_pages_with_a_cursor_until_exhausted(store: RunStore) -> None
     assert rest.next_cursor is None
 
 
+async def test_list_pages_through_runs_created_at_the_same_time_by_each_filter(
+    store: RunStore,
+) -> None:
+    """Runs sharing a creation time page in run_id order, each once, with any one filter."""
+    for i in range(9):
+        waiting = i % 3 != 0
+        await store.create(
+            run_record(
+                run_id=f"t{i}",
+                status="awaiting" if waiting else "completed",
+                reasons=("wait",) if waiting else (),
+                awaiting=("w",) if waiting else (),
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+
+    async def walk(**kw: Any) -> list[str]:
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await store.list(limit=2, cursor=cursor, **kw)
+            seen.extend(r.run_id for r in page.runs)
+            if page.next_cursor is None:
+                return seen
+            cursor = page.next_cursor
+
+    waiting = [f"t{i}" for i in range(9) if i % 3 != 0]
+    assert await walk() == [f"t{i}" for i in range(9)]
+    assert await walk(flow_id="approval") == [f"t{i}" for i in range(9)]
+    assert await walk(status="awaiting") == waiting
+    assert await walk(reason="wait") == waiting
+    assert await walk(reason="wait", status="awaiting") == waiting
+    assert await walk(reason="timer") == []
+
+
 async def test_list_needs_now_for_expired_and_rejects_bad_input(store: RunStore) -> None:
     """Caller mistakes raise ValueError."""
     with pytest.raises(ValueError, match="needs now="):
@@ -514,3 +551,31 @@ async def test_a_missing_run_names_the_store_it_was_looked_for_in(store: RunStor
     with pytest.raises(RunNotFoundError, match=r"not in the store flowcraft\.stores\.") as caught:
         await store.get("no-such-run")
     assert caught.value.store is store
+
+
+async def test_save_many_applies_each_compare_and_set_alone(store: RunStore) -> None:
+    """A batch of claims: each lands once; a conflicting or missing member is refused alone."""
+    for run_id in ("a", "b", "c"):
+        await store.create(run_record(run_id))
+    await store.save(run_record("b", revision=2, context=b"other"), 1)  # b moved on
+    many = store.save_many  # type: ignore[attr-defined]
+    writes = [
+        (run_record("a", revision=2, status="running"), 1),
+        (run_record("b", revision=2, status="running"), 1),
+        (run_record("zz", revision=2, status="running"), 1),
+        (run_record("c", revision=2, status="running"), 1),
+    ]
+    errors = await many(writes)
+    assert errors[0] is None
+    assert errors[3] is None
+    assert isinstance(errors[1], RevisionConflictError)
+    assert errors[1].actual == 2
+    assert isinstance(errors[2], RunNotFoundError)
+    assert (await store.get("a")).status == "running"
+    assert (await store.get("c")).status == "running"
+    b = await store.get("b")
+    assert (b.status, b.context) == ("awaiting", b"other")
+    again = await many(writes[:1])  # the same claim twice: the second conflicts
+    assert isinstance(again[0], RevisionConflictError)
+    stats = await store.stats(T0)
+    assert stats.by_status == {"running": 2, "awaiting": 1}
