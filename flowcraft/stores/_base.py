@@ -292,6 +292,12 @@ def decode_many(rows: Iterable[tuple[str, bytes]]) -> builtins.list[StoredRun]:
     return runs
 
 
+def checkpoints_of(rows: Iterable[tuple[Any, ...]], run_id: str) -> builtins.list[StoredRun]:
+    """Checkpoints from ``(revision, body)`` rows (stored ones and the run's own), oldest first."""
+    by_revision = {int(rev): bytes(body) for rev, body in rows}
+    return [decode_run(by_revision[rev], run_id) for rev in sorted(by_revision)]
+
+
 def check_namespace(namespace: str) -> str:
     """Namespaces become table names and key prefixes: keep them to identifier characters."""
     if not _NAMESPACE.match(namespace):

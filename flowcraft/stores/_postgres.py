@@ -18,6 +18,7 @@ from flowcraft.stores._base import (
     StoredRun,
     check_list_args,
     check_namespace,
+    checkpoints_of,
     decode_history,
     decode_many,
     decode_run,
@@ -151,12 +152,17 @@ class PostgresStore:
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
-        params = sql.update_params(run, expected_revision)
+        params = sql.update_params(run, expected_revision, checkpoint)
         # One statement (atomic on its own, one round trip): the compare-and-set, then what
         # goes with it, each only where the update landed.
         parts = [f"WITH u AS ({sql.update_run} RETURNING run_id)"]
         values: builtins.list[Any] = [*params]
         rid = run.run_id
+        if checkpoint != 1:
+            # The replaced revision, if it is a checkpoint, joins the earlier ones (every
+            # sub-statement reads the rows as they were before the update).
+            parts.append(f", o AS ({sql.move_after_update})")
+            values.extend([rid, expected_revision])
         if history:
             parts.append(
                 f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, x.b FROM u, "
@@ -170,18 +176,16 @@ class PostgresStore:
             )
             values.extend(idempotency)
         if checkpoint > 0:
-            # The statement does not see its own insert: keep the newest checkpoint - 1 others.
+            # The run row is the newest checkpoint: keep checkpoint - 1 earlier ones, the one
+            # moved by ``o`` (which this statement does not see) among them.
             cp = sql.checkpoints
+            moved = "(SELECT count(*) FROM o)" if checkpoint != 1 else "0"
             parts.append(
-                f", c AS (INSERT INTO {cp} (run_id, revision, body) SELECT u.run_id, %s, %s "
-                "FROM u ON CONFLICT (run_id, revision) DO NOTHING RETURNING 1), "
-                f"t AS (DELETE FROM {cp} WHERE EXISTS (SELECT 1 FROM u) AND run_id = %s "
-                f"AND revision <> %s AND revision <= (SELECT revision FROM {cp} "
-                "WHERE run_id = %s AND revision <> %s ORDER BY revision DESC LIMIT 1 "
-                "OFFSET %s) RETURNING 1)"
+                f", t AS (DELETE FROM {cp} WHERE EXISTS (SELECT 1 FROM u) AND run_id = %s "
+                f"AND revision <= (SELECT revision FROM {cp} WHERE run_id = %s "
+                f"ORDER BY revision DESC LIMIT 1 OFFSET %s - {moved}) RETURNING 1)"
             )
-            rev = run.revision
-            values.extend([rev, params[-4], rid, rev, rid, rev, checkpoint - 1])
+            values.extend([rid, rid, checkpoint - 1])
         parts.append(" SELECT count(*) FROM u")
         query = "".join(parts)
 
@@ -204,16 +208,19 @@ class PostgresStore:
         where it landed, else its error (a conflicting or missing run is refused alone).
         """
         sql = self._sql
-        params = [sql.update_params(run, expected) for run, expected in writes]
+        params = [
+            (*sql.update_params(run, expected), run.run_id, expected) for run, expected in writes
+        ]
         if not params:
             return []
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[Exception | None]:
             landed: builtins.list[bool] = []
             async with conn.cursor() as cur:
-                await cur.executemany(sql.update_run + " RETURNING 1", params, returning=True)
+                await cur.executemany(sql.update_moving, params, returning=True)
                 while True:
-                    landed.append(cur.rowcount == 1)
+                    row = await cur.fetchone()
+                    landed.append(row is not None and int(row[0]) == 1)
                     if not cur.nextset():
                         break
             lost = [run.run_id for (run, _), ok in zip(writes, landed, strict=True) if not ok]
@@ -291,8 +298,8 @@ class PostgresStore:
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
-        rows = await self._fetchall(self._sql.read_checkpoints, (run_id,))
-        return [decode_run(bytes(r[0]), run_id) for r in rows]
+        rows = await self._fetchall(self._sql.read_checkpoints, (run_id, run_id))
+        return checkpoints_of(rows, run_id)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

@@ -52,7 +52,7 @@ class Dialect:
                 revision {big} NOT NULL, reasons TEXT NOT NULL, due_at {big},
                 pause_deadline {big}, created_at {big} NOT NULL, updated_at {big} NOT NULL,
                 body {blob} NOT NULL, priority {big} NOT NULL DEFAULT 0,
-                awaiting_since {big})""",
+                awaiting_since {big}, kept INTEGER NOT NULL DEFAULT 0)""",
             # Tables made before priorities existed gain the column (SQLite: ``SqliteStore``).
             *(
                 [f"ALTER TABLE {self.runs} ADD COLUMN IF NOT EXISTS priority BIGINT NOT NULL "
@@ -65,6 +65,14 @@ class Dialect:
             *(
                 [f"ALTER TABLE {self.runs} ADD COLUMN IF NOT EXISTS awaiting_since BIGINT",
                  self.backfill_since]
+                if postgres
+                else []
+            ),
+            # Tables made before ``kept`` existed gain it: their checkpoints table holds the
+            # current revision too (kept = 0 says the row itself is no checkpoint to add).
+            *(
+                [f"ALTER TABLE {self.runs} ADD COLUMN IF NOT EXISTS kept INTEGER NOT NULL "
+                 "DEFAULT 0"]
                 if postgres
                 else []
             ),
@@ -110,6 +118,7 @@ class Dialect:
         p = self.p
         self.add_priority = f"ALTER TABLE {self.runs} ADD COLUMN priority {big} NOT NULL DEFAULT 0"
         self.add_since = f"ALTER TABLE {self.runs} ADD COLUMN awaiting_since {big}"
+        self.add_kept = f"ALTER TABLE {self.runs} ADD COLUMN kept INTEGER NOT NULL DEFAULT 0"
         cols = (
             "run_id, flow_id, status, revision, reasons, due_at, pause_deadline, created_at, "
             "updated_at, awaiting_since, body, priority"
@@ -118,7 +127,7 @@ class Dialect:
         self.update_run = (
             f"UPDATE {self.runs} SET flow_id = {p}, status = {p}, revision = {p}, reasons = {p}, "
             f"due_at = {p}, pause_deadline = {p}, created_at = {p}, updated_at = {p}, "
-            f"awaiting_since = {p}, body = {p}, priority = {p} "
+            f"awaiting_since = {p}, body = {p}, priority = {p}, kept = {p} "
             f"WHERE run_id = {p} AND revision = {p}"
         )
         self.get_revision = f"SELECT revision FROM {self.runs} WHERE run_id = {p}"
@@ -153,10 +162,27 @@ class Dialect:
             f"DELETE FROM {t} WHERE run_id = {p}"
             for t in (self.runs, self.history, self.idem, self.checkpoints)
         ]
+        # Checkpoints: the run row itself is the newest checkpoint while ``kept`` (the
+        # ``keep_checkpoints`` it was saved with) is above 0; the checkpoints table holds only
+        # earlier revisions, each moved there by the write that replaces it (``move``).
         cp = self.checkpoints
-        self.insert_checkpoint = (
-            f"INSERT INTO {cp} (run_id, revision, body) VALUES ({p}, {p}, {p}) "
+        self.move_checkpoint = (
+            f"INSERT INTO {cp} (run_id, revision, body) SELECT run_id, revision, body "
+            f"FROM {self.runs} WHERE run_id = {p} AND revision = {p} AND kept > 0 "
             "ON CONFLICT (run_id, revision) DO NOTHING"
+        )
+        # PostgreSQL, as a sub-statement after ``u`` (the update, returning run_id): it reads
+        # the row as it was before the update.
+        self.move_after_update = (
+            f"INSERT INTO {cp} (run_id, revision, body) SELECT r.run_id, r.revision, r.body "
+            f"FROM {self.runs} r JOIN u ON u.run_id = r.run_id WHERE r.run_id = {p} "
+            f"AND r.revision = {p} AND r.kept > 0 ON CONFLICT (run_id, revision) DO NOTHING "
+            "RETURNING 1"
+        )
+        # A compare-and-set that moves the replaced checkpoint, returning 1 where it landed.
+        self.update_moving = (
+            f"WITH u AS ({self.update_run} RETURNING run_id), o AS ({self.move_after_update}) "
+            "SELECT count(*) FROM u"
         )
         # Keep the newest N: delete at and below the (N+1)-th newest revision.
         self.trim_checkpoints = (
@@ -164,7 +190,8 @@ class Dialect:
             f"WHERE run_id = {p} ORDER BY revision DESC LIMIT 1 OFFSET {p})"
         )
         self.read_checkpoints = (
-            f"SELECT body FROM {cp} WHERE run_id = {p} ORDER BY revision"
+            f"SELECT revision, body FROM {cp} WHERE run_id = {p} UNION ALL "
+            f"SELECT revision, body FROM {self.runs} WHERE run_id = {p} AND kept > 0"
         )
         self.stats_status = f"SELECT status, COUNT(*) FROM {self.runs} GROUP BY status"
         self.stats_flow = f"SELECT flow_id, COUNT(*) FROM {self.runs} GROUP BY flow_id"
@@ -270,14 +297,10 @@ END $do$"""
             run.priority,
         )
 
-    def update_params(self, run: StoredRun, expected: int) -> tuple[Any, ...]:
-        """Parameters of ``update_run``."""
+    def update_params(self, run: StoredRun, expected: int, kept: int = 0) -> tuple[Any, ...]:
+        """Parameters of ``update_run``; ``kept`` > 0 makes the new revision a checkpoint."""
         row = self.row(run)
-        return (*row[1:], run.run_id, expected)
-
-    def checkpoint_params(self, run: StoredRun, body: bytes, keep: int) -> list[tuple[Any, ...]]:
-        """Parameters of ``insert_checkpoint`` then ``trim_checkpoints``."""
-        return [(run.run_id, run.revision, body), (run.run_id, run.run_id, keep)]
+        return (*row[1:], kept, run.run_id, expected)
 
     def history_rows(self, run_id: str, history: Sequence[HistoryRecord]) -> list[tuple[Any, ...]]:
         """Parameters of ``insert_history`` for each record."""

@@ -22,6 +22,7 @@ from flowcraft.stores._base import (
     StoredRun,
     check_list_args,
     check_namespace,
+    checkpoints_of,
     decode_history,
     decode_many,
     decode_run,
@@ -114,6 +115,8 @@ class SqliteStore:
             if "awaiting_since" not in columns:  # a file made before awaiting_since existed
                 conn.execute(self._sql.add_since)
                 conn.execute(self._sql.backfill_since)
+            if "kept" not in columns:  # a file whose checkpoints table holds the current run
+                conn.execute(self._sql.add_kept)
             for statement in rest:
                 conn.execute(statement)
             self._count_runs(conn)
@@ -282,22 +285,23 @@ class SqliteStore:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         sql = self._sql
 
-        params = sql.update_params(run, expected_revision)
+        params = sql.update_params(run, expected_revision, checkpoint)
+        rid = run.run_id
 
         def op(conn: sqlite3.Connection) -> None:
+            if checkpoint != 1:  # the replaced revision, if a checkpoint, joins the earlier ones
+                conn.execute(sql.move_checkpoint, (rid, expected_revision))
             cur = conn.execute(sql.update_run, params)
             if cur.rowcount != 1:
-                row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()
+                row = conn.execute(sql.get_revision, (rid,)).fetchone()
                 if row is None:
-                    raise RunNotFoundError(run.run_id, self)
-                raise RevisionConflictError(run.run_id, expected_revision, int(row[0]))
-            conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
+                    raise RunNotFoundError(rid, self)
+                raise RevisionConflictError(rid, expected_revision, int(row[0]))
+            conn.executemany(sql.insert_history, sql.history_rows(rid, history))
             if idempotency is not None:
-                conn.execute(sql.remember, (run.run_id, *idempotency))
-            if checkpoint > 0:
-                put, trim = sql.checkpoint_params(run, params[-4], checkpoint)
-                conn.execute(sql.insert_checkpoint, put)
-                conn.execute(sql.trim_checkpoints, trim)
+                conn.execute(sql.remember, (rid, *idempotency))
+            if checkpoint > 0:  # the run row is the newest: keep checkpoint - 1 earlier ones
+                conn.execute(sql.trim_checkpoints, (rid, rid, checkpoint - 1))
 
         await self._write(op)
 
@@ -315,6 +319,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> builtins.list[Exception | None]:
             out: builtins.list[Exception | None] = []
             for (run, expected), values in zip(writes, params, strict=True):
+                conn.execute(sql.move_checkpoint, (run.run_id, expected))
                 if conn.execute(sql.update_run, values).rowcount == 1:
                     out.append(None)
                     continue
@@ -383,8 +388,8 @@ class SqliteStore:
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
         query = self._sql.read_checkpoints
-        rows = await self._run(lambda c: c.execute(query, (run_id,)).fetchall())
-        return [decode_run(bytes(r[0]), run_id) for r in rows]
+        rows = await self._run(lambda c: c.execute(query, (run_id, run_id)).fetchall())
+        return checkpoints_of(rows, run_id)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

@@ -39,7 +39,7 @@ async def test_an_older_sqlite_file_gains_the_priority_column_and_keeps_its_runs
     assert [r.run_id for r in await store.due(t0)] == ["r"]
     await store.close()
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(flowcraft_runs)")]
-    assert columns[-2:] == ["priority", "awaiting_since"]
+    assert columns[-3:] == ["priority", "awaiting_since", "kept"]
 
 
 async def test_an_older_sqlite_file_gains_awaiting_since_from_its_awaiting_runs(

@@ -579,3 +579,33 @@ async def test_save_many_applies_each_compare_and_set_alone(store: RunStore) -> 
     assert isinstance(again[0], RevisionConflictError)
     stats = await store.stats(T0)
     assert stats.by_status == {"running": 2, "awaiting": 1}
+
+
+async def test_checkpoints_are_the_newest_kept_through_saves_of_every_kind(
+    store: RunStore,
+) -> None:
+    """``save(checkpoint=N)`` keeps the newest N checkpoints, whatever writes come between.
+
+    Writes without a checkpoint (claims, ``save_many``) neither add one nor drop one; a
+    checkpoint read back is the run as it was saved at that revision.
+    """
+    run = run_record(revision=0, context=b"c0")
+    await store.create(run)
+    kinds = [3, 0, 3, 0, 3, 3, "many", 3, 1, 0, 2, "many", 2, 5, 0, 5]
+    model: list[int] = []
+    for kind in kinds:
+        new = bump(run, context=b"c%d" % (run.revision + 1))
+        if kind == "many":
+            assert await store.save_many([(new, run.revision)]) == [None]  # type: ignore[attr-defined]
+        elif kind:
+            await store.save(new, run.revision, checkpoint=int(kind))
+            model = [*model, new.revision][-int(kind) :]
+        else:
+            await store.save(new, run.revision)
+        run = new
+        kept = await store.checkpoints(run.run_id)
+        assert [c.revision for c in kept] == model, kind
+        assert [c.context for c in kept] == [b"c%d" % r for r in model]
+    assert kept[-1] == await store.get(run.run_id)
+    await store.delete(run.run_id, run.revision)
+    assert await store.checkpoints(run.run_id) == []
