@@ -281,6 +281,57 @@ def decode_history(raw: bytes, run_id: str) -> HistoryRecord:
         raise StoreCorruptionError(run_id, "history record", str(exc)) from exc
 
 
+#: A history row of a SQL store takes further records while its body is smaller than this.
+HISTORY_CHUNK = 1024
+
+
+def history_chunk(history: Sequence[HistoryRecord]) -> bytes:
+    """Records as one SQL history row body: each framed by its length (a msgpack uint).
+
+    A write appends its records to the run's last row while that row is under
+    ``HISTORY_CHUNK`` bytes (one row per run for most runs, instead of one per record).
+    """
+    out = bytearray()
+    for record in history:
+        body = RUN_ENCODER.encode(record)
+        out += RUN_ENCODER.encode(len(body))
+        out += body
+    return bytes(out)
+
+
+def framed(raw: bytes) -> bool:
+    """Whether a history row body holds length-framed records (else one bare record)."""
+    return bool(raw) and (raw[0] < 0x80 or raw[0] in (0xCC, 0xCD, 0xCE))
+
+
+def decode_history_chunk(raw: bytes, run_id: str) -> builtins.list[HistoryRecord]:
+    """The records of one SQL history row body.
+
+    A body written before rows held several records is one bare record (a msgpack map,
+    never a uint): it reads back as that record.
+    """
+    if not raw or (raw[0] >= 0x80 and raw[0] not in (0xCC, 0xCD, 0xCE)):
+        return [decode_history(raw, run_id)]
+    records: builtins.list[HistoryRecord] = []
+    view = memoryview(raw)
+    at, end = 0, len(raw)
+    while at < end:
+        head = raw[at]
+        if head < 0x80:
+            size, at = head, at + 1
+        else:
+            width = {0xCC: 1, 0xCD: 2, 0xCE: 4}.get(head)
+            if width is None or at + 1 + width > end:
+                raise StoreCorruptionError(run_id, "history record", "bad length frame")
+            size = int.from_bytes(view[at + 1 : at + 1 + width], "big")
+            at += 1 + width
+        if at + size > end:
+            raise StoreCorruptionError(run_id, "history record", "truncated record")
+        records.append(decode_history(bytes(view[at : at + size]), run_id))
+        at += size
+    return records
+
+
 def decode_many(rows: Iterable[tuple[str, bytes]]) -> builtins.list[StoredRun]:
     """Decode ``(run_id, body)`` rows, skipping (and logging) corrupted ones."""
     runs: builtins.list[StoredRun] = []

@@ -11,6 +11,7 @@ import anyio
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    HISTORY_CHUNK,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -19,7 +20,7 @@ from flowcraft.stores._base import (
     check_list_args,
     check_namespace,
     checkpoints_of,
-    decode_history,
+    decode_history_chunk,
     decode_many,
     decode_run,
     page_of_rows,
@@ -164,11 +165,19 @@ class PostgresStore:
             parts.append(f", o AS ({sql.move_after_update})")
             values.extend([rid, expected_revision])
         if history:
+            # The records go to the end of the run's last history row while it is small
+            # (``a``), else to a new row (``h``).
+            hist = sql.history
             parts.append(
-                f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, x.b FROM u, "
-                "unnest(%s::bytea[]) WITH ORDINALITY AS x(b, i) ORDER BY x.i RETURNING 1)"
+                f", a AS (UPDATE {hist} SET body = body || %s WHERE EXISTS (SELECT 1 FROM u) "
+                f"AND run_id = %s AND seq = (SELECT max(seq) FROM {hist} WHERE run_id = %s) "
+                "AND length(body) < %s AND (get_byte(body, 0) < 128 "
+                "OR get_byte(body, 0) IN (204, 205, 206)) RETURNING 1), "
+                f"h AS (INSERT INTO {hist} (run_id, body) SELECT u.run_id, %s FROM u "
+                "WHERE NOT EXISTS (SELECT 1 FROM a) RETURNING 1)"
             )
-            values.append([body for _, body in sql.history_rows(rid, history)])
+            chunk = sql.history_row(rid, history)[1]
+            values.extend([chunk, rid, rid, HISTORY_CHUNK, chunk])
         if idempotency is not None:
             parts.append(
                 f", m AS (INSERT INTO {sql.idem} (run_id, key, result) SELECT u.run_id, %s, %s "
@@ -294,7 +303,7 @@ class PostgresStore:
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
         rows = await self._fetchall(self._sql.read_history, (run_id,))
-        return [decode_history(bytes(r[0]), run_id) for r in rows]
+        return [h for r in rows for h in decode_history_chunk(bytes(r[0]), run_id)]
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
@@ -369,8 +378,7 @@ async def _history(
     history: Sequence[HistoryRecord],
 ) -> None:
     if history:
-        async with conn.cursor() as cur:
-            await cur.executemany(sql.insert_history, sql.history_rows(run_id, history))
+        await conn.execute(sql.insert_history, sql.history_row(run_id, history))
 
 
 def _psycopg() -> ModuleType:

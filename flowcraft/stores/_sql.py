@@ -18,6 +18,7 @@ from flowcraft.stores._base import (
     awaiting_since,
     decode_cursor,
     from_micros,
+    history_chunk,
     opt_micros,
     reasons_text,
     to_micros,
@@ -135,6 +136,13 @@ class Dialect:
         self.delete_run = f"DELETE FROM {self.runs} WHERE run_id = {p} AND revision = {p}"
         self.insert_history = f"INSERT INTO {self.history} (run_id, body) VALUES ({p}, {p})"
         self.read_history = f"SELECT body FROM {self.history} WHERE run_id = {p} ORDER BY seq"
+        # A write's records go to the end of the run's last history row while it is small.
+        self.last_history = (
+            f"SELECT seq, length(body), substr(body, 1, 1) FROM {self.history} WHERE run_id = {p} "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        concat = "body || %s" if postgres else "CAST(body || ? AS BLOB)"
+        self.append_history = f"UPDATE {self.history} SET body = {concat} WHERE seq = {p}"
         self.remember = (
             f"INSERT INTO {self.idem} (run_id, key, result) VALUES ({p}, {p}, {p}) "
             "ON CONFLICT (run_id, key) DO NOTHING"
@@ -302,9 +310,9 @@ END $do$"""
         row = self.row(run)
         return (*row[1:], kept, run.run_id, expected)
 
-    def history_rows(self, run_id: str, history: Sequence[HistoryRecord]) -> list[tuple[Any, ...]]:
-        """Parameters of ``insert_history`` for each record."""
-        return [(run_id, RUN_ENCODER.encode(h)) for h in history]
+    def history_row(self, run_id: str, history: Sequence[HistoryRecord]) -> tuple[Any, ...]:
+        """Parameters of ``insert_history`` for a write's records (one row)."""
+        return (run_id, history_chunk(history))
 
     def list_query(
         self,

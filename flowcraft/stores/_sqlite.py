@@ -15,6 +15,7 @@ import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    HISTORY_CHUNK,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -23,9 +24,10 @@ from flowcraft.stores._base import (
     check_list_args,
     check_namespace,
     checkpoints_of,
-    decode_history,
+    decode_history_chunk,
     decode_many,
     decode_run,
+    framed,
     page_of_rows,
     to_micros,
 )
@@ -269,7 +271,8 @@ class SqliteStore:
             if conn.execute(sql.get_revision, (run.run_id,)).fetchone() is not None:
                 raise RunExistsError(run.run_id)
             conn.execute(sql.insert_run, sql.row(run))
-            conn.executemany(sql.insert_history, sql.history_rows(run.run_id, history))
+            if history:
+                conn.execute(sql.insert_history, sql.history_row(run.run_id, history))
 
         await self._write(op)
 
@@ -297,13 +300,26 @@ class SqliteStore:
                 if row is None:
                     raise RunNotFoundError(rid, self)
                 raise RevisionConflictError(rid, expected_revision, int(row[0]))
-            conn.executemany(sql.insert_history, sql.history_rows(rid, history))
+            if history:
+                self._append_history(conn, rid, history)
             if idempotency is not None:
                 conn.execute(sql.remember, (rid, *idempotency))
             if checkpoint > 0:  # the run row is the newest: keep checkpoint - 1 earlier ones
                 conn.execute(sql.trim_checkpoints, (rid, rid, checkpoint - 1))
 
         await self._write(op)
+
+    def _append_history(
+        self, conn: sqlite3.Connection, run_id: str, history: Sequence[HistoryRecord]
+    ) -> None:
+        """Add records to the end of the run's last history row while it is small, or a row."""
+        sql = self._sql
+        chunk = sql.history_row(run_id, history)
+        last = conn.execute(sql.last_history, (run_id,)).fetchone()
+        if last is not None and int(last[1]) < HISTORY_CHUNK and framed(bytes(last[2])):
+            conn.execute(sql.append_history, (chunk[1], last[0]))
+        else:
+            conn.execute(sql.insert_history, chunk)
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]
@@ -383,7 +399,7 @@ class SqliteStore:
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
         rows = await self._run(lambda c: c.execute(self._sql.read_history, (run_id,)).fetchall())
-        return [decode_history(bytes(r[0]), run_id) for r in rows]
+        return [h for r in rows for h in decode_history_chunk(bytes(r[0]), run_id)]
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""

@@ -609,3 +609,47 @@ async def test_checkpoints_are_the_newest_kept_through_saves_of_every_kind(
     assert kept[-1] == await store.get(run.run_id)
     await store.delete(run.run_id, run.revision)
     assert await store.checkpoints(run.run_id) == []
+
+
+async def test_a_long_history_reads_back_whole_and_in_order(store: RunStore) -> None:
+    """Many writes of several records each (SQL stores pack them into rows of ~1 KB)."""
+    run = run_record(revision=0)
+    expected = [HistoryRecord(at=T0, event="start")]
+    await store.create(run, history=expected)
+    for i in range(60):
+        records = [
+            HistoryRecord(at=T0 + timedelta(seconds=i), event="note", node_id=f"n{i}", data={
+                "i": i, "pad": "x" * (i * 7 % 300)
+            }),
+            HistoryRecord(at=T0 + timedelta(seconds=i), event="other", revision=i),
+        ]
+        new = bump(run)
+        await store.save(new, run.revision, history=records)
+        run = new
+        expected.extend(records)
+    assert await store.history(run.run_id) == expected
+
+
+async def test_sqlite_reads_history_rows_written_one_record_each(tmp_path: Path) -> None:
+    """A file written when each history row held one bare record reads back the same."""
+    import sqlite3
+
+    import msgspec
+
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    await store.create(run_record(revision=0))
+    await store.close()
+    old = [HistoryRecord(at=T0, event="start"), HistoryRecord(at=T0, event="pause", node_id="a")]
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "INSERT INTO flowcraft_history (run_id, body) VALUES (?, ?)",
+        [("r1", msgspec.msgpack.encode(h)) for h in old],
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    new = HistoryRecord(at=T0, event="resume", node_id="a")
+    await store.save(run_record(revision=1), 0, history=[new])
+    assert await store.history("r1") == [*old, new]
+    await store.close()
