@@ -27,6 +27,8 @@ from flowcraft.stores._base import (
 __all__ = ["Dialect"]
 
 _REASONS = ("wait", "timer", "pause")  # what a run awaits (``Awaiting.reason``)
+_STATUSES = ("running", "awaiting", "completed", "failed", "cancelled")  # ``StoredStatus``
+_HAS_DEADLINE = "status = 'awaiting' AND pause_deadline IS NOT NULL"
 
 
 class Dialect:
@@ -46,6 +48,8 @@ class Dialect:
             f"UPDATE {self.runs} SET awaiting_since = updated_at "
             "WHERE status = 'awaiting' AND awaiting_since IS NULL"
         )
+        done = ", ".join(f"'{s}'" for s in sorted(FINISHED))
+        self.is_finished = f"status IN ({done})"
         self.contains = "strpos(reasons, %s) > 0" if postgres else "instr(reasons, ?) > 0"
         self.schema = [
             f"""CREATE TABLE IF NOT EXISTS {self.runs} (
@@ -83,16 +87,25 @@ class Dialect:
             f"CREATE INDEX IF NOT EXISTS {self.runs}_due_priority ON {self.runs} "
             "(due_at, priority, run_id) WHERE due_at IS NOT NULL",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_order ON {self.runs} (created_at, run_id)",
-            f"CREATE INDEX IF NOT EXISTS {self.runs}_status ON {self.runs} "
-            "(status, updated_at)",
-            # list(status=/reason=/expired=) and list(flow_id=) walk these in page order;
-            # stats' expired count ranges over the deadline one.
-            f"CREATE INDEX IF NOT EXISTS {self.runs}_status_order ON {self.runs} "
-            "(status, created_at, run_id)",
+            # list(status=) walks the partial index of that status in page order: a run has an
+            # entry in one of them (and only awaiting runs in the awaiting one), where one index
+            # keyed by status took every run and, in PostgreSQL, the dead entry of each claim.
+            *(
+                f"CREATE INDEX IF NOT EXISTS {self.runs}_st_{st} ON {self.runs} "
+                f"(created_at, run_id) WHERE status = '{st}'"
+                for st in _STATUSES
+            ),
+            f"DROP INDEX IF EXISTS {self.runs}_status_order",
+            # delete_finished ranges over finished runs only; the expired count and
+            # list(expired=True) over awaiting runs with a deadline only.
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_finished ON {self.runs} (updated_at) "
+            f"WHERE {self.is_finished}",
+            f"DROP INDEX IF EXISTS {self.runs}_status",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_flow_order ON {self.runs} "
             "(flow_id, created_at, run_id)",
-            f"CREATE INDEX IF NOT EXISTS {self.runs}_deadline ON {self.runs} "
-            "(status, pause_deadline)",
+            f"CREATE INDEX IF NOT EXISTS {self.runs}_expiry ON {self.runs} (pause_deadline) "
+            f"WHERE {_HAS_DEADLINE}",
+            f"DROP INDEX IF EXISTS {self.runs}_deadline",
             # stats' awaiting count and oldest wait per flow read only this (partial) index.
             f"CREATE INDEX IF NOT EXISTS {self.runs}_awaiting ON {self.runs} "
             "(flow_id, awaiting_since) WHERE status = 'awaiting'",
@@ -162,9 +175,8 @@ class Dialect:
             f"OR {self.leases}.expires_at <= {p} RETURNING name"
         )
         self.release = f"DELETE FROM {self.leases} WHERE name = {p} AND owner = {p}"
-        done = ", ".join(f"'{s}'" for s in sorted(FINISHED))
         self.finished = (
-            f"SELECT run_id FROM {self.runs} WHERE status IN ({done}) AND updated_at < {p}"
+            f"SELECT run_id FROM {self.runs} WHERE {self.is_finished} AND updated_at < {p}"
         )
         self.delete = [
             f"DELETE FROM {t} WHERE run_id = {p}"
@@ -211,8 +223,7 @@ class Dialect:
             "WHERE status = 'awaiting' GROUP BY flow_id"
         )
         self.stats_expired = (
-            f"SELECT COUNT(*) FROM {self.runs} WHERE status = 'awaiting' "
-            f"AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
+            f"SELECT COUNT(*) FROM {self.runs} WHERE {_HAS_DEADLINE} AND pause_deadline <= {p}"
         )
 
     def _has_reason(self, reason: str) -> str:
@@ -328,7 +339,9 @@ END $do$"""
         p = self.p
         where: list[str] = []
         params: list[Any] = []
-        if status is not None:
+        if status in _STATUSES:
+            where.append(f"status = '{status}'")  # the very predicate of its index
+        elif status is not None:
             where.append(f"status = {p}")
             params.append(status)
         if flow_id is not None:
@@ -341,7 +354,7 @@ END $do$"""
             params.append(f",{reason},")
         if expired is not None:
             assert now is not None
-            cond = f"status = 'awaiting' AND pause_deadline IS NOT NULL AND pause_deadline <= {p}"
+            cond = f"{_HAS_DEADLINE} AND pause_deadline <= {p}"
             where.append(f"({cond})" if expired else f"NOT ({cond})")
             params.append(to_micros(now))
         after = decode_cursor(cursor)
