@@ -264,20 +264,56 @@ RUN_ENCODER = msgspec.msgpack.Encoder()
 RUN_DECODER = msgspec.msgpack.Decoder(StoredRun)
 HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
 
+# The SQL stores keep a run (and a history record) as a msgpack array of its fields in
+# declaration order, without the field names a map repeats in every row; ``decode_run``
+# reads both shapes (bodies written before were maps).
+_RunRow = msgspec.defstruct(
+    "_RunRow", [], bases=(StoredRun,), array_like=True, frozen=True, kw_only=True,
+    module=__name__,
+)
+_HistoryRow = msgspec.defstruct(
+    "_HistoryRow", [], bases=(HistoryRecord,), array_like=True, frozen=True, kw_only=True,
+    module=__name__,
+)
+_ROW_DECODER = msgspec.msgpack.Decoder(_RunRow)
+_HISTORY_ROW_DECODER = msgspec.msgpack.Decoder(_HistoryRow)
+_ARRAY_HEADS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError)
+
+
+def encode_run_row(run: StoredRun) -> bytes:
+    """A run as a SQL store's body: its fields as one msgpack array."""
+    return RUN_ENCODER.encode(msgspec.structs.astuple(run))
+
+
+def encode_history_row(record: HistoryRecord) -> bytes:
+    """A history record as a msgpack array of its fields, trailing ``None`` left out."""
+    values = msgspec.structs.astuple(record)
+    end = len(values)
+    while values[end - 1] is None:
+        end -= 1
+    return RUN_ENCODER.encode(values[:end])
+
 
 def decode_run(raw: bytes, run_id: str) -> StoredRun:
     """A stored run's body, or ``StoreCorruptionError`` naming the run."""
     try:
+        if raw and raw[0] in _ARRAY_HEADS:
+            row = _ROW_DECODER.decode(raw)
+            return msgspec.convert(row, StoredRun, from_attributes=True)
         return RUN_DECODER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise StoreCorruptionError(run_id, "run record", str(exc)) from exc
 
 
 def decode_history(raw: bytes, run_id: str) -> HistoryRecord:
     """One history record, or ``StoreCorruptionError`` naming the run."""
     try:
+        if raw and raw[0] in _ARRAY_HEADS:
+            row = _HISTORY_ROW_DECODER.decode(raw)
+            return msgspec.convert(row, HistoryRecord, from_attributes=True)
         return HISTORY_DECODER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise StoreCorruptionError(run_id, "history record", str(exc)) from exc
 
 
@@ -293,7 +329,7 @@ def history_chunk(history: Sequence[HistoryRecord]) -> bytes:
     """
     out = bytearray()
     for record in history:
-        body = RUN_ENCODER.encode(record)
+        body = encode_history_row(record)
         out += RUN_ENCODER.encode(len(body))
         out += body
     return bytes(out)

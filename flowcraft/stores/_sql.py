@@ -11,12 +11,12 @@ from typing import Any
 
 from flowcraft.stores._base import (
     FINISHED,
-    RUN_ENCODER,
     HistoryRecord,
     RunStats,
     StoredRun,
     awaiting_since,
     decode_cursor,
+    encode_run_row,
     from_micros,
     history_chunk,
     opt_micros,
@@ -312,7 +312,7 @@ END $do$"""
             to_micros(run.created_at),
             to_micros(run.updated_at),
             opt_micros(awaiting_since(run)),
-            RUN_ENCODER.encode(run),
+            encode_run_row(run),
             run.priority,
         )
 

@@ -631,7 +631,8 @@ async def test_a_long_history_reads_back_whole_and_in_order(store: RunStore) -> 
 
 
 async def test_sqlite_reads_history_rows_written_one_record_each(tmp_path: Path) -> None:
-    """A file written when each history row held one bare record reads back the same."""
+    """A file written when each history row held one bare record (and each body was a
+    msgpack map) reads back the same."""
     import sqlite3
 
     import msgspec
@@ -646,9 +647,14 @@ async def test_sqlite_reads_history_rows_written_one_record_each(tmp_path: Path)
         "INSERT INTO flowcraft_history (run_id, body) VALUES (?, ?)",
         [("r1", msgspec.msgpack.encode(h)) for h in old],
     )
+    as_map = run_record(revision=0, paused_by="ops")
+    conn.execute(
+        "UPDATE flowcraft_runs SET body = ? WHERE run_id = 'r1'", (msgspec.msgpack.encode(as_map),)
+    )
     conn.commit()
     conn.close()
     store = SqliteStore(path)
+    assert await store.get("r1") == as_map
     new = HistoryRecord(at=T0, event="resume", node_id="a")
     await store.save(run_record(revision=1), 0, history=[new])
     assert await store.history("r1") == [*old, new]
