@@ -87,12 +87,13 @@ class Dialect:
             f"CREATE INDEX IF NOT EXISTS {self.runs}_due_priority ON {self.runs} "
             "(due_at, priority, run_id) WHERE due_at IS NOT NULL",
             f"CREATE INDEX IF NOT EXISTS {self.runs}_order ON {self.runs} (created_at, run_id)",
-            # list(status=) walks the partial index of that status in page order: a run has an
-            # entry in one of them (and only awaiting runs in the awaiting one), where one index
-            # keyed by status took every run and, in PostgreSQL, the dead entry of each claim.
+            # list(status=) walks the partial index of that status in created_at order (runs
+            # created in the same microsecond sorted by id): a run has an entry in one of them,
+            # where one index keyed by status took every run and, in PostgreSQL, the dead
+            # entry of each start's claim beside its live one.
             *(
                 f"CREATE INDEX IF NOT EXISTS {self.runs}_st_{st} ON {self.runs} "
-                f"(created_at, run_id) WHERE status = '{st}'"
+                f"(created_at) WHERE status = '{st}'"
                 for st in _STATUSES
             ),
             f"DROP INDEX IF EXISTS {self.runs}_status_order",
@@ -110,12 +111,13 @@ class Dialect:
             f"CREATE INDEX IF NOT EXISTS {self.runs}_awaiting ON {self.runs} "
             "(flow_id, awaiting_since) WHERE status = 'awaiting'",
             # list(reason=) walks one of these partial indexes (awaiting runs with that
-            # reason, in page order) instead of every awaiting run.
+            # reason, in created_at order) instead of every awaiting run.
             *(
-                f"CREATE INDEX IF NOT EXISTS {self.runs}_rs_{r} ON {self.runs} "
-                f"(created_at, run_id) WHERE {self._has_reason(r)}"
+                f"CREATE INDEX IF NOT EXISTS {self.runs}_reason_{r} ON {self.runs} "
+                f"(created_at) WHERE {self._has_reason(r)}"
                 for r in _REASONS
             ),
+            *(f"DROP INDEX IF EXISTS {self.runs}_rs_{r}" for r in _REASONS),
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
@@ -359,13 +361,18 @@ END $do$"""
             params.append(to_micros(now))
         after = decode_cursor(cursor)
         if after is not None:
-            # A row comparison: an index range in both dialects (an OR of two is not).
-            where.append(f"(created_at, run_id) > ({p}, {p})")
-            params.extend([after[0], after[1]])
+            # A row comparison: an index range in both dialects (an OR of two is not); the
+            # bound on created_at alone ranges the partial indexes keyed by created_at only.
+            where.append(f"created_at >= {p} AND (created_at, run_id) > ({p}, {p})")
+            params.extend([after[0], after[0], after[1]])
         sql = f"SELECT run_id, created_at, body FROM {self.runs}"
-        if reason in _REASONS and self.p == "?":
-            # SQLite, without statistics, would rather walk the status index.
-            sql += f" INDEXED BY {self.runs}_rs_{reason}"
+        if self.p == "?":
+            # SQLite, without statistics, would rather walk the (created_at, run_id) index
+            # than a partial one keyed by created_at alone.
+            if reason in _REASONS:
+                sql += f" INDEXED BY {self.runs}_reason_{reason}"
+            elif status in _STATUSES:
+                sql += f" INDEXED BY {self.runs}_st_{status}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at, run_id LIMIT {p}"
