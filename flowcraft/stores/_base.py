@@ -281,9 +281,68 @@ _ARRAY_HEADS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError)
 
 
+#: The leading ``StoredRun`` fields a SQL store keeps in columns, left out of its body.
+ROW_COLUMNS = ("run_id", "flow_id", "status", "revision", "created_at", "updated_at")
+_LEAN = b"\xc1"  # msgpack's never-used byte: a body without the ``ROW_COLUMNS`` fields
+_SKIP = len(ROW_COLUMNS)
+assert StoredRun.__struct_fields__[:_SKIP] == ROW_COLUMNS
+
+
 def encode_run_row(run: StoredRun) -> bytes:
-    """A run as a SQL store's body: its fields as one msgpack array."""
-    return RUN_ENCODER.encode(msgspec.structs.astuple(run))
+    """A run as a SQL store's body: the fields after ``ROW_COLUMNS`` as one msgpack array."""
+    return _LEAN + RUN_ENCODER.encode(msgspec.structs.astuple(run)[_SKIP:])
+
+
+def _timestamp(micros: int) -> bytes:
+    """A msgpack timestamp (extension -1) of ``micros`` since the epoch."""
+    seconds, us = divmod(micros, 1_000_000)
+    if 0 <= seconds < 1 << 34:
+        return b"\xd7\xff" + ((us * 1000) << 34 | seconds).to_bytes(8, "big")
+    nanos = (us * 1000).to_bytes(4, "big")
+    return b"\xc7\x0c\xff" + nanos + seconds.to_bytes(8, "big", signed=True)
+
+
+def decode_row(row: Sequence[Any]) -> StoredRun:
+    """A run from a SQL row: run_id, flow_id, status, revision, created_at, updated_at, body.
+
+    A body written whole (a map, before) is read alone. ``StoreCorruptionError`` naming the
+    run if it does not decode.
+    """
+    run_id = str(row[0])
+    raw = bytes(row[6])
+    if raw[:1] != _LEAN:
+        return decode_run(raw, run_id)
+    try:
+        head, tail = raw[1], raw[2:]
+        if 0x90 <= head <= 0x9F:
+            count = head & 0x0F
+        elif head == 0xDC:
+            count, tail = int.from_bytes(tail[:2], "big"), tail[2:]
+        else:
+            raise ValueError("a run body is not an array")
+        count += _SKIP
+        columns = RUN_ENCODER.encode((run_id, row[1], row[2], row[3]))[1:]
+        full = b"".join([
+            bytes([0x90 | count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big"),
+            columns,
+            _timestamp(int(row[4])),
+            _timestamp(int(row[5])),
+            tail,
+        ])
+        return msgspec.convert(_ROW_DECODER.decode(full), StoredRun, from_attributes=True)
+    except (*_DECODE_ERRORS, IndexError) as exc:
+        raise StoreCorruptionError(run_id, "run record", str(exc)) from exc
+
+
+def decode_rows(rows: Iterable[Sequence[Any]]) -> builtins.list[StoredRun]:
+    """``decode_row`` each row, skipping (and logging) corrupted ones."""
+    runs: builtins.list[StoredRun] = []
+    for row in rows:
+        try:
+            runs.append(decode_row(row))
+        except StoreCorruptionError:
+            log.exception("flowcraft store: skipping run %s", row[0])
+    return runs
 
 
 def encode_history_row(record: HistoryRecord) -> bytes:
@@ -379,10 +438,10 @@ def decode_many(rows: Iterable[tuple[str, bytes]]) -> builtins.list[StoredRun]:
     return runs
 
 
-def checkpoints_of(rows: Iterable[tuple[Any, ...]], run_id: str) -> builtins.list[StoredRun]:
-    """Checkpoints from ``(revision, body)`` rows (stored ones and the run's own), oldest first."""
-    by_revision = {int(rev): bytes(body) for rev, body in rows}
-    return [decode_run(by_revision[rev], run_id) for rev in sorted(by_revision)]
+def checkpoints_of(rows: Iterable[Sequence[Any]]) -> builtins.list[StoredRun]:
+    """Checkpoints from SQL rows (``decode_row``; stored ones and the run's own), oldest first."""
+    by_revision = {int(row[3]): row for row in rows}
+    return [decode_row(by_revision[rev]) for rev in sorted(by_revision)]
 
 
 def check_namespace(namespace: str) -> str:
@@ -436,6 +495,15 @@ def page_of_rows(rows: Sequence[tuple[str, int, bytes]], limit: int) -> RunPage:
     more = len(rows) > limit
     last = page[-1] if page else None
     cursor = cursor_at(last[1], last[0]) if more and last is not None else None
+    return RunPage(runs=tuple(runs), next_cursor=cursor)
+
+
+def page_of_sql_rows(rows: Sequence[Sequence[Any]], limit: int) -> RunPage:
+    """``page_of_rows`` for SQL rows (``decode_row``; ``created_at`` the fifth column)."""
+    page = rows[:limit]
+    runs = decode_rows(page)
+    last = page[-1] if page and len(rows) > limit else None
+    cursor = cursor_at(int(last[4]), str(last[0])) if last is not None else None
     return RunPage(runs=tuple(runs), next_cursor=cursor)
 
 

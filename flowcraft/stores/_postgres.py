@@ -21,9 +21,9 @@ from flowcraft.stores._base import (
     check_namespace,
     checkpoints_of,
     decode_history_chunk,
-    decode_many,
-    decode_run,
-    page_of_rows,
+    decode_row,
+    decode_rows,
+    page_of_sql_rows,
     to_micros,
 )
 from flowcraft.stores._sql import Dialect, build_stats
@@ -255,7 +255,7 @@ class PostgresStore:
         rows = await self._fetchall(self._sql.get_run, (run_id,))
         if not rows:
             raise RunNotFoundError(run_id, self)
-        return decode_run(bytes(rows[0][1]), run_id)
+        return decode_row(rows[0])
 
     async def list(
         self,
@@ -272,12 +272,12 @@ class PostgresStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._fetchall(query, params)
-        return page_of_rows([(str(r[0]), int(r[1]), bytes(r[2])) for r in rows], limit)
+        return page_of_sql_rows(rows, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
         rows = await self._fetchall(self._sql.due, (to_micros(now), limit))
-        return decode_many((str(r[0]), bytes(r[1])) for r in rows)
+        return decode_rows(rows)
 
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
@@ -308,7 +308,7 @@ class PostgresStore:
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
         rows = await self._fetchall(self._sql.read_checkpoints, (run_id, run_id))
-        return checkpoints_of(rows, run_id)
+        return checkpoints_of(rows)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

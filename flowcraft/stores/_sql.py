@@ -130,7 +130,16 @@ class Dialect:
                 PRIMARY KEY (run_id, key))""",
             f"""CREATE TABLE IF NOT EXISTS {self.checkpoints} (
                 run_id TEXT NOT NULL, revision {big} NOT NULL, body {blob} NOT NULL,
+                flow_id TEXT, status TEXT, created_at {big}, updated_at {big},
                 PRIMARY KEY (run_id, revision))""",
+            # Tables made before bodies left the row's columns out gain them (SQLite:
+            # ``SqliteStore``); their rows keep whole bodies and leave these empty.
+            *(
+                [f"ALTER TABLE {self.checkpoints} ADD COLUMN IF NOT EXISTS {c}"
+                 for c in self.checkpoint_columns(big)]
+                if postgres
+                else []
+            ),
             f"""CREATE TABLE IF NOT EXISTS {self.leases} (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at {big} NOT NULL)""",
             *([self._pg_counts(namespace)] if postgres else []),
@@ -151,7 +160,10 @@ class Dialect:
             f"WHERE run_id = {p} AND revision = {p}"
         )
         self.get_revision = f"SELECT revision FROM {self.runs} WHERE run_id = {p}"
-        self.get_run = f"SELECT run_id, body FROM {self.runs} WHERE run_id = {p}"
+        # What ``decode_row`` reads: the body leaves out the fields these columns hold.
+        self.cols = "run_id, flow_id, status, revision, created_at, updated_at, body"
+        rcols = ", ".join(f"r.{c}" for c in self.cols.split(", "))
+        self.get_run = f"SELECT {self.cols} FROM {self.runs} WHERE run_id = {p}"
         self.delete_run = f"DELETE FROM {self.runs} WHERE run_id = {p} AND revision = {p}"
         self.insert_history = f"INSERT INTO {self.history} (run_id, body) VALUES ({p}, {p})"
         self.read_history = f"SELECT body FROM {self.history} WHERE run_id = {p} ORDER BY seq"
@@ -169,7 +181,7 @@ class Dialect:
         self.recall = f"SELECT result FROM {self.idem} WHERE run_id = {p} AND key = {p}"
         # The inner query reads only the covering due index; bodies are fetched for the page.
         self.due = (
-            f"SELECT r.run_id, r.body FROM {self.runs} r JOIN (SELECT run_id, priority AS pr, "
+            f"SELECT {rcols} FROM {self.runs} r JOIN (SELECT run_id, priority AS pr, "
             f"due_at AS da FROM {self.runs} WHERE due_at IS NOT NULL AND due_at <= {p} "
             f"ORDER BY priority, due_at, run_id LIMIT {p}) k ON r.run_id = k.run_id "
             "ORDER BY k.pr, k.da, k.run_id"
@@ -193,14 +205,14 @@ class Dialect:
         # earlier revisions, each moved there by the write that replaces it (``move``).
         cp = self.checkpoints
         self.move_checkpoint = (
-            f"INSERT INTO {cp} (run_id, revision, body) SELECT run_id, revision, body "
+            f"INSERT INTO {cp} ({self.cols}) SELECT {self.cols} "
             f"FROM {self.runs} WHERE run_id = {p} AND revision = {p} AND kept > 0 "
             "ON CONFLICT (run_id, revision) DO NOTHING"
         )
         # PostgreSQL, as a sub-statement after ``u`` (the update, returning run_id): it reads
         # the row as it was before the update.
         self.move_after_update = (
-            f"INSERT INTO {cp} (run_id, revision, body) SELECT r.run_id, r.revision, r.body "
+            f"INSERT INTO {cp} ({self.cols}) SELECT {rcols} "
             f"FROM {self.runs} r JOIN u ON u.run_id = r.run_id WHERE r.run_id = {p} "
             f"AND r.revision = {p} AND r.kept > 0 ON CONFLICT (run_id, revision) DO NOTHING "
             "RETURNING 1"
@@ -216,8 +228,8 @@ class Dialect:
             f"WHERE run_id = {p} ORDER BY revision DESC LIMIT 1 OFFSET {p})"
         )
         self.read_checkpoints = (
-            f"SELECT revision, body FROM {cp} WHERE run_id = {p} UNION ALL "
-            f"SELECT revision, body FROM {self.runs} WHERE run_id = {p} AND kept > 0"
+            f"SELECT {self.cols} FROM {cp} WHERE run_id = {p} UNION ALL "
+            f"SELECT {self.cols} FROM {self.runs} WHERE run_id = {p} AND kept > 0"
         )
         self.stats_status = f"SELECT status, COUNT(*) FROM {self.runs} GROUP BY status"
         self.stats_flow = f"SELECT flow_id, COUNT(*) FROM {self.runs} GROUP BY flow_id"
@@ -231,6 +243,11 @@ class Dialect:
         self.stats_expired = (
             f"SELECT COUNT(*) FROM {self.runs} WHERE {_HAS_DEADLINE} AND pause_deadline <= {p}"
         )
+
+    @staticmethod
+    def checkpoint_columns(big: str) -> list[str]:
+        """Columns of the checkpoints table added after it was first made."""
+        return ["flow_id TEXT", "status TEXT", f"created_at {big}", f"updated_at {big}"]
 
     def _has_reason(self, reason: str) -> str:
         """The predicate of the partial index of ``reason`` (one of ``_REASONS``)."""
@@ -369,7 +386,7 @@ END $do$"""
             # bound on created_at alone ranges the partial indexes keyed by created_at only.
             where.append(f"created_at >= {p} AND (created_at, run_id) > ({p}, {p})")
             params.extend([after[0], after[0], after[1]])
-        sql = f"SELECT run_id, created_at, body FROM {self.runs}"
+        sql = f"SELECT {self.cols} FROM {self.runs}"
         if self.p == "?":
             # SQLite, without statistics, would rather walk the (created_at, run_id) index
             # than a partial one keyed by created_at alone.

@@ -25,10 +25,10 @@ from flowcraft.stores._base import (
     check_namespace,
     checkpoints_of,
     decode_history_chunk,
-    decode_many,
-    decode_run,
+    decode_row,
+    decode_rows,
     framed,
-    page_of_rows,
+    page_of_sql_rows,
     to_micros,
 )
 from flowcraft.stores._sql import Dialect, build_stats
@@ -121,6 +121,10 @@ class SqliteStore:
                 conn.execute(self._sql.add_kept)
             for statement in rest:
                 conn.execute(statement)
+            kept = {row[1] for row in conn.execute(f"PRAGMA table_info({self._sql.checkpoints})")}
+            for column in self._sql.checkpoint_columns("INTEGER"):
+                if column.split()[0] not in kept:  # a file whose checkpoints are whole bodies
+                    conn.execute(f"ALTER TABLE {self._sql.checkpoints} ADD COLUMN {column}")
             self._count_runs(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -353,7 +357,7 @@ class SqliteStore:
         row = await self._run(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())
         if row is None:
             raise RunNotFoundError(run_id, self)
-        return decode_run(bytes(row[1]), run_id)
+        return decode_row(row)
 
     async def list(
         self,
@@ -370,13 +374,13 @@ class SqliteStore:
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._run(lambda c: c.execute(query, params).fetchall())
-        return page_of_rows([(str(r[0]), int(r[1]), bytes(r[2])) for r in rows], limit)
+        return page_of_sql_rows(rows, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
         params = (to_micros(now), limit)
         rows = await self._run(lambda c: c.execute(self._sql.due, params).fetchall())
-        return decode_many((str(r[0]), bytes(r[1])) for r in rows)
+        return decode_rows(rows)
 
     async def stats(self, now: datetime) -> RunStats:
         """Counts by status, by flow, awaiting by reason, and expired at ``now``."""
@@ -405,7 +409,7 @@ class SqliteStore:
         """The run's kept checkpoints, oldest first."""
         query = self._sql.read_checkpoints
         rows = await self._run(lambda c: c.execute(query, (run_id, run_id)).fetchall())
-        return checkpoints_of(rows, run_id)
+        return checkpoints_of(rows)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""

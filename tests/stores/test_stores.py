@@ -659,3 +659,42 @@ async def test_sqlite_reads_history_rows_written_one_record_each(tmp_path: Path)
     await store.save(run_record(revision=1), 0, history=[new])
     assert await store.history("r1") == [*old, new]
     await store.close()
+
+
+async def test_times_far_from_now_read_back_exactly(store: RunStore) -> None:
+    """Creation and update times before 1970 or after 2514 (a wider msgpack timestamp)."""
+    early = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+    late = datetime(2600, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+    run = run_record(created_at=early, updated_at=late)
+    await store.create(run)
+    assert await store.get("r1") == run
+
+
+async def test_sqlite_reads_checkpoints_kept_whole_before(tmp_path: Path) -> None:
+    """A checkpoints table from before holds whole bodies (maps) and gains its columns."""
+    import sqlite3
+
+    import msgspec
+
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    await store.create(run_record(revision=0))
+    await store.close()
+    conn = sqlite3.connect(path)
+    for column in ("flow_id", "status", "created_at", "updated_at"):
+        conn.execute(f"ALTER TABLE flowcraft_checkpoints DROP COLUMN {column}")
+    old = run_record(revision=0, context=b"old")
+    conn.execute(
+        "INSERT INTO flowcraft_checkpoints (run_id, revision, body) VALUES ('r1', 0, ?)",
+        (msgspec.msgpack.encode(old),),
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    new = run_record(revision=1, context=b"new")
+    await store.save(new, 0, checkpoint=3)
+    assert await store.checkpoints("r1") == [old, new]
+    newer = run_record(revision=2, context=b"newer")
+    await store.save(newer, 1, checkpoint=3)
+    assert await store.checkpoints("r1") == [old, new, newer]
+    await store.close()
