@@ -6,6 +6,7 @@ import base64
 import builtins
 import logging
 import re
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -293,11 +294,14 @@ def encode_run_row(run: StoredRun) -> bytes:
     return _LEAN + RUN_ENCODER.encode(msgspec.structs.astuple(run)[_SKIP:])
 
 
+_TIMESTAMP64 = struct.Struct(">BbQ").pack
+
+
 def _timestamp(micros: int) -> bytes:
     """A msgpack timestamp (extension -1) of ``micros`` since the epoch."""
     seconds, us = divmod(micros, 1_000_000)
     if 0 <= seconds < 1 << 34:
-        return b"\xd7\xff" + ((us * 1000) << 34 | seconds).to_bytes(8, "big")
+        return _TIMESTAMP64(0xD7, -1, (us * 1000) << 34 | seconds)
     nanos = (us * 1000).to_bytes(4, "big")
     return b"\xc7\x0c\xff" + nanos + seconds.to_bytes(8, "big", signed=True)
 
@@ -313,24 +317,23 @@ def decode_row(row: Sequence[Any]) -> StoredRun:
     if raw[:1] != _LEAN:
         return decode_run(raw, run_id)
     try:
-        head, tail = raw[1], raw[2:]
+        head, tail = (raw[1] if len(raw) > 1 else -1), raw[2:]
         if 0x90 <= head <= 0x9F:
             count = head & 0x0F
         elif head == 0xDC:
             count, tail = int.from_bytes(tail[:2], "big"), tail[2:]
         else:
-            raise ValueError("a run body is not an array")
+            raise msgspec.DecodeError("a run body without its columns is not an array")
         count += _SKIP
-        columns = RUN_ENCODER.encode((run_id, row[1], row[2], row[3]))[1:]
-        full = b"".join([
-            bytes([0x90 | count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big"),
-            columns,
+        full = b"".join((
+            b"\xdc" + count.to_bytes(2, "big"),  # a 16-bit count: what msgspec wrote
+            RUN_ENCODER.encode((run_id, row[1], row[2], row[3]))[1:],
             _timestamp(int(row[4])),
             _timestamp(int(row[5])),
             tail,
-        ])
+        ))
         return msgspec.convert(_ROW_DECODER.decode(full), StoredRun, from_attributes=True)
-    except (*_DECODE_ERRORS, IndexError) as exc:
+    except _DECODE_ERRORS as exc:
         raise StoreCorruptionError(run_id, "run record", str(exc)) from exc
 
 
