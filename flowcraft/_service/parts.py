@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import secrets
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,8 +125,8 @@ CONTINUATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Contex
 
 
 def new_token() -> str:
-    """A fresh claim id."""
-    return uuid.uuid4().hex
+    """A fresh claim id: 64 random bits as 16 hex digits (it tells one run's writes apart)."""
+    return secrets.token_hex(8)
 
 
 def control_key(claim: str) -> str:
