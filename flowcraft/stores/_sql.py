@@ -124,7 +124,10 @@ class Dialect:
             *(f"DROP INDEX IF EXISTS {self.runs}_rs_{r}" for r in _REASONS),
             f"""CREATE TABLE IF NOT EXISTS {self.history} (
                 seq {seq}, run_id TEXT NOT NULL, body {blob} NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {self.history}_run ON {self.history} (run_id, seq)",
+            # A run's history is a few rows (records are appended to the last one): found by
+            # run_id, sorted by seq after (SQLite keeps the rowid, seq, in the entry anyway).
+            f"CREATE INDEX IF NOT EXISTS {self.history}_by_run ON {self.history} (run_id)",
+            f"DROP INDEX IF EXISTS {self.history}_run",
             f"""CREATE TABLE IF NOT EXISTS {self.idem} (
                 run_id TEXT NOT NULL, key TEXT NOT NULL, result {blob} NOT NULL,
                 PRIMARY KEY (run_id, key))""",
