@@ -33,16 +33,22 @@ from flowcraft._engine.config import Config
 from flowcraft._engine.load import new_envelope
 from flowcraft._engine.plan import Plan, PlanEdge, PlanNode, pause_record
 from flowcraft._engine.tasks import TaskSet
-from flowcraft._envelope.records import Envelope, HistoryEntry, NodeError, WaitKind, WaitState
+from flowcraft._envelope.records import (
+    FANOUT,
+    Envelope,
+    HistoryEntry,
+    NodeError,
+    WaitKind,
+    WaitState,
+)
 from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
 from flowcraft._events import EventBus, FlowEvent
 from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
 from flowcraft._values import REASONS, EdgeContext, NodeResult, RunResult, pause_entry, ts_result
 
-__all__ = ["FANOUT", "Execution", "begin", "cancel", "execute", "finish"]
+__all__ = ["Execution", "begin", "cancel", "execute", "finish"]
 
 _OK, _PAUSED, _FAILED = 0, 1, 2  # how one node's attempts ended (tuples tagged with these)
-FANOUT = "flowcraft:fan-out"  # the note of a batch whose items run elsewhere (``on_scatter``)
 _ANY_RAN = -1  # join-buffer marker: an "any" join already ran in this activation
 
 

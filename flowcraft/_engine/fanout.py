@@ -20,9 +20,9 @@ import msgspec
 
 from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
-from flowcraft._engine.execution import _FAILED, _OK, FANOUT, Execution, execute
+from flowcraft._engine.execution import _FAILED, _OK, Execution, execute
 from flowcraft._engine.plan import Plan
-from flowcraft._envelope.records import Envelope, WaitState
+from flowcraft._envelope.records import FANOUT, Envelope, WaitState
 from flowcraft._errors import NodeNotAwaitingError
 from flowcraft._values import RunResult, flat_waiting
 
