@@ -13,10 +13,10 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
 import msgspec
@@ -35,6 +35,7 @@ __all__ = [
     "CONTINUATION",
     "Control",
     "Claimed",
+    "Fanout",
     "Firing",
     "Host",
     "Intent",
@@ -46,6 +47,7 @@ __all__ = [
     "decode_request",
     "encode_intent",
     "fingerprint",
+    "handed",
     "new_token",
     "recalled",
     "remembered",
@@ -77,21 +79,51 @@ class ServiceEvent:
     error: BaseException | None = None
 
 
+class Fanout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Batches spread over workers: the outbox of their items and what came back so far.
+
+    ``items``: batch node id → item count; ``per``: items per delivery (a delivery names its
+    first item); ``done``: batch node id → {item index: outcome from ``run_items``}.
+    """
+
+    items: dict[str, int]
+    per: int = 1
+    done: dict[str, dict[int, bytes]] = {}
+
+    def complete(self) -> bool:
+        """Whether every item of every batch has its outcome."""
+        return all(len(self.done.get(node, {})) >= n for node, n in self.items.items())
+
+    def pending(self) -> list[tuple[str, int]]:
+        """The deliveries (batch node id, first item) whose outcomes are not in yet."""
+        return [
+            (node, start)
+            for node, n in self.items.items()
+            for start in range(0, n, self.per)
+            if start not in self.done.get(node, {})
+        ]
+
+
 class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a claimed run is about to execute: replayed by recovery after a crash.
 
     ``start``: run ``state``; ``resume``: ``data`` for ``node_id``; ``fire``: the timer or wait
     expiry of ``node_id``; ``continue``: the nodes a ``RunControl`` pause stopped (``data`` is
-    what the continuation carries); ``checkpoint``: resume the stored step snapshot.
+    what the continuation carries); ``checkpoint``: resume the stored step snapshot;
+    ``batch``: the items of ``fanout`` run on workers (the stored context waits for them);
+    ``gather``: every item is in, hand ``fanout.done`` to the batches and run on. ``key`` and
+    ``digest`` of a decision that led to a fan-out travel with it to the gather, which stores
+    the decision's outcome.
     """
 
-    kind: Literal["start", "resume", "fire", "continue", "checkpoint"]
+    kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
     state: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     node_id: str | None = None
     by: str | None = None
     key: str | None = None
     digest: str | None = None  # ``fingerprint`` of the decision the key stands for
+    fanout: Fanout | None = None
 
 
 class Remembered(msgspec.Struct, frozen=True, kw_only=True, tag="flowcraft.idempotency"):
@@ -122,6 +154,23 @@ _REQUEST = msgspec.msgpack.Decoder(Request)
 CONTINUATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "flowcraft_continuation", default=None
 )
+
+
+def handed(stored: StoredRun) -> RunResult:
+    """What a call returns once the segment is in other hands (a worker's): status ``running``.
+
+    ``serialized_context`` is empty; ``FlowService.settled(run_id)`` waits for the outcome.
+    """
+    return RunResult(
+        # Not a ``RunStatus`` (the engine never returns it); only a hand-over does.
+        status=cast(Any, "running"),
+        run_id=stored.run_id,
+        revision=stored.revision,
+        context={},
+        outputs={},
+        serialized_context=b"",
+        blueprint_id=stored.flow_id,
+    )
 
 
 def new_token() -> str:
@@ -225,6 +274,10 @@ class Host:
     busy: set[str] = field(default_factory=set)
     keep_checkpoints: int = 100
     listeners: list[Callable[[ServiceEvent], object]] = field(default_factory=list)
+    #: Items per delivery when batches are spread over workers (0: a segment runs its batches).
+    scatter: int = 0
+    #: Publishes the deliveries of a fan-out a segment just stored (set with ``scatter``).
+    outbox: Callable[[StoredRun], Awaitable[None]] | None = None
 
     def now(self) -> datetime:
         """The runtime clock's time."""

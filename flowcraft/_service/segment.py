@@ -43,12 +43,14 @@ from flowcraft._errors import (
 from flowcraft._service.parts import (
     CONTINUATION,
     Control,
+    Fanout,
     Host,
     Intent,
     Request,
     control_key,
     decode_request,
     encode_intent,
+    handed,
     new_control,
     new_token,
     remembered,
@@ -56,7 +58,7 @@ from flowcraft._service.parts import (
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "stored_from"]
+__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "spread", "stored_from"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -278,6 +280,14 @@ class Segment:
         self.taken = 0  # snapshots handed over, in the order the engine took them
         self.written = 0  # the newest of them stored
         self.checkpointed = False
+        self.fanned: dict[str, int] = {}  # batches left to workers: node id -> item count
+        if host.scatter > 0:
+            self.control.on_scatter = self.scatter
+
+    def scatter(self, node_id: str, count: int) -> bool:
+        """``RunControl.on_scatter``: every batch's items go to workers (``fanout``)."""
+        self.fanned[node_id] = count
+        return True
 
     async def run(
         self,
@@ -318,6 +328,10 @@ class Segment:
                 await self.abandon()
                 raise ContextTooLargeError(run_id, size, limit)
             await self.commit(result, extra)
+            if self.fanned and result.status == "awaiting":
+                if host.outbox is not None:
+                    await host.outbox(self.latest)
+                return handed(self.latest)
             return result
         finally:
             CONTINUATION.reset(token)
@@ -355,11 +369,21 @@ class Segment:
                 history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
             stored = stored_from(host, latest, result, now, host.requests.pop(latest.run_id, None))
             idem = None
-            if self.key is not None:
+            fanned = bool(self.fanned) and result.status == "awaiting"
+            if fanned:
+                # Still running: the batch's items go to workers, the gather stores the outcome
+                # (and the decision's idempotency record); no checkpoint of a half-done batch.
+                stored = spread(host, stored, self.fanned, self.key, self.digest)
+            elif self.key is not None:
                 idem = (self.key, remembered(self.digest, result.serialized_context))
             start = time.time_ns() if host.listeners else 0
             await cas(
-                host, stored, latest.revision, history=history, idempotency=idem, checkpoint=True
+                host,
+                stored,
+                latest.revision,
+                history=history,
+                idempotency=idem,
+                checkpoint=not fanned,
             )
             self.latest = stored
             if host.listeners:
@@ -503,6 +527,34 @@ def new_history(host: Host, base: StoredRun, result: RunResult) -> list[HistoryR
             )
         )
     return history
+
+
+def spread(
+    host: Host, stored: StoredRun, items: dict[str, int], key: str | None, digest: str | None
+) -> StoredRun:
+    """``stored`` (a segment's result) as a fan-out: running, its items in the outbox."""
+    now = host.now()
+    fan = Fanout(items=dict(items), per=max(1, host.scatter))
+    intent = Intent(kind="batch", key=key, digest=digest, fanout=fan)
+    return msgspec.structs.replace(
+        stored,
+        status="running",
+        intent=encode_intent(intent, stored.run_id),
+        owner=host.owner,
+        lease_until=now + timedelta(seconds=host.lease_ttl),
+        claim_key=key,
+        awaiting=(),
+        reasons=(),
+        wake_at=None,
+        expires_at=None,
+        due_at=None,
+        pause_deadline=None,
+        paused_at=None,
+        paused_by=None,
+        pause_reason=None,
+        pause_request_id=None,
+        awaiting_since=None,
+    )
 
 
 def stored_from(

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal, TypeAlias
 
 import anyio
@@ -73,6 +74,7 @@ from flowcraft._flow.builder import Flow
 from flowcraft._flow.durations import parse_duration
 from flowcraft._runtime import FlowRuntime
 from flowcraft._service import executor as ex
+from flowcraft._service import fanout as fo
 from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
@@ -167,7 +169,8 @@ class FlowService:
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
             ``"running"`` at once; ``settled(run_id)`` awaits the outcome and workers call
-            ``execute``.
+            ``execute``. With an executor whose ``fan_out`` is true, the items of every
+            ``.batch`` are spread over the workers too (``execute_item``) and gathered once.
     """
 
     def __init__(
@@ -219,6 +222,12 @@ class FlowService:
         )
         self.busy_timeout = busy_timeout
         self.executor = executor
+        if executor is not None and getattr(executor, "fan_out", False):
+            per = int(getattr(executor, "items_per_task", 1))
+            if per < 1:
+                raise ValueError(f"items_per_task must be 1 or more, not {per}")
+            self.host.scatter = per
+            self.host.outbox = partial(fo.publish_items, self.host, executor)
         self._controls = self.host.controls
         self._schedulers: builtins.list[DurableScheduler] = []
 
@@ -447,6 +456,17 @@ class FlowService:
             return await self._recover_one(stored, taking=True)
         except RevisionConflictError:
             return None  # another copy of the delivery took the claim first
+
+    async def execute_item(self, run_id: str, delivery_id: str, node_id: str, item: int) -> bool:
+        """A worker's entry point for a ``Delivery`` of kind ``"item"``: run a batch's items.
+
+        Runs the items ``item, item + 1, ...`` (``items_per_task`` of them) of the batch
+        ``node_id`` under a lease of their own and merges their outcomes into the run by
+        compare-and-set; the merge that completes the batch stores the gather and publishes
+        it. Returns False, running nothing, when the items are merged already (a duplicate or
+        redelivered message), running elsewhere (a copy), or the run moved on (stale).
+        """
+        return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
     async def settled(self, run_id: str) -> RunResult:
         """The run once no segment executes it (polls the store; bound it with a timeout).
@@ -1322,13 +1342,15 @@ class FlowService:
         ``taking``: a worker takes over a delivered claim (``execute``); no ``recover`` record.
         """
         host = self.host
-        if self.executor is not None and not taking:
-            return await ex.redispatch(host, self.executor, stored)
         run_id = stored.run_id
         try:
             intent = decode_intent(stored.intent)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreCorruptionError(run_id, "intent", str(exc)) from exc
+        if self.executor is not None and not taking:
+            if intent.kind == "batch":
+                return await fo.resweep(host, self.executor, stored)
+            return await ex.redispatch(host, self.executor, stored)
         bp, reg = host.flow(stored.flow_id)
         now = host.now()
         claimed = msgspec.structs.replace(
@@ -1380,6 +1402,13 @@ class FlowService:
             node = intent.node_id or ""
             return await segment.run(
                 lambda c: rt.fire(bp, ctx, node, registry=reg, control=c, by=intent.by)
+            )
+        if intent.kind in ("batch", "gather"):
+            # Hand the batches what came back; ``gather`` runs any item still missing (a
+            # fan-out recovered without workers).
+            done = intent.fanout.done if intent.fanout is not None else {}
+            return await segment.run(
+                lambda c: rt.gather(bp, ctx, done, registry=reg, control=c)
             )
         data = intent.data
         if intent.kind == "continue":
