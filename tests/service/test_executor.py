@@ -118,7 +118,13 @@ def test_delivery_format_is_versioned_json() -> None:
         "node_id": None, "v": 1,
     }
     assert Delivery.from_json(d.to_json()) == d
+    item = Delivery(
+        run_id="r", revision=3, delivery_id="c", kind="item", flow_id="f", node_id="b", item=4,
+        v=2,
+    )
+    assert item.to_json()["item"] == 4
+    assert Delivery.from_json(item.to_json()) == item
     with pytest.raises(DeliveryError):
-        Delivery.from_json({**d.to_json(), "v": 2})
+        Delivery.from_json({**d.to_json(), "v": 3})
     with pytest.raises(DeliveryError):
         Delivery.from_json(b"\x80not json")
