@@ -22,7 +22,7 @@ import anyio
 import msgspec
 
 from flowcraft._control import RunControl
-from flowcraft._errors import ResumeDataError, UnknownFlowError
+from flowcraft._errors import FlowcraftError, ResumeDataError, UnknownFlowError
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._values import Resume, ResumeData, RunResult
 from flowcraft.stores._base import RunStore, StoredRun
@@ -50,6 +50,8 @@ __all__ = [
     "handed",
     "new_token",
     "recalled",
+    "refusal_error",
+    "refused",
     "remembered",
 ]
 
@@ -126,11 +128,28 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     fanout: Fanout | None = None
 
 
+class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A decision refused where the caller could not hear it (a worker): the error, as data.
+
+    ``type`` names a ``FlowcraftError`` class, ``message`` is its text, ``attrs`` its plain
+    attributes (``run_id``, ``node_id``, ``action``, ...).
+    """
+
+    type: str
+    message: str
+    attrs: dict[str, Any] = {}
+
+
 class Remembered(msgspec.Struct, frozen=True, kw_only=True, tag="flowcraft.idempotency"):
-    """What an idempotency key remembers: the decision's fingerprint and the first result."""
+    """What an idempotency key remembers: the decision's fingerprint and the first result.
+
+    ``refused``: the decision was refused on a worker (``context`` is empty); a caller reading
+    the key back (``outcome``, or the same decision again) gets that error.
+    """
 
     digest: str | None
     context: bytes
+    refused: Refusal | None = None
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -221,6 +240,50 @@ def fingerprint(data: dict[str, Any] | None, node_id: str | None) -> str:
 def remembered(digest: str | None, context: bytes) -> bytes:
     """The bytes stored under an idempotency key."""
     return ENCODER.encode(Remembered(digest=digest, context=context))
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def refused(digest: str | None, exc: FlowcraftError) -> bytes:
+    """The bytes stored under an idempotency key for a decision a worker refused."""
+    attrs: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, _PLAIN):
+            attrs[name] = value
+        elif isinstance(value, tuple | list) and all(isinstance(v, _PLAIN) for v in value):
+            attrs[name] = list(value)
+    refusal = Refusal(type=type(exc).__name__, message=str(exc), attrs=attrs)
+    return ENCODER.encode(Remembered(digest=digest, context=b"", refused=refusal))
+
+
+def _error_class(name: str) -> type[FlowcraftError] | None:
+    """The ``FlowcraftError`` subclass called ``name`` (the error tree is walked, not imported)."""
+    stack: list[type[FlowcraftError]] = [FlowcraftError]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ == name:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return None
+
+
+def refusal_error(refusal: Refusal) -> FlowcraftError:
+    """The error a refused decision raised on its worker, rebuilt for the caller.
+
+    The same class (so ``except UnknownActionError`` works), message and plain attributes;
+    a class this version does not know becomes a ``FlowcraftError`` with the message.
+    """
+    cls = _error_class(refusal.type)
+    if cls is None:
+        return FlowcraftError(f"{refusal.type}: {refusal.message}")
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, refusal.message)
+    for name, value in refusal.attrs.items():
+        setattr(exc, name, tuple(value) if isinstance(value, list) else value)
+    return exc
 
 
 def recalled(raw: bytes) -> Remembered:

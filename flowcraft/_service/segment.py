@@ -53,6 +53,7 @@ from flowcraft._service.parts import (
     handed,
     new_control,
     new_token,
+    refused,
     remembered,
 )
 from flowcraft._values import RunResult
@@ -216,17 +217,24 @@ async def claim_many(
     return out
 
 
-async def restore(host: Host, latest: StoredRun, prior: StoredRun | None) -> None:
+async def restore(
+    host: Host,
+    latest: StoredRun,
+    prior: StoredRun | None,
+    *,
+    idempotency: tuple[str, bytes] | None = None,
+) -> None:
     """Undo a claim whose segment was refused: the run is exactly ``prior`` again.
 
     Writing ``prior`` back under its own revision is safe: its content is byte-for-byte the
     state every reader of that revision saw. ``prior=None`` (a refused start) deletes the run.
+    ``idempotency`` is remembered in the same write (a refusal, see ``Segment.abandon``).
     """
     try:
         if prior is None:
             await host.store.delete(latest.run_id, latest.revision)
         else:
-            await cas(host, prior, latest.revision)
+            await cas(host, prior, latest.revision, idempotency=idempotency)
     except StoreError:
         log.exception("flowcraft service: could not restore run %s", latest.run_id)
 
@@ -320,7 +328,7 @@ class Segment:
                     failure, FlowcraftError
                 ):
                     failure = _bad_payload(run_id, failure)
-                await self.abandon()
+                await self.abandon(failure)
                 raise failure
             limit = host.max_bytes()
             size = len(result.serialized_context)
@@ -338,8 +346,13 @@ class Segment:
             host.controls.pop(run_id, None)
             host.settled(run_id)
 
-    async def abandon(self) -> None:
-        """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint)."""
+    async def abandon(self, failure: Exception | None = None) -> None:
+        """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint).
+
+        A recovered or handed-over decision with an idempotency key that is refused
+        (``failure``, a ``FlowcraftError``) leaves the refusal under its key, in the same
+        write: its caller is elsewhere and reads it back with ``FlowService.outcome``.
+        """
         async with self.lock:
             if self.lost is not None:
                 return
@@ -353,7 +366,10 @@ class Segment:
                     log.exception("flowcraft service: run %s left running", run.run_id)
                 return
             prior = recovered_prior(self.host, self.latest) if self.recovered else self.prior
-            await restore(self.host, self.latest, prior)
+            idem = None
+            if self.recovered and self.key is not None and isinstance(failure, FlowcraftError):
+                idem = (self.key, refused(self.digest, failure))
+            await restore(self.host, self.latest, prior, idempotency=idem)
 
     async def commit(self, result: RunResult, extra: Sequence[HistoryRecord]) -> None:
         """Store the result with compare-and-set on the revision this segment last wrote."""

@@ -91,6 +91,7 @@ from flowcraft._service.parts import (
     fingerprint,
     new_token,
     recalled,
+    refusal_error,
 )
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_from
@@ -410,6 +411,8 @@ class FlowService:
                     memo = recalled(first)
                     if memo.digest is not None and memo.digest != digest:
                         raise IdempotencyKeyReusedError(run_id, key)
+                    if memo.refused is not None:
+                        raise refusal_error(memo.refused)  # refused on a worker, as sent
                     return host.rebuild(stored, memo.context)
             if expected is not None and stored.revision != expected:
                 raise RevisionConflictError(run_id, expected, stored.revision)
@@ -480,13 +483,20 @@ class FlowService:
         """The result of the decision delivered under ``idempotency_key``, or None if none was.
 
         What a caller that lost track of its own decision (a retried request, a double submit)
-        reads back without delivering anything again.
+        reads back without delivering anything again. With an executor, how the caller of
+        ``resume(..., idempotency_key=k)`` (handed ``"running"``) learns the outcome: once
+        ``settled``, this returns the result, or raises the specific error (same class,
+        message and attributes) when the worker refused the decision (``UnknownActionError``,
+        ``ResumeDataError``, ...; the run was left as it was).
         """
         first = await self.store.recall(run_id, idempotency_key)
         if first is None:
             return None
+        memo = recalled(first)
+        if memo.refused is not None:
+            raise refusal_error(memo.refused)
         stored = await self.store.get(run_id)
-        return self.host.rebuild(stored, recalled(first).context)
+        return self.host.rebuild(stored, memo.context)
 
     async def pause(
         self,
