@@ -14,6 +14,7 @@ speed-up of 2 workers over 1.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -39,10 +40,30 @@ async def batch(svc: FlowService, items: int, work: int) -> float:
     return dt
 
 
-async def measure(svc: FlowService, items: int, work: int) -> float:
+def cpu(pids: list[int]) -> list[float]:
+    """CPU seconds (user + system) each process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+CPU: dict[str, list[float]] = {}  # per setup: CPU seconds of each worker during the batch
+
+
+async def measure(
+    svc: FlowService, items: int, work: int, pids: list[int] | None = None, label: str = ""
+) -> float:
     try:
         await batch(svc, 20, work)  # workers up and connected
-        return await batch(svc, items, work)
+        before = cpu(pids or [])
+        dt = await batch(svc, items, work)
+        if pids:
+            used = [b - a for a, b in zip(before, cpu(pids), strict=True)]
+            CPU.setdefault(label, []).extend(sorted(used))
+        return dt
     finally:
         await svc.store.close()
 
@@ -55,7 +76,9 @@ def spread(workers: int, items: int, work: int, per: int, tmp: Path) -> float:
     try:
         app = appmod.make_app(w.broker)
         executor = appmod.CeleryExecutor(app, w.queue, fan_out=True, items_per_task=per)
-        return anyio.run(measure, appmod.make_service("redis", ns, executor), items, work)
+        svc = appmod.make_service("redis", ns, executor)
+        pids = [p.pid for p in w.procs]
+        return anyio.run(measure, svc, items, work, pids, f"{workers} worker")
     finally:
         w.stop()
         purge(REDIS_BROKER, w.queue)
@@ -91,6 +114,9 @@ def main() -> None:
           f"median of {args.rounds} rounds (min-max)")
     for label, xs in times.items():
         print(f"{label:12} {statistics.median(xs):7.2f} s  ({min(xs):.2f}-{max(xs):.2f})")
+    for label, used in CPU.items():
+        print(f"CPU s per worker process, {label}(s): {' '.join(f'{u:.2f}' for u in used)}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     ratios = [a / b for a, b in zip(times["1 worker"], times["2 workers"], strict=True)]
     print(f"speed-up 2 vs 1 worker: {statistics.median(ratios):.2f}x "
           f"({min(ratios):.2f}-{max(ratios):.2f}, per round)")

@@ -170,8 +170,9 @@ class FlowService:
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
             ``"running"`` at once; ``settled(run_id)`` awaits the outcome and workers call
-            ``execute``. With an executor whose ``fan_out`` is true, the items of every
-            ``.batch`` are spread over the workers too (``execute_item``) and gathered once.
+            ``execute``. With an executor whose ``fan_out`` is true (and ``durability=
+            "pause"``), the items of every ``.batch`` are spread over the workers too
+            (``execute_item``) and gathered once.
     """
 
     def __init__(
@@ -223,7 +224,8 @@ class FlowService:
         )
         self.busy_timeout = busy_timeout
         self.executor = executor
-        if executor is not None and getattr(executor, "fan_out", False):
+        # With durability="step" a checkpoint could catch a batch half spread; those run here.
+        if executor is not None and getattr(executor, "fan_out", False) and durability == "pause":
             per = int(getattr(executor, "items_per_task", 1))
             if per < 1:
                 raise ValueError(f"items_per_task must be 1 or more, not {per}")
