@@ -236,7 +236,10 @@ def install(app: celery.Celery, service: FlowService, *, check: bool = True) -> 
         except DeliveryError as exc:
             log.error("flowcraft.celery: dropping a message that is not a delivery: %s", exc)
             return {"dropped": exc.detail}
-        if d.kind == "item" and d.node_id is not None and d.item is not None:
+        if d.kind == "item":
+            if d.node_id is None or d.item is None:
+                log.error("flowcraft.celery: dropping an item delivery without node or item")
+                return {"dropped": "item delivery without node_id or item"}
             try:
                 ran = loop.call(service.execute_item, d.run_id, d.delivery_id, d.node_id, d.item)
             except FlowcraftError as exc:  # the sweep re-publishes the items not merged

@@ -19,9 +19,11 @@ A worker holding an item delivery (``execute_item``):
    ``gather``; only that write can, so the gather is stored once, and it runs under the claim
    of §8 (``FlowService.execute``): one delivery of it executes, however many are published.
 
-Lost messages: a merge renews the run's lease; when no merge lands for a lease, the sweep
-(``redispatch``) re-publishes the chunks not merged yet (copies of chunks in flight find their
-lease held and ack). Items are at-least-once only across crashes, like every node.
+A pause or cancel sent while the items run is left under the fan-out's claim id, as for any
+running segment, and applies at the gather. Lost messages: a merge renews the run's lease;
+when no merge lands for a lease, the sweep (``resweep``) re-publishes the chunks not merged yet
+(copies of chunks in flight find their lease held and ack). Items are at-least-once only
+across crashes, like every node.
 """
 
 from __future__ import annotations
