@@ -217,3 +217,17 @@ async def test_a_fan_out_left_without_workers_is_finished_in_process(tmp_path: P
         assert done.status == "awaiting"
         assert done.outputs["total"] == 14
         assert [COUNTS[(f"sq_scatter/{i}", handed.run_id)] for i in range(3)] == [1, 1, 1]
+
+
+async def test_a_cancel_sent_while_items_run_applies_at_the_gather(tmp_path: Path) -> None:
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q)
+        handed = await client.start("spread", {"xs": [1, 2]})
+        await worker.execute(*_fields(q.sent.pop()))
+        assert (await client.cancel(handed.run_id, reason="stop", by="ann")).status == "running"
+        assert await drain(worker, q) == ["item", "item", "gather"]
+        done = await client.settled(handed.run_id)
+        assert done.status == "cancelled"
+        assert "total" not in done.outputs
+        assert COUNTS[("total", handed.run_id)] == 0
