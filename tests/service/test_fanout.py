@@ -231,3 +231,16 @@ async def test_a_cancel_sent_while_items_run_applies_at_the_gather(tmp_path: Pat
         assert done.status == "cancelled"
         assert "total" not in done.outputs
         assert COUNTS[("total", handed.run_id)] == 0
+
+
+async def test_without_fan_out_or_with_step_durability_a_batch_runs_in_its_segment() -> None:
+    class Plain(Queue):
+        fan_out = False
+
+    for svc in (
+        FlowService(FlowRuntime(), MemoryStore(), [spread()], executor=Plain()),
+        FlowService(FlowRuntime(), MemoryStore(), [spread()], executor=Queue(), durability="step"),
+        FlowService(FlowRuntime(), MemoryStore(), [spread()]),
+    ):
+        assert svc.host.scatter == 0
+        assert svc.host.outbox is None
