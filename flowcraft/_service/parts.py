@@ -225,6 +225,9 @@ class Host:
     busy: set[str] = field(default_factory=set)
     keep_checkpoints: int = 100
     listeners: list[Callable[[ServiceEvent], object]] = field(default_factory=list)
+    # Claims may commit without their own sync (``durable=False``): the store takes the flag and
+    # the claim is not an answer to anyone (no executor hands it over as "accepted").
+    lazy_claims: bool = False
 
     def now(self) -> datetime:
         """The runtime clock's time."""

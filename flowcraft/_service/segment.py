@@ -84,10 +84,13 @@ async def cas(
     history: Sequence[HistoryRecord] = (),
     idempotency: tuple[str, bytes] | None = None,
     checkpoint: bool = False,
+    durable: bool = True,
 ) -> None:
     """``store.save`` that recognises its own write when the reply was lost.
 
     ``checkpoint`` keeps ``run`` in the run's checkpoint history (``keep_checkpoints``).
+    ``durable=False`` (a claim) lets a store that can commit it without its own sync
+    (``Host.lazy_claims``); the segment's commit syncs it.
 
     A conflict whose stored revision carries this write's claim id is this write, applied
     earlier (a driver retried it); a ``StoreError`` is checked once against the store.
@@ -100,6 +103,10 @@ async def cas(
                 history=history,
                 idempotency=idempotency,
                 checkpoint=host.keep_checkpoints,
+            )
+        elif not durable and host.lazy_claims:
+            await host.store.save(  # type: ignore[call-arg]
+                run, expected, history=history, idempotency=idempotency, durable=False
             )
         else:
             await host.store.save(run, expected, history=history, idempotency=idempotency)
@@ -142,7 +149,7 @@ async def claim(
         claim_key=key,
     )
     start = time.time_ns() if host.listeners else 0
-    await cas(host, claimed, stored.revision)
+    await cas(host, claimed, stored.revision, durable=False)
     if host.listeners:
         host.notify("claim", claimed, start)
     log.debug(

@@ -132,6 +132,17 @@ class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, str] = {}
 
 
+def _takes_durable(store: RunStore) -> bool:
+    """Whether ``store.create``/``save`` take ``durable=`` (the built-in stores do)."""
+    try:
+        return all(
+            "durable" in inspect.signature(getattr(store, name)).parameters
+            for name in ("create", "save")
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def _seconds(value: Duration, where: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
     return parse_duration(value, where)
@@ -218,12 +229,25 @@ class FlowService:
             pause_limits=limits,
         )
         self.busy_timeout = busy_timeout
+        self._lazy = _takes_durable(store)
         self.executor = executor
         self._controls = self.host.controls
         self._schedulers: builtins.list[DurableScheduler] = []
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
+
+    @property
+    def executor(self) -> ex.Executor | None:
+        """Where segments execute: None runs them here; an executor hands them to workers."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: ex.Executor | None) -> None:
+        self._executor = value
+        # A claim handed to an executor is the caller's answer ("accepted"): it must be synced
+        # on its own. Run here, a claim is synced by the segment's commit (the answer).
+        self.host.lazy_claims = value is None and self._lazy
 
     @property
     def runtime(self) -> FlowRuntime:
@@ -337,8 +361,12 @@ class FlowService:
             priority=priority,
         )
         start_ns = time.time_ns() if host.listeners else 0
+        history = [HistoryRecord(at=now, event="start")]
         try:
-            await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
+            if host.lazy_claims:
+                await self.store.create(claimed, history=history, durable=False)  # type: ignore[call-arg]
+            else:
+                await self.store.create(claimed, history=history)
         except RunExistsError:
             if not await self._landed(claimed):
                 raise

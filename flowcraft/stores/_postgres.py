@@ -61,6 +61,8 @@ class PostgresStore:
         self.pool_size = pool_size
         self._sql = Dialect(namespace, postgres=True)
         self._free: builtins.list[AsyncConnection[tuple[Any, ...]]] = []  # idle connections
+        # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
+        self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False
@@ -68,11 +70,16 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"flowcraft.stores.PostgresStore(namespace={self.namespace!r})"
 
-    async def _connect(self) -> AsyncConnection[tuple[Any, ...]]:
+    async def _connect(self, lazy: bool = False) -> AsyncConnection[tuple[Any, ...]]:
         psycopg = _psycopg()
         conn: AsyncConnection[tuple[Any, ...]] = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True
         )
+        if lazy:
+            # Commits on this connection return before their WAL is flushed; the flush of
+            # the next synchronous commit (the segment's outcome) covers them (the WAL is one
+            # sequence), so nothing a caller was answered with is unsynced.
+            await conn.execute("SET synchronous_commit = off")
         if not self._schema_ready:
             async with self._schema_lock:
                 if not self._schema_ready:
@@ -86,16 +93,24 @@ class PostgresStore:
         return conn
 
     async def _run(
-        self, fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]], *, tx: bool = False
+        self,
+        fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]],
+        *,
+        tx: bool = False,
+        durable: bool = True,
     ) -> T:
-        """Run ``fn`` on a pooled connection (up to ``pool_size`` calls at once)."""
+        """Run ``fn`` on a pooled connection (up to ``pool_size`` calls at once).
+
+        ``durable=False`` takes a connection that commits asynchronously (a claim).
+        """
         psycopg = _psycopg()
+        free = self._free if durable else self._free_lazy
         async with self._slots:
-            conn = self._free.pop() if self._free else None
+            conn = free.pop() if free else None
             keep = False
             try:
                 if conn is None or conn.closed:
-                    conn = await self._connect()
+                    conn = await self._connect(lazy=not durable)
                 if tx:
                     async with conn.transaction():
                         result = await fn(conn)
@@ -112,7 +127,7 @@ class PostgresStore:
             finally:
                 # A connection interrupted by cancellation may be mid-protocol: drop it.
                 if conn is not None and keep and not conn.closed:
-                    self._free.append(conn)
+                    free.append(conn)
                 elif conn is not None and not conn.closed:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
@@ -126,19 +141,31 @@ class PostgresStore:
 
     # --- RunStore ----------------------------------------------------------------------------
 
-    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
-        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+    async def create(
+        self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
+    ) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken.
+
+        One statement (one round trip): the insert, then its history where it landed.
+        ``durable=False`` (a claim) commits without waiting for the WAL flush.
+        """
         sql = self._sql
+        query = f"WITH u AS ({sql.insert_run} ON CONFLICT (run_id) DO NOTHING RETURNING run_id)"
+        values: builtins.list[Any] = [*sql.row(run)]
+        if history:
+            query += (
+                f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, x.b FROM u, "
+                "unnest(%s::bytea[]) WITH ORDINALITY AS x(b, i) ORDER BY x.i RETURNING 1)"
+            )
+            values.append([body for _, body in sql.history_rows(run.run_id, history)])
+        query += " SELECT count(*) FROM u"
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            cur = await conn.execute(
-                sql.insert_run + " ON CONFLICT (run_id) DO NOTHING", sql.row(run)
-            )
-            if cur.rowcount != 1:
+            row = await (await conn.execute(query, values)).fetchone()
+            if row is None or int(row[0]) != 1:
                 raise RunExistsError(run.run_id)
-            await _history(conn, sql, run.run_id, history)
 
-        await self._run(op, tx=True)
+        await self._run(op, durable=durable)
 
     async def save(
         self,
@@ -148,8 +175,12 @@ class PostgresStore:
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
         checkpoint: int = 0,
+        durable: bool = True,
     ) -> None:
-        """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        """Replace the run if its stored revision is ``expected_revision``, atomically.
+
+        ``durable=False`` (a claim) commits without waiting for the WAL flush.
+        """
         sql = self._sql
         params = sql.update_params(run, expected_revision)
         # One statement (atomic on its own, one round trip): the compare-and-set, then what
@@ -193,7 +224,7 @@ class PostgresStore:
                     raise RunNotFoundError(rid, self)
                 raise RevisionConflictError(rid, expected_revision, int(row[0]))
 
-        await self._run(op)
+        await self._run(op, durable=durable)
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]
@@ -350,20 +381,10 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        free, self._free = self._free, []
+        free = [*self._free, *self._free_lazy]
+        self._free, self._free_lazy = [], []
         for conn in free:
             await conn.close()
-
-
-async def _history(
-    conn: AsyncConnection[tuple[Any, ...]],
-    sql: Dialect,
-    run_id: str,
-    history: Sequence[HistoryRecord],
-) -> None:
-    if history:
-        async with conn.cursor() as cur:
-            await cur.executemany(sql.insert_history, sql.history_rows(run_id, history))
 
 
 def _psycopg() -> ModuleType:

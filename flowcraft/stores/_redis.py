@@ -311,7 +311,9 @@ class RedisStore:
 
     # --- RunStore ----------------------------------------------------------------------------
 
-    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+    async def create(
+        self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
+    ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
         reply = await self._write("create", run, 0, history, None)
         if reply[0] == b"exists":
@@ -325,6 +327,7 @@ class RedisStore:
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
         checkpoint: int = 0,
+        durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         reply = await self._write(

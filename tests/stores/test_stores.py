@@ -579,3 +579,21 @@ async def test_save_many_applies_each_compare_and_set_alone(store: RunStore) -> 
     assert isinstance(again[0], RevisionConflictError)
     stats = await store.stats(T0)
     assert stats.by_status == {"running": 2, "awaiting": 1}
+
+
+async def test_a_claim_write_is_a_compare_and_set_like_any_other(store: RunStore) -> None:
+    """``durable=False`` (a claim the segment's commit syncs) changes no semantics: create
+    refuses a taken id, save is a compare-and-set, both read back at once."""
+    first = HistoryRecord(at=T0, event="start", revision=1)
+    second = HistoryRecord(at=T0, event="resume", node_id="approve", by="bob", action="ok")
+    run = run_record()
+    await store.create(run, history=[first], durable=False)  # type: ignore[call-arg]
+    with pytest.raises(RunExistsError):
+        await store.create(run, durable=False)  # type: ignore[call-arg]
+    claimed = bump(run, status="running")
+    await store.save(claimed, 1, history=[second], durable=False)  # type: ignore[call-arg]
+    with pytest.raises(RevisionConflictError) as info:
+        await store.save(bump(run), 1, durable=False)  # type: ignore[call-arg]
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert await store.get("r1") == claimed
+    assert await store.history("r1") == [first, second]
