@@ -67,10 +67,19 @@ class SqliteStore:
             in WAL mode. ``"NORMAL"`` (the default) does not sync the log at each commit:
             every commit is atomic and survives the application crashing, but the last
             commits before a power loss or an operating-system crash may be rolled back.
-            ``"FULL"`` syncs the log at every commit, so a committed write (a start, a pause,
-            a resume's claim and outcome) survives a power loss too, at the cost of one
-            ``fsync`` per write transaction (LangGraph's ``SqliteSaver`` and DBOS run SQLite
-            at ``FULL``). ``"EXTRA"`` is accepted as SQLite defines it.
+            ``"FULL"`` syncs the log at every commit that answers a caller (a segment's
+            outcome: a start that paused, a resume that completed; holds, releases, cancels,
+            rollbacks), so what a caller was told survives a power loss too, at the cost of
+            one ``fsync`` per such write (LangGraph's ``SqliteSaver`` and DBOS run SQLite at
+            ``FULL``). A segment's *claim* is committed without its own ``fsync``: the log is
+            one sequence, so the outcome's ``fsync`` syncs the claim with it. A power loss
+            between the two loses the claim and leaves the run as it was before it (the
+            caller never got an answer and sends the decision again; a process crash loses
+            nothing, as at ``NORMAL``). ``"EXTRA"`` is accepted as SQLite defines it.
+
+    Point reads and single-run writes that would not wait run on the calling event loop on a
+    second connection (a worker-thread round trip costs more than the statement); anything
+    that would wait for a lock, and every synced commit, runs on a worker thread.
     """
 
     def __init__(
