@@ -21,6 +21,7 @@ lost (connection dropped, a driver retry that then conflicts) is recognised as o
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 (see Segment._watched)
 import logging
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from flowcraft._clock import SystemClock
 from flowcraft._errors import (
     ContextTooLargeError,
     FlowcraftError,
@@ -302,14 +304,10 @@ class Segment:
         failure: Exception | None = None
         token = CONTINUATION.set(continuation)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.watch)
-                try:
-                    result = await call(self.control)
-                except Exception as exc:  # re-raised below, outside the task group
-                    failure = exc
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                result = await self._watched(call)
+            except Exception as exc:  # re-raised below
+                failure = exc
             if self.lost is not None:
                 raise self.lost  # another process owns the run now: store nothing
             if failure is not None:
@@ -330,6 +328,62 @@ class Segment:
             CONTINUATION.reset(token)
             host.controls.pop(run_id, None)
             host.settled(run_id)
+
+    async def _watched(self, call: Callable[[Any], Awaitable[RunResult]]) -> RunResult:
+        """``call(control)`` with ``watch`` beside it once it has run for a watch step.
+
+        Most segments end within microseconds, long before their first lease renewal is
+        due, so on asyncio with the system clock the watcher is only spawned if the call is
+        still running after one step (a timer handle, cancelled when the call ends). Under
+        another clock (a ``FakeClock`` moves on its own schedule) or another event loop, the
+        watcher runs beside the call from the start and sleeps that step first: the same
+        schedule.
+        """
+        running = _asyncio_loop() if type(self.host.runtime.clock) is SystemClock else None
+        if running is not None:
+            return await self._watched_later(call, running)
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.watch)
+            try:
+                result = await call(self.control)
+            except Exception as exc:  # raised below, outside the task group
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _watched_later(
+        self, call: Callable[[Any], Awaitable[RunResult]], loop: asyncio.AbstractEventLoop
+    ) -> RunResult:
+        """``_watched`` on asyncio: spawn the watcher from a timer handle, if ever due."""
+        watcher: asyncio.Task[None] | None = None
+
+        def begin() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(self.watch(delay=False))
+
+        handle = loop.call_later(self._step(), begin)
+        try:
+            return await call(self.control)
+        finally:
+            handle.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([watcher])
+                if not watcher.cancelled() and watcher.exception() is not None:
+                    log.error(
+                        "flowcraft service: watching run %s failed",
+                        self.latest.run_id,
+                        exc_info=watcher.exception(),
+                    )
+
+    def _step(self) -> float:
+        """Seconds between two looks at the lease and the run's requests."""
+        return min(self.host.poll_interval, self.host.lease_ttl / 3)
 
     async def abandon(self) -> None:
         """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint)."""
@@ -433,15 +487,20 @@ class Segment:
             except StoreError:
                 log.exception("flowcraft service: checkpoint of run %s not stored", run.run_id)
 
-    async def watch(self) -> None:
-        """Renew the lease and apply pause/cancel requests made from other processes."""
+    async def watch(self, *, delay: bool = True) -> None:
+        """Renew the lease and apply pause/cancel requests made from other processes.
+
+        ``delay=False``: look at once (the caller already waited one step).
+        """
         host = self.host
         clock = host.runtime.clock
         ttl = timedelta(seconds=host.lease_ttl)
-        step = min(host.poll_interval, host.lease_ttl / 3)
+        step = self._step()
         key = control_key(self.latest.claim or "")
         while True:
-            await clock.sleep(step)
+            if delay:
+                await clock.sleep(step)
+            delay = True
             try:
                 raw = await host.store.recall(self.latest.run_id, key)
                 now = clock.now()
@@ -465,6 +524,14 @@ class Segment:
                 else:
                     self.control.pause(request.reason, request.by)
                 return
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None (another event loop, e.g. trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _bad_payload(run_id: str, exc: Exception) -> ResumeDataError:
