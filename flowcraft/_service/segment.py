@@ -333,15 +333,21 @@ class Segment:
         """``call(control)`` with ``watch`` beside it once it has run for a watch step.
 
         Most segments end within microseconds, long before their first lease renewal is
-        due, so on asyncio with the system clock the watcher is only spawned if the call is
-        still running after one step (a timer handle, cancelled when the call ends). Under
-        another clock (a ``FakeClock`` moves on its own schedule) or another event loop, the
-        watcher runs beside the call from the start and sleeps that step first: the same
-        schedule.
+        due, so on asyncio the watcher is only spawned if the call is still running after
+        one step of the clock (a timer handle, cancelled when the call ends): the system
+        clock's through the loop, a ``FakeClock``'s through ``FakeClock.call_later``. Under
+        another clock, an autojumping ``FakeClock`` (whose time moves when sleepers wait) or
+        another event loop, the watcher runs beside the call from the start and sleeps that
+        step first: the same schedule.
         """
-        running = _asyncio_loop() if type(self.host.runtime.clock) is SystemClock else None
+        clock = self.host.runtime.clock
+        running = _asyncio_loop()
         if running is not None:
-            return await self._watched_later(call, running)
+            if type(clock) is SystemClock:
+                return await self._watched_later(call, running, running.call_later)
+            later = getattr(clock, "call_later", None)  # FakeClock, unless it autojumps
+            if later is not None and not getattr(clock, "autojump", False):
+                return await self._watched_later(call, running, later)
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.watch)
@@ -356,16 +362,23 @@ class Segment:
         return result
 
     async def _watched_later(
-        self, call: Callable[[Any], Awaitable[RunResult]], loop: asyncio.AbstractEventLoop
+        self,
+        call: Callable[[Any], Awaitable[RunResult]],
+        loop: asyncio.AbstractEventLoop,
+        later: Callable[[float, Callable[[], None]], Any],
     ) -> RunResult:
-        """``_watched`` on asyncio: spawn the watcher from a timer handle, if ever due."""
+        """``_watched`` on asyncio: spawn the watcher from a timer handle, if ever due.
+
+        ``later(seconds, callback)`` schedules on the clock's time and returns a handle with
+        ``cancel()``: the loop's ``call_later`` for the system clock, ``FakeClock.call_later``.
+        """
         watcher: asyncio.Task[None] | None = None
 
         def begin() -> None:
             nonlocal watcher
             watcher = loop.create_task(self.watch(delay=False))
 
-        handle = loop.call_later(self._step(), begin)
+        handle = later(self._step(), begin)
         try:
             return await call(self.control)
         finally:

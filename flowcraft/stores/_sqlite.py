@@ -34,17 +34,27 @@ __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-_MISS: Any = object()  # an inline call that could not run now (busy, in use): use a thread
 _CHECKPOINT_EVERY = 256  # inline commits between WAL checkpoints (the loop connection makes none)
+_INLINE_BATCH = 64  # the most writes one transaction on the event loop takes
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite would have waited (locked by another connection)."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class _Op:
     """One queued write: its function, then its result or error, and when it is done."""
 
-    __slots__ = ("done", "error", "fn", "lead", "result")
+    __slots__ = ("done", "error", "fn", "inline", "lead", "result")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], inline: bool) -> None:
         self.fn = fn
+        self.inline = inline  # short and needs no sync of its own: may commit on the loop
         self.done = anyio.Event()
         self.lead = False
         self.result: Any = None
@@ -199,83 +209,60 @@ class SqliteStore:
 
         return await anyio.to_thread.run_sync(call)
 
-    def _inline(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        """Run a short point read or write on the calling (event-loop) thread, or ``_MISS``.
-
-        A worker-thread round trip costs more than the statement (~140 µs against ~20 µs for
-        a read by key on a 2-core VM), so single-run reads and writes run here on a second
-        connection that never waits: its busy timeout is zero, and whenever it would wait (a
-        write lock held by another connection or process, our own batch in flight, the
-        connection in use by another thread, the schema not checked yet) it returns
-        ``_MISS`` having changed nothing, and the caller takes the worker-thread path. It
-        commits at ``synchronous=NORMAL`` and never checkpoints the WAL (``_after_inline``
-        asks the worker thread to, every ``_CHECKPOINT_EVERY`` commits), so it never syncs
-        a file on the event loop.
-        """
-        if self._conn is None or (write and (self._leading or self._queue)):
-            return _MISS  # type: ignore[no-any-return]
-        if not self._loop_lock.acquire(blocking=False):
-            return _MISS  # type: ignore[no-any-return]
-        try:
-            conn = self._loop_conn
-            if conn is None:
-                conn = sqlite3.connect(
-                    self.path, timeout=0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-                self._loop_conn = conn
-            if not write:
-                return fn(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self._loop_commits += 1
-            return result
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return _MISS  # type: ignore[no-any-return]
-            raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
-        finally:
-            self._loop_lock.release()
+    def _loop_connection(self) -> sqlite3.Connection:
+        """The event loop's connection: never waits (busy timeout 0), never syncs a file."""
+        conn = self._loop_conn
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_conn = conn
+        return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A point read: inline when it can run at once, else on the worker thread."""
-        result = self._inline(fn, write=False)
-        if result is _MISS:
-            return await self._run(fn)
-        return result
+        """A point read: on the event loop when it can run at once, else on the worker thread.
+
+        A worker-thread round trip costs more than a read by key (~140 µs against ~20 µs on
+        a 2-core VM). The loop's connection never waits: whenever it would (the schema not
+        checked yet, the connection in use by another thread, a busy database) the read
+        takes the worker thread instead.
+        """
+        if self._conn is not None and self._loop_lock.acquire(blocking=False):
+            try:
+                return fn(self._loop_connection())
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
+            finally:
+                self._loop_lock.release()
+        return await self._run(fn)
 
     async def _write_one(self, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
-        """A single-run write: inline unless it must be synced (``FULL``) or would wait."""
-        if durable and self.synchronous != "NORMAL":
-            return await self._write(fn)
-        result = self._inline(fn, write=True)
-        if result is _MISS:
-            return await self._write(fn)
-        if self._loop_commits >= _CHECKPOINT_EVERY:
-            self._loop_commits = 0
-            await self._run(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
-        return result
+        """A single-run write; it may commit on the loop unless it must be synced (``FULL``)."""
+        return await self._write(fn, inline=not durable or self.synchronous == "NORMAL")
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
         """Run ``fn`` in an immediate (write-locked) transaction, committed before returning.
 
         Group commit: writes that arrive while a transaction is in flight are queued and the
         next one runs them together, each under its own savepoint. A write that raises (a
         revision conflict, a constraint) is rolled back to its savepoint alone; the others
         commit. Each caller returns once the transaction holding its write has committed, so
-        durability is that of one write; concurrent writers share one commit and one thread
-        round trip.
+        durability is that of one write; concurrent writers share one commit.
+
+        A batch of ``inline`` writes only (single-run writes needing no sync of their own:
+        every write at ``NORMAL``, claims at ``FULL``) commits on the event loop, on the
+        loop's connection, after one yield that lets writers ready in the same loop turn join
+        it: no thread round trip, and one transaction for all of them. It takes the worker
+        thread instead whenever that would wait (the write lock held elsewhere). The loop's
+        connection never checkpoints the log; every ``_CHECKPOINT_EVERY`` inline commits the
+        worker thread does.
         """
-        op = _Op(fn)
+        op = _Op(fn, inline)
         self._queue.append(op)
         if self._leading:
             # Our write is queued and will run whatever happens to us: wait for its outcome.
@@ -284,10 +271,18 @@ class SqliteStore:
             if not op.lead:
                 return op.outcome()  # type: ignore[no-any-return]
         self._leading = True
-        batch, self._queue = self._queue, []
+        batch: builtins.list[_Op] = []
         try:
             with anyio.CancelScope(shield=True):  # the batch holds other callers' writes
-                await anyio.to_thread.run_sync(self._flush, batch)
+                if inline:
+                    await anyio.lowlevel.checkpoint()  # writers ready now join this batch
+                batch, self._queue = self._queue, []
+                here = len(batch) <= _INLINE_BATCH and all(o.inline for o in batch)
+                if not (here and self._flush_inline(batch)):
+                    await anyio.to_thread.run_sync(self._flush, batch)
+                if self._loop_commits >= _CHECKPOINT_EVERY:
+                    self._loop_commits = 0
+                    await self._run(_checkpoint)
         finally:
             if self._queue:
                 self._queue[0].lead = True  # the next batch is its first writer's to run
@@ -297,6 +292,28 @@ class SqliteStore:
             for other in batch:
                 other.done.set()
         return op.outcome()  # type: ignore[no-any-return]
+
+    def _flush_inline(self, batch: builtins.list[_Op]) -> bool:
+        """Run a batch on the loop's connection; False (nothing done) if that would wait."""
+        if self._conn is None or not self._loop_lock.acquire(blocking=False):
+            return False
+        try:
+            conn = self._loop_connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    return False
+                raise
+            self._apply(conn, batch)
+            self._loop_commits += 1
+            return True
+        except sqlite3.Error as exc:
+            for op in batch:
+                op.error = StoreError(f"sqlite store {self.path!r}: {exc}")
+            return True
+        finally:
+            self._loop_lock.release()
 
     def _flush(self, batch: builtins.list[_Op]) -> None:
         """Run a batch of writes in one transaction (in a worker thread)."""
@@ -310,31 +327,35 @@ class SqliteStore:
                 for op in batch:
                     op.error = StoreError(f"sqlite store {self.path!r}: {exc}")
                 return
-            single = len(batch) == 1
-            try:
-                for op in batch:
-                    if not single:
-                        conn.execute("SAVEPOINT w")
-                    try:
-                        op.result = op.fn(conn)
-                    except Exception as exc:
-                        if single:
-                            raise
-                        conn.execute("ROLLBACK TO w")
-                        op.error = exc
-                    if not single:
-                        conn.execute("RELEASE w")
-                conn.execute("COMMIT")
-            except Exception as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                for op in batch:
-                    op.error = exc if single else StoreError(f"sqlite store {self.path!r}: {exc}")
+            self._apply(conn, batch)
+
+    def _apply(self, conn: sqlite3.Connection, batch: builtins.list[_Op]) -> None:
+        """Run the batch in the open transaction (a savepoint each) and commit it."""
+        single = len(batch) == 1
+        try:
             for op in batch:
-                if isinstance(op.error, sqlite3.Error):
-                    err = StoreError(f"sqlite store {self.path!r}: {op.error}")
-                    err.__cause__ = op.error
-                    op.error = err
+                if not single:
+                    conn.execute("SAVEPOINT w")
+                try:
+                    op.result = op.fn(conn)
+                except Exception as exc:
+                    if single:
+                        raise
+                    conn.execute("ROLLBACK TO w")
+                    op.error = exc
+                if not single:
+                    conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in batch:
+                op.error = exc if single else StoreError(f"sqlite store {self.path!r}: {exc}")
+        for op in batch:
+            if isinstance(op.error, sqlite3.Error):
+                err = StoreError(f"sqlite store {self.path!r}: {op.error}")
+                err.__cause__ = op.error
+                op.error = err
 
     # --- RunStore ----------------------------------------------------------------------------
 
