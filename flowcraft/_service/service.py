@@ -422,9 +422,15 @@ class FlowService:
         started = host.now()
         while True:
             settled = host.settled_event(run_id)
-            stored = await self.store.get(run_id)
-            if key is not None:
-                first = await self.store.recall(run_id, key)
+            if key is None:
+                stored = await self.store.get(run_id)
+            else:
+                both = getattr(self.store, "get_and_recall", None)
+                if both is not None:
+                    stored, first = await both(run_id, key)
+                else:
+                    stored = await self.store.get(run_id)
+                    first = await self.store.recall(run_id, key)
                 if first is not None:
                     memo = recalled(first)
                     if memo.digest is not None and memo.digest != digest:

@@ -339,6 +339,19 @@ class PostgresStore:
         rows = await self._fetchall(self._sql.recall, (run_id, key))
         return bytes(rows[0][0]) if rows else None
 
+    async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
+        """``get`` and ``recall`` in one statement (one snapshot, one round trip)."""
+        sql = self._sql
+        query = (
+            f"SELECT r.body, (SELECT i.result FROM {sql.idem} i WHERE i.run_id = r.run_id "
+            f"AND i.key = %s) FROM {sql.runs} r WHERE r.run_id = %s"
+        )
+        rows = await self._fetchall(query, (key, run_id))
+        if not rows:
+            raise RunNotFoundError(run_id, self)
+        body, result = rows[0]
+        return decode_run(bytes(body), run_id), None if result is None else bytes(result)
+
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
         until = to_micros(now + timedelta(seconds=ttl))

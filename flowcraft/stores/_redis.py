@@ -525,6 +525,16 @@ class RedisStore:
             value = await self._redis().hget(self._key("idem", run_id), key)
         return None if value is None else _bytes(value)
 
+    async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
+        """``get`` and ``recall`` in one round trip (a transaction: one snapshot)."""
+        async with self._guard("get"), self._redis().pipeline(transaction=True) as pipe:
+            pipe.hget(self._key("run", run_id), "body")
+            pipe.hget(self._key("idem", run_id), key)
+            body, value = await pipe.execute()
+        if body is None:
+            raise RunNotFoundError(run_id, self)
+        return decode_run(_bytes(body), run_id), None if value is None else _bytes(value)
+
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
         until = to_micros(now + timedelta(seconds=ttl))

@@ -597,3 +597,20 @@ async def test_a_claim_write_is_a_compare_and_set_like_any_other(store: RunStore
     assert (info.value.expected, info.value.actual) == (1, 2)
     assert await store.get("r1") == claimed
     assert await store.history("r1") == [first, second]
+
+
+async def test_get_and_recall_reads_the_run_and_a_remembered_result_together(
+    store: RunStore,
+) -> None:
+    """Where a store offers ``get_and_recall`` it answers as ``get`` then ``recall`` would."""
+    both = getattr(store, "get_and_recall", None)
+    if both is None:
+        assert isinstance(store, MemoryStore | SqliteStore)  # a read by key costs no round trip
+        return
+    run = run_record()
+    await store.create(run)
+    assert await both("r1", "k") == (run, None)
+    await store.save(bump(run), 1, idempotency=("k", b"first"))
+    assert await both("r1", "k") == (await store.get("r1"), b"first")
+    with pytest.raises(RunNotFoundError):
+        await both("unknown", "k")
