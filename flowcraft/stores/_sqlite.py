@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from flowcraft.stores._base import (
     page_of_rows,
     to_micros,
 )
+from flowcraft.stores._group import Group, Write
 from flowcraft.stores._sql import Dialect, build_stats
 
 __all__ = ["SqliteStore"]
@@ -48,22 +50,13 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 
 class _Op:
-    """One queued write: its function, then its result or error, and when it is done."""
+    """A queued write: its function, and whether it may commit on the event loop."""
 
-    __slots__ = ("done", "error", "fn", "inline", "lead", "result")
+    __slots__ = ("fn", "inline")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], inline: bool) -> None:
         self.fn = fn
-        self.inline = inline  # short and needs no sync of its own: may commit on the loop
-        self.done = anyio.Event()
-        self.lead = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
+        self.inline = inline  # short and needs no sync of its own
 
 
 class SqliteStore:
@@ -111,8 +104,7 @@ class SqliteStore:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._queue: builtins.list[_Op] = []  # writes waiting for the next transaction
-        self._leading = False  # a transaction of queued writes is in flight
+        self._group: Group[_Op] = Group(self._flush_batch)
         self._loop_conn: sqlite3.Connection | None = None  # point reads/writes, no thread hop
         self._loop_lock = threading.Lock()  # taken without blocking: one caller at a time
         self._loop_commits = 0
@@ -262,38 +254,19 @@ class SqliteStore:
         connection never checkpoints the log; every ``_CHECKPOINT_EVERY`` inline commits the
         worker thread does.
         """
-        op = _Op(fn, inline)
-        self._queue.append(op)
-        if self._leading:
-            # Our write is queued and will run whatever happens to us: wait for its outcome.
-            with anyio.CancelScope(shield=True):
-                await op.done.wait()
-            if not op.lead:
-                return op.outcome()  # type: ignore[no-any-return]
-        self._leading = True
-        batch: builtins.list[_Op] = []
-        try:
-            with anyio.CancelScope(shield=True):  # the batch holds other callers' writes
-                if inline:
-                    await anyio.lowlevel.checkpoint()  # writers ready now join this batch
-                batch, self._queue = self._queue, []
-                here = len(batch) <= _INLINE_BATCH and all(o.inline for o in batch)
-                if not (here and self._flush_inline(batch)):
-                    await anyio.to_thread.run_sync(self._flush, batch)
-                if self._loop_commits >= _CHECKPOINT_EVERY:
-                    self._loop_commits = 0
-                    await self._run(_checkpoint)
-        finally:
-            if self._queue:
-                self._queue[0].lead = True  # the next batch is its first writer's to run
-                self._queue[0].done.set()
-            else:
-                self._leading = False
-            for other in batch:
-                other.done.set()
-        return op.outcome()  # type: ignore[no-any-return]
+        return await self._group.submit(_Op(fn, inline), gather=inline)  # type: ignore[no-any-return]
 
-    def _flush_inline(self, batch: builtins.list[_Op]) -> bool:
+    async def _flush_batch(self, batch: builtins.list[Write[_Op]]) -> None:
+        """A batch of inline writes on the loop when it can run at once, else on the thread."""
+        here = len(batch) <= _INLINE_BATCH and all(w.payload.inline for w in batch)
+        if not (here and self._flush_inline(batch)):
+            await anyio.to_thread.run_sync(self._flush, batch)
+        if self._loop_commits >= _CHECKPOINT_EVERY:
+            self._loop_commits = 0
+            with contextlib.suppress(StoreError):  # the next checkpoint will do
+                await self._run(_checkpoint)
+
+    def _flush_inline(self, batch: builtins.list[Write[_Op]]) -> bool:
         """Run a batch on the loop's connection; False (nothing done) if that would wait."""
         if self._conn is None or not self._loop_lock.acquire(blocking=False):
             return False
@@ -315,7 +288,7 @@ class SqliteStore:
         finally:
             self._loop_lock.release()
 
-    def _flush(self, batch: builtins.list[_Op]) -> None:
+    def _flush(self, batch: builtins.list[Write[_Op]]) -> None:
         """Run a batch of writes in one transaction (in a worker thread)."""
         with self._lock:
             try:
@@ -329,7 +302,7 @@ class SqliteStore:
                 return
             self._apply(conn, batch)
 
-    def _apply(self, conn: sqlite3.Connection, batch: builtins.list[_Op]) -> None:
+    def _apply(self, conn: sqlite3.Connection, batch: builtins.list[Write[_Op]]) -> None:
         """Run the batch in the open transaction (a savepoint each) and commit it."""
         single = len(batch) == 1
         try:
@@ -337,7 +310,7 @@ class SqliteStore:
                 if not single:
                     conn.execute("SAVEPOINT w")
                 try:
-                    op.result = op.fn(conn)
+                    op.result = op.payload.fn(conn)
                 except Exception as exc:
                     if single:
                         raise
