@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import anyio
 
@@ -24,6 +25,7 @@ from flowcraft.stores._base import (
     page_of_rows,
     to_micros,
 )
+from flowcraft.stores._group import Group, Write
 from flowcraft.stores._sql import Dialect, build_stats
 
 if TYPE_CHECKING:
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
+#: A single-run write: the statement, its parameters, whether it must be synced.
+_Statement: TypeAlias = tuple[str, Sequence[Any], bool]
+log = logging.getLogger("flowcraft.stores")
 _FOLD_AT = 1000  # count rows summed by ``stats`` before it folds the backends' shards
 
 
@@ -63,6 +68,7 @@ class PostgresStore:
         self._free: builtins.list[AsyncConnection[tuple[Any, ...]]] = []  # idle connections
         # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
         self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
+        self._group: Group[_Statement] = Group(self._flush)
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False
@@ -132,12 +138,14 @@ class PostgresStore:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
 
-    async def _fetchall(self, query: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+    async def _fetchall(
+        self, query: str, params: Sequence[Any], *, durable: bool = True
+    ) -> builtins.list[tuple[Any, ...]]:
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[tuple[Any, ...]]:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
-        return await self._run(op)
+        return await self._run(op, durable=durable)
 
     # --- RunStore ----------------------------------------------------------------------------
 
@@ -160,12 +168,8 @@ class PostgresStore:
             values.append([body for _, body in sql.history_rows(run.run_id, history)])
         query += " SELECT count(*) FROM u"
 
-        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            row = await (await conn.execute(query, values)).fetchone()
-            if row is None or int(row[0]) != 1:
-                raise RunExistsError(run.run_id)
-
-        await self._run(op, durable=durable)
+        if await self._group.submit((query, values, durable), gather=True) != 1:
+            raise RunExistsError(run.run_id)
 
     async def save(
         self,
@@ -216,15 +220,46 @@ class PostgresStore:
         parts.append(" SELECT count(*) FROM u")
         query = "".join(parts)
 
-        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            row = await (await conn.execute(query, values)).fetchone()
-            if row is None or int(row[0]) != 1:
-                row = await (await conn.execute(sql.get_revision, (rid,))).fetchone()
-                if row is None:
-                    raise RunNotFoundError(rid, self)
-                raise RevisionConflictError(rid, expected_revision, int(row[0]))
+        if await self._group.submit((query, values, durable), gather=True) != 1:
+            rows = await self._fetchall(sql.get_revision, (rid,))
+            if not rows:
+                raise RunNotFoundError(rid, self)
+            raise RevisionConflictError(rid, expected_revision, int(rows[0][0]))
 
-        await self._run(op, durable=durable)
+    async def _flush(self, batch: builtins.list[Write[_Statement]]) -> None:
+        """Run a batch of single-run writes; each result is the count of rows it wrote.
+
+        One write runs alone (autocommit). Several run in one transaction, pipelined: one
+        round trip and one WAL flush for all (synchronous if any of them must be). A
+        compare-and-set that loses writes nothing and counts 0, so no write of the batch can
+        abort the others; should the transaction fail anyway (a driver error, a constraint),
+        each write is run again on its own and gets its own outcome.
+        """
+        if len(batch) > 1:
+            durable = any(w.payload[2] for w in batch)
+
+            async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[int]:
+                async with conn.pipeline():
+                    cursors = [await conn.execute(w.payload[0], w.payload[1]) for w in batch]
+                    rows = [await cur.fetchone() for cur in cursors]
+                return [0 if row is None else int(row[0]) for row in rows]
+
+            try:
+                counts = await self._run(op, tx=True, durable=durable)
+            except Exception:
+                log.debug("postgres store %r: a batch failed; writing one by one", self.namespace)
+            else:
+                for write, count in zip(batch, counts, strict=True):
+                    write.result = count
+                return
+        for write in batch:
+            query, values, durable = write.payload
+            try:
+                rows = await self._fetchall(query, values, durable=durable)
+            except Exception as exc:
+                write.error = exc
+            else:
+                write.result = int(rows[0][0]) if rows else 0
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]

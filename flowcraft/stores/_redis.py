@@ -31,6 +31,7 @@ from flowcraft.stores._base import (
     page_of_rows,
     to_micros,
 )
+from flowcraft.stores._group import Group, Write
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -182,6 +183,7 @@ class RedisStore:
         self._client = client
         self._own_client = client is None
         self._scripts: dict[str, AsyncScript] = {}
+        self._group: Group[tuple[builtins.list[str], Any]] = Group(self._flush)
         ns = namespace
         self._order, self._due, self._finished = f"{ns}:order", f"{ns}:due", f"{ns}:finished"
         self._deadline, self._flows, self._ix = f"{ns}:deadline", f"{ns}:flows", f"{ns}:ix:"
@@ -242,8 +244,35 @@ class RedisStore:
         checkpoint: int = 0,
     ) -> builtins.list[Any]:
         keys, args = self._write_args(mode, run, expected, history, idempotency, checkpoint)
-        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
+        reply: builtins.list[Any] = await self._group.submit((keys, args), gather=True)
         return reply
+
+    async def _flush(self, batch: builtins.list[Write[tuple[builtins.list[str], Any]]]) -> None:
+        """Writes of a batch: one script call, or one pipelined round trip of scripts.
+
+        Each script is atomic on its own (its compare-and-set, its indexes): a conflict or an
+        error of one is its own.
+        """
+        try:
+            if len(batch) == 1:
+                keys, args = batch[0].payload
+                batch[0].result = await self._call("write", _WRITE, keys, args)
+                return
+            script = self._script("write", _WRITE)
+            async with self._guard("write"), self._redis().pipeline(transaction=False) as pipe:
+                for write in batch:
+                    keys, args = write.payload
+                    await script(keys=keys, args=args, client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for write in batch:
+                write.error = exc
+            return
+        for write, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                write.error = StoreError(f"redis store {self.namespace!r}: write failed: {reply}")
+            else:
+                write.result = reply
 
     def _write_args(
         self,
