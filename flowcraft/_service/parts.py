@@ -341,6 +341,9 @@ class Host:
     scatter: int = 0
     #: Publishes the deliveries of a fan-out a segment just stored (set with ``scatter``).
     outbox: Callable[[StoredRun], Awaitable[None]] | None = None
+    # Claims may commit without their own sync (``durable=False``): the store takes the flag and
+    # the claim is not an answer to anyone (no executor hands it over as "accepted").
+    lazy_claims: bool = False
 
     def now(self) -> datetime:
         """The runtime clock's time."""

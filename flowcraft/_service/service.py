@@ -135,6 +135,17 @@ class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, str] = {}
 
 
+def _takes_durable(store: RunStore) -> bool:
+    """Whether ``store.create``/``save`` take ``durable=`` (the built-in stores do)."""
+    try:
+        return all(
+            "durable" in inspect.signature(getattr(store, name)).parameters
+            for name in ("create", "save")
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def _seconds(value: Duration, where: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
     return parse_duration(value, where)
@@ -223,19 +234,35 @@ class FlowService:
             pause_limits=limits,
         )
         self.busy_timeout = busy_timeout
+        self._lazy = _takes_durable(store)
         self.executor = executor
-        # With durability="step" a checkpoint could catch a batch half spread; those run here.
-        if executor is not None and getattr(executor, "fan_out", False) and durability == "pause":
-            per = int(getattr(executor, "items_per_task", 1))
-            if per < 1:
-                raise ValueError(f"items_per_task must be 1 or more, not {per}")
-            self.host.scatter = per
-            self.host.outbox = partial(fo.publish_items, self.host, executor)
         self._controls = self.host.controls
         self._schedulers: builtins.list[DurableScheduler] = []
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
+
+    @property
+    def executor(self) -> ex.Executor | None:
+        """Where segments execute: None runs them here; an executor hands them to workers."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: ex.Executor | None) -> None:
+        self._executor = value
+        # A claim handed to an executor is the caller's answer ("accepted"): it must be synced
+        # on its own. Run here, a claim is synced by the segment's commit (the answer).
+        self.host.lazy_claims = value is None and self._lazy
+        # Batches spread over workers (``fanout``) when the executor asks for it. Not with
+        # durability="step": a checkpoint could catch a batch half spread; those run here.
+        host = self.host
+        host.scatter, host.outbox = 0, None
+        if value is not None and getattr(value, "fan_out", False) and host.durability == "pause":
+            per = int(getattr(value, "items_per_task", 1))
+            if per < 1:
+                raise ValueError(f"items_per_task must be 1 or more, not {per}")
+            host.scatter = per
+            host.outbox = partial(fo.publish_items, host, value)
 
     @property
     def runtime(self) -> FlowRuntime:
@@ -349,8 +376,12 @@ class FlowService:
             priority=priority,
         )
         start_ns = time.time_ns() if host.listeners else 0
+        history = [HistoryRecord(at=now, event="start")]
         try:
-            await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
+            if host.lazy_claims:
+                await self.store.create(claimed, history=history, durable=False)  # type: ignore[call-arg]
+            else:
+                await self.store.create(claimed, history=history)
         except RunExistsError:
             if not await self._landed(claimed):
                 raise
@@ -406,9 +437,15 @@ class FlowService:
         started = host.now()
         while True:
             settled = host.settled_event(run_id)
-            stored = await self.store.get(run_id)
-            if key is not None:
-                first = await self.store.recall(run_id, key)
+            if key is None:
+                stored = await self.store.get(run_id)
+            else:
+                both = getattr(self.store, "get_and_recall", None)
+                if both is not None:
+                    stored, first = await both(run_id, key)
+                else:
+                    stored = await self.store.get(run_id)
+                    first = await self.store.recall(run_id, key)
                 if first is not None:
                     memo = recalled(first)
                     if memo.digest is not None and memo.digest != digest:
