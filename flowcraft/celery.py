@@ -22,7 +22,10 @@ A message is a ``flowcraft.Delivery`` as a JSON object (``run_id``, ``revision``
 state, never pickle.
 The store is the truth: the worker executes a delivery only while the run is still claimed
 under it (``FlowService.execute``), so a redelivered, duplicated or stale message is a no-op
-that acks. Node side effects stay at-least-once across a worker crash (the sweep re-publishes
+that acks. A decision the worker refuses (an unknown action, data failing the wait's schema)
+leaves the run as it was; sent with an ``idempotency_key``, its caller reads the refusal back:
+``await service.outcome(run_id, key)`` raises that error. Node side effects stay
+at-least-once across a worker crash (the sweep re-publishes
 the run, whose nodes since the last stored state run again).
 
 Batches across workers: ``CeleryExecutor(app, fan_out=True, items_per_task=25)``. The segment
