@@ -135,19 +135,15 @@ async def execute_item(
 ) -> bool:
     """Run one chunk of a fan-out and merge its outcomes; False when it was a no-op."""
     store = host.store
-    try:
-        stored = await store.get(run_id)
-    except RunNotFoundError:
-        return False
-    found = _current(stored, token)
-    if found is None or not _wanted(found[1], node_id, start):
-        return False
     name = f"flowcraft:item:{run_id}:{token}:{node_id}/{start}"
     me = f"{host.owner}:{new_token()}"  # one lease holder per call, even in one process
     if not await store.acquire_lease(name, me, host.lease_ttl, host.now()):
         return False  # a copy of this delivery is running it
     try:
-        stored = await store.get(run_id)  # what the lease now protects
+        try:
+            stored = await store.get(run_id)  # read under the lease: what it protects
+        except RunNotFoundError:
+            return False
         found = _current(stored, token)
         if found is None or not _wanted(found[1], node_id, start):
             return False
@@ -170,7 +166,7 @@ async def execute_item(
         if failure is not None:
             raise failure
         merged = dict(zip(indices, outcomes, strict=True))
-        gathered = await _merge(host, run_id, token, node_id, merged)
+        gathered = await _merge(host, run_id, token, node_id, merged, stored)
         if gathered is not None and executor is not None:
             await _publish_gather(host, executor, gathered)
         return True
@@ -204,17 +200,25 @@ async def _renew(host: Host, name: str, me: str) -> None:
 
 
 async def _merge(
-    host: Host, run_id: str, token: str, node_id: str, outcomes: dict[int, bytes]
+    host: Host,
+    run_id: str,
+    token: str,
+    node_id: str,
+    outcomes: dict[int, bytes],
+    seen: StoredRun | None = None,
 ) -> StoredRun | None:
     """Merge a chunk's outcomes into the run by compare-and-set, keyed by its first item.
 
-    Returns the run as written when this merge completed the set (its intent is now the
-    gather), else None: merged with others pending, or a no-op (merged already, or stale).
+    ``seen`` is the run as last read: tried first (no other chunk merged since, the common
+    case with few workers: no read). Returns the run as written when this merge completed the
+    set (its intent is now the gather), else None: merged with others pending, or a no-op
+    (merged already, or stale).
     """
     start = min(outcomes)
     store = host.store
     while True:
-        stored = await store.get(run_id)
+        stored = seen if seen is not None else await store.get(run_id)
+        seen = None
         found = _current(stored, token)
         if found is None or start in found[1].done.get(node_id, {}):
             return None
