@@ -22,8 +22,9 @@ A worker holding an item delivery (``execute_item``):
 A pause or cancel sent while the items run is left under the fan-out's claim id, as for any
 running segment, and applies at the gather. Lost messages: a merge renews the run's lease;
 when no merge lands for a lease, the sweep (``resweep``) re-publishes the chunks not merged yet
-(copies of chunks in flight find their lease held and ack). Items are at-least-once only
-across crashes, like every node.
+(copies of chunks in flight find their lease held and ack), so a chunk should take well under
+``lease_ttl``: a longer one is re-published every ``lease_ttl`` (harmless copies, but copies).
+Items are at-least-once only across crashes, like every node.
 """
 
 from __future__ import annotations
