@@ -18,10 +18,20 @@ class RunControl:
     done so far kept in its context.
     """
 
-    def __init__(self, *, on_checkpoint: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_checkpoint: Callable[[bytes], Awaitable[None]] | None = None,
+        on_scatter: Callable[[str, int], bool] | None = None,
+    ) -> None:
         #: Called after every node with a context to resume from if the process dies now: the
         #: unfinished frontier is in it as paused nodes, so ``resume(bp, snapshot)`` continues.
         self.on_checkpoint = on_checkpoint
+        #: Called with ``(batch node id, item count)`` when a run reaches a ``.batch``; True
+        #: leaves the items to the caller: the batch waits with every item pending, the items
+        #: run through ``FlowRuntime.run_items`` (anywhere) and ``FlowRuntime.gather`` hands
+        #: their outcomes back. ``FlowService`` sets it to spread batches over workers.
+        self.on_scatter = on_scatter
         self.pause_requested: tuple[str | None, str | None] | None = None
         self.cancelled = False
         self.stepping = False  # run only the nodes ready now, then pause (testing.create_stepper)

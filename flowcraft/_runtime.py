@@ -19,6 +19,7 @@ from flowcraft._clock import Clock, SystemClock
 from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import begin, cancel, execute
+from flowcraft._engine.fanout import fanned, gather, run_items
 from flowcraft._engine.line import run_line
 from flowcraft._engine.load import ContextView, bytes_of, load, new_envelope
 from flowcraft._engine.plan import Plan, compile_plan
@@ -365,6 +366,51 @@ class FlowRuntime:
             if quick is not None:
                 return (await quick)[0]
         return (await resume(cfg, plan, env, data, node_id, control=control, by=by))[0]
+
+    async def run_items(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | str | RunResult,
+        node_id: str,
+        indices: Sequence[int],
+        *,
+        registry: Mapping[str, object] | None = None,
+    ) -> list[bytes]:
+        """Run items of a batch left to the caller (``RunControl.on_scatter``); their outcomes.
+
+        Each item runs as the in-process batch runs it (the batch's retries and timeout, its
+        worker's ``node.pause()``); the context is not changed. The outcomes (opaque bytes, one
+        per index, in order) go to ``gather``, from any process holding the same flow.
+        """
+        plan = self.plan(blueprint, registry)
+        cfg = self._config
+        env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
+        return await run_items(cfg, plan, env, node_id, list(indices))
+
+    async def gather(
+        self,
+        blueprint: Blueprint,
+        serialized_context: bytes | str | RunResult,
+        outcomes: Mapping[str, Mapping[int, bytes]],
+        *,
+        registry: Mapping[str, object] | None = None,
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Complete every batch left to the caller with its items' outcomes, and run on.
+
+        ``outcomes`` maps a batch node id to ``{item index: outcome}`` from ``run_items``; an
+        item without one is run here. The batch then ends as in one process: its results in
+        item order, a failed item failing it, a paused item awaiting as ``"<batch>/<index>"``.
+        """
+        plan = self.plan(blueprint, registry)
+        cfg = self._config
+        env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
+        if cfg.segment_hooks:  # ``partial``: a closure would make every local a cell (see fire)
+            applied = partial(gather, cfg, plan, outcomes=outcomes, control=control)
+            names = list(fanned(env))
+            node = names[0] if len(names) == 1 else None
+            return await observed(cfg, "resume", plan, env, applied, node_id=node)
+        return (await gather(cfg, plan, env, outcomes, control))[0]
 
     def plan(self, blueprint: Blueprint, registry: Mapping[str, object] | None = None) -> Plan:
         """The compiled plan of ``blueprint`` (cached per blueprint and registry)."""

@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from flowcraft._envelope.records import HistoryEntry, NodeError, WaitState, signer_of
+from flowcraft._envelope.records import FANOUT, HistoryEntry, NodeError, WaitState, signer_of
 from flowcraft._errors import NodeExecutionError
 
 __all__ = [
@@ -157,8 +157,14 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
     @cached_property
     def history(self) -> tuple[HistoryEntry, ...]:
-        """Every pause, resume, fallback and cancellation so far, oldest first."""
-        return (*self._past, *map(pause_entry, self._waiting))
+        """Every pause, resume, fallback and cancellation so far, oldest first.
+
+        A batch whose items run on other workers (``RunControl.on_scatter``) is no pause.
+        """
+        waits = self._waiting
+        if any(w.note == FANOUT for w in waits):
+            waits = [w for w in waits if w.note != FANOUT]
+        return (*self._past, *map(pause_entry, waits))
 
     @cached_property
     def signed_by(self) -> str | None:

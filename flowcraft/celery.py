@@ -18,11 +18,27 @@ loop and its store connections for all its tasks. Timers: run the durable schedu
 publishes ``fire`` deliveries when timers are due. Nothing is ever published with an ETA.
 
 A message is a ``flowcraft.Delivery`` as a JSON object (``run_id``, ``revision``,
-``delivery_id``, ``kind``, ``flow_id``, ``node_id``, ``v``): never the state, never pickle.
+``delivery_id``, ``kind``, ``flow_id``, ``node_id``, ``v``; ``item`` in version 2): never the
+state, never pickle.
 The store is the truth: the worker executes a delivery only while the run is still claimed
 under it (``FlowService.execute``), so a redelivered, duplicated or stale message is a no-op
-that acks. Node side effects stay at-least-once across a worker crash (the sweep re-publishes
+that acks. A decision the worker refuses (an unknown action, data failing the wait's schema)
+leaves the run as it was; sent with an ``idempotency_key``, its caller reads the refusal back:
+``await service.outcome(run_id, key)`` raises that error. Node side effects stay
+at-least-once across a worker crash (the sweep re-publishes
 the run, whose nodes since the last stored state run again).
+
+Batches across workers: ``CeleryExecutor(app, fan_out=True, items_per_task=25)``. The segment
+that reaches a ``.batch`` stores the run (still ``running``) with the batch pending and its
+item chunks in the outbox, then publishes one ``item`` message per chunk. A worker runs a chunk
+under a lease of its own (a duplicate copy acks without running it) and merges the outcomes
+into the stored run by compare-and-set keyed by the chunk; the merge that completes the set
+stores the ``gather`` claim in the same write and publishes it; one worker takes that claim and
+runs the nodes after the batch, once. Never a chord or a group callback. Items behave as in one
+process (the batch's retries and timeout, a failed item failing the batch, ``node.pause()``
+pausing the item as ``"<batch>/<index>"``), except that an item's writes to the run's state
+stay on its worker: only its return value travels. Lost item messages are re-published by the
+sweep once no merge has renewed the run's lease for ``lease_ttl``.
 """
 
 from __future__ import annotations
@@ -138,16 +154,30 @@ def check_settings(app: celery.Celery) -> list[str]:
 class CeleryExecutor:
     """A ``flowcraft.Executor`` publishing each ``Delivery`` as one ``flowcraft.execute`` task.
 
-    Never with an ETA or countdown: timers are the durable scheduler's.
+    Never with an ETA or countdown: timers are the durable scheduler's. ``fan_out=True``
+    spreads the items of every ``.batch`` over the workers, ``items_per_task`` items per
+    message (a chunk), gathered exactly once (see the module docstring).
     """
 
-    def __init__(self, app: celery.Celery, queue: str = "flowcraft") -> None:
+    def __init__(
+        self,
+        app: celery.Celery,
+        queue: str = "flowcraft",
+        *,
+        fan_out: bool = False,
+        items_per_task: int = 1,
+    ) -> None:
+        if items_per_task < 1:
+            raise ValueError(f"items_per_task must be 1 or more, not {items_per_task}")
         self.app = app
         self.queue = queue
+        self.fan_out = fan_out
+        self.items_per_task = items_per_task
         self.published = 0
 
     def __repr__(self) -> str:
-        return f"flowcraft.celery.CeleryExecutor(queue={self.queue!r})"
+        fan = f", fan_out=True, items_per_task={self.items_per_task}" if self.fan_out else ""
+        return f"flowcraft.celery.CeleryExecutor(queue={self.queue!r}{fan})"
 
     def publish(self, body: dict[str, Any]) -> None:
         """Send one message body (blocking)."""
@@ -209,6 +239,16 @@ def install(app: celery.Celery, service: FlowService, *, check: bool = True) -> 
         except DeliveryError as exc:
             log.error("flowcraft.celery: dropping a message that is not a delivery: %s", exc)
             return {"dropped": exc.detail}
+        if d.kind == "item":
+            if d.node_id is None or d.item is None:
+                log.error("flowcraft.celery: dropping an item delivery without node or item")
+                return {"dropped": "item delivery without node_id or item"}
+            try:
+                ran = loop.call(service.execute_item, d.run_id, d.delivery_id, d.node_id, d.item)
+            except FlowcraftError as exc:  # the sweep re-publishes the items not merged
+                log.warning("flowcraft.celery: items of run %s refused: %s", d.run_id, exc)
+                return {"run_id": d.run_id, "refused": type(exc).__name__}
+            return {"run_id": d.run_id, "item": d.item, "ran": ran}
         try:
             result = loop.call(service.execute, d.run_id, d.revision, d.delivery_id)
         except FlowcraftError as exc:  # refused: the run was restored; nothing to retry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,20 @@ class _Sleeper:
         self.deadline = deadline
         self.event = anyio.Event()
         self.done = False
+
+
+class _Timer(_Sleeper):
+    """A ``call_later`` entry: its callback runs when the clock reaches the deadline."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, deadline: datetime, callback: Callable[[], object]) -> None:
+        super().__init__(deadline)
+        self.callback = callback
+
+    def cancel(self) -> None:
+        """Do not call the callback (if it has not run yet)."""
+        self.done = True
 
 
 class FakeClock:
@@ -89,9 +103,21 @@ class FakeClock:
             # Hand the wheel to the earliest sleeper still waiting, if any.
             self._drop_done()
             for _, _, sleeper in sorted(self._sleepers):
-                if sleeper is not me and not sleeper.done:
+                if sleeper is not me and not sleeper.done and not isinstance(sleeper, _Timer):
                     sleeper.event.set()
                     break
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _Timer:
+        """Call ``callback()`` once the clock has been advanced ``seconds`` past now.
+
+        Returns a handle whose ``cancel()`` drops the call. The callback runs synchronously
+        inside ``advance`` (or an autojump), before the sleepers due at the same time wake;
+        it must not block. The durable service uses it to start a segment's lease watcher only
+        when a segment outlives one watch step (without ``autojump``).
+        """
+        me = _Timer(self._now + timedelta(seconds=seconds), callback)
+        heapq.heappush(self._sleepers, (me.deadline, next(self._seq), me))
+        return me
 
     def advance(self, seconds: float | timedelta) -> None:
         """Move time forward and wake the sleepers now due."""
@@ -103,7 +129,13 @@ class FakeClock:
 
     def _wake(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            heapq.heappop(self._sleepers)[2].event.set()
+            due = heapq.heappop(self._sleepers)[2]
+            if isinstance(due, _Timer):
+                if not due.done:
+                    due.done = True
+                    due.callback()
+            else:
+                due.event.set()
 
     def _drop_done(self) -> None:
         while self._sleepers and self._sleepers[0][2].done:

@@ -12,7 +12,7 @@ import contextvars
 import copy
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from types import MappingProxyType
@@ -33,7 +33,14 @@ from flowcraft._engine.config import Config
 from flowcraft._engine.load import new_envelope
 from flowcraft._engine.plan import Plan, PlanEdge, PlanNode, pause_record
 from flowcraft._engine.tasks import TaskSet
-from flowcraft._envelope.records import Envelope, HistoryEntry, NodeError, WaitKind, WaitState
+from flowcraft._envelope.records import (
+    FANOUT,
+    Envelope,
+    HistoryEntry,
+    NodeError,
+    WaitKind,
+    WaitState,
+)
 from flowcraft._errors import BatchItemError, RunLimitError, SubflowError
 from flowcraft._events import EventBus, FlowEvent
 from flowcraft._node import BaseNode, Context, NodeContext, PauseRequested
@@ -354,9 +361,11 @@ class Execution:
         self.subflow_done(node, value, child, result, env)
 
     async def _scatter(self, node: PlanNode, items: Any) -> None:
-        """Run the batch worker over every item (bounded by chunk size), results in item order."""
-        template = node.worker
-        assert template is not None
+        """Run the batch worker over every item (bounded by chunk size), results in item order.
+
+        With a ``RunControl.on_scatter`` hook that takes the batch, its items run elsewhere
+        instead: the batch waits (note ``FANOUT``) until ``fanout.gather`` hands it their outcomes.
+        """
         if not isinstance(items, list | tuple):
             err = TypeError(
                 f"batch {node.id!r} needs a list as input, got {type(items).__name__}; "
@@ -364,24 +373,40 @@ class Execution:
             )
             self._record_error(node.id, err, 0)
             return
-        outcomes: dict[int, tuple[Any, ...]] = {}
-        limiter = anyio.CapacityLimiter(node.chunk_size or max(1, len(items)))
+        hook = self.control.on_scatter if self.control is not None else None
+        if hook is not None and items and hook(node.id, len(items)):
+            now = self.cfg.clock.now()
+            results: list[Any] = [None] * len(items)
+            pending = {"items": list(items), "results": results}
+            self.waiting[node.id] = WaitState(node.id, "batch", now, pending, note=FANOUT)
+            return
+        outcomes = await self.run_items(node, items, range(len(items)))
+        self.batch_done(node, list(items), [None] * len(items), outcomes, [])
 
-        async def one(index: int, item: Any) -> None:
+    async def run_items(
+        self, node: PlanNode, items: list[Any] | tuple[Any, ...], indices: Sequence[int]
+    ) -> dict[int, tuple[Any, ...]]:
+        """Call the batch worker on ``items[i]`` for each index (async workers concurrently)."""
+        template = node.worker
+        assert template is not None
+        outcomes: dict[int, tuple[Any, ...]] = {}
+        limiter = anyio.CapacityLimiter(node.chunk_size or max(1, len(indices)))
+
+        async def one(index: int) -> None:
             async with limiter:
                 worker = copy.copy(template)
                 worker.id = f"{node.id}/{index}"
-                outcomes[index] = await self._attempts(worker, item)
+                outcomes[index] = await self._attempts(worker, items[index])
 
-        if template.is_async and len(items) > 1:
+        if template.is_async and len(indices) > 1:
             tasks = TaskSet.create()
-            for index, item in enumerate(items):
-                tasks.spawn(one, index, item)
+            for index in indices:
+                tasks.spawn(one, index)
             await tasks.wait()
         else:
-            for index, item in enumerate(items):
-                await one(index, item)
-        self.batch_done(node, list(items), [None] * len(items), outcomes, [])
+            for index in indices:
+                await one(index)
+        return outcomes
 
     def batch_done(
         self,
@@ -401,7 +426,9 @@ class Execution:
                 failure.__cause__ = exc
                 self._record_error(node.id, failure, outcome[2])
                 errors = self.env.errors
-                errors[-1] = msgspec.structs.replace(errors[-1], type=type(exc).__name__)
+                # An item that failed on another worker arrives as a stand-in naming its type.
+                kind = getattr(exc, "type_name", None) or type(exc).__name__
+                errors[-1] = msgspec.structs.replace(errors[-1], type=kind)
                 return
             if outcome[0] == _PAUSED:
                 paused.append(WaitState(str(index), "node", now, items[index], note=outcome[1]))

@@ -12,7 +12,7 @@ import msgspec
 
 from flowcraft._engine.plan import Plan, describe_changes
 from flowcraft._envelope.codec import Codec
-from flowcraft._envelope.records import FORMAT, Envelope, WaitState
+from flowcraft._envelope.records import FANOUT, FORMAT, Envelope, WaitState
 from flowcraft._errors import (
     BlueprintMismatchError,
     ContextDecodeError,
@@ -282,7 +282,7 @@ def child_context(value: object) -> bytes | None:
 def _nested_ok(w: WaitState) -> bool:
     """Whether a batch/subflow waiting record has the shape the engine relies on."""
     data = w.input
-    if not isinstance(data, dict) or not w.sub:
+    if not isinstance(data, dict) or not (w.sub or (w.kind == "batch" and w.note == FANOUT)):
         return False
     if w.kind == "subflow":
         return child_context(data.get("context")) is not None

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 __all__ = [
+    "FANOUT",
     "FORMAT",
     "SIGNED_MAGIC",
     "Envelope",
@@ -38,6 +39,10 @@ def signer_of(data: bytes) -> str | None:
         return None
     return data[5 : 5 + data[4]].decode(errors="replace")
 
+
+#: The note of a batch record whose items run elsewhere (``RunControl.on_scatter``): it has no
+#: ``sub`` records, every item is pending until ``FlowRuntime.gather``.
+FANOUT = "flowcraft:fan-out"
 
 WaitKind = Literal["wait", "timer", "gate", "node", "control", "subflow", "batch"]
 

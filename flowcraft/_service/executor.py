@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import msgspec
 
 from flowcraft._errors import FlowcraftError
-from flowcraft._service.parts import Host, control_key, decode_intent, new_token
+from flowcraft._service.parts import Host, control_key, decode_intent, handed, new_token
 from flowcraft._service.segment import cas
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
@@ -49,8 +49,11 @@ __all__ = [
 
 log = logging.getLogger("flowcraft.service")
 
-#: The version of the ``Delivery`` format; a message of another version is refused.
-DELIVERY_VERSION = 1
+#: The version of the ``Delivery`` format. Version 2 adds ``item`` (batch items spread over
+#: workers, kind ``"item"``); every other delivery is still written as version 1, so workers of
+#: the previous release keep executing them. A message of another version is refused.
+DELIVERY_VERSION = 2
+_READABLE = (1, 2)
 
 
 class DeliveryError(FlowcraftError, ValueError):
@@ -75,11 +78,15 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     flow_id: str
     node_id: str | None = None
-    v: int = DELIVERY_VERSION
+    v: int = 1
+    item: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The message body: a JSON object of strings and integers."""
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+        """The message body: a JSON object of strings and integers (version 1 has no ``item``)."""
+        body: dict[str, Any] = msgspec.to_builtins(self)
+        if self.item is None:
+            del body["item"]
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> Delivery:
@@ -89,8 +96,8 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
                 body = msgspec.json.decode(body)
             if not isinstance(body, dict):
                 raise DeliveryError(f"expected an object, got {type(body).__name__}")
-            if body.get("v") != DELIVERY_VERSION:
-                raise DeliveryError(f"version {body.get('v')!r}, expected {DELIVERY_VERSION}")
+            if body.get("v") not in _READABLE:
+                raise DeliveryError(f"version {body.get('v')!r}, expected 1 or {DELIVERY_VERSION}")
             return msgspec.convert(body, cls)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DeliveryError(str(exc)) from exc
@@ -104,6 +111,12 @@ class Executor(Protocol):
     called after the claim is stored). It must not delay the message: timers are the durable
     scheduler's. A delivery it fails to publish is published again by the sweep once the
     claim's lease lapses.
+
+    An executor with a true ``fan_out`` attribute also gets the items of every ``.batch`` as
+    deliveries of kind ``"item"``, ``items_per_task`` (default 1) items each: the segment
+    that reaches the batch stores the run with the batch pending and its items in the outbox,
+    workers run them (``FlowService.execute_item``) and merge their outcomes into the run by
+    compare-and-set, and the merge that completes the set stores the ``"gather"`` claim.
     """
 
     async def submit(self, delivery: Delivery) -> None:
@@ -116,16 +129,7 @@ def pending(stored: StoredRun) -> RunResult:
 
     ``serialized_context`` is empty; ``await service.settled(run_id)`` waits for the outcome.
     """
-    return RunResult(
-        # Not a ``RunStatus`` (the engine never returns it); only this hand-over does.
-        status=cast(Any, "running"),
-        run_id=stored.run_id,
-        revision=stored.revision,
-        context={},
-        outputs={},
-        serialized_context=b"",
-        blueprint_id=stored.flow_id,
-    )
+    return handed(stored)
 
 
 async def dispatch(host: Host, executor: Executor, claimed: StoredRun) -> RunResult:

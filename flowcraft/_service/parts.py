@@ -13,16 +13,16 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
 import msgspec
 
 from flowcraft._control import RunControl
-from flowcraft._errors import ResumeDataError, UnknownFlowError
+from flowcraft._errors import FlowcraftError, ResumeDataError, UnknownFlowError
 from flowcraft._flow.blueprint import Blueprint
 from flowcraft._values import Resume, ResumeData, RunResult
 from flowcraft.stores._base import RunStore, StoredRun
@@ -35,6 +35,7 @@ __all__ = [
     "CONTINUATION",
     "Control",
     "Claimed",
+    "Fanout",
     "Firing",
     "Host",
     "Intent",
@@ -46,8 +47,11 @@ __all__ = [
     "decode_request",
     "encode_intent",
     "fingerprint",
+    "handed",
     "new_token",
     "recalled",
+    "refusal_error",
+    "refused",
     "remembered",
 ]
 
@@ -77,28 +81,75 @@ class ServiceEvent:
     error: BaseException | None = None
 
 
+class Fanout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Batches spread over workers: the outbox of their items and what came back so far.
+
+    ``items``: batch node id → item count; ``per``: items per delivery (a delivery names its
+    first item); ``done``: batch node id → {item index: outcome from ``run_items``}.
+    """
+
+    items: dict[str, int]
+    per: int = 1
+    done: dict[str, dict[int, bytes]] = {}
+
+    def complete(self) -> bool:
+        """Whether every item of every batch has its outcome."""
+        return all(len(self.done.get(node, {})) >= n for node, n in self.items.items())
+
+    def pending(self) -> list[tuple[str, int]]:
+        """The deliveries (batch node id, first item) whose outcomes are not in yet."""
+        return [
+            (node, start)
+            for node, n in self.items.items()
+            for start in range(0, n, self.per)
+            if start not in self.done.get(node, {})
+        ]
+
+
 class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a claimed run is about to execute: replayed by recovery after a crash.
 
     ``start``: run ``state``; ``resume``: ``data`` for ``node_id``; ``fire``: the timer or wait
     expiry of ``node_id``; ``continue``: the nodes a ``RunControl`` pause stopped (``data`` is
-    what the continuation carries); ``checkpoint``: resume the stored step snapshot.
+    what the continuation carries); ``checkpoint``: resume the stored step snapshot;
+    ``batch``: the items of ``fanout`` run on workers (the stored context waits for them);
+    ``gather``: every item is in, hand ``fanout.done`` to the batches and run on. ``key`` and
+    ``digest`` of a decision that led to a fan-out travel with it to the gather, which stores
+    the decision's outcome.
     """
 
-    kind: Literal["start", "resume", "fire", "continue", "checkpoint"]
+    kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
     state: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     node_id: str | None = None
     by: str | None = None
     key: str | None = None
     digest: str | None = None  # ``fingerprint`` of the decision the key stands for
+    fanout: Fanout | None = None
+
+
+class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A decision refused where the caller could not hear it (a worker): the error, as data.
+
+    ``type`` names a ``FlowcraftError`` class, ``message`` is its text, ``attrs`` its plain
+    attributes (``run_id``, ``node_id``, ``action``, ...).
+    """
+
+    type: str
+    message: str
+    attrs: dict[str, Any] = {}
 
 
 class Remembered(msgspec.Struct, frozen=True, kw_only=True, tag="flowcraft.idempotency"):
-    """What an idempotency key remembers: the decision's fingerprint and the first result."""
+    """What an idempotency key remembers: the decision's fingerprint and the first result.
+
+    ``refused``: the decision was refused on a worker (``context`` is empty); a caller reading
+    the key back (``outcome``, or the same decision again) gets that error.
+    """
 
     digest: str | None
     context: bytes
+    refused: Refusal | None = None
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -122,6 +173,23 @@ _REQUEST = msgspec.msgpack.Decoder(Request)
 CONTINUATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "flowcraft_continuation", default=None
 )
+
+
+def handed(stored: StoredRun) -> RunResult:
+    """What a call returns once the segment is in other hands (a worker's): status ``running``.
+
+    ``serialized_context`` is empty; ``FlowService.settled(run_id)`` waits for the outcome.
+    """
+    return RunResult(
+        # Not a ``RunStatus`` (the engine never returns it); only a hand-over does.
+        status=cast(Any, "running"),
+        run_id=stored.run_id,
+        revision=stored.revision,
+        context={},
+        outputs={},
+        serialized_context=b"",
+        blueprint_id=stored.flow_id,
+    )
 
 
 def new_token() -> str:
@@ -172,6 +240,50 @@ def fingerprint(data: dict[str, Any] | None, node_id: str | None) -> str:
 def remembered(digest: str | None, context: bytes) -> bytes:
     """The bytes stored under an idempotency key."""
     return ENCODER.encode(Remembered(digest=digest, context=context))
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def refused(digest: str | None, exc: FlowcraftError) -> bytes:
+    """The bytes stored under an idempotency key for a decision a worker refused."""
+    attrs: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, _PLAIN):
+            attrs[name] = value
+        elif isinstance(value, tuple | list) and all(isinstance(v, _PLAIN) for v in value):
+            attrs[name] = list(value)
+    refusal = Refusal(type=type(exc).__name__, message=str(exc), attrs=attrs)
+    return ENCODER.encode(Remembered(digest=digest, context=b"", refused=refusal))
+
+
+def _error_class(name: str) -> type[FlowcraftError] | None:
+    """The ``FlowcraftError`` subclass called ``name`` (the error tree is walked, not imported)."""
+    stack: list[type[FlowcraftError]] = [FlowcraftError]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ == name:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return None
+
+
+def refusal_error(refusal: Refusal) -> FlowcraftError:
+    """The error a refused decision raised on its worker, rebuilt for the caller.
+
+    The same class (so ``except UnknownActionError`` works), message and plain attributes;
+    a class this version does not know becomes a ``FlowcraftError`` with the message.
+    """
+    cls = _error_class(refusal.type)
+    if cls is None:
+        return FlowcraftError(f"{refusal.type}: {refusal.message}")
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, refusal.message)
+    for name, value in refusal.attrs.items():
+        setattr(exc, name, tuple(value) if isinstance(value, list) else value)
+    return exc
 
 
 def recalled(raw: bytes) -> Remembered:
@@ -225,6 +337,13 @@ class Host:
     busy: set[str] = field(default_factory=set)
     keep_checkpoints: int = 100
     listeners: list[Callable[[ServiceEvent], object]] = field(default_factory=list)
+    #: Items per delivery when batches are spread over workers (0: a segment runs its batches).
+    scatter: int = 0
+    #: Publishes the deliveries of a fan-out a segment just stored (set with ``scatter``).
+    outbox: Callable[[StoredRun], Awaitable[None]] | None = None
+    # Claims may commit without their own sync (``durable=False``): the store takes the flag and
+    # the claim is not an answer to anyone (no executor hands it over as "accepted").
+    lazy_claims: bool = False
 
     def now(self) -> datetime:
         """The runtime clock's time."""

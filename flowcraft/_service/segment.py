@@ -21,6 +21,7 @@ lost (connection dropped, a driver retry that then conflicts) is recognised as o
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 (see Segment._watched)
 import logging
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from flowcraft._clock import SystemClock
 from flowcraft._errors import (
     ContextTooLargeError,
     FlowcraftError,
@@ -43,20 +45,23 @@ from flowcraft._errors import (
 from flowcraft._service.parts import (
     CONTINUATION,
     Control,
+    Fanout,
     Host,
     Intent,
     Request,
     control_key,
     decode_request,
     encode_intent,
+    handed,
     new_control,
     new_token,
+    refused,
     remembered,
 )
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "stored_from"]
+__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "spread", "stored_from"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -84,10 +89,13 @@ async def cas(
     history: Sequence[HistoryRecord] = (),
     idempotency: tuple[str, bytes] | None = None,
     checkpoint: bool = False,
+    durable: bool = True,
 ) -> None:
     """``store.save`` that recognises its own write when the reply was lost.
 
     ``checkpoint`` keeps ``run`` in the run's checkpoint history (``keep_checkpoints``).
+    ``durable=False`` (a claim) lets a store that can commit it without its own sync
+    (``Host.lazy_claims``); the segment's commit syncs it.
 
     A conflict whose stored revision carries this write's claim id is this write, applied
     earlier (a driver retried it); a ``StoreError`` is checked once against the store.
@@ -100,6 +108,10 @@ async def cas(
                 history=history,
                 idempotency=idempotency,
                 checkpoint=host.keep_checkpoints,
+            )
+        elif not durable and host.lazy_claims:
+            await host.store.save(  # type: ignore[call-arg]
+                run, expected, history=history, idempotency=idempotency, durable=False
             )
         else:
             await host.store.save(run, expected, history=history, idempotency=idempotency)
@@ -142,7 +154,7 @@ async def claim(
         claim_key=key,
     )
     start = time.time_ns() if host.listeners else 0
-    await cas(host, claimed, stored.revision)
+    await cas(host, claimed, stored.revision, durable=False)
     if host.listeners:
         host.notify("claim", claimed, start)
     log.debug(
@@ -214,17 +226,24 @@ async def claim_many(
     return out
 
 
-async def restore(host: Host, latest: StoredRun, prior: StoredRun | None) -> None:
+async def restore(
+    host: Host,
+    latest: StoredRun,
+    prior: StoredRun | None,
+    *,
+    idempotency: tuple[str, bytes] | None = None,
+) -> None:
     """Undo a claim whose segment was refused: the run is exactly ``prior`` again.
 
     Writing ``prior`` back under its own revision is safe: its content is byte-for-byte the
     state every reader of that revision saw. ``prior=None`` (a refused start) deletes the run.
+    ``idempotency`` is remembered in the same write (a refusal, see ``Segment.abandon``).
     """
     try:
         if prior is None:
             await host.store.delete(latest.run_id, latest.revision)
         else:
-            await cas(host, prior, latest.revision)
+            await cas(host, prior, latest.revision, idempotency=idempotency)
     except StoreError:
         log.exception("flowcraft service: could not restore run %s", latest.run_id)
 
@@ -278,6 +297,14 @@ class Segment:
         self.taken = 0  # snapshots handed over, in the order the engine took them
         self.written = 0  # the newest of them stored
         self.checkpointed = False
+        self.fanned: dict[str, int] = {}  # batches left to workers: node id -> item count
+        if host.scatter > 0:
+            self.control.on_scatter = self.scatter
+
+    def scatter(self, node_id: str, count: int) -> bool:
+        """``RunControl.on_scatter``: every batch's items go to workers (``fanout``)."""
+        self.fanned[node_id] = count
+        return True
 
     async def run(
         self,
@@ -295,14 +322,10 @@ class Segment:
         failure: Exception | None = None
         token = CONTINUATION.set(continuation)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.watch)
-                try:
-                    result = await call(self.control)
-                except Exception as exc:  # re-raised below, outside the task group
-                    failure = exc
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                result = await self._watched(call)
+            except Exception as exc:  # re-raised below
+                failure = exc
             if self.lost is not None:
                 raise self.lost  # another process owns the run now: store nothing
             if failure is not None:
@@ -310,7 +333,7 @@ class Segment:
                     failure, FlowcraftError
                 ):
                     failure = _bad_payload(run_id, failure)
-                await self.abandon()
+                await self.abandon(failure)
                 raise failure
             limit = host.max_bytes()
             size = len(result.serialized_context)
@@ -318,14 +341,92 @@ class Segment:
                 await self.abandon()
                 raise ContextTooLargeError(run_id, size, limit)
             await self.commit(result, extra)
+            if self.fanned and result.status == "awaiting":
+                if host.outbox is not None:
+                    await host.outbox(self.latest)
+                return handed(self.latest)
             return result
         finally:
             CONTINUATION.reset(token)
             host.controls.pop(run_id, None)
             host.settled(run_id)
 
-    async def abandon(self) -> None:
-        """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint)."""
+    async def _watched(self, call: Callable[[Any], Awaitable[RunResult]]) -> RunResult:
+        """``call(control)`` with ``watch`` beside it once it has run for a watch step.
+
+        Most segments end within microseconds, long before their first lease renewal is
+        due, so on asyncio the watcher is only spawned if the call is still running after
+        one step of the clock (a timer handle, cancelled when the call ends): the system
+        clock's through the loop, a ``FakeClock``'s through ``FakeClock.call_later``. Under
+        another clock, an autojumping ``FakeClock`` (whose time moves when sleepers wait) or
+        another event loop, the watcher runs beside the call from the start and sleeps that
+        step first: the same schedule.
+        """
+        clock = self.host.runtime.clock
+        running = _asyncio_loop()
+        if running is not None:
+            if type(clock) is SystemClock:
+                return await self._watched_later(call, running, running.call_later)
+            later = getattr(clock, "call_later", None)  # FakeClock, unless it autojumps
+            if later is not None and not getattr(clock, "autojump", False):
+                return await self._watched_later(call, running, later)
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.watch)
+            try:
+                result = await call(self.control)
+            except Exception as exc:  # raised below, outside the task group
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _watched_later(
+        self,
+        call: Callable[[Any], Awaitable[RunResult]],
+        loop: asyncio.AbstractEventLoop,
+        later: Callable[[float, Callable[[], None]], Any],
+    ) -> RunResult:
+        """``_watched`` on asyncio: spawn the watcher from a timer handle, if ever due.
+
+        ``later(seconds, callback)`` schedules on the clock's time and returns a handle with
+        ``cancel()``: the loop's ``call_later`` for the system clock, ``FakeClock.call_later``.
+        """
+        watcher: asyncio.Task[None] | None = None
+
+        def begin() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(self.watch(delay=False))
+
+        handle = later(self._step(), begin)
+        try:
+            return await call(self.control)
+        finally:
+            handle.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([watcher])
+                if not watcher.cancelled() and watcher.exception() is not None:
+                    log.error(
+                        "flowcraft service: watching run %s failed",
+                        self.latest.run_id,
+                        exc_info=watcher.exception(),
+                    )
+
+    def _step(self) -> float:
+        """Seconds between two looks at the lease and the run's requests."""
+        return min(self.host.poll_interval, self.host.lease_ttl / 3)
+
+    async def abandon(self, failure: Exception | None = None) -> None:
+        """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint).
+
+        A recovered or handed-over decision with an idempotency key that is refused
+        (``failure``, a ``FlowcraftError``) leaves the refusal under its key, in the same
+        write: its caller is elsewhere and reads it back with ``FlowService.outcome``.
+        """
         async with self.lock:
             if self.lost is not None:
                 return
@@ -339,7 +440,10 @@ class Segment:
                     log.exception("flowcraft service: run %s left running", run.run_id)
                 return
             prior = recovered_prior(self.host, self.latest) if self.recovered else self.prior
-            await restore(self.host, self.latest, prior)
+            idem = None
+            if self.recovered and self.key is not None and isinstance(failure, FlowcraftError):
+                idem = (self.key, refused(self.digest, failure))
+            await restore(self.host, self.latest, prior, idempotency=idem)
 
     async def commit(self, result: RunResult, extra: Sequence[HistoryRecord]) -> None:
         """Store the result with compare-and-set on the revision this segment last wrote."""
@@ -355,11 +459,21 @@ class Segment:
                 history.append(HistoryRecord(at=now, event=result.status, revision=result.revision))
             stored = stored_from(host, latest, result, now, host.requests.pop(latest.run_id, None))
             idem = None
-            if self.key is not None:
+            fanned = bool(self.fanned) and result.status == "awaiting"
+            if fanned:
+                # Still running: the batch's items go to workers, the gather stores the outcome
+                # (and the decision's idempotency record); no checkpoint of a half-done batch.
+                stored = spread(host, stored, self.fanned, self.key, self.digest)
+            elif self.key is not None:
                 idem = (self.key, remembered(self.digest, result.serialized_context))
             start = time.time_ns() if host.listeners else 0
             await cas(
-                host, stored, latest.revision, history=history, idempotency=idem, checkpoint=True
+                host,
+                stored,
+                latest.revision,
+                history=history,
+                idempotency=idem,
+                checkpoint=not fanned,
             )
             self.latest = stored
             if host.listeners:
@@ -426,15 +540,20 @@ class Segment:
             except StoreError:
                 log.exception("flowcraft service: checkpoint of run %s not stored", run.run_id)
 
-    async def watch(self) -> None:
-        """Renew the lease and apply pause/cancel requests made from other processes."""
+    async def watch(self, *, delay: bool = True) -> None:
+        """Renew the lease and apply pause/cancel requests made from other processes.
+
+        ``delay=False``: look at once (the caller already waited one step).
+        """
         host = self.host
         clock = host.runtime.clock
         ttl = timedelta(seconds=host.lease_ttl)
-        step = min(host.poll_interval, host.lease_ttl / 3)
+        step = self._step()
         key = control_key(self.latest.claim or "")
         while True:
-            await clock.sleep(step)
+            if delay:
+                await clock.sleep(step)
+            delay = True
             try:
                 raw = await host.store.recall(self.latest.run_id, key)
                 now = clock.now()
@@ -458,6 +577,14 @@ class Segment:
                 else:
                     self.control.pause(request.reason, request.by)
                 return
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None (another event loop, e.g. trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _bad_payload(run_id: str, exc: Exception) -> ResumeDataError:
@@ -503,6 +630,34 @@ def new_history(host: Host, base: StoredRun, result: RunResult) -> list[HistoryR
             )
         )
     return history
+
+
+def spread(
+    host: Host, stored: StoredRun, items: dict[str, int], key: str | None, digest: str | None
+) -> StoredRun:
+    """``stored`` (a segment's result) as a fan-out: running, its items in the outbox."""
+    now = host.now()
+    fan = Fanout(items=dict(items), per=max(1, host.scatter))
+    intent = Intent(kind="batch", key=key, digest=digest, fanout=fan)
+    return msgspec.structs.replace(
+        stored,
+        status="running",
+        intent=encode_intent(intent, stored.run_id),
+        owner=host.owner,
+        lease_until=now + timedelta(seconds=host.lease_ttl),
+        claim_key=key,
+        awaiting=(),
+        reasons=(),
+        wake_at=None,
+        expires_at=None,
+        due_at=None,
+        pause_deadline=None,
+        paused_at=None,
+        paused_by=None,
+        pause_reason=None,
+        pause_request_id=None,
+        awaiting_since=None,
+    )
 
 
 def stored_from(

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal, TypeAlias
 
 import anyio
@@ -73,6 +74,7 @@ from flowcraft._flow.builder import Flow
 from flowcraft._flow.durations import parse_duration
 from flowcraft._runtime import FlowRuntime
 from flowcraft._service import executor as ex
+from flowcraft._service import fanout as fo
 from flowcraft._service.health import ServiceHealth, check
 from flowcraft._service.parts import (
     CONTINUATION,
@@ -89,6 +91,7 @@ from flowcraft._service.parts import (
     fingerprint,
     new_token,
     recalled,
+    refusal_error,
 )
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_from
@@ -132,6 +135,17 @@ class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, str] = {}
 
 
+def _takes_durable(store: RunStore) -> bool:
+    """Whether ``store.create``/``save`` take ``durable=`` (the built-in stores do)."""
+    try:
+        return all(
+            "durable" in inspect.signature(getattr(store, name)).parameters
+            for name in ("create", "save")
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def _seconds(value: Duration, where: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
     return parse_duration(value, where)
@@ -167,7 +181,9 @@ class FlowService:
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
             ``"running"`` at once; ``settled(run_id)`` awaits the outcome and workers call
-            ``execute``.
+            ``execute``. With an executor whose ``fan_out`` is true (and ``durability=
+            "pause"``), the items of every ``.batch`` are spread over the workers too
+            (``execute_item``) and gathered once.
     """
 
     def __init__(
@@ -218,12 +234,35 @@ class FlowService:
             pause_limits=limits,
         )
         self.busy_timeout = busy_timeout
+        self._lazy = _takes_durable(store)
         self.executor = executor
         self._controls = self.host.controls
         self._schedulers: builtins.list[DurableScheduler] = []
 
     def __repr__(self) -> str:
         return f"flowcraft.FlowService(store={self.store!r}, flows={sorted(self.host.flows)!r})"
+
+    @property
+    def executor(self) -> ex.Executor | None:
+        """Where segments execute: None runs them here; an executor hands them to workers."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: ex.Executor | None) -> None:
+        self._executor = value
+        # A claim handed to an executor is the caller's answer ("accepted"): it must be synced
+        # on its own. Run here, a claim is synced by the segment's commit (the answer).
+        self.host.lazy_claims = value is None and self._lazy
+        # Batches spread over workers (``fanout``) when the executor asks for it. Not with
+        # durability="step": a checkpoint could catch a batch half spread; those run here.
+        host = self.host
+        host.scatter, host.outbox = 0, None
+        if value is not None and getattr(value, "fan_out", False) and host.durability == "pause":
+            per = int(getattr(value, "items_per_task", 1))
+            if per < 1:
+                raise ValueError(f"items_per_task must be 1 or more, not {per}")
+            host.scatter = per
+            host.outbox = partial(fo.publish_items, host, value)
 
     @property
     def runtime(self) -> FlowRuntime:
@@ -337,8 +376,12 @@ class FlowService:
             priority=priority,
         )
         start_ns = time.time_ns() if host.listeners else 0
+        history = [HistoryRecord(at=now, event="start")]
         try:
-            await self.store.create(claimed, history=[HistoryRecord(at=now, event="start")])
+            if host.lazy_claims:
+                await self.store.create(claimed, history=history, durable=False)  # type: ignore[call-arg]
+            else:
+                await self.store.create(claimed, history=history)
         except RunExistsError:
             if not await self._landed(claimed):
                 raise
@@ -394,13 +437,21 @@ class FlowService:
         started = host.now()
         while True:
             settled = host.settled_event(run_id)
-            stored = await self.store.get(run_id)
-            if key is not None:
-                first = await self.store.recall(run_id, key)
+            if key is None:
+                stored = await self.store.get(run_id)
+            else:
+                both = getattr(self.store, "get_and_recall", None)
+                if both is not None:
+                    stored, first = await both(run_id, key)
+                else:
+                    stored = await self.store.get(run_id)
+                    first = await self.store.recall(run_id, key)
                 if first is not None:
                     memo = recalled(first)
                     if memo.digest is not None and memo.digest != digest:
                         raise IdempotencyKeyReusedError(run_id, key)
+                    if memo.refused is not None:
+                        raise refusal_error(memo.refused)  # refused on a worker, as sent
                     return host.rebuild(stored, memo.context)
             if expected is not None and stored.revision != expected:
                 raise RevisionConflictError(run_id, expected, stored.revision)
@@ -448,6 +499,17 @@ class FlowService:
         except RevisionConflictError:
             return None  # another copy of the delivery took the claim first
 
+    async def execute_item(self, run_id: str, delivery_id: str, node_id: str, item: int) -> bool:
+        """A worker's entry point for a ``Delivery`` of kind ``"item"``: run a batch's items.
+
+        Runs the items ``item, item + 1, ...`` (``items_per_task`` of them) of the batch
+        ``node_id`` under a lease of their own and merges their outcomes into the run by
+        compare-and-set; the merge that completes the batch stores the gather and publishes
+        it. Returns False, running nothing, when the items are merged already (a duplicate or
+        redelivered message), running elsewhere (a copy), or the run moved on (stale).
+        """
+        return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
+
     async def settled(self, run_id: str) -> RunResult:
         """The run once no segment executes it (polls the store; bound it with a timeout).
 
@@ -460,13 +522,20 @@ class FlowService:
         """The result of the decision delivered under ``idempotency_key``, or None if none was.
 
         What a caller that lost track of its own decision (a retried request, a double submit)
-        reads back without delivering anything again.
+        reads back without delivering anything again. With an executor, how the caller of
+        ``resume(..., idempotency_key=k)`` (handed ``"running"``) learns the outcome: once
+        ``settled``, this returns the result, or raises the specific error (same class,
+        message and attributes) when the worker refused the decision (``UnknownActionError``,
+        ``ResumeDataError``, ...; the run was left as it was).
         """
         first = await self.store.recall(run_id, idempotency_key)
         if first is None:
             return None
+        memo = recalled(first)
+        if memo.refused is not None:
+            raise refusal_error(memo.refused)
         stored = await self.store.get(run_id)
-        return self.host.rebuild(stored, recalled(first).context)
+        return self.host.rebuild(stored, memo.context)
 
     async def pause(
         self,
@@ -1322,13 +1391,15 @@ class FlowService:
         ``taking``: a worker takes over a delivered claim (``execute``); no ``recover`` record.
         """
         host = self.host
-        if self.executor is not None and not taking:
-            return await ex.redispatch(host, self.executor, stored)
         run_id = stored.run_id
         try:
             intent = decode_intent(stored.intent)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreCorruptionError(run_id, "intent", str(exc)) from exc
+        if self.executor is not None and not taking:
+            if intent.kind == "batch":
+                return await fo.resweep(host, self.executor, stored)
+            return await ex.redispatch(host, self.executor, stored)
         bp, reg = host.flow(stored.flow_id)
         now = host.now()
         claimed = msgspec.structs.replace(
@@ -1380,6 +1451,13 @@ class FlowService:
             node = intent.node_id or ""
             return await segment.run(
                 lambda c: rt.fire(bp, ctx, node, registry=reg, control=c, by=intent.by)
+            )
+        if intent.kind in ("batch", "gather"):
+            # Hand the batches what came back; ``gather`` runs any item still missing (a
+            # fan-out recovered without workers).
+            done = intent.fanout.done if intent.fanout is not None else {}
+            return await segment.run(
+                lambda c: rt.gather(bp, ctx, done, registry=reg, control=c)
             )
         data = intent.data
         if intent.kind == "continue":

@@ -161,6 +161,15 @@ class RunStore(Protocol):
 
     Implementations: ``MemoryStore``, ``SqliteStore`` (the embedded default), ``RedisStore``,
     ``PostgresStore``. A new store inherits the contract suite in ``tests/test_stores.py``.
+
+    Optional: ``create`` and ``save`` may take a keyword ``durable: bool = True``. The service
+    passes ``durable=False`` for a *claim* when it executes the segment itself: such a write
+    must be as atomic and as visible as any other, but may return before it is synced to
+    disk, because the segment's commit (a durable write, the first answer anyone gets) comes
+    after it and syncs it too (``SqliteStore`` and ``PostgresStore`` do so; a store whose
+    writes are all synced the same way may ignore it). A store may also offer
+    ``get_and_recall(run_id, key) -> (StoredRun, bytes | None)``: ``get`` and ``recall`` in
+    one round trip, which a decision with an idempotency key then uses.
     """
 
     async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:

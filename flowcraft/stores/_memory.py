@@ -44,7 +44,9 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"flowcraft.stores.MemoryStore(runs={len(self._runs)})"
 
-    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+    async def create(
+        self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
+    ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
         await anyio.lowlevel.checkpoint()
         if run.run_id in self._runs:
@@ -60,6 +62,7 @@ class MemoryStore:
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
         checkpoint: int = 0,
+        durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``."""
         await anyio.lowlevel.checkpoint()

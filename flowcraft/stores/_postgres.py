@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import anyio
 
@@ -26,6 +27,7 @@ from flowcraft.stores._base import (
     page_of_sql_rows,
     to_micros,
 )
+from flowcraft.stores._group import Group, Write
 from flowcraft.stores._sql import Dialect, build_stats
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
+#: A single-run write: the statement, its parameters, whether it must be synced.
+_Statement: TypeAlias = tuple[str, Sequence[Any], bool]
+log = logging.getLogger("flowcraft.stores")
 _FOLD_AT = 1000  # count rows summed by ``stats`` before it folds the backends' shards
 
 
@@ -63,6 +68,9 @@ class PostgresStore:
         self.pool_size = pool_size
         self._sql = Dialect(namespace, postgres=True)
         self._free: builtins.list[AsyncConnection[tuple[Any, ...]]] = []  # idle connections
+        # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
+        self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
+        self._group: Group[_Statement] = Group(self._flush)
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False
@@ -70,11 +78,16 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"flowcraft.stores.PostgresStore(namespace={self.namespace!r})"
 
-    async def _connect(self) -> AsyncConnection[tuple[Any, ...]]:
+    async def _connect(self, lazy: bool = False) -> AsyncConnection[tuple[Any, ...]]:
         psycopg = _psycopg()
         conn: AsyncConnection[tuple[Any, ...]] = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True
         )
+        if lazy:
+            # Commits on this connection return before their WAL is flushed; the flush of
+            # the next synchronous commit (the segment's outcome) covers them (the WAL is one
+            # sequence), so nothing a caller was answered with is unsynced.
+            await conn.execute("SET synchronous_commit = off")
         if not self._schema_ready:
             async with self._schema_lock:
                 if not self._schema_ready:
@@ -88,16 +101,24 @@ class PostgresStore:
         return conn
 
     async def _run(
-        self, fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]], *, tx: bool = False
+        self,
+        fn: Callable[[AsyncConnection[tuple[Any, ...]]], Awaitable[T]],
+        *,
+        tx: bool = False,
+        durable: bool = True,
     ) -> T:
-        """Run ``fn`` on a pooled connection (up to ``pool_size`` calls at once)."""
+        """Run ``fn`` on a pooled connection (up to ``pool_size`` calls at once).
+
+        ``durable=False`` takes a connection that commits asynchronously (a claim).
+        """
         psycopg = _psycopg()
+        free = self._free if durable else self._free_lazy
         async with self._slots:
-            conn = self._free.pop() if self._free else None
+            conn = free.pop() if free else None
             keep = False
             try:
                 if conn is None or conn.closed:
-                    conn = await self._connect()
+                    conn = await self._connect(lazy=not durable)
                 if tx:
                     async with conn.transaction():
                         result = await fn(conn)
@@ -114,33 +135,43 @@ class PostgresStore:
             finally:
                 # A connection interrupted by cancellation may be mid-protocol: drop it.
                 if conn is not None and keep and not conn.closed:
-                    self._free.append(conn)
+                    free.append(conn)
                 elif conn is not None and not conn.closed:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
 
-    async def _fetchall(self, query: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+    async def _fetchall(
+        self, query: str, params: Sequence[Any], *, durable: bool = True
+    ) -> builtins.list[tuple[Any, ...]]:
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[tuple[Any, ...]]:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
-        return await self._run(op)
+        return await self._run(op, durable=durable)
 
     # --- RunStore ----------------------------------------------------------------------------
 
-    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
-        """Store a new run; raise ``RunExistsError`` if the id is taken."""
+    async def create(
+        self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
+    ) -> None:
+        """Store a new run; raise ``RunExistsError`` if the id is taken.
+
+        One statement (one round trip): the insert, then its history where it landed.
+        ``durable=False`` (a claim) commits without waiting for the WAL flush.
+        """
         sql = self._sql
-
-        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            cur = await conn.execute(
-                sql.insert_run + " ON CONFLICT (run_id) DO NOTHING", sql.row(run)
+        query = f"WITH u AS ({sql.insert_run} ON CONFLICT (run_id) DO NOTHING RETURNING run_id)"
+        values: builtins.list[Any] = [*sql.row(run)]
+        if history:  # one history row holds the records
+            query += (
+                f", h AS (INSERT INTO {sql.history} (run_id, body) SELECT u.run_id, %s FROM u "
+                "RETURNING 1)"
             )
-            if cur.rowcount != 1:
-                raise RunExistsError(run.run_id)
-            await _history(conn, sql, run.run_id, history)
+            values.append(sql.history_row(run.run_id, history)[1])
+        query += " SELECT count(*) FROM u"
 
-        await self._run(op, tx=True)
+        if await self._group.submit((query, values, durable), gather=True) != 1:
+            raise RunExistsError(run.run_id)
 
     async def save(
         self,
@@ -150,8 +181,12 @@ class PostgresStore:
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
         checkpoint: int = 0,
+        durable: bool = True,
     ) -> None:
-        """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        """Replace the run if its stored revision is ``expected_revision``, atomically.
+
+        ``durable=False`` (a claim) commits without waiting for the WAL flush.
+        """
         sql = self._sql
         params = sql.update_params(run, expected_revision, checkpoint)
         # One statement (atomic on its own, one round trip): the compare-and-set, then what
@@ -198,15 +233,46 @@ class PostgresStore:
         parts.append(" SELECT count(*) FROM u")
         query = "".join(parts)
 
-        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:
-            row = await (await conn.execute(query, values)).fetchone()
-            if row is None or int(row[0]) != 1:
-                row = await (await conn.execute(sql.get_revision, (rid,))).fetchone()
-                if row is None:
-                    raise RunNotFoundError(rid, self)
-                raise RevisionConflictError(rid, expected_revision, int(row[0]))
+        if await self._group.submit((query, values, durable), gather=True) != 1:
+            rows = await self._fetchall(sql.get_revision, (rid,))
+            if not rows:
+                raise RunNotFoundError(rid, self)
+            raise RevisionConflictError(rid, expected_revision, int(rows[0][0]))
 
-        await self._run(op)
+    async def _flush(self, batch: builtins.list[Write[_Statement]]) -> None:
+        """Run a batch of single-run writes; each result is the count of rows it wrote.
+
+        One write runs alone (autocommit). Several run in one transaction, pipelined: one
+        round trip and one WAL flush for all (synchronous if any of them must be). A
+        compare-and-set that loses writes nothing and counts 0, so no write of the batch can
+        abort the others; should the transaction fail anyway (a driver error, a constraint),
+        each write is run again on its own and gets its own outcome.
+        """
+        if len(batch) > 1:
+            durable = any(w.payload[2] for w in batch)
+
+            async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[int]:
+                async with conn.pipeline():
+                    cursors = [await conn.execute(w.payload[0], w.payload[1]) for w in batch]
+                    rows = [await cur.fetchone() for cur in cursors]
+                return [0 if row is None else int(row[0]) for row in rows]
+
+            try:
+                counts = await self._run(op, tx=True, durable=durable)
+            except Exception:
+                log.debug("postgres store %r: a batch failed; writing one by one", self.namespace)
+            else:
+                for write, count in zip(batch, counts, strict=True):
+                    write.result = count
+                return
+        for write in batch:
+            query, values, durable = write.payload
+            try:
+                rows = await self._fetchall(query, values, durable=durable)
+            except Exception as exc:
+                write.error = exc
+            else:
+                write.result = int(rows[0][0]) if rows else 0
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]
@@ -324,6 +390,19 @@ class PostgresStore:
         rows = await self._fetchall(self._sql.recall, (run_id, key))
         return bytes(rows[0][0]) if rows else None
 
+    async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
+        """``get`` and ``recall`` in one statement (one snapshot, one round trip)."""
+        sql = self._sql
+        query = (
+            f"SELECT {sql.cols}, (SELECT i.result FROM {sql.idem} i WHERE i.run_id = r.run_id "
+            f"AND i.key = %s) FROM {sql.runs} r WHERE r.run_id = %s"
+        )
+        rows = await self._fetchall(query, (key, run_id))
+        if not rows:
+            raise RunNotFoundError(run_id, self)
+        result = rows[0][-1]
+        return decode_row(rows[0]), None if result is None else bytes(result)
+
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
         until = to_micros(now + timedelta(seconds=ttl))
@@ -366,19 +445,10 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        free, self._free = self._free, []
+        free = [*self._free, *self._free_lazy]
+        self._free, self._free_lazy = [], []
         for conn in free:
             await conn.close()
-
-
-async def _history(
-    conn: AsyncConnection[tuple[Any, ...]],
-    sql: Dialect,
-    run_id: str,
-    history: Sequence[HistoryRecord],
-) -> None:
-    if history:
-        await conn.execute(sql.insert_history, sql.history_row(run_id, history))
 
 
 def _psycopg() -> ModuleType:

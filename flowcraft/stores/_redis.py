@@ -31,6 +31,7 @@ from flowcraft.stores._base import (
     page_of_rows,
     to_micros,
 )
+from flowcraft.stores._group import Group, Write
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -182,6 +183,7 @@ class RedisStore:
         self._client = client
         self._own_client = client is None
         self._scripts: dict[str, AsyncScript] = {}
+        self._group: Group[tuple[builtins.list[str], Any]] = Group(self._flush)
         ns = namespace
         self._order, self._due, self._finished = f"{ns}:order", f"{ns}:due", f"{ns}:finished"
         self._deadline, self._flows, self._ix = f"{ns}:deadline", f"{ns}:flows", f"{ns}:ix:"
@@ -242,8 +244,35 @@ class RedisStore:
         checkpoint: int = 0,
     ) -> builtins.list[Any]:
         keys, args = self._write_args(mode, run, expected, history, idempotency, checkpoint)
-        reply: builtins.list[Any] = await self._call("write", _WRITE, keys, args)
+        reply: builtins.list[Any] = await self._group.submit((keys, args), gather=True)
         return reply
+
+    async def _flush(self, batch: builtins.list[Write[tuple[builtins.list[str], Any]]]) -> None:
+        """Writes of a batch: one script call, or one pipelined round trip of scripts.
+
+        Each script is atomic on its own (its compare-and-set, its indexes): a conflict or an
+        error of one is its own.
+        """
+        try:
+            if len(batch) == 1:
+                keys, args = batch[0].payload
+                batch[0].result = await self._call("write", _WRITE, keys, args)
+                return
+            script = self._script("write", _WRITE)
+            async with self._guard("write"), self._redis().pipeline(transaction=False) as pipe:
+                for write in batch:
+                    keys, args = write.payload
+                    await script(keys=keys, args=args, client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for write in batch:
+                write.error = exc
+            return
+        for write, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                write.error = StoreError(f"redis store {self.namespace!r}: write failed: {reply}")
+            else:
+                write.result = reply
 
     def _write_args(
         self,
@@ -311,7 +340,9 @@ class RedisStore:
 
     # --- RunStore ----------------------------------------------------------------------------
 
-    async def create(self, run: StoredRun, *, history: Sequence[HistoryRecord] = ()) -> None:
+    async def create(
+        self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
+    ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
         reply = await self._write("create", run, 0, history, None)
         if reply[0] == b"exists":
@@ -325,6 +356,7 @@ class RedisStore:
         history: Sequence[HistoryRecord] = (),
         idempotency: tuple[str, bytes] | None = None,
         checkpoint: int = 0,
+        durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
         reply = await self._write(
@@ -521,6 +553,16 @@ class RedisStore:
         async with self._guard("recall"):
             value = await self._redis().hget(self._key("idem", run_id), key)
         return None if value is None else _bytes(value)
+
+    async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
+        """``get`` and ``recall`` in one round trip (a transaction: one snapshot)."""
+        async with self._guard("get"), self._redis().pipeline(transaction=True) as pipe:
+            pipe.hget(self._key("run", run_id), "body")
+            pipe.hget(self._key("idem", run_id), key)
+            body, value = await pipe.execute()
+        if body is None:
+            raise RunNotFoundError(run_id, self)
+        return decode_run(_bytes(body), run_id), None if value is None else _bytes(value)
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""

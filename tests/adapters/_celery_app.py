@@ -2,8 +2,10 @@
 
 Configured by environment: ``FLOWCRAFT_CELERY_BROKER`` (broker URL), ``FLOWCRAFT_CELERY_QUEUE``,
 ``FLOWCRAFT_CELERY_STORE`` (``redis`` or ``postgres``), ``FLOWCRAFT_CELERY_NS`` (store
-namespace), ``FLOWCRAFT_CELERY_TTL`` (lease seconds). Side effects go to
-``FLOWCRAFT_TEST_EFFECTS`` (see ``tests/service/_support.py``).
+namespace), ``FLOWCRAFT_CELERY_TTL`` (lease seconds), ``FLOWCRAFT_CELERY_FANOUT`` (items per
+task: batches spread over the workers; unset or 0: not), ``FLOWCRAFT_CELERY_TWICE`` (1: the
+workers publish every message twice). Side effects go to ``FLOWCRAFT_TEST_EFFECTS`` (see
+``tests/service/_support.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from celery import Celery
 
 from flowcraft import FlowRuntime, FlowService, NodeContext, create_flow
 from flowcraft.celery import CeleryExecutor, install, safe_settings
-from tests.service._support import approval, effect, open_store, reminder, two_waits
+from tests.service._support import (
+    approval,
+    effect,
+    open_store,
+    reminder,
+    spread,
+    two_waits,
+)
 
 _FLAKY: dict[str, int] = {}
 
@@ -41,6 +50,24 @@ async def slow(node: NodeContext) -> str:
     await anyio.sleep(float(os.environ.get("FLOWCRAFT_CELERY_SLOW", "3")))
     effect("slow-end", node.run_id)
     return "slow"
+
+
+async def slow_item(node: NodeContext) -> int:
+    """A batch item; item 1 takes long enough for a test to kill the worker inside it."""
+    if node.input == 1:
+        effect("slow-start", node.run_id)
+        await anyio.sleep(float(os.environ.get("FLOWCRAFT_CELERY_SLOW", "3")))
+        effect("slow-end", node.run_id)
+    effect(node.node_id, node.run_id)
+    return int(node.input) * 10
+
+
+def crunch(node: NodeContext) -> int:
+    """A CPU-bound batch item: a few milliseconds of pure Python (the fan-out benchmark)."""
+    acc = 0
+    for i in range(int(node.input)):
+        acc = (acc * 31 + i) % 1_000_003
+    return acc
 
 
 async def done(node: NodeContext) -> str:
@@ -72,6 +99,12 @@ def flows() -> list[Any]:
         .edge("sub", "after"),
         create_flow("slow").node("slow", slow, name="slow").wait("next").edge("slow", "next"),
         child(),
+        spread(),
+        create_flow("slow-spread")
+        .batch("sq", slow_item, input_key="xs")
+        .node("after", done, name="after")
+        .edge("sq", "after"),
+        create_flow("crunch").batch("work", crunch, input_key="xs"),
     ]
 
 
@@ -96,12 +129,24 @@ def make_app(broker: str) -> Celery:
     return app
 
 
+class Twice(CeleryExecutor):
+    """Publishes every message twice (a broker that duplicates)."""
+
+    def publish(self, body: dict[str, Any]) -> None:
+        super().publish(body)
+        super().publish(body)
+
+
 if "FLOWCRAFT_CELERY_BROKER" in os.environ:
     app = make_app(os.environ["FLOWCRAFT_CELERY_BROKER"])
+    per = int(os.environ.get("FLOWCRAFT_CELERY_FANOUT", "0"))
+    kind = Twice if os.environ.get("FLOWCRAFT_CELERY_TWICE") == "1" else CeleryExecutor
     service = make_service(
         os.environ["FLOWCRAFT_CELERY_STORE"],
         os.environ["FLOWCRAFT_CELERY_NS"],
-        CeleryExecutor(app, os.environ["FLOWCRAFT_CELERY_QUEUE"]),
+        kind(
+            app, os.environ["FLOWCRAFT_CELERY_QUEUE"], fan_out=per > 0, items_per_task=max(1, per)
+        ),
         float(os.environ.get("FLOWCRAFT_CELERY_TTL", "3")),
     )
     install(app, service)

@@ -33,6 +33,7 @@ from flowcraft.celery import (
 )
 from flowcraft.stores import MemoryStore
 from tests.adapters import _celery_app as appmod
+from tests.adapters._celery_app import Twice
 from tests.service._support import ROOT, drop, effects, unavailable
 
 AMQP = os.environ.get("FLOWCRAFT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
@@ -100,7 +101,9 @@ class Workers:
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        # A threads-pool worker lingers ~10 s after SIGTERM (its event-loop thread): once its
+        # task is acked there is nothing to wait for.
+        deadline = time.monotonic() + (2 if self.pool == "threads" else 10)
         for p in self.procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
@@ -140,14 +143,6 @@ def workers(
         w.stop()
         purge(broker, w.queue)
         anyio.run(drop, kind, w.ns)
-
-
-class Twice(CeleryExecutor):
-    """Publishes every message twice (a broker that duplicates)."""
-
-    def publish(self, body: dict[str, Any]) -> None:
-        super().publish(body)
-        super().publish(body)
 
 
 async def settle(svc: FlowService, result: RunResult) -> RunResult:

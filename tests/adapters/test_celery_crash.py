@@ -83,3 +83,44 @@ async def test_crash_between_claim_and_publish_is_swept(one_worker: Workers) -> 
     finally:
         await svc.store.close()
         await dead.store.close()
+
+
+@pytest.fixture
+def spreading_worker(tmp_path: Path) -> Iterator[Workers]:
+    reachable(AMQP, 5672)
+    reachable("postgres", 5432)
+    tag = uuid.uuid4().hex[:10]
+    w = Workers(AMQP, "postgres", f"crash{tag}", f"flowcraft-crash-{tag}", tmp_path, "threads",
+                FLOWCRAFT_CELERY_SLOW="3", FLOWCRAFT_CELERY_FANOUT="1")
+    try:
+        yield w
+    finally:
+        w.stop()
+        purge(AMQP, w.queue)
+        anyio.run(drop, "postgres", w.ns)
+
+
+async def test_sigkill_mid_batch_item_run_finishes_gather_once(spreading_worker: Workers) -> None:
+    w = spreading_worker
+    w.start(1)
+    svc = client(w)
+    try:
+        handed = await svc.start("slow-spread", {"xs": [0, 1, 2]})
+        run_id = handed.run_id
+        with anyio.fail_after(WAIT):
+            while w.count()[("slow-start", run_id)] == 0:
+                await anyio.sleep(0.05)
+        w.kill()  # SIGKILL inside item 1: its message is requeued, its lease left to lapse
+        w.start(1)
+        async with svc.scheduler(0.2):  # the sweep re-publishes the item not merged
+            done = await settle(svc, handed)
+        assert done.status == "completed"
+        assert done.outputs["sq_scatter"] == [0, 10, 20]
+        ran = w.count()
+        assert ran[("slow-start", run_id)] == 2  # the item re-ran once, after the crash
+        assert ran[("slow-end", run_id)] == 1
+        assert ran[("sq_scatter/0", run_id)] == 1
+        assert ran[("sq_scatter/2", run_id)] == 1
+        assert ran[("done", run_id)] == 1  # the gather, and the node after it, ran once
+    finally:
+        await svc.store.close()

@@ -123,3 +123,20 @@ async def test_autojump_clock_serves_several_sleepers_in_deadline_order() -> Non
             tg.start_soon(nap, "short", 10)
             tg.start_soon(nap, "mid", 20)
     assert woke == [("short", 10), ("mid", 20), ("long", 30)]
+
+
+async def test_call_later_runs_once_when_the_clock_reaches_it_unless_cancelled() -> None:
+    """``FakeClock.call_later``: due callbacks run inside ``advance`` in deadline order, once;
+    a cancelled one never runs; sleepers due at the same time still wake."""
+    clock = FakeClock()
+    calls: list[str] = []
+    clock.call_later(2, lambda: calls.append("b"))
+    clock.call_later(1, lambda: calls.append("a"))
+    dropped = clock.call_later(1.5, lambda: calls.append("never"))
+    dropped.cancel()
+    clock.advance(0.5)
+    assert calls == []
+    clock.advance(1.5)
+    assert calls == ["a", "b"]
+    clock.advance(10)
+    assert calls == ["a", "b"]

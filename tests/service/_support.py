@@ -250,6 +250,41 @@ def model_flow(effects: Counter[tuple[str, str]]) -> Any:
     )
 
 
+COUNTS: Counter[tuple[str, str]] = Counter()  # in-process item runs (``square``), by test
+
+
+def square(node: NodeContext) -> int:
+    """A batch item: its square; -1 pauses the item, 13 fails it (every attempt)."""
+    effect(node.node_id, node.run_id)
+    COUNTS[(node.node_id, node.run_id)] += 1
+    x = node.input
+    if x == -1:
+        node.pause("check -1")
+    if x == 13:
+        raise ValueError("13 is unlucky")
+    return int(x) * int(x)
+
+
+async def total(node: NodeContext) -> int:
+    effect("total", node.run_id)
+    COUNTS[("total", node.run_id)] += 1
+    return sum(node.input)
+
+
+def spread(per: int | None = None) -> Any:
+    """prep → batch "sq" (``square`` over state ``xs``, 2 attempts) → total; a wait beside it."""
+    return (
+        create_flow("spread")
+        .node("prep", submit, name="prep")
+        .batch("sq", square, input_key="xs", output_key="squares", max_retries=2, chunk_size=per)
+        .node("total", total, name="total")
+        .wait("aside")
+        .edge("prep", "sq")
+        .edge("sq", "total")
+        .edge("prep", "aside")
+    )
+
+
 def flows() -> list[Any]:
     """Every flow the workers know."""
     return [approval(), two_waits(), reminder()]

@@ -7,7 +7,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flowcraft import Delivery, DeliveryError, DurableScheduler, FlowRuntime, FlowService
+from flowcraft import (
+    Delivery,
+    DeliveryError,
+    DurableScheduler,
+    FlowRuntime,
+    FlowService,
+    IdempotencyKeyReusedError,
+    UnknownActionError,
+)
 from flowcraft.stores import RunStore
 from tests.service._support import KINDS, backend, flows
 
@@ -118,7 +126,46 @@ def test_delivery_format_is_versioned_json() -> None:
         "node_id": None, "v": 1,
     }
     assert Delivery.from_json(d.to_json()) == d
+    item = Delivery(
+        run_id="r", revision=3, delivery_id="c", kind="item", flow_id="f", node_id="b", item=4,
+        v=2,
+    )
+    assert item.to_json()["item"] == 4
+    assert Delivery.from_json(item.to_json()) == item
     with pytest.raises(DeliveryError):
-        Delivery.from_json({**d.to_json(), "v": 2})
+        Delivery.from_json({**d.to_json(), "v": 3})
     with pytest.raises(DeliveryError):
         Delivery.from_json(b"\x80not json")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_decision_refused_on_the_worker_is_read_back_by_its_caller(
+    kind: str, tmp_path: Path
+) -> None:
+    """The caller got ``running``; the worker refused: ``outcome`` raises the specific error."""
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+        client, worker = services(store, q)
+        run = await client.start("approval", {})
+        await drain(worker, q)
+        before = await client.settled(run.run_id)
+        handed = await client.resume(run.run_id, {"action": "maybe"}, idempotency_key="k")
+        assert handed.status == "running"  # validated on the worker, not here
+        d = q.sent.pop()
+        with pytest.raises(UnknownActionError, match="'maybe'"):
+            await worker.execute(d.run_id, d.revision, d.delivery_id)
+        after = await client.settled(run.run_id)
+        assert after.status == "awaiting"
+        assert after.serialized_context == before.serialized_context  # left as it was
+        with pytest.raises(UnknownActionError, match="no edge for action 'maybe'") as caught:
+            await client.outcome(run.run_id, "k")
+        assert (caught.value.node_id, caught.value.action) == ("approve", "maybe")
+        assert caught.value.known == ("approved", "rejected")
+        with pytest.raises(UnknownActionError):  # the same decision again: the same answer
+            await client.resume(run.run_id, {"action": "maybe"}, idempotency_key="k")
+        assert q.sent == []
+        with pytest.raises(IdempotencyKeyReusedError):
+            await client.resume(run.run_id, {"action": "approved"}, idempotency_key="k")
+        await client.resume(run.run_id, {"action": "approved"}, idempotency_key="k2")
+        await drain(worker, q)
+        assert (await client.outcome(run.run_id, "k2") or before).status == "completed"

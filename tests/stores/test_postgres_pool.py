@@ -73,3 +73,76 @@ def test_a_pool_size_below_one_is_refused() -> None:
     """pool_size=0 raises ValueError naming the value."""
     with pytest.raises(ValueError, match="pool_size must be at least 1, got 0"):
         PostgresStore(POSTGRES_DSN, pool_size=0)
+
+
+async def test_concurrent_writes_share_a_transaction_and_a_bad_one_fails_alone() -> None:
+    """Writes made in the same moment go out as one pipelined transaction; when one of them
+    is refused by the server (here a priority beyond BIGINT), the others still land and only
+    that one gets a StoreError."""
+    from datetime import UTC, datetime
+
+    from flowcraft import StoreError
+    from flowcraft.stores import StoredRun
+
+    store = await _store(4)
+    now = datetime.now(UTC)
+
+    def run(i: int, priority: int = 0) -> StoredRun:
+        return StoredRun(
+            run_id=f"r{i}",
+            flow_id="f",
+            status="awaiting",
+            revision=0,
+            created_at=now,
+            updated_at=now,
+            priority=priority,
+        )
+
+    outcomes: dict[int, str] = {}
+
+    async def create(i: int) -> None:
+        try:
+            await store.create(run(i, 2**63 + 5 if i == 3 else 0), durable=i % 2 == 0)
+            outcomes[i] = "ok"
+        except StoreError:
+            outcomes[i] = "error"
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(create, i)
+        assert outcomes == {i: "error" if i == 3 else "ok" for i in range(10)}
+        for i in range(10):
+            if i != 3:
+                assert (await store.get(f"r{i}")).revision == 0
+        # The batch path ran: conflicting saves from one moment have exactly one winner.
+        wins: list[int] = []
+        conflicts: list[tuple[int, int | None]] = []
+
+        async def save(i: int) -> None:
+            from flowcraft import RevisionConflictError
+
+            newer = StoredRun(
+                run_id="r0",
+                flow_id="f",
+                status="running",
+                revision=1,
+                created_at=now,
+                updated_at=now,
+                owner=f"w{i}",
+            )
+            try:
+                await store.save(newer, 0)
+                wins.append(i)
+            except RevisionConflictError as exc:
+                conflicts.append((exc.expected, exc.actual))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(save, i)
+        assert len(wins) == 1
+        assert conflicts == [(0, 1)] * 7
+        assert (await store.get("r0")).owner == f"w{wins[0]}"
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)

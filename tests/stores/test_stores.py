@@ -698,3 +698,37 @@ async def test_sqlite_reads_checkpoints_kept_whole_before(tmp_path: Path) -> Non
     await store.save(newer, 1, checkpoint=3)
     assert await store.checkpoints("r1") == [old, new, newer]
     await store.close()
+
+async def test_a_claim_write_is_a_compare_and_set_like_any_other(store: RunStore) -> None:
+    """``durable=False`` (a claim the segment's commit syncs) changes no semantics: create
+    refuses a taken id, save is a compare-and-set, both read back at once."""
+    first = HistoryRecord(at=T0, event="start", revision=1)
+    second = HistoryRecord(at=T0, event="resume", node_id="approve", by="bob", action="ok")
+    run = run_record()
+    await store.create(run, history=[first], durable=False)  # type: ignore[call-arg]
+    with pytest.raises(RunExistsError):
+        await store.create(run, durable=False)  # type: ignore[call-arg]
+    claimed = bump(run, status="running")
+    await store.save(claimed, 1, history=[second], durable=False)  # type: ignore[call-arg]
+    with pytest.raises(RevisionConflictError) as info:
+        await store.save(bump(run), 1, durable=False)  # type: ignore[call-arg]
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert await store.get("r1") == claimed
+    assert await store.history("r1") == [first, second]
+
+
+async def test_get_and_recall_reads_the_run_and_a_remembered_result_together(
+    store: RunStore,
+) -> None:
+    """Where a store offers ``get_and_recall`` it answers as ``get`` then ``recall`` would."""
+    both = getattr(store, "get_and_recall", None)
+    if both is None:
+        assert isinstance(store, MemoryStore | SqliteStore)  # a read by key costs no round trip
+        return
+    run = run_record()
+    await store.create(run)
+    assert await both("r1", "k") == (run, None)
+    await store.save(bump(run), 1, idempotency=("k", b"first"))
+    assert await both("r1", "k") == (await store.get("r1"), b"first")
+    with pytest.raises(RunNotFoundError):
+        await both("unknown", "k")

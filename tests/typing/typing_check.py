@@ -12,6 +12,7 @@ from flowcraft import (
     NodeContext,
     NodeError,
     NodeResult,
+    RunControl,
     RunResult,
     create_flow,
 )
@@ -45,3 +46,8 @@ async def check() -> None:
     assert_type(peeked.signed_by, str | None)
     shorthand = await flow.run(rt)
     assert_type(shorthand, RunResult)
+    spread = await rt.run(bp, {"xs": [1]}, control=RunControl(on_scatter=lambda node, n: True))
+    outcomes = await rt.run_items(bp, spread, "b_scatter", [0])
+    assert_type(outcomes, list[bytes])
+    gathered = await rt.gather(bp, spread, {"b_scatter": dict(enumerate(outcomes))})
+    assert_type(gathered, RunResult)

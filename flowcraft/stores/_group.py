@@ -1,0 +1,86 @@
+"""Group commit: writes that arrive while one is in flight go out together in the next.
+
+One leader at a time flushes the queued writes (one transaction, one pipeline: the store
+decides); writes arriving meanwhile queue and wait; when the flush ends, the first of them
+leads the next one. A write may first yield once (``gather``) so that writers ready in the
+same event-loop turn join its batch: concurrent segments of a scheduler tick then share a
+commit. Each caller returns when the flush holding its write is over, with its own result or
+error: the store's ``flush`` sets them on each ``Write``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Group", "Write"]
+
+P = TypeVar("P")
+
+
+class Write(Generic[P]):
+    """One queued write: what the store needs to run it, then its result or error."""
+
+    __slots__ = ("done", "error", "lead", "payload", "result")
+
+    def __init__(self, payload: P) -> None:
+        self.payload = payload
+        self.done = anyio.Event()
+        self.lead = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Group(Generic[P]):
+    """Writes of one store, flushed a batch at a time by ``flush(batch)``.
+
+    ``flush`` must set ``result`` or ``error`` on every write of the batch and must not
+    raise; it runs shielded from cancellation, since the batch holds other callers' writes.
+    """
+
+    def __init__(self, flush: Callable[[builtins.list[Write[P]]], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._queue: builtins.list[Write[P]] = []
+        self._leading = False  # a batch is being flushed
+
+    @property
+    def busy(self) -> bool:
+        """A batch is in flight or writes are queued."""
+        return self._leading or bool(self._queue)
+
+    async def submit(self, payload: P, *, gather: bool = False) -> Any:
+        """Queue a write, flush it (leading a batch or within one), return its result."""
+        write = Write(payload)
+        self._queue.append(write)
+        if self._leading:
+            # Our write is queued and will run whatever happens to us: wait for its outcome.
+            with anyio.CancelScope(shield=True):
+                await write.done.wait()
+            if not write.lead:
+                return write.outcome()
+        self._leading = True
+        batch: builtins.list[Write[P]] = []
+        try:
+            with anyio.CancelScope(shield=True):
+                if gather:
+                    await anyio.lowlevel.checkpoint()  # writers ready now join this batch
+                batch, self._queue = self._queue, []
+                await self._flush(batch)
+        finally:
+            if self._queue:
+                self._queue[0].lead = True  # the next batch is its first writer's to run
+                self._queue[0].done.set()
+            else:
+                self._leading = False
+            for other in batch:
+                other.done.set()
+        return write.outcome()

@@ -1,0 +1,246 @@
+"""Batches spread over workers (``fan_out``): items merged once, whatever the order, one gather."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowcraft import Delivery, DurableScheduler, FlowRuntime, FlowService
+from flowcraft.stores import MemoryStore, RunStore
+from tests.service._support import COUNTS, KINDS, backend, spread
+
+
+class Queue:
+    """An executor that keeps what it is handed and spreads batches (the broker of these tests)."""
+
+    fan_out = True
+
+    def __init__(self, per: int = 1) -> None:
+        self.items_per_task = per
+        self.sent: list[Delivery] = []
+        self.fail = False
+
+    async def submit(self, delivery: Delivery) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append(Delivery.from_json(delivery.to_json()))  # through JSON, as a broker
+
+
+def pair(store: RunStore, q: Queue, ttl: float = 30) -> tuple[FlowService, FlowService]:
+    flow = spread()
+    client = FlowService(FlowRuntime(), store, [flow], executor=q, lease_ttl=ttl)
+    worker = FlowService(FlowRuntime(), store, [flow], executor=q, lease_ttl=ttl)
+    return client, worker
+
+
+async def deliver(worker: FlowService, d: Delivery) -> bool:
+    """What the Celery task does with one message."""
+    if d.kind == "item":
+        assert d.node_id is not None
+        assert d.item is not None
+        return await worker.execute_item(d.run_id, d.delivery_id, d.node_id, d.item)
+    return await worker.execute(d.run_id, d.revision, d.delivery_id) is not None
+
+
+async def drain(worker: FlowService, q: Queue, copies: int = 1, seed: int = 0) -> list[str]:
+    """Deliver everything queued ``copies`` times in a shuffled order; kinds that executed."""
+    rng = random.Random(seed)
+    ran: list[str] = []
+    while q.sent:
+        batch = [d for d in q.sent for _ in range(copies)]
+        q.sent.clear()
+        rng.shuffle(batch)
+        for d in batch:
+            if await deliver(worker, d):
+                ran.append(d.kind)
+    return ran
+
+
+async def story(svc: FlowService, run_id: str) -> tuple[Any, ...]:
+    r = await svc.result(run_id)
+    events = [(h.event, h.node_id, h.action) for h in await svc.store.history(run_id)]
+    return r.status, r.outputs, r.context, [(e.type, e.message) for e in r.errors], events
+
+
+async def in_process(xs: list[int], resume: dict[str, Any]) -> tuple[Any, ...]:
+    svc = FlowService(FlowRuntime(), MemoryStore(), [spread()])
+    r = await svc.start("spread", {"xs": xs})
+    for node_id, output in resume.items():
+        r = await svc.resume(r.run_id, {"output": output}, node_id)
+    return await story(svc, r.run_id)
+
+
+async def spread_run(
+    client: FlowService, worker: FlowService, q: Queue, xs: list[int], resume: dict[str, Any],
+    copies: int = 1,
+) -> tuple[str, list[str]]:
+    handed = await client.start("spread", {"xs": xs})
+    assert handed.status == "running"
+    ran = await drain(worker, q, copies, seed=len(xs))
+    for node_id, output in resume.items():
+        assert (await client.resume(handed.run_id, {"output": output}, node_id)).status == "running"
+        ran += await drain(worker, q, copies)
+    return handed.run_id, ran
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_spread_batch_ends_as_in_process_items_and_gather_once(
+    kind: str, tmp_path: Path
+) -> None:
+    """Every message twice, in any order: each item runs once, the gather once, same end."""
+    xs = [3, 1, 4, 1, 5, 9, 2]
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue(per=2)
+        client, worker = pair(store, q)
+        run_id, ran = await spread_run(client, worker, q, xs, {"aside": "ok"}, copies=2)
+        assert ran.count("item") == 4  # ceil(7 / 2) chunks, each executed once
+        assert ran.count("gather") == 1
+        assert all(COUNTS[(f"sq_scatter/{i}", run_id)] == 1 for i in range(len(xs)))
+        assert COUNTS[("total", run_id)] == 1
+        got = await story(client, run_id)
+    assert got == await in_process(xs, {"aside": "ok"})
+    assert got[0] == "completed"
+    assert got[1]["total"] == sum(x * x for x in xs)
+
+
+async def test_a_pause_inside_a_spread_item_pauses_and_resumes(tmp_path: Path) -> None:
+    xs = [2, -1, 3]
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q)
+        handed = await client.start("spread", {"xs": xs})
+        await drain(worker, q)
+        paused = await client.settled(handed.run_id)
+        assert paused.status == "awaiting"
+        assert sorted(a.node_id for a in paused.awaiting) == ["aside", "sq_scatter/1"]
+        await client.resume(handed.run_id, {"output": 100}, "sq_scatter/1")
+        await drain(worker, q)
+        await client.resume(handed.run_id, {"output": "ok"}, "aside")
+        await drain(worker, q)
+        got = await story(client, handed.run_id)
+    want = await in_process(xs, {"sq_scatter/1": 100, "aside": "ok"})
+    assert got == want
+    assert got[1]["total"] == 4 + 100 + 9
+
+
+async def test_a_failing_spread_item_fails_the_run_as_in_process(tmp_path: Path) -> None:
+    xs = [1, 13, 2]
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q)
+        handed = await client.start("spread", {"xs": xs})
+        await drain(worker, q)
+        assert COUNTS[("sq_scatter/1", handed.run_id)] == 2  # both attempts, on the worker
+        got = await story(client, handed.run_id)
+    assert got == await in_process(xs, {})
+    assert got[0] == "failed"
+    message = "batch 'sq_scatter' item 1 failed: ValueError('13 is unlucky')"
+    assert got[3] == [("ValueError", message)]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 9),
+    per=st.integers(1, 4),
+    order=st.randoms(use_true_random=False),
+    copies=st.integers(1, 3),
+)
+def test_merges_in_any_order_with_duplicates_gather_once(
+    n: int, per: int, order: random.Random, copies: int
+) -> None:
+    """Item deliveries executed in any order, some several times: one gather, one result."""
+
+    async def main() -> None:
+        q = Queue(per)
+        client, worker = pair(MemoryStore(), q)
+        handed = await client.start("spread", {"xs": list(range(n))})
+        await worker.execute(*_fields(q.sent.pop()))  # the start: reaches the batch
+        items = [d for d in q.sent for _ in range(copies)]
+        q.sent.clear()
+        order.shuffle(items)
+        assert sum([await deliver(worker, d) for d in items]) == -(-n // per)
+        gathers = [d for d in q.sent if d.kind == "gather"]
+        assert len(gathers) == 1
+        assert await deliver(worker, gathers[0])
+        assert not await deliver(worker, gathers[0])  # a copy of the gather: a no-op
+        done = await client.result(handed.run_id)
+        assert done.outputs["total"] == sum(i * i for i in range(n))
+        assert COUNTS[("total", handed.run_id)] == 1
+
+    anyio.run(main)
+
+
+def _fields(d: Delivery) -> tuple[str, int, str]:
+    return d.run_id, d.revision, d.delivery_id
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_lost_item_messages_are_swept_and_gathered_once(kind: str, tmp_path: Path) -> None:
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q, ttl=0.2)
+        handed = await client.start("spread", {"xs": [1, 2, 3]})
+        await worker.execute(*_fields(q.sent.pop()))
+        assert [d.kind for d in q.sent] == ["item"] * 3
+        first = q.sent.pop(0)
+        q.sent.clear()  # two item messages lost by the broker
+        assert await deliver(worker, first)
+        await anyio.sleep(0.3)
+        await DurableScheduler(client).tick()  # the sweep re-publishes what is not merged
+        assert sorted(d.item or 0 for d in q.sent) == [1, 2]
+        assert not await deliver(worker, first)  # merged already: a no-op
+        await drain(worker, q)
+        done = await client.settled(handed.run_id)
+        assert done.status == "awaiting"  # on "aside"
+        assert done.outputs["total"] == 14
+        assert [COUNTS[(f"sq_scatter/{i}", handed.run_id)] for i in range(3)] == [1, 1, 1]
+
+
+async def test_a_fan_out_left_without_workers_is_finished_in_process(tmp_path: Path) -> None:
+    """A service without an executor recovering a fan-out runs the missing items itself."""
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q, ttl=0.2)
+        handed = await client.start("spread", {"xs": [1, 2, 3]})
+        await worker.execute(*_fields(q.sent.pop()))
+        assert await deliver(worker, q.sent[0])  # item 0 merged; 1 and 2 never run
+        await anyio.sleep(0.3)
+        alone = FlowService(FlowRuntime(), store, [spread()], lease_ttl=0.2)
+        await alone.recover()
+        done = await alone.result(handed.run_id)
+        assert done.status == "awaiting"
+        assert done.outputs["total"] == 14
+        assert [COUNTS[(f"sq_scatter/{i}", handed.run_id)] for i in range(3)] == [1, 1, 1]
+
+
+async def test_a_cancel_sent_while_items_run_applies_at_the_gather(tmp_path: Path) -> None:
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+        client, worker = pair(store, q)
+        handed = await client.start("spread", {"xs": [1, 2]})
+        await worker.execute(*_fields(q.sent.pop()))
+        assert (await client.cancel(handed.run_id, reason="stop", by="ann")).status == "running"
+        assert await drain(worker, q) == ["item", "item", "gather"]
+        done = await client.settled(handed.run_id)
+        assert done.status == "cancelled"
+        assert "total" not in done.outputs
+        assert COUNTS[("total", handed.run_id)] == 0
+
+
+async def test_without_fan_out_or_with_step_durability_a_batch_runs_in_its_segment() -> None:
+    class Plain(Queue):
+        fan_out = False
+
+    for svc in (
+        FlowService(FlowRuntime(), MemoryStore(), [spread()], executor=Plain()),
+        FlowService(FlowRuntime(), MemoryStore(), [spread()], executor=Queue(), durability="step"),
+        FlowService(FlowRuntime(), MemoryStore(), [spread()]),
+    ):
+        assert svc.host.scatter == 0
+        assert svc.host.outbox is None
