@@ -44,7 +44,7 @@ class Sizes:
         "pairs": 2,
         "tp_pairs": 4,
         "tp_rounds": 1,
-        "paused": 5,
+        "paused": 50,  # fewer grow no page at all (a paused run is ~0.6 KB)
         "list": 1000,
         "timers": 20,
     }
