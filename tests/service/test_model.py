@@ -1,7 +1,7 @@
 """A Hypothesis state machine of ``FlowService`` against a model (issue 12 point 7, issue 13).
 
 Two services ("processes", distinct owners) share one store and one ``FakeClock``, configured
-alike per example (``max_pause`` none or 200 s, ``on_expiry`` "keep" or "cancel"). Rules start
+alike per example (``max_pause`` none or 100 s, ``on_expiry`` "keep" or "cancel"). Rules start
 runs, deliver decisions (same or different actions, with or without idempotency keys, one at a
 time or several at once), hold (optionally with ``expires_in``) and release, cancel, advance the
 clock and tick the durable scheduler (timers, wait timeouts, pause expiries), simulate a crash
@@ -79,8 +79,8 @@ DECISIONS = (*ACTIONS, "timeout")  # what a history can name as the approval's d
 KEYS = (None, "k1", "k2")
 DEAD = "dead-process"
 AFTER = {"approved": "pay", "rejected": "refuse", "timeout": "lapse"}
-MAX_PAUSE = 200.0  # shorter than the wait's TIMEOUT: expiries and timeouts race
-EXPIRES_IN = 100.0  # a hold's own deadline
+MAX_PAUSE = 100.0  # shorter than the wait's TIMEOUT, longer than the NAP: they all race
+EXPIRES_IN = 150.0  # a hold's own deadline (later than max_pause's)
 EXAMPLES = {"memory": 150, "sqlite": 40, "redis": 25, "postgres": 25}
 
 
@@ -178,7 +178,7 @@ class ServiceMachine(RuleBasedStateMachine):
         self.runs: dict[str, Run] = {}
 
     @initialize(
-        max_pause=st.sampled_from([None, MAX_PAUSE]),
+        max_pause=st.sampled_from([None, MAX_PAUSE, MAX_PAUSE]),
         on_expiry=st.sampled_from(["keep", "cancel"]),
         started=st.integers(1, len(RUNS)),
     )
@@ -540,9 +540,30 @@ class ServiceMachine(RuleBasedStateMachine):
 
     # --- rules: time, scheduler, crashes ---------------------------------------------------------
 
-    @rule(seconds=st.sampled_from([1.0, 29.0, 61.0, 150.0, 301.0]))
-    def advance(self, seconds: float) -> None:
+    @rule(seconds=st.sampled_from([1.0, 29.0, 61.0, 150.0, 301.0]), then_tick=st.booleans())
+    def advance(self, seconds: float, then_tick: bool) -> None:
         self.clock.advance(seconds)
+        if then_tick:  # what a scheduler loop does after its sleep
+            self.tick(0)
+
+    @rule(
+        n=PICK,
+        moment=st.sampled_from(["pause_deadline", "deadline", "nap_until", "lease_until"]),
+        then=st.sampled_from([None, "tick", "resume"]),
+    )
+    def advance_to(self, n: int, moment: str, then: str | None) -> None:
+        """Move the clock to exactly one of a run's deadlines, then tick or decide at once.
+
+        Boundaries are where bugs hide; plain ``advance`` steps rarely land on them.
+        """
+        run = self.runs.get(self.pick(n))
+        when: datetime | None = None if run is None else getattr(run, moment)
+        if when is not None and when > self.now():
+            self.clock.advance((when - self.now()).total_seconds())
+        if then == "tick":
+            self.tick(0)
+        elif then == "resume":
+            self.resume(n, 1, "approved", None)
 
     @rule(svc=st.integers(0, 1))
     def tick(self, svc: int) -> None:
