@@ -1431,7 +1431,9 @@ class FlowService:
         # The flow's sleeps count even when the history lacks their pause (a fork's history
         # starts at the fork).
         flow = self.host.flows.get(stored.flow_id)
-        timers = {n.id for n in flow[0].nodes if n.uses == "sleep"} if flow else set()
+        timers: set[str | None] = set()
+        if flow is not None:
+            timers.update(n.id for n in flow[0].nodes if n.uses == "sleep")
         timers |= {h.node_id for h in history if h.event == "pause" and h.reason == "timer"}
         for h in reversed(history):
             if h.event in ("cancel", "expire") and target is None:
