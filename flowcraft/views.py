@@ -40,7 +40,10 @@ __all__ = (
 
 
 class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
-    """One node a run waits on, what it accepts, and since when."""
+    """One node a run waits on, what it accepts, and since when.
+
+    ``approved_by``: who approved a quorum wait so far (``Awaiting.approved_by``), in order.
+    """
 
     node_id: str
     reason: Literal["wait", "timer", "pause"]
@@ -51,6 +54,7 @@ class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     actions: list[str] = []
     schema: dict[str, Any] | None = None
+    approved_by: list[str] = []
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     """A run: status, revisions, what it awaits, its state and outputs.
@@ -157,6 +161,7 @@ def awaiting_for(
             expires_at=a.expires_at,
             actions=actions_of(blueprint, a.node_id) if blueprint is not None else [],
             schema=schema_of(blueprint, registry, a.node_id) if blueprint is not None else None,
+            approved_by=list(a.approved_by),
         )
         for a in result.awaiting
     ]
