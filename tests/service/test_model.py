@@ -22,8 +22,8 @@ how many ``workflow:expire`` events the bus heard. After every rule:
 * a duplicate with the same key returns the first result; another decision gets
   ``AlreadyDecidedError`` naming the winner;
 * no run is ``running`` unless it is a simulated crash;
-* stored status, awaiting nodes, hold, pause deadline, due time, expiry mark and
-  ``resume_count`` are the model's; revisions seen between rules only grow.
+* stored status, awaiting nodes, hold, pause deadline, due time, expiry mark,
+  ``resume_count`` and the checkpoints kept are the model's; revisions only grow.
 
 The machine runs on every store; Redis and PostgreSQL follow ``FLOWCRAFT_REQUIRE_SERVICES``.
 """
@@ -719,6 +719,7 @@ class ServiceMachine(RuleBasedStateMachine):
             assert stored.revision >= run.revision, (stored, run)  # revisions only grow
             run.revision = stored.revision
             assert stored.resume_count == run.resume_count, (stored, run)
+            self.kept(run_id, run)  # the checkpoints kept are the model's, in order
             if run.crashed is not None:
                 assert (stored.status, stored.owner) == ("running", DEAD), stored
                 continue
