@@ -251,11 +251,8 @@ class ServiceMachine(RuleBasedStateMachine):
 
     def lapsed(self, run: Run) -> bool:
         """Whether a crashed run's claim lease has lapsed (recovery may take it)."""
-        return (
-            run.crashed is not None
-            and run.lease_until is not None
-            and (self.now() >= run.lease_until)
-        )
+        until = run.lease_until
+        return run.crashed is not None and until is not None and self.now() >= until
 
     def settle_crash(self, run_id: str, run: Run, recovered: dict[str, Any]) -> bool:
         """Recovery replays a lapsed claim's decision (refused once the wait expired)."""
@@ -265,7 +262,8 @@ class ServiceMachine(RuleBasedStateMachine):
         run.crashed = run.lease_until = None
         if self.now() >= run.deadline:
             # WaitExpiredError: the run is restored, awaiting. The restored run keeps the dead
-            # claim's resume_count (recovered_prior copies the claim), so no undo here.
+            # claim's resume_count (``recovered_prior`` copies the claim), so it is not undone
+            # here, unlike a refused decision of a live caller (``restore`` of the prior run).
             return False
         self.decide(run_id, run, action, key, recovered.get(run_id))
         return True
