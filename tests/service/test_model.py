@@ -329,6 +329,9 @@ class ServiceMachine(RuleBasedStateMachine):
             assert run is not None
             assert got.action == run.said, (got, run.said)
             assert got.node_id == "approve"
+        if expected is PauseExpiredError:
+            assert run is not None
+            assert (got.deadline, got.on_expiry) == (run.pause_deadline, self.on_expiry), got
 
     # --- rules: decisions ----------------------------------------------------------------------
 
