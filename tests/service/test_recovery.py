@@ -53,7 +53,7 @@ async def test_a_killed_worker_is_recovered_once(kind: str, mode: str, tmp_path:
         "FLOWCRAFT_TEST_EFFECTS": str(log),
         "FLOWCRAFT_TEST_CRASH": mode,
         "PGAPPNAME": name,
-        "FLOWCRAFT_TEST_REDIS": f"{REDIS_URL}?client_name={name}",
+        "FLOWCRAFT_TEST_REDIS": f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}",
     }
     os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
     try:
