@@ -35,9 +35,9 @@ from flowcraft import FlowService
 from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 from flowcraft.views import (
     ExecutionList,
-    ExecutionSummary,
     ExecutionView,
     execution_view,
+    list_view,
     outcome_view,
 )
 
@@ -172,19 +172,7 @@ async def _list(service: FlowService, a: ListInput) -> ExecutionList:
         limit=a.limit,
         cursor=a.cursor,
     )
-    items = [
-        ExecutionSummary(
-            id=r.run_id,
-            flow_id=r.flow_id,
-            status=r.status,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            awaiting=list(r.awaiting),
-            held=r.held,
-        )
-        for r in page.runs
-    ]
-    return ExecutionList(executions=items, count=len(items), next_cursor=page.next_cursor)
+    return list_view(page.runs, page.next_cursor)
 
 
 async def _status(service: FlowService, a: StatusInput) -> ExecutionView:

@@ -9,7 +9,7 @@ Starlette. The core never imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -30,15 +30,20 @@ __all__ = (
     "awaiting_views",
     "execution_view",
     "flow_of",
+    "list_view",
     "outcome_view",
     "schema_of",
+    "summary_view",
 )
 
 # --- the types ---------------------------------------------------------------------------------
 
 
 class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
-    """One node a run waits on, what it accepts, and since when."""
+    """One node a run waits on, what it accepts, and since when.
+
+    ``approved_by``: who approved a quorum wait so far (``Awaiting.approved_by``), in order.
+    """
 
     node_id: str
     reason: Literal["wait", "timer", "pause"]
@@ -49,6 +54,7 @@ class AwaitingView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     actions: list[str] = []
     schema: dict[str, Any] | None = None
+    approved_by: list[str] = []
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     """A run: status, revisions, what it awaits, its state and outputs.
@@ -155,6 +161,7 @@ def awaiting_for(
             expires_at=a.expires_at,
             actions=actions_of(blueprint, a.node_id) if blueprint is not None else [],
             schema=schema_of(blueprint, registry, a.node_id) if blueprint is not None else None,
+            approved_by=list(a.approved_by),
         )
         for a in result.awaiting
     ]
@@ -186,6 +193,25 @@ def outcome_view(
         outputs=result.outputs,
         errors=[f"{e.node_id}: {e.type}: {e.message}" for e in result.errors],
     )
+
+
+def summary_view(stored: StoredRun) -> ExecutionSummary:
+    """A stored run as a list shows it (``GET /executions``, ``runs list``, ``workflow_list``)."""
+    return ExecutionSummary(
+        id=stored.run_id,
+        flow_id=stored.flow_id,
+        status=stored.status,
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
+        awaiting=list(stored.awaiting),
+        held=stored.held,
+    )
+
+
+def list_view(runs: Iterable[StoredRun], next_cursor: str | None) -> ExecutionList:
+    """A page of stored runs as an ``ExecutionList`` (``next_cursor``: the page's, or None)."""
+    items = [summary_view(r) for r in runs]
+    return ExecutionList(executions=items, count=len(items), next_cursor=next_cursor)
 
 
 def execution_view(service: FlowService, stored: StoredRun) -> ExecutionView:

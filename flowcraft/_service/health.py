@@ -8,6 +8,7 @@ import msgspec
 
 from flowcraft._errors import StoreError
 from flowcraft._service.parts import Host
+from flowcraft.stores._base import awaiting_since
 
 __all__ = ["RunFault", "ServiceHealth", "check"]
 
@@ -30,7 +31,10 @@ class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
     many seconds the most overdue timer or expiry has waited past its due time (0.0 when
     nothing is overdue), whichever process runs the scheduler. ``faults`` lists runs whose
     timer failed to fire, with the reason recorded on them (looked for among the first
-    ``scan`` awaiting runs); ``oldest_awaiting`` is the oldest run still awaiting.
+    ``scan`` awaiting runs). ``oldest_awaiting_since`` is exactly when the longest outstanding
+    wait began (``StoredRun.awaiting_since``, read from the stores' index like
+    ``RunStats.awaiting_since_by_flow``); ``oldest_awaiting`` is the run waiting longest among
+    the ``scan`` runs looked at (the one that wait belongs to unless more runs await).
     """
 
     ok: bool
@@ -57,14 +61,15 @@ async def check(
         due = await store.due(now, 1)
         lag = max(0.0, (now - due[0].due_at).total_seconds()) if due and due[0].due_at else 0.0
         faults: list[RunFault] = []
-        oldest: tuple[str, datetime | None] | None = None
+        oldest: tuple[str, datetime] | None = None
         cursor: str | None = None
         seen = 0
         while seen < scan:
             page = await store.list(status="awaiting", limit=min(100, scan - seen), cursor=cursor)
             for run in page.runs:
-                if oldest is None:
-                    oldest = (run.run_id, run.paused_at or run.updated_at)
+                began = awaiting_since(run) or run.updated_at
+                if oldest is None or began < oldest[1]:
+                    oldest = (run.run_id, began)
                 if run.fault is not None:
                     faults.append(
                         RunFault(
@@ -88,6 +93,11 @@ async def check(
             scheduler_running=running,
             last_tick_at=last_tick,
         )
+    # Exact, from the stores' index of awaiting runs (no scan); the run named is the one
+    # waiting longest among those scanned (the oldest overall when ``scan`` covered them all).
+    since = min(stats.awaiting_since_by_flow.values(), default=None)
+    if since is None and oldest is not None:
+        since = oldest[1]
     return ServiceHealth(
         ok=not faults,
         checked_at=now,
@@ -98,5 +108,5 @@ async def check(
         by_status=dict(stats.by_status),
         faults=tuple(faults),
         oldest_awaiting=oldest[0] if oldest else None,
-        oldest_awaiting_since=oldest[1] if oldest else None,
+        oldest_awaiting_since=since,
     )

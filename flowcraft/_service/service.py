@@ -1506,7 +1506,13 @@ class FlowService:
         target = node_id.split("/", 1)[0] if node_id else None
         history = await self.store.history(stored.run_id)
         # A decision without a node_id is for a wait: a timer that fired later did not win it.
-        timers = {h.node_id for h in history if h.event == "pause" and h.reason == "timer"}
+        # The flow's sleeps count even when the history lacks their pause (a fork's history
+        # starts at the fork).
+        flow = self.host.flows.get(stored.flow_id)
+        timers: set[str | None] = set()
+        if flow is not None:
+            timers.update(n.id for n in flow[0].nodes if n.uses == "sleep")
+        timers |= {h.node_id for h in history if h.event == "pause" and h.reason == "timer"}
         for h in reversed(history):
             if h.event in ("cancel", "expire") and target is None:
                 return exc

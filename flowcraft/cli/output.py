@@ -88,6 +88,8 @@ def view_lines(view: ExecutionView, history: Sequence[Any] = ()) -> Iterator[str
             yield f"          wakes at {when(a.wake_at)}"
         if a.expires_at is not None:
             yield f"          expires at {when(a.expires_at)}"
+        if a.approved_by:
+            yield f"          approved by {', '.join(a.approved_by)}"
     for error in view.errors:
         yield paint(f"error     {error}", "red")
     if view.outputs:

@@ -26,28 +26,15 @@ from flowcraft.cli.parse import parse_duration, read_json
 from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 from flowcraft.stores import StoredRun
 from flowcraft.views import (
-    ExecutionList,
-    ExecutionSummary,
     ExecutionView,
     HistoryView,
     execution_view,
+    list_view,
     outcome_view,
 )
 
 _STATUSES = ("running", "awaiting", "completed", "failed", "cancelled")
 _REASONS = ("wait", "timer", "pause")
-
-
-def _summary(run: StoredRun) -> ExecutionSummary:
-    return ExecutionSummary(
-        id=run.run_id,
-        flow_id=run.flow_id,
-        status=run.status,
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-        awaiting=list(run.awaiting),
-        held=run.held,
-    )
 
 
 async def stored_view(service: FlowService, stored: StoredRun) -> ExecutionView:
@@ -90,8 +77,7 @@ def runs_list(env: Env, status: str | None, flow: str | None, reason: str | None
                 return found, at
 
     stored, nxt = run_with(env.app, call)
-    items = [_summary(r) for r in stored]
-    body = ExecutionList(executions=items, count=len(items), next_cursor=nxt)
+    body = list_view(stored, nxt)
 
     def lines() -> Iterator[str]:
         rows = [

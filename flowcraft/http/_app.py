@@ -56,10 +56,9 @@ from flowcraft.http._types import (
 from flowcraft.http._webhooks import WebhookRoute, webhook_routes
 from flowcraft.stores import RunExistsError, StoredRun
 from flowcraft.views import (
-    ExecutionList,
-    ExecutionSummary,
     HistoryView,
     execution_view,
+    list_view,
     outcome_view,
 )
 
@@ -138,21 +137,7 @@ class FlowApp(AppCore):
             )
         except ValueError as exc:
             raise HTTPProblem("invalid-body", str(exc)) from exc
-        items = [
-            ExecutionSummary(
-                id=r.run_id,
-                flow_id=r.flow_id,
-                status=r.status,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                awaiting=list(r.awaiting),
-                held=r.held,
-            )
-            for r in page.runs
-        ]
-        return json_response(
-            ExecutionList(executions=items, count=len(items), next_cursor=page.next_cursor)
-        )
+        return json_response(list_view(page.runs, page.next_cursor))
 
     async def list_paused(self, request: Request, principal: Principal) -> Response:
         q = decode_query(request, PausedQuery)

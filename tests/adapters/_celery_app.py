@@ -45,9 +45,15 @@ async def flaky(node: NodeContext) -> str:
 
 
 async def slow(node: NodeContext) -> str:
-    """Long enough for a test to kill the worker inside it."""
+    """Stays in the node until the file ``FLOWCRAFT_CELERY_GATE`` names exists (a test kills
+    the worker inside it, then opens the gate), or ``FLOWCRAFT_CELERY_SLOW`` seconds."""
     effect("slow-start", node.run_id)
-    await anyio.sleep(float(os.environ.get("FLOWCRAFT_CELERY_SLOW", "3")))
+    gate = os.environ.get("FLOWCRAFT_CELERY_GATE")
+    if gate:
+        while not os.path.exists(gate):
+            await anyio.sleep(0.05)
+    else:
+        await anyio.sleep(float(os.environ.get("FLOWCRAFT_CELERY_SLOW", "3")))
     effect("slow-end", node.run_id)
     return "slow"
 

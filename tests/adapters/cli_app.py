@@ -10,7 +10,7 @@ import os
 
 import msgspec
 
-from flowcraft import FlowRuntime, FlowService, NodeContext, NodeResult, create_flow
+from flowcraft import Approvals, FlowRuntime, FlowService, NodeContext, NodeResult, create_flow
 from flowcraft.stores import PostgresStore, RunStore, SqliteStore
 
 POSTGRES_DSN = os.environ.get(
@@ -49,6 +49,15 @@ expense = (
     .edge("approval", "refuse", action="rejected")
 )
 
+quorum = (
+    create_flow("quorum")
+    .node("submit", submit)
+    .wait("approve", approvals=Approvals(required=2), description="Two managers approve")
+    .node("pay", pay)
+    .edge("submit", "approve")
+    .edge("approve", "pay", action="approve")
+)
+
 timer = create_flow("nap").node("submit", submit).sleep("nap", duration=0.2).node("pay", pay)
 timer = timer.edge("submit", "nap").edge("nap", "pay")
 
@@ -70,5 +79,5 @@ def _keys() -> dict[str, str] | None:
 
 
 service = FlowService(
-    FlowRuntime(signing_keys=_keys()), _store(), [expense, timer], poll_interval=0.05
+    FlowRuntime(signing_keys=_keys()), _store(), [expense, quorum, timer], poll_interval=0.05
 )

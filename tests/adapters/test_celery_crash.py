@@ -15,14 +15,18 @@ from flowcraft.celery import CeleryExecutor
 from tests.adapters.test_celery import AMQP, WAIT, Workers, client, purge, reachable, settle
 from tests.service._support import drop
 
+TTL = 10  # the workers' lease (seconds); the killed worker's lapses this long after it died
+
 
 @pytest.fixture
 def one_worker(tmp_path: Path) -> Iterator[Workers]:
     reachable(AMQP, 5672)
     reachable("postgres", 5432)
     tag = uuid.uuid4().hex[:10]
+    # The slow node waits for the gate file (no fixed window to kill the worker in); the
+    # workers' lease is long enough that a worker starved by a busy machine keeps its run.
     w = Workers(AMQP, "postgres", f"crash{tag}", f"flowcraft-crash-{tag}", tmp_path,
-                FLOWCRAFT_CELERY_SLOW="3")
+                FLOWCRAFT_CELERY_GATE=str(tmp_path / "gate"), FLOWCRAFT_CELERY_TTL=str(TTL))
     try:
         yield w
     finally:
@@ -42,6 +46,7 @@ async def test_sigkill_mid_node_run_finishes_transition_applied_once(one_worker:
             while w.count()[("slow-start", run_id)] == 0:
                 await anyio.sleep(0.05)
         w.kill()  # SIGKILL inside the node: the message is requeued, the lease left to lapse
+        (w.tmp / "gate").touch()  # the node's next run goes through at once
         w.start(1)
         async with svc.scheduler(0.2):  # the sweep re-publishes once the lease lapsed
             done = await settle(svc, handed)

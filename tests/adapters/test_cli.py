@@ -116,6 +116,18 @@ def start(b: Backend, flow: str = "expense") -> ExecutionView:
 # --- runs ------------------------------------------------------------------------------------
 
 
+def test_show_names_who_approved_a_quorum_wait_so_far(backend: Backend) -> None:
+    """``runs show`` (text and JSON) and a vote's answer carry ``approved_by``."""
+    b = backend
+    run = start(b, "quorum").id
+    voted = b.json(ExecutionView, "runs", "resume", run, "--action", "approve", "--by", "ann")
+    assert [a.approved_by for a in voted.awaiting] == [["ann"]]
+    assert [a.approved_by for a in b.json(ExecutionView, "runs", "show", run).awaiting] == [
+        ["ann"]
+    ]
+    assert "approved by ann" in b.ok("runs", "show", run)
+
+
 def test_start_show_list_resume_history_stats(backend: Backend) -> None:
     """A wait is started, listed, shown with its actions and schema, decided once, audited."""
     b = backend

@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
+from flowcraft import Approvals, FlowRuntime, FlowService, create_flow
+from flowcraft.http import ExecutionView
+from flowcraft.stores import MemoryStore
 from tests.adapters._server import (
     ADMIN,
     DECIDER,
@@ -160,3 +164,37 @@ async def test_every_route_answers_401_without_credentials_and_403_without_permi
     assert effects == []
     r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
     assert r.json()["status"] == "awaiting"
+
+
+async def test_a_quorum_wait_shows_who_approved_it_so_far() -> None:
+    """``AwaitingView.approved_by``: the votes a quorum wait has, in order, on every read."""
+    flow = (
+        create_flow("quorum")
+        .wait("approve", approvals=Approvals(required=2))
+        .node("pay", lambda n: "paid")
+        .edge("approve", "pay", action="approve")
+    )
+    service = FlowService(FlowRuntime(), MemoryStore(), [flow])
+    with serve(build_app(service)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+            started = await client.post(
+                "/executions", json={"flow_id": "quorum"}, headers=bearer(ADMIN)
+            )
+            assert started.status_code == 201, started.text
+            run_id = started.json()["id"]
+            assert started.json()["awaiting"][0]["approved_by"] == []
+            vote = {"action": "approve", "output": "ok"}
+            one = await client.post(
+                f"/executions/{run_id}/resume", json=vote, headers=bearer(DECIDER)
+            )
+            assert one.status_code == 200, one.text
+            assert one.json()["awaiting"][0]["approved_by"] == ["alice"]
+            shown = await client.get(f"/executions/{run_id}", headers=bearer(READER))
+            view = msgspec.json.decode(shown.content, type=ExecutionView)
+            assert [a.approved_by for a in view.awaiting] == [["alice"]]
+            two = await client.post(
+                f"/executions/{run_id}/resume", json=vote, headers=bearer(ADMIN)
+            )
+            assert two.status_code == 200, two.text
+            assert two.json()["status"] == "completed"
+            assert two.json()["awaiting"] == []

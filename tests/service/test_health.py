@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -48,6 +49,38 @@ async def test_health_counts_runs_names_the_oldest_and_measures_the_lag(
     await DurableScheduler(service).tick()
     after = await service.health()
     assert (after.scheduler_lag, after.oldest_awaiting) == (0.0, "a1")
+
+
+async def test_health_says_exactly_since_when_the_longest_wait_has_lasted(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """``oldest_awaiting_since`` is the wait's start (``awaiting_since``), not the last write.
+
+    A hold writes the run (``paused_at``, ``updated_at``) without starting a new wait; a
+    run created first is not the one waiting longest once it moved on to a later wait.
+    """
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    t0 = fake_clock.now()
+    await service.start("two-waits", run_id="first")  # awaits "a" and "b" since t0
+    fake_clock.advance(5)
+    await service.start("approval", run_id="second")  # since t0 + 5
+    fake_clock.advance(5)
+    await service.pause("first", reason="audit")  # held: written at t0 + 10, still since t0
+    fake_clock.advance(5)
+    health = await service.health()
+    assert (health.oldest_awaiting, health.oldest_awaiting_since) == ("first", t0)
+    stats = await service.stats()
+    assert health.oldest_awaiting_since == min(stats.awaiting_since_by_flow.values())
+    await service.release("first")
+    await service.resume("first", {"output": 1}, "a")  # "b" still awaits, since t0
+    health = await service.health()
+    assert (health.oldest_awaiting, health.oldest_awaiting_since) == ("first", t0)
+    await service.cancel("first")
+    health = await service.health()
+    assert (health.oldest_awaiting, health.oldest_awaiting_since) == (
+        "second",
+        t0 + timedelta(seconds=5),
+    )
 
 
 async def test_health_lists_runs_whose_timer_failed_with_the_reason(

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -19,7 +21,18 @@ from flowcraft._service.parts import Intent, encode_intent
 from flowcraft.stores import DurableScheduler, FlowService, RunStore
 from flowcraft.testing import FakeClock
 from tests.service._crasher import crashy
-from tests.service._support import KINDS, ROOT, SHARED, backend, effects, flows
+from tests.service._support import (
+    KINDS,
+    POSTGRES_DSN,
+    REDIS_URL,
+    ROOT,
+    SHARED,
+    backend,
+    effects,
+    flows,
+)
+
+WAIT = 60.0  # seconds a process or server may take on a busy 2-core machine
 
 
 @pytest.fixture(params=KINDS)
@@ -33,11 +46,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_a_killed_worker_is_recovered_once(kind: str, mode: str, tmp_path: Path) -> None:
     """SIGKILL mid-node or mid-commit: the run completes exactly once after its lease lapses."""
     log = tmp_path / "effects.log"
+    name = f"crasher-{uuid.uuid4().hex[:12]}"  # the dying process's server connections
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "FLOWCRAFT_TEST_EFFECTS": str(log),
         "FLOWCRAFT_TEST_CRASH": mode,
+        "PGAPPNAME": name,
+        "FLOWCRAFT_TEST_REDIS": f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}",
     }
     os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
     try:
@@ -48,15 +64,22 @@ async def test_a_killed_worker_is_recovered_once(kind: str, mode: str, tmp_path:
             )
             try:
                 assert proc.stdout is not None
-                assert proc.stdout.readline().strip() in ("started", "dying")
+                line = await anyio.to_thread.run_sync(proc.stdout.readline)
+                assert line.strip() in ("started", "dying")
                 if mode == "node":
                     proc.send_signal(signal.SIGKILL)
-                assert proc.wait(timeout=30) == -signal.SIGKILL
+                assert await anyio.to_thread.run_sync(lambda: proc.wait(timeout=WAIT)) == (
+                    -signal.SIGKILL
+                )
             finally:
                 if proc.poll() is None:
                     proc.kill()
                 if proc.stdout is not None:
                     proc.stdout.close()
+            # A statement the process sent before it died may still be executing on the
+            # server (which commits it and only then notices the client is gone): read the
+            # "crashed" state once the server has closed every connection of the dead process.
+            await _connections_closed(kind, name)
             clock = FakeClock(datetime.now(UTC) + timedelta(minutes=10))  # past the lease
             service = FlowService(FlowRuntime(clock=clock), store, flows=[crashy()])
             crashed = await service.get("crash-1")
@@ -75,6 +98,36 @@ async def test_a_killed_worker_is_recovered_once(kind: str, mode: str, tmp_path:
     again = crashed.status == "running"
     assert counts[("work", "crash-1")] == (2 if again else 1)
     assert counts[("then", "crash-1")] == (2 if again and mode == "write" else 1)
+
+
+async def _connections_closed(kind: str, name: str) -> None:
+    """Wait (up to ``WAIT``) until the server holds no connection named ``name``."""
+    with anyio.fail_after(WAIT):
+        while await _connections(kind, name):
+            await anyio.sleep(0.05)
+
+
+async def _connections(kind: str, name: str) -> int:
+    if kind == "postgres":
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(
+            POSTGRES_DSN, autocommit=True, application_name="flowcraft-test-watch"
+        ) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+    if kind == "redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        try:
+            return sum(c.get("name") == name for c in await client.client_list())
+        finally:
+            await client.aclose()
+    return 0  # SQLite: the kernel released the dead process's locks with the process
 
 
 async def test_recovery_leaves_live_leases_and_finished_runs_alone(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,10 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowcraft import CheckpointNotFoundError, FlowRuntime, RunActiveError
-from flowcraft.stores import FlowService, MemoryStore, RunStore
+from flowcraft import (
+    AlreadyDecidedError,
+    CheckpointNotFoundError,
+    FlowRuntime,
+    NotAwaitingError,
+    RunActiveError,
+)
+from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
+from tests.service._support import KINDS, NAP, backend, flows, model_flow
 
 
 @pytest.fixture(params=KINDS)
@@ -101,6 +108,30 @@ async def test_fork_starts_a_new_run_from_a_checkpoint_and_leaves_the_original(
     first = (await service.history("r2"))[0]
     assert first.event == "fork"
     assert first.data == {"from_run": "r1", "from_revision": point.revision}
+
+
+async def test_a_decision_for_a_fork_whose_sleep_fired_is_not_pinned_on_the_sleep(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """Forked at its sleep, the fork's history has no pause of it: it still counts as a timer.
+
+    Found by the model machine (tests/service/test_model.py): the decision was refused with
+    ``AlreadyDecidedError`` naming the sleep, decided "by scheduler" with no action.
+    """
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=[model_flow(Counter())])
+    await service.start("model", run_id="r1")
+    await service.resume("r1", {"action": "approved"})  # now asleep in "nap"
+    napping = (await service.checkpoints("r1"))[-1]
+    assert napping.awaiting == ("nap",)
+    await service.fork("r1", napping.revision, new_run_id="r2")
+    fake_clock.advance(NAP)
+    assert await DurableScheduler(service).tick() == 2  # both naps end
+    with pytest.raises(NotAwaitingError) as late:
+        await service.resume("r2", {"action": "approved"})
+    assert type(late.value) is NotAwaitingError  # no decision of r2's own to name
+    with pytest.raises(AlreadyDecidedError) as decided:
+        await service.resume("r1", {"action": "rejected"})
+    assert (decided.value.node_id, decided.value.action) == ("approve", "approved")
 
 
 async def test_keep_checkpoints_zero_keeps_none(fake_clock: FakeClock) -> None:
