@@ -41,6 +41,7 @@ T = TypeVar("T")
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _CHECKPOINT_EVERY = 256  # inline commits between WAL checkpoints (the loop connection makes none)
 _INLINE_BATCH = 64  # the most writes one transaction on the event loop takes
+_INLINE_PAGE = 200  # the largest list page read on the event loop
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -457,7 +458,10 @@ class SqliteStore:
         """Runs matching every filter given, oldest first, a page at a time."""
         check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
-        rows = await self._run(lambda c: c.execute(query, params).fetchall())
+        # A page is a short index range: read it on the loop like a point read (the worker
+        # thread's round trip cost more than the page), unless it is a large one.
+        read = self._read if limit <= _INLINE_PAGE else self._run
+        rows = await read(lambda c: c.execute(query, params).fetchall())
         return page_of_sql_rows(rows, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
