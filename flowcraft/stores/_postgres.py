@@ -41,6 +41,7 @@ T = TypeVar("T")
 #: A single-run write: the statement, its parameters, whether it must be synced.
 _Statement: TypeAlias = tuple[str, Sequence[Any], bool]
 log = logging.getLogger("flowcraft.stores")
+_RETRY = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 _FOLD_AT = 1000  # count rows summed by ``stats`` before it folds the backends' shards
 
 
@@ -118,6 +119,11 @@ class PostgresStore:
             keep = False
             try:
                 if conn is None or conn.closed:
+                    spare = self._free_lazy if durable else self._free
+                    if spare and len(self._free) + len(self._free_lazy) >= self._idle_cap():
+                        # At most ``pool_size`` connections of both kinds together.
+                        with anyio.CancelScope(shield=True):
+                            await spare.pop().close()
                     conn = await self._connect(lazy=not durable)
                 if tx:
                     async with conn.transaction():
@@ -133,12 +139,20 @@ class PostgresStore:
                 keep = True  # a refusal of ours (conflict, not found): the connection is fine
                 raise
             finally:
-                # A connection interrupted by cancellation may be mid-protocol: drop it.
+                # A connection interrupted by cancellation may be mid-protocol, one an error
+                # left in a transaction or a pipeline is not idle: drop it.
+                if keep and conn is not None and not conn.closed:
+                    keep = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
                 if conn is not None and keep and not conn.closed:
                     free.append(conn)
                 elif conn is not None and not conn.closed:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
+
+    def _idle_cap(self) -> int:
+        """Idle connections allowed beside those in use (slots taken, this call's included)."""
+        in_use = self.pool_size - self._slots.value
+        return self.pool_size - in_use + 1
 
     async def _fetchall(
         self, query: str, params: Sequence[Any], *, durable: bool = True
@@ -267,12 +281,19 @@ class PostgresStore:
                 return
         for write in batch:
             query, values, durable = write.payload
-            try:
-                rows = await self._fetchall(query, values, durable=durable)
-            except Exception as exc:
-                write.error = exc
-            else:
-                write.result = int(rows[0][0]) if rows else 0
+            for attempt in range(3):
+                try:
+                    rows = await self._fetchall(query, values, durable=durable)
+                except StoreError as exc:
+                    # A deadlock or serialization victim was rolled back whole: run it again.
+                    if attempt < 2 and getattr(exc.__cause__, "sqlstate", None) in _RETRY:
+                        continue
+                    write.error = exc
+                except Exception as exc:
+                    write.error = exc
+                else:
+                    write.result = int(rows[0][0]) if rows else 0
+                break
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]

@@ -146,3 +146,148 @@ async def test_concurrent_writes_share_a_transaction_and_a_bad_one_fails_alone()
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_batch_chosen_as_a_deadlock_victim_still_lands_every_write() -> None:
+    """Another connection locks the second run of a batch, then the first: the server breaks
+    the deadlock by aborting one of the two. Whichever it picks, every write of the batch lands
+    (a victim batch's writes run again alone), and no caller sees a StoreError."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from flowcraft.stores import StoredRun
+
+    store = await _store(2)
+    now = datetime.now(UTC)
+    runs = f"{store.namespace}_runs"
+
+    def run(run_id: str, revision: int, owner: str | None = None) -> StoredRun:
+        return StoredRun(
+            run_id=run_id, flow_id="f", status="awaiting", revision=revision, created_at=now,
+            updated_at=now, owner=owner,
+        )
+
+    outcomes: dict[str, str] = {}
+
+    async def save(run_id: str) -> None:
+        try:
+            await store.save(run(run_id, 1, "me"), 0)
+            outcomes[run_id] = "won"
+        except Exception as exc:  # what must not happen
+            outcomes[run_id] = f"{type(exc).__name__}: {exc}"
+
+    try:
+        await store.create(run("a", 0))
+        await store.create(run("b", 0))
+        other = await psycopg.AsyncConnection.connect(POSTGRES_DSN)
+        victim = ""
+        try:
+            await other.execute(f"UPDATE {runs} SET revision = revision WHERE run_id = 'b'")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(save, "a")
+                tg.start_soon(save, "b")
+                await anyio.sleep(0.3)  # the batch holds "a" and waits for "b"
+                try:
+                    await other.execute(f"UPDATE {runs} SET revision = revision WHERE run_id = 'a'")
+                    victim = "batch"
+                except psycopg.errors.DeadlockDetected:
+                    victim = "other"
+                await other.rollback()
+        finally:
+            await other.close()
+        assert victim in ("batch", "other")
+        assert outcomes == {"a": "won", "b": "won"}, outcomes
+        assert (await store.get("a")).owner == (await store.get("b")).owner == "me"
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
+
+
+async def test_batches_that_deadlock_across_connections_still_give_each_run_one_winner() -> None:
+    """Two stores (two sets of backends) each send a batch touching the same two runs in the
+    opposite order: the server breaks the deadlock by aborting one transaction, whose writes
+    then run alone (retried if chosen as a victim again). No caller sees a StoreError; each
+    run has exactly one winner."""
+    from datetime import UTC, datetime
+
+    from flowcraft import RevisionConflictError
+    from flowcraft.stores import StoredRun
+
+    first = await _store(2)
+    second = PostgresStore(POSTGRES_DSN, namespace=first.namespace, pool_size=2)
+    now = datetime.now(UTC)
+
+    def run(run_id: str, revision: int, owner: str | None = None) -> StoredRun:
+        return StoredRun(
+            run_id=run_id, flow_id="f", status="awaiting", revision=revision, created_at=now,
+            updated_at=now, owner=owner,
+        )
+
+    outcomes: list[tuple[str, str, str]] = []
+
+    async def save(store: PostgresStore, who: str, run_id: str) -> None:
+        try:
+            await store.save(run(run_id, 1, who), 0)
+            outcomes.append((who, run_id, "won"))
+        except RevisionConflictError:
+            outcomes.append((who, run_id, "lost"))
+        except Exception as exc:  # what must not happen
+            outcomes.append((who, run_id, type(exc).__name__))
+
+    try:
+        for rounds in range(3):
+            ids = (f"a{rounds}", f"b{rounds}")
+            for run_id in ids:
+                await first.create(run(run_id, 0))
+            await second.get(ids[0])  # its pool is connected
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(save, first, "one", ids[0])
+                tg.start_soon(save, first, "one", ids[1])
+                tg.start_soon(save, second, "two", ids[1])
+                tg.start_soon(save, second, "two", ids[0])
+        assert {o[2] for o in outcomes} <= {"won", "lost"}, outcomes
+        for rounds in range(3):
+            for run_id in (f"a{rounds}", f"b{rounds}"):
+                mine = [o for o in outcomes if o[1] == run_id]
+                assert sorted(o[2] for o in mine) == ["lost", "won"], mine
+                winner = next(o[0] for o in mine if o[2] == "won")
+                assert (await first.get(run_id)).owner == winner
+    finally:
+        await second.close()
+        await first.close()
+        await drop("postgres", first.namespace)
+
+
+async def test_claims_and_commits_share_pool_size_connections() -> None:
+    """Claims (``durable=False``: connections with ``synchronous_commit=off``) and synced
+    writes each keep idle connections, but never more than ``pool_size`` together: the server's
+    connection limit is shared by every process."""
+    import psycopg
+
+    store = await _store(3)
+    try:
+        pids: set[int] = set()
+
+        async def backend(durable: bool) -> None:
+            async def op(conn: Any) -> None:
+                cur = await conn.execute("SELECT pg_backend_pid(), pg_sleep(0.01)")
+                pids.add((await cur.fetchone())[0])
+
+            await store._run(op, durable=durable)
+
+        for revision in range(4):
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    tg.start_soon(backend, revision % 2 == 0)
+            assert len(store._free) + len(store._free_lazy) <= 3
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        assert row[0] <= 3
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
