@@ -74,7 +74,13 @@ class Group(Generic[P]):
                 if gather:
                     await anyio.lowlevel.checkpoint()  # writers ready now join this batch
                 batch, self._queue = self._queue, []
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                except BaseException as exc:  # a flush that broke its promise: no silent None
+                    for other in batch:
+                        if other.error is None:
+                            other.error = exc
+                    raise
         finally:
             if self._queue:
                 self._queue[0].lead = True  # the next batch is its first writer's to run
