@@ -67,6 +67,21 @@ log = logging.getLogger("flowcraft.service")
 
 _CHECKPOINT = "checkpoint"  # the note of nodes an engine snapshot left to run
 
+#: The awaiting fields of a stored run, cleared: what a run executing (a checkpoint, a fan-out
+#: in flight) carries instead of its waits, timers and pause metadata.
+NOT_AWAITING: dict[str, Any] = {
+    "awaiting": (),
+    "reasons": (),
+    "wake_at": None,
+    "expires_at": None,
+    "due_at": None,
+    "pause_deadline": None,
+    "paused_at": None,
+    "paused_by": None,
+    "pause_reason": None,
+    "pause_request_id": None,
+}
+
 
 def _is_checkpoint(reason: str, description: str | None) -> bool:
     return reason == "pause" and description == _CHECKPOINT
@@ -521,16 +536,7 @@ class Segment:
                 updated_at=host.now(),
                 context=snapshot,
                 intent=self.checkpoint_intent,
-                awaiting=(),
-                reasons=(),
-                wake_at=None,
-                expires_at=None,
-                due_at=None,
-                pause_deadline=None,
-                paused_at=None,
-                paused_by=None,
-                pause_reason=None,
-                pause_request_id=None,
+                **NOT_AWAITING,
                 held=False,
             )
             try:
@@ -646,16 +652,7 @@ def spread(
         owner=host.owner,
         lease_until=now + timedelta(seconds=host.lease_ttl),
         claim_key=key,
-        awaiting=(),
-        reasons=(),
-        wake_at=None,
-        expires_at=None,
-        due_at=None,
-        pause_deadline=None,
-        paused_at=None,
-        paused_by=None,
-        pause_reason=None,
-        pause_request_id=None,
+        **NOT_AWAITING,
         awaiting_since=None,
     )
 
