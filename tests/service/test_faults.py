@@ -340,3 +340,38 @@ async def test_paging_goes_on_past_a_corrupted_row(
             if cursor is None:
                 break
         assert seen == [i for i in ids if i != bad]
+
+
+@pytest.mark.parametrize("column", ["status", "body"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_sql_row_with_a_bad_column_or_body_field_is_a_corruption(
+    kind: str, column: str, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """A status column no run can have, or a lean body whose field has the wrong type, is a
+    ``StoreCorruptionError`` naming the run: never a run built from it, never a raw error."""
+    async with backend(kind, tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        for run_id in ("bad", "good"):
+            await service.start("approval", run_id=run_id)
+        # A lean body (0xc1) whose first field, the context bytes, is an int.
+        value: Any = "paused" if column == "status" else b"\xc1\x91\x07"
+        if kind == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(str(tmp_path / "runs.db"))
+            conn.execute(f"UPDATE flowcraft_runs SET {column} = ? WHERE run_id = 'bad'", (value,))
+            conn.commit()
+            conn.close()
+        else:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(
+                POSTGRES_DSN, autocommit=True
+            ) as pg:
+                await pg.execute(
+                    f"UPDATE {where}_runs SET {column} = %s WHERE run_id = 'bad'", (value,)
+                )
+        expected = "paused" if column == "status" else "Expected `bytes`"
+        with pytest.raises(StoreCorruptionError, match=f"'bad'.*{expected}"):
+            await service.get("bad")
+        assert [r.run_id for r in (await service.list()).runs] == ["good"]
