@@ -138,8 +138,12 @@ class DbosImpl:
         DBOS.destroy(destroy_registry=False)
 
 
-def open_dbos(backend: str, url: str, tmp: Path) -> DbosImpl:
-    """Launch DBOS on SQLite (a WAL file in ``tmp``) or PostgreSQL (a fresh schema)."""
+def open_dbos(backend: str, url: str, tmp: Path, *, wal: bool = True) -> DbosImpl:
+    """Launch DBOS on SQLite (a WAL file in ``tmp``) or PostgreSQL (a fresh schema).
+
+    ``wal=False`` leaves the SQLite file as DBOS makes it (the rollback journal: same
+    durability at ``FULL``, more syncs per commit).
+    """
     schema = None
     sqlite_path = None
     config: dict[str, Any] = {
@@ -149,9 +153,10 @@ def open_dbos(backend: str, url: str, tmp: Path) -> DbosImpl:
     }
     if backend == "sqlite":
         sqlite_path = tmp / "dbos.db"
-        conn = sqlite3.connect(sqlite_path)
-        conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file: DBOS then uses WAL
-        conn.close()
+        if wal:
+            conn = sqlite3.connect(sqlite_path)
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file: DBOS then uses WAL
+            conn.close()
         config["system_database_url"] = f"sqlite:///{sqlite_path}"
     else:
         schema = f"dbos_bench_{uuid.uuid4().hex[:8]}"
