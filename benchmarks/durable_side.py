@@ -33,8 +33,14 @@ from ._harness import emit
 POSTGRES_DSN = os.environ.get(
     "FLOWCRAFT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
-BACKENDS = ("sqlite", "postgres")
-TARGETS = {"sqlite": {"langgraph": 4.0, "dbos": 12.0}, "postgres": {"langgraph": 3.0, "dbos": 6.0}}
+# ``sqlite-journal``: flowcraft beside DBOS on the SQLite file DBOS makes (its rollback journal;
+# the ``sqlite`` pass gives DBOS a WAL file, which is faster for it). Latency, throughput, bytes.
+BACKENDS = ("sqlite", "sqlite-journal", "postgres")
+TARGETS = {
+    "sqlite": {"langgraph": 4.0, "dbos": 12.0},
+    "sqlite-journal": {"dbos-journal": 12.0},
+    "postgres": {"langgraph": 3.0, "dbos": 6.0},
+}
 MAX_BYTES = 1024
 
 
@@ -363,6 +369,8 @@ async def timed_ms(fn: Callable[[], Awaitable[Any]], repeat: int = 15) -> float:
 
 async def open_impls(run: Any, backend: str, tmp: Path) -> tuple[list[Any], dict[str, str]]:
     """flowcraft (and flowcraft-normal on SQLite), then each peer that opens; skips say why."""
+    if backend == "sqlite-journal":
+        return await _open_journal(run, tmp)
     impls: list[Any] = [FlowcraftImpl(backend, tmp, "FULL")]
     if backend == "sqlite":
         impls.append(FlowcraftImpl(backend, tmp, "NORMAL"))
@@ -392,6 +400,22 @@ async def open_impls(run: Any, backend: str, tmp: Path) -> tuple[list[Any], dict
     except Exception as exc:
         skipped["dbos"] = f"{type(exc).__name__}: {exc}"
     return impls, skipped
+
+
+async def _open_journal(run: Any, tmp: Path) -> tuple[list[Any], dict[str, str]]:
+    """flowcraft at ``FULL`` and DBOS on the SQLite file as DBOS makes it (rollback journal)."""
+    impls: list[Any] = [FlowcraftImpl("sqlite", tmp, "FULL")]
+    if not run.peers:
+        return impls, {"dbos-journal": "--no-peers"}
+    try:
+        from . import peer_dbos
+
+        impls.append(peer_dbos.open_dbos("sqlite", POSTGRES_DSN, tmp, wal=False))
+    except ImportError as exc:
+        return impls, {"dbos-journal": f"not importable ({exc}); pip install dbos"}
+    except Exception as exc:
+        return impls, {"dbos-journal": f"{type(exc).__name__}: {exc}"}
+    return impls, {}
 
 
 async def postgres_reachable() -> str | None:
@@ -445,8 +469,9 @@ async def _measure(
     size_b, paused = await paused_bytes(impls, size)
     listing: dict[str, Any] = {}
     timers: dict[str, Any] = {}
+    extras = backend != "sqlite-journal"  # list and timers: measured in the sqlite pass
     for impl in impls:
-        if not hasattr(impl, "list50") or impl.name == "flowcraft-normal":
+        if not extras or not hasattr(impl, "list50") or impl.name == "flowcraft-normal":
             continue
         progress(f"list 50 of {size['list']:,} ({impl.name})")
         # A finished template: one more run started and resumed.
@@ -462,7 +487,7 @@ async def _measure(
             "fill_s": round(fill_s, 1),
         }
     for impl in impls:
-        if not hasattr(impl, "timers") or impl.name == "flowcraft-normal":
+        if not extras or not hasattr(impl, "timers") or impl.name == "flowcraft-normal":
             continue
         progress(f"{size['timers']:,} timers ({impl.name})")
         per_start = lat[impl.name]["start_ms"] / 1e3

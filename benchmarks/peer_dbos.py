@@ -57,9 +57,17 @@ async def nap(wake_at: float) -> str:
 class DbosImpl:
     """Start → wait (``recv``) → ``send`` → completed, on DBOS's system database."""
 
-    name = "dbos"
-
-    def __init__(self, backend: str, url: str, schema: str | None, sqlite_path: Path | None):
+    def __init__(
+        self,
+        backend: str,
+        url: str,
+        schema: str | None,
+        sqlite_path: Path | None,
+        *,
+        wal: bool = True,
+    ):
+        self.name = "dbos" if wal or backend != "sqlite" else "dbos-journal"
+        self.wal = wal
         self.backend = backend
         self.url = url
         self.schema = schema
@@ -91,9 +99,10 @@ class DbosImpl:
             out["synchronous"] = "FULL (SQLite default; DBOS sets no pragma)"
             out["notification_polling_s"] = 0.001
             out["note"] = (
-                "file pre-set to WAL (DBOS leaves the rollback journal); SQLite has no "
-                "LISTEN/NOTIFY, so recv polls: 1 ms here (DBOS default 1 s)"
-            )
+                "file pre-set to WAL (DBOS leaves the rollback journal)"
+                if self.wal
+                else "the file as DBOS makes it (rollback journal)"
+            ) + "; SQLite has no LISTEN/NOTIFY, so recv polls: 1 ms here (DBOS default 1 s)"
         else:
             out["wakeup"] = "LISTEN/NOTIFY"
         return out
@@ -164,4 +173,4 @@ def open_dbos(backend: str, url: str, tmp: Path, *, wal: bool = True) -> DbosImp
         config["dbos_system_schema"] = schema
     DBOS(config=config)  # type: ignore[arg-type]
     DBOS.launch()
-    return DbosImpl(backend, url, schema, sqlite_path)
+    return DbosImpl(backend, url, schema, sqlite_path, wal=wal)

@@ -395,13 +395,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="the durable approval flow on SQLite and PostgreSQL beside LangGraph and DBOS",
     )
     p.add_argument(
-        "--backends", default="sqlite,postgres", help="with --durable: sqlite,postgres"
+        "--backends",
+        default="sqlite,sqlite-journal,postgres",
+        help="with --durable: sqlite,sqlite-journal (DBOS on its own rollback journal),postgres",
     )
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [b for b in args.backends if b not in ("sqlite", "postgres")]
+    bad = [b for b in args.backends if b not in ("sqlite", "sqlite-journal", "postgres")]
     if bad:
-        p.error(f"unknown backend(s) {', '.join(bad)}; choose from sqlite, postgres")
+        p.error(
+            f"unknown backend(s) {', '.join(bad)}; choose from sqlite, sqlite-journal, postgres"
+        )
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

@@ -233,7 +233,7 @@ class PostgresStore:
                 "FROM u ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)"
             )
             values.extend(idempotency)
-        if checkpoint > 0:
+        if sql.must_trim(expected_revision, checkpoint):
             # The run row is the newest checkpoint: keep checkpoint - 1 earlier ones, the one
             # moved by ``o`` (which this statement does not see) among them.
             cp = sql.checkpoints
@@ -413,12 +413,7 @@ class PostgresStore:
 
     async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
         """``get`` and ``recall`` in one statement (one snapshot, one round trip)."""
-        sql = self._sql
-        query = (
-            f"SELECT {sql.cols}, (SELECT i.result FROM {sql.idem} i WHERE i.run_id = r.run_id "
-            f"AND i.key = %s) FROM {sql.runs} r WHERE r.run_id = %s"
-        )
-        rows = await self._fetchall(query, (key, run_id))
+        rows = await self._fetchall(self._sql.get_and_recall, (key, run_id))
         if not rows:
             raise RunNotFoundError(run_id, self)
         result = rows[0][-1]

@@ -11,6 +11,7 @@ from typing import Any
 
 from flowcraft.stores._base import (
     FINISHED,
+    HISTORY_CHUNK,
     HistoryRecord,
     RunStats,
     StoredRun,
@@ -177,11 +178,25 @@ class Dialect:
         )
         concat = "body || %s" if postgres else "CAST(body || ? AS BLOB)"
         self.append_history = f"UPDATE {self.history} SET body = {concat} WHERE seq = {p}"
+        # SQLite: ``last_history`` and ``append_history`` in one statement (``framed`` in SQL);
+        # no row changed means the records need a row of their own.
+        self.append_to_last = (
+            f"UPDATE {self.history} SET body = {concat} WHERE seq = (SELECT max(seq) FROM "
+            f"{self.history} WHERE run_id = {p}) "
+            f"AND length(body) BETWEEN 1 AND {HISTORY_CHUNK - 1} "
+            "AND (substr(body, 1, 1) < x'80' OR substr(body, 1, 1) IN (x'cc', x'cd', x'ce'))"
+        )
         self.remember = (
             f"INSERT INTO {self.idem} (run_id, key, result) VALUES ({p}, {p}, {p}) "
             "ON CONFLICT (run_id, key) DO NOTHING"
         )
         self.recall = f"SELECT result FROM {self.idem} WHERE run_id = {p} AND key = {p}"
+        # ``get`` and ``recall`` in one statement: the run's columns, then the result or NULL.
+        self.get_and_recall = (
+            f"SELECT {', '.join(f'r.{c}' for c in self.cols.split(', '))}, "
+            f"(SELECT i.result FROM {self.idem} i WHERE i.run_id = r.run_id AND i.key = {p}) "
+            f"FROM {self.runs} r WHERE r.run_id = {p}"
+        )
         # The inner query reads only the covering due index; bodies are fetched for the page.
         self.due = (
             f"SELECT {rcols} FROM {self.runs} r JOIN (SELECT run_id, priority AS pr, "
@@ -346,6 +361,15 @@ END $do$"""
         """Parameters of ``update_run``; ``kept`` > 0 makes the new revision a checkpoint."""
         row = self.row(run)
         return (*row[1:], kept, run.run_id, expected)
+
+    @staticmethod
+    def must_trim(expected: int, checkpoint: int) -> bool:
+        """Whether a write keeping ``checkpoint`` checkpoints may have earlier ones to drop.
+
+        Earlier checkpoints are revisions up to ``expected``, so there are at most
+        ``expected + 1``: trimming to ``checkpoint - 1`` cannot drop any before that.
+        """
+        return checkpoint > 0 and expected + 1 > checkpoint - 1
 
     def history_row(self, run_id: str, history: Sequence[HistoryRecord]) -> tuple[Any, ...]:
         """Parameters of ``insert_history`` for a write's records (one row)."""

@@ -16,7 +16,6 @@ import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
-    HISTORY_CHUNK,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -28,7 +27,6 @@ from flowcraft.stores._base import (
     decode_history_chunk,
     decode_row,
     decode_rows,
-    framed,
     page_of_sql_rows,
     to_micros,
 )
@@ -353,9 +351,10 @@ class SqliteStore:
         sql = self._sql
 
         def op(conn: sqlite3.Connection) -> None:
-            if conn.execute(sql.get_revision, (run.run_id,)).fetchone() is not None:
-                raise RunExistsError(run.run_id)
-            conn.execute(sql.insert_run, sql.row(run))
+            try:
+                conn.execute(sql.insert_run, sql.row(run))
+            except sqlite3.IntegrityError as exc:  # the primary key: every other column is set
+                raise RunExistsError(run.run_id) from exc
             if history:
                 conn.execute(sql.insert_history, sql.history_row(run.run_id, history))
 
@@ -393,7 +392,8 @@ class SqliteStore:
                 self._append_history(conn, rid, history)
             if idempotency is not None:
                 conn.execute(sql.remember, (rid, *idempotency))
-            if checkpoint > 0:  # the run row is the newest: keep checkpoint - 1 earlier ones
+            if sql.must_trim(expected_revision, checkpoint):
+                # The run row is the newest: keep checkpoint - 1 earlier ones.
                 conn.execute(sql.trim_checkpoints, (rid, rid, checkpoint - 1))
 
         await self._write_one(op, durable)
@@ -404,10 +404,7 @@ class SqliteStore:
         """Add records to the end of the run's last history row while it is small, or a row."""
         sql = self._sql
         chunk = sql.history_row(run_id, history)
-        last = conn.execute(sql.last_history, (run_id,)).fetchone()
-        if last is not None and int(last[1]) < HISTORY_CHUNK and framed(bytes(last[2])):
-            conn.execute(sql.append_history, (chunk[1], last[0]))
-        else:
+        if conn.execute(sql.append_to_last, (chunk[1], run_id)).rowcount != 1:
             conn.execute(sql.insert_history, chunk)
 
     async def save_many(
@@ -443,6 +440,14 @@ class SqliteStore:
         if row is None:
             raise RunNotFoundError(run_id, self)
         return decode_row(row)
+
+    async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
+        """``get`` and ``recall`` in one statement (one snapshot)."""
+        query = self._sql.get_and_recall
+        row = await self._read(lambda c: c.execute(query, (key, run_id)).fetchone())
+        if row is None:
+            raise RunNotFoundError(run_id, self)
+        return decode_row(row), None if row[-1] is None else bytes(row[-1])
 
     async def list(
         self,
