@@ -45,8 +45,12 @@ _INLINE_PAGE = 200  # the largest list page read on the event loop
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLite would have waited (locked by another connection)."""
-    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    """SQLite would have waited (locked by another connection).
+
+    An error sqlite3 raises itself (a TEXT column that is not UTF-8) has no error code.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

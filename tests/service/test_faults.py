@@ -439,3 +439,25 @@ async def test_a_lean_body_counting_65535_fields_is_a_corruption(
         with pytest.raises(StoreCorruptionError, match="'bad'"):
             await service.get("bad")
         assert [r.run_id for r in await service.list()] == ["good"]
+
+
+async def test_a_sqlite_text_column_that_is_not_utf8_is_a_store_error(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """SQLite keeps bytes that are not UTF-8 in a TEXT column: reading such a row is a
+    ``StoreError`` (sqlite3's decode error carries no SQLite error code), never a raw
+    ``AttributeError``; the other runs read as before."""
+    async with backend("sqlite", tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        for run_id in ("bad", "good"):
+            await service.start("approval", run_id=run_id)
+        import sqlite3
+
+        conn = sqlite3.connect(where)
+        bad = "UPDATE flowcraft_runs SET flow_id = CAST(x'ff' AS TEXT) WHERE run_id = 'bad'"
+        conn.execute(bad)
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="UTF-8"):
+            await service.get("bad")
+        assert (await service.get("good")).status == "awaiting"
