@@ -441,16 +441,16 @@ async def test_a_lean_body_counting_65535_fields_is_a_corruption(
         assert [r.run_id for r in await service.list()] == ["good"]
 
 
-async def test_a_sqlite_text_column_that_is_not_utf8_is_a_store_error(
+async def test_a_sqlite_text_column_that_is_not_utf8_is_a_corruption_and_spares_the_others(
     tmp_path: Path, fake_clock: FakeClock
 ) -> None:
-    """SQLite keeps bytes that are not UTF-8 in a TEXT column: reading such a row is a
-    ``StoreError`` (sqlite3's decode error carries no SQLite error code), never a raw
-    ``AttributeError``; the other runs read as before."""
+    """SQLite keeps bytes that are not UTF-8 in a TEXT column, and sqlite3 then fails the
+    whole query reading it: such a row is a ``StoreCorruptionError`` naming the run (never a
+    raw ``AttributeError``), lists skip it and the scheduler fires the other due runs."""
     async with backend("sqlite", tmp_path) as (store, where):
         service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
         for run_id in ("bad", "good"):
-            await service.start("approval", run_id=run_id)
+            await service.start("reminder", run_id=run_id)
         import sqlite3
 
         conn = sqlite3.connect(where)
@@ -458,6 +458,9 @@ async def test_a_sqlite_text_column_that_is_not_utf8_is_a_store_error(
         conn.execute(bad)
         conn.commit()
         conn.close()
-        with pytest.raises(StoreError, match="UTF-8"):
+        with pytest.raises(StoreCorruptionError, match="'bad'"):
             await service.get("bad")
-        assert (await service.get("good")).status == "awaiting"
+        assert [r.run_id for r in await service.list()] == ["good"]
+        fake_clock.advance(timedelta(hours=1))
+        assert await DurableScheduler(service).tick() == 1
+        assert (await service.result("good")).status == "completed"
