@@ -288,7 +288,9 @@ _HistoryRow = msgspec.defstruct(
 _ROW_DECODER = msgspec.msgpack.Decoder(_RunRow)
 _HISTORY_ROW_DECODER = msgspec.msgpack.Decoder(_HistoryRow)
 _ARRAY_HEADS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError)
+_DECODE_ERRORS = (
+    msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError, OverflowError
+)
 
 
 #: The leading ``StoredRun`` fields a SQL store keeps in columns, left out of its body.
@@ -338,7 +340,11 @@ def decode_row(row: Sequence[Any]) -> StoredRun:
     run if it does not decode.
     """
     run_id = str(row[0])
-    raw = bytes(row[6])
+    body = row[6]
+    if not isinstance(body, bytes | bytearray | memoryview):  # SQLite keeps any type
+        why = f"the body is a {type(body).__name__}, not bytes"
+        raise StoreCorruptionError(run_id, "run record", why)
+    raw = bytes(body)
     if raw[:1] != _LEAN:
         return decode_run(raw, run_id)
     try:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 _CHUNK = 200
+_MAX_CONNECTIONS = 100  # connections of a store's own client; more calls wait for one
 
 # Create or compare-and-set a run, its indexes, history and idempotency record in one step.
 # KEYS: run hash, order zset, due zset (of the run's priority), history list, idempotency
@@ -163,7 +164,8 @@ class RedisStore:
     """A ``RunStore`` in Redis, every key prefixed with ``namespace:``.
 
     Compare-and-set, index updates, history and idempotency records are one Lua script, so
-    they apply atomically. ``due`` reads a sorted set scored by due time.
+    they apply atomically. ``due`` reads a sorted set scored by due time. The store's own
+    client (from ``url``) holds up to 100 connections; calls past that wait for one.
 
     Args:
         url: A Redis URL, e.g. ``"redis://127.0.0.1:6379/0"``.
@@ -199,11 +201,16 @@ class RedisStore:
     def _redis(self) -> Redis:
         if self._client is None:
             try:
-                from redis.asyncio import Redis
+                from redis.asyncio import BlockingConnectionPool, Redis
             except ImportError as exc:  # pragma: no cover - depends on the install
                 msg = "RedisStore needs redis-py: pip install 'flowcraft[redis]'"
                 raise StoreError(msg) from exc
-            self._client = Redis.from_url(self.url, decode_responses=False)
+            # A call past the cap waits for a connection: recent redis-py pools (100 by
+            # default in 8.1) fail it with "Too many connections" instead.
+            pool = BlockingConnectionPool.from_url(
+                self.url, max_connections=_MAX_CONNECTIONS, timeout=None
+            )
+            self._client = Redis.from_pool(pool)
         return self._client
 
     def _script(self, name: str, text: str) -> AsyncScript:

@@ -43,8 +43,42 @@ _INLINE_PAGE = 200  # the largest list page read on the event loop
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLite would have waited (locked by another connection)."""
-    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    """SQLite would have waited (locked by another connection).
+
+    An error sqlite3 raises itself (a TEXT column that is not UTF-8) has no error code.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _text(raw: bytes) -> str | bytes:
+    """A TEXT value; bytes that are not UTF-8 stay bytes (``decode_row``: a corrupted row)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+def _run_rows(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` reading run rows, read again with ``_text`` if a TEXT column is not UTF-8.
+
+    sqlite3 fails the whole query on such a value (an error without a SQLite error code);
+    read as bytes, the row is a ``StoreCorruptionError`` and lists and ``due`` skip it.
+    """
+
+    def read(conn: sqlite3.Connection) -> T:
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) is not None:
+                raise
+        conn.text_factory = _text
+        try:
+            return fn(conn)
+        finally:
+            conn.text_factory = str
+
+    return read
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -436,7 +470,8 @@ class SqliteStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
-        row = await self._read(lambda c: c.execute(self._sql.get_run, (run_id,)).fetchone())
+        query = self._sql.get_run
+        row = await self._read(_run_rows(lambda c: c.execute(query, (run_id,)).fetchone()))
         if row is None:
             raise RunNotFoundError(run_id, self)
         return decode_row(row)
@@ -466,13 +501,14 @@ class SqliteStore:
         # A page is a short index range: read it on the loop like a point read (the worker
         # thread's round trip cost more than the page), unless it is a large one.
         read = self._read if limit <= _INLINE_PAGE else self._run
-        rows = await read(lambda c: c.execute(query, params).fetchall())
+        rows = await read(_run_rows(lambda c: c.execute(query, params).fetchall()))
         return page_of_sql_rows(rows, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
         params = (to_micros(now), limit)
-        rows = await self._run(lambda c: c.execute(self._sql.due, params).fetchall())
+        query = self._sql.due
+        rows = await self._run(_run_rows(lambda c: c.execute(query, params).fetchall()))
         return decode_rows(rows)
 
     async def stats(self, now: datetime) -> RunStats:
@@ -501,7 +537,7 @@ class SqliteStore:
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
         query = self._sql.read_checkpoints
-        rows = await self._run(lambda c: c.execute(query, (run_id, run_id)).fetchall())
+        rows = await self._run(_run_rows(lambda c: c.execute(query, (run_id, run_id)).fetchall()))
         return checkpoints_of(rows)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:

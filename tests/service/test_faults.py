@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +376,91 @@ async def test_a_sql_row_with_a_bad_column_or_body_field_is_a_corruption(
         with pytest.raises(StoreCorruptionError, match=f"'bad'.*{expected}"):
             await service.get("bad")
         assert [r.run_id for r in (await service.list()).runs] == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("body", "text, not bytes"),  # SQLite keeps a TEXT value in a BLOB column
+        ("body", -1),
+        ("created_at", 1e30),  # a REAL no 64-bit integer holds stays a REAL
+        ("updated_at", float("inf")),
+    ],
+)
+async def test_a_sqlite_column_of_the_wrong_type_is_a_corruption_and_spares_the_others(
+    column: str, value: object, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """SQLite keeps whatever type was written into a column: a row whose body is not bytes, or
+    whose timestamp is a float no timestamp fits, is a ``StoreCorruptionError`` naming the
+    run (never a raw ``TypeError``/``OverflowError``); lists and the scheduler skip it."""
+    async with backend("sqlite", tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        await service.start("approval", run_id="bad")
+        await service.start("reminder", run_id="good")
+        import sqlite3
+
+        conn = sqlite3.connect(where)
+        conn.execute(f"UPDATE flowcraft_runs SET {column} = ? WHERE run_id = 'bad'", (value,))
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreCorruptionError, match="'bad'"):
+            await service.get("bad")
+        assert [r.run_id for r in await service.list()] == ["good"]
+        fake_clock.advance(timedelta(days=2))
+        assert [r.run_id for r in await store.due(fake_clock.now())] == ["good"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_lean_body_counting_65535_fields_is_a_corruption(
+    kind: str, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """A lean body whose array header counts more fields than a 16-bit count holds once the
+    two timestamps are spliced in is a ``StoreCorruptionError``, not a raw ``OverflowError``."""
+    async with backend(kind, tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        for run_id in ("bad", "good"):
+            await service.start("approval", run_id=run_id)
+        value = b"\xc1\xdc\xff\xff\xc4\x00"
+        if kind == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(where)
+            conn.execute("UPDATE flowcraft_runs SET body = ? WHERE run_id = 'bad'", (value,))
+            conn.commit()
+            conn.close()
+        else:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(
+                POSTGRES_DSN, autocommit=True
+            ) as pg:
+                query = f"UPDATE {where}_runs SET body = %s WHERE run_id = 'bad'"
+                await pg.execute(query, (value,))
+        with pytest.raises(StoreCorruptionError, match="'bad'"):
+            await service.get("bad")
+        assert [r.run_id for r in await service.list()] == ["good"]
+
+
+async def test_a_sqlite_text_column_that_is_not_utf8_is_a_corruption_and_spares_the_others(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """SQLite keeps bytes that are not UTF-8 in a TEXT column, and sqlite3 then fails the
+    whole query reading it: such a row is a ``StoreCorruptionError`` naming the run (never a
+    raw ``AttributeError``), lists skip it and the scheduler fires the other due runs."""
+    async with backend("sqlite", tmp_path) as (store, where):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        for run_id in ("bad", "good"):
+            await service.start("reminder", run_id=run_id)
+        import sqlite3
+
+        conn = sqlite3.connect(where)
+        bad = "UPDATE flowcraft_runs SET flow_id = CAST(x'ff' AS TEXT) WHERE run_id = 'bad'"
+        conn.execute(bad)
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreCorruptionError, match="'bad'"):
+            await service.get("bad")
+        assert [r.run_id for r in await service.list()] == ["good"]
+        fake_clock.advance(timedelta(hours=1))
+        assert await DurableScheduler(service).tick() == 1
+        assert (await service.result("good")).status == "completed"
