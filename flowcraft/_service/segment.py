@@ -328,7 +328,23 @@ class Segment:
         continuation: dict[str, Any] | None = None,
         extra: Sequence[HistoryRecord] = (),
     ) -> RunResult:
-        """Execute ``call(control)`` under the claim and commit its result."""
+        """Execute ``call(control)`` under the claim and commit its result.
+
+        Shielded from the caller's cancellation (a timeout around ``resume``, a client gone):
+        a claimed segment runs to its commit, once, and the cancellation is delivered after
+        it. Abandoned mid-node, it would stay ``running`` until its lease lapsed and recovery
+        replayed its nodes. A node's own ``timeout=`` still bounds it; requests made with
+        ``FlowService.pause``/``cancel`` still reach it.
+        """
+        with anyio.CancelScope(shield=True):
+            return await self._run(call, continuation, extra)
+
+    async def _run(
+        self,
+        call: Callable[[Any], Awaitable[RunResult]],
+        continuation: dict[str, Any] | None,
+        extra: Sequence[HistoryRecord],
+    ) -> RunResult:
         host = self.host
         run_id = self.latest.run_id
         host.controls[run_id] = self.control
