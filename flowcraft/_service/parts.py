@@ -299,9 +299,22 @@ def decode_intent(raw: bytes) -> Intent:
     return _INTENT.decode(raw)
 
 
-def decode_request(raw: bytes) -> Request:
-    """A remembered pause/cancel request."""
-    return _REQUEST.decode(raw)
+def decode_request(raw: bytes, run_id: str) -> Request | None:
+    """A remembered pause/cancel request, or None (logged) if it does not decode.
+
+    A corrupted request must not stop what reads it: the watcher renewing a segment's lease,
+    or the recovery of the run.
+    """
+    try:
+        return _REQUEST.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.error(
+            "flowcraft service: run %s: a pause/cancel request that does not decode was "
+            "ignored (%s); send it again with FlowService.pause or cancel",
+            run_id,
+            exc,
+        )
+        return None
 
 
 #: What the service hands the runtime to hear pause/cancel requests and checkpoints.

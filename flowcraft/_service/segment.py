@@ -572,6 +572,7 @@ class Segment:
         ttl = timedelta(seconds=host.lease_ttl)
         step = self._step()
         key = control_key(self.latest.claim or "")
+        unreadable: bytes | None = None
         while True:
             if delay:
                 await clock.sleep(step)
@@ -591,8 +592,11 @@ class Segment:
             except StoreError:
                 log.exception("flowcraft service: watching run %s", self.latest.run_id)
                 continue
-            if raw is not None:
-                request = decode_request(raw)
+            if raw is not None and raw != unreadable:
+                request = decode_request(raw, self.latest.run_id)
+                if request is None:  # logged once; the lease is still ours to renew
+                    unreadable = raw
+                    continue
                 host.requests[self.latest.run_id] = request
                 if request.kind == "cancel":
                     self.control.cancel()

@@ -1428,8 +1428,8 @@ class FlowService:
         segment = Segment(host, claimed, None, intent.key, recovered=True, digest=digest)
         # A pause or cancel sent to the dead owner (under its claim) is this segment's now.
         pending = await self.store.recall(run_id, control_key(stored.claim or ""))
-        if pending is not None:
-            request = decode_request(pending)
+        request = None if pending is None else decode_request(pending, run_id)
+        if request is not None:
             host.requests[run_id] = request
             if request.kind == "cancel":
                 segment.control.cancel()

@@ -234,14 +234,20 @@ class SqliteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             with self._lock:
-                if self._conn is None:
-                    self._conn = self._connect()
                 try:
+                    if self._conn is None:
+                        self._conn = self._connect()
                     return fn(self._conn)
                 except sqlite3.Error as exc:
                     raise StoreError(f"sqlite store {self.path!r}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(call)
+
+    def _error(self, exc: BaseException) -> StoreError:
+        """A ``StoreError`` naming this store, the driver's error as its cause."""
+        err = StoreError(f"sqlite store {self.path!r}: {exc}")
+        err.__cause__ = exc
+        return err
 
     def _loop_connection(self) -> sqlite3.Connection:
         """The event loop's connection: never waits (busy timeout 0), never syncs a file."""
@@ -325,7 +331,7 @@ class SqliteStore:
             return True
         except sqlite3.Error as exc:
             for op in batch:
-                op.error = StoreError(f"sqlite store {self.path!r}: {exc}")
+                op.error = self._error(exc)
             return True
         finally:
             self._loop_lock.release()
@@ -340,7 +346,7 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 for op in batch:
-                    op.error = StoreError(f"sqlite store {self.path!r}: {exc}")
+                    op.error = self._error(exc)
                 return
             self._apply(conn, batch)
 
@@ -365,12 +371,10 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for op in batch:
-                op.error = exc if single else StoreError(f"sqlite store {self.path!r}: {exc}")
+                op.error = exc if single else self._error(exc)
         for op in batch:
             if isinstance(op.error, sqlite3.Error):
-                err = StoreError(f"sqlite store {self.path!r}: {op.error}")
-                err.__cause__ = op.error
-                op.error = err
+                op.error = self._error(op.error)
 
     # --- RunStore ----------------------------------------------------------------------------
 

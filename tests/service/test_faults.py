@@ -464,3 +464,60 @@ async def test_a_sqlite_text_column_that_is_not_utf8_is_a_corruption_and_spares_
         fake_clock.advance(timedelta(hours=1))
         assert await DurableScheduler(service).tick() == 1
         assert (await service.result("good")).status == "completed"
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_an_unreadable_pause_request_neither_stops_the_lease_nor_recovery(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage stored as the running segment's pause/cancel request is logged and ignored:
+    the watcher keeps renewing the lease (no other process takes the run over), the node
+    runs once, and a recovery reading the same garbage goes on."""
+    import uuid
+
+    import anyio
+
+    from flowcraft._service.parts import control_key
+
+    ran: list[str] = []
+
+    async def slow(node: NodeContext) -> str:
+        ran.append(node.run_id)
+        await anyio.sleep(1.0)  # several lease lifetimes
+        return "done"
+
+    flow = create_flow("slow").wait("go").node("work", slow, name="work").edge("go", "work")
+    async with backend(kind, tmp_path) as (store, _):
+        own = FlowService(FlowRuntime(), store, flows=[flow], lease_ttl=0.3, poll_interval=0.05)
+        other = FlowService(FlowRuntime(), store, flows=[flow], lease_ttl=0.3)
+        run_id = f"u-{uuid.uuid4().hex[:8]}"
+        await own.start("slow", run_id=run_id)
+        taken: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(own.resume, run_id, {"action": "go"})
+            await anyio.sleep(0.1)
+            claim = (await store.get(run_id)).claim
+            await store.remember(run_id, control_key(claim or ""), b"\xc1 not a request")
+            for _ in range(12):
+                await anyio.sleep(0.1)
+                taken.extend(await other.recover())
+        assert taken == []
+        assert (await store.get(run_id)).status == "completed"
+        assert ran == [run_id]
+        assert "does not decode was ignored" in caplog.text
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    """Opening the file is part of the first call: its failure is a ``StoreError`` naming the
+    file (the driver's error as cause), on reads and writes alike."""
+    import sqlite3
+
+    from flowcraft.stores import SqliteStore
+
+    store = SqliteStore(tmp_path / "missing-dir" / "runs.db")
+    service = FlowService(FlowRuntime(), store, flows=flows())
+    for call in (lambda: service.get("r1"), lambda: service.start("approval", run_id="r1")):
+        with pytest.raises(StoreError, match=r"missing-dir.*unable to open") as caught:
+            await call()
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    await store.close()
