@@ -337,7 +337,8 @@ class Segment:
         ``FlowService.pause``/``cancel`` still reach it.
         """
         with anyio.CancelScope(shield=True):
-            return await self._run(call, continuation, extra)
+            result = await self._run(call, continuation, extra)
+        return result
 
     async def _run(
         self,
