@@ -476,7 +476,11 @@ def decode_many(rows: Iterable[tuple[str, bytes]]) -> builtins.list[StoredRun]:
 
 def checkpoints_of(rows: Iterable[Sequence[Any]]) -> builtins.list[StoredRun]:
     """Checkpoints from SQL rows (``decode_row``; stored ones and the run's own), oldest first."""
-    by_revision = {int(row[3]): row for row in rows}
+    by_revision: dict[int, Sequence[Any]] = {}
+    for row in rows:
+        if type(row[3]) is not int:  # SQLite keeps whatever a column was given
+            raise StoreCorruptionError(str(row[0]), "checkpoint", f"revision {row[3]!r}")
+        by_revision[row[3]] = row
     return [decode_row(by_revision[rev]) for rev in sorted(by_revision)]
 
 

@@ -521,3 +521,22 @@ async def test_a_sqlite_file_that_cannot_be_opened_is_a_store_error(tmp_path: Pa
             await call()
         assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
     await store.close()
+
+
+async def test_a_sqlite_checkpoint_with_a_revision_that_is_no_number_is_a_corruption(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """SQLite keeps any value in any column: a checkpoint whose revision is text is a
+    ``StoreCorruptionError`` naming the run, not a raw ``ValueError``."""
+    import sqlite3
+
+    async with backend("sqlite", tmp_path) as (store, _):
+        service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+        await service.start("approval", run_id="r1")
+        await service.resume("r1", {"action": "approved"})
+        conn = sqlite3.connect(str(tmp_path / "runs.db"))
+        conn.execute("UPDATE flowcraft_checkpoints SET revision = 'x' WHERE run_id = 'r1'")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreCorruptionError, match="'r1'.*checkpoint"):
+            await service.checkpoints("r1")
