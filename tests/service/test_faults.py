@@ -538,5 +538,5 @@ async def test_a_sqlite_checkpoint_with_a_revision_that_is_no_number_is_a_corrup
         conn.execute("UPDATE flowcraft_checkpoints SET revision = 'x' WHERE run_id = 'r1'")
         conn.commit()
         conn.close()
-        with pytest.raises(StoreCorruptionError, match="'r1'.*checkpoint"):
+        with pytest.raises(StoreCorruptionError, match=r"'r1'.*checkpoint"):
             await service.checkpoints("r1")
