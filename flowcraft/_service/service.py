@@ -98,6 +98,8 @@ from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_f
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -349,10 +351,17 @@ class FlowService:
         can be listed, paused from another process, and recovered if this process dies.
         ``priority`` is kept on the run for its whole life: the durable scheduler fires due
         runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
-        numbers for urgent runs, positive ones for background work).
+        numbers for urgent runs, positive ones for background work). Stores keep it as a signed
+        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``ValueError``.
         """
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {priority!r}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(
+                f"priority {priority} of a new run of flow {flow_id!r} is out of range: it must "
+                f"fit a signed 64-bit integer ({PRIORITY_MIN} to {PRIORITY_MAX}, what the stores "
+                "keep); nothing was stored. Pass a smaller number (0 is the default)."
+            )
         host = self.host
         bp, reg = host.flow(flow_id)
         run_id = run_id or uuid.uuid4().hex

@@ -17,6 +17,8 @@ from flowcraft._errors import RunExistsError, StoreCorruptionError
 
 __all__ = [
     "FINISHED",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "HistoryRecord",
     "RunExistsError",
     "RunPage",
@@ -29,6 +31,8 @@ __all__ = [
 #: A stored run's status: a ``RunStatus``, or ``"running"`` while a process executes it.
 StoredStatus: TypeAlias = Literal["running", "awaiting", "completed", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: The priorities a store keeps: a signed 64-bit integer (PostgreSQL ``BIGINT``, SQLite).
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 log = logging.getLogger("flowcraft.stores")
 _NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
@@ -54,7 +58,8 @@ class StoredRun(msgspec.Struct, frozen=True, omit_defaults=True):
     ``resume_count`` counts the decisions and continuations applied to the run (the last at
     ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
     ``priority`` orders the durable scheduler's work: due runs fire in ``(priority, due_at)``
-    order, the lowest priority first (default 0; negative numbers go before it).
+    order, the lowest priority first (default 0; negative numbers go before it); it is a signed
+    64-bit integer (``PRIORITY_MIN`` to ``PRIORITY_MAX``).
     ``awaiting_since`` is when an awaiting run began waiting: the ``since`` of its oldest
     outstanding wait, set by the segment that stored it awaiting (holds, faults and expiries
     keep it); ``RunStats.awaiting_since_by_flow`` reads it from an index.
