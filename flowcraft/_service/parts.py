@@ -116,6 +116,11 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ``gather``: every item is in, hand ``fanout.done`` to the batches and run on. ``key`` and
     ``digest`` of a decision that led to a fan-out travel with it to the gather, which stores
     the decision's outcome.
+
+    A decision's claim counts it in the run's ``resume_count``/``last_resumed_at``;
+    ``counted_from`` and ``resumed_before`` are what the two were before, so a decision refused
+    after its claim (on a worker, or replayed by recovery) puts them back. A claim stored
+    without them (older releases) keeps its count.
     """
 
     kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
@@ -126,6 +131,8 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     key: str | None = None
     digest: str | None = None  # ``fingerprint`` of the decision the key stands for
     fanout: Fanout | None = None
+    counted_from: int | None = None
+    resumed_before: datetime | None = None
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -1319,7 +1319,7 @@ class FlowService:
         )
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
         intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
-        claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key, resumed=True)
+        claimed = await claim(host, stored, intent, key, resumed=True)
         if landed is not None:
             landed.append(claimed)
         log.info(
@@ -1385,7 +1385,7 @@ class FlowService:
         host = self.host
         node_id = target[0]
         bp, reg = host.flow(stored.flow_id)
-        intent = encode_intent(Intent(kind="fire", node_id=node_id, by=SCHEDULER), stored.run_id)
+        intent = Intent(kind="fire", node_id=node_id, by=SCHEDULER)
         claimed = await claim(host, stored, intent, None)
         if self.executor is not None:
             return await ex.dispatch(host, self.executor, claimed)

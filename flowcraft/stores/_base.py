@@ -56,7 +56,8 @@ class StoredRun(msgspec.Struct, frozen=True, omit_defaults=True):
     claim started from, so a refused segment restores it exactly. ``fault`` is why the durable
     scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
     ``resume_count`` counts the decisions and continuations applied to the run (the last at
-    ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
+    ``last_resumed_at``; one refused after its claim, on a worker or by recovery too, is not
+    counted); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
     ``priority`` orders the durable scheduler's work: due runs fire in ``(priority, due_at)``
     order, the lowest priority first (default 0; negative numbers go before it); it is a signed
     64-bit integer (``PRIORITY_MIN`` to ``PRIORITY_MAX``).

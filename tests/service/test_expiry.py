@@ -6,20 +6,24 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flowcraft import (
+    Delivery,
     FlowEvent,
     FlowRuntime,
     NodeNotAwaitingError,
     PauseExpiredError,
     RunActiveError,
     RunNotFoundError,
+    UnknownActionError,
+    create_flow,
 )
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
+from tests.service._support import KINDS, backend, flows, submit, woke
 
 
 @pytest.fixture(params=KINDS)
@@ -168,6 +172,74 @@ async def test_resume_count_and_last_resumed_at_count_decisions(
     assert (await service.get("r1")).resume_count == 1
     await service.resume("r1", {"action": "ok"}, node_id="b")
     assert (await service.get("r1")).resume_count == 2
+
+
+def twice() -> Any:
+    """submit → wait "first" (ok) → wait "second" (approved) → done."""
+    return (
+        create_flow("twice")
+        .node("submit", submit, name="submit")
+        .wait("first")
+        .wait("second")
+        .node("done", woke, name="done")
+        .edge("submit", "first")
+        .edge("first", "second", action="ok")
+        .edge("second", "done", action="approved")
+    )
+
+
+class Outbox:
+    """An executor that keeps what it is handed (a broker nobody reads)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Delivery] = []
+
+    async def submit(self, delivery: Delivery) -> None:
+        self.sent.append(delivery)
+
+
+@pytest.mark.parametrize("where", ["caller", "worker", "recovery"])
+async def test_a_decision_refused_after_its_claim_counts_nowhere(
+    store: RunStore, fake_clock: FakeClock, where: str
+) -> None:
+    """Refused in the claiming call, on the worker it was handed to, or by the recovery of a
+    claim whose process died: resume_count and last_resumed_at are left as they were."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=[twice()], lease_ttl=30)
+    await service.start("twice", run_id="r1")
+    fake_clock.advance(5)
+    await service.resume("r1", {"action": "ok"}, node_id="first")
+    before = await service.get("r1")
+    assert (before.resume_count, before.last_resumed_at) == (1, fake_clock.now())
+    fake_clock.advance(5)
+    if where == "caller":
+        with pytest.raises(UnknownActionError, match="'maybe'"):
+            await service.resume("r1", {"action": "maybe"})
+    else:
+        outbox = Outbox()
+        client = FlowService(
+            FlowRuntime(clock=fake_clock), store, flows=[twice()], lease_ttl=30, executor=outbox
+        )
+        assert (await client.resume("r1", {"action": "maybe"})).status == "running"
+        claimed = await service.get("r1")
+        assert claimed.resume_count == 2  # counted while it is being applied
+        d = outbox.sent.pop()
+        if where == "worker":
+            with pytest.raises(UnknownActionError, match="'maybe'"):
+                await service.execute(d.run_id, d.revision, d.delivery_id)
+        else:  # the claiming process died: its lease lapses, recovery replays the claim
+            fake_clock.advance(31)
+            assert await service.recover() == []
+    after = await service.get("r1")
+    assert (after.status, after.awaiting) == ("awaiting", ("second",))
+    assert (after.resume_count, after.last_resumed_at) == (1, before.last_resumed_at)
+    fake_clock.advance(5)
+    await service.resume("r1", {"action": "approved"})
+    done = await service.get("r1")
+    assert (done.status, done.resume_count, done.last_resumed_at) == (
+        "completed",
+        2,
+        fake_clock.now(),
+    )
 
 
 async def test_service_transitions_are_logged_with_run_and_flow_ids(

@@ -261,9 +261,9 @@ class ServiceMachine(RuleBasedStateMachine):
         action, key = run.crashed
         run.crashed = run.lease_until = None
         if self.now() >= run.deadline:
-            # WaitExpiredError: the run is restored, awaiting. The restored run keeps the dead
-            # claim's resume_count (``recovered_prior`` copies the claim), so it is not undone
-            # here, unlike a refused decision of a live caller (``restore`` of the prior run).
+            # WaitExpiredError: the run is restored, awaiting, and the refused decision is not
+            # counted (``recovered_prior`` puts back the count its claim found).
+            run.resume_count -= 1
             return False
         self.decide(run_id, run, action, key, recovered.get(run_id))
         return True
@@ -616,9 +616,19 @@ class ServiceMachine(RuleBasedStateMachine):
             claim=uuid.uuid4().hex,
             claim_key=key,
             intent=encode_intent(
-                Intent(kind="resume", data={"action": action}, by=DEAD, key=key), i
+                Intent(
+                    kind="resume",
+                    data={"action": action},
+                    by=DEAD,
+                    key=key,
+                    counted_from=stored.resume_count,
+                    resumed_before=stored.last_resumed_at,
+                ),
+                i,
             ),
-            resume_count=stored.resume_count + 1,  # as ``claim(resumed=True)`` counts it
+            # As ``claim(resumed=True)`` counts it (and keeps the prior count in the intent).
+            resume_count=stored.resume_count + 1,
+            last_resumed_at=self.now(),
         )
         self.call(self.store.save, dead, stored.revision)
         run.crashed, run.lease_until = (action, key), until
