@@ -111,6 +111,7 @@ class Run:
     pause_deadline: datetime | None = None
     expired: bool = False  # expired by the scheduler and kept (``on_expiry="keep"``)
     keys: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)  # → action, result
+    refused: dict[str, str] = field(default_factory=dict)  # key → action its replay refused
     crashed: tuple[str, str | None] | None = None  # a claim left by another process
     lease_until: datetime | None = None  # that claim's lease
     revision: int = 0
@@ -262,8 +263,11 @@ class ServiceMachine(RuleBasedStateMachine):
         run.crashed = run.lease_until = None
         if self.now() >= run.deadline:
             # WaitExpiredError: the run is restored, awaiting, and the refused decision is not
-            # counted (``recovered_prior`` puts back the count its claim found).
+            # counted (``recovered_prior`` puts back the count its claim found). Its key keeps
+            # the refusal: the same decision sent again gets it (``FlowService.outcome``).
             run.resume_count -= 1
+            if key is not None:
+                run.refused[key] = action
             return False
         self.decide(run_id, run, action, key, recovered.get(run_id))
         return True
@@ -362,8 +366,17 @@ class ServiceMachine(RuleBasedStateMachine):
         got = self.outcome(
             self.services[svc].resume, i, {"action": action}, by=f"user{svc}", idempotency_key=key
         )
-        if run is not None and run.crashed is not None:
-            self.settle_crash(i, run, {})  # a decision waits for (recovers) the dead claim
+        known = run is not None and key is not None and (key in run.keys or key in run.refused)
+        if run is not None and run.crashed is not None and not known:
+            # A decision waits for (recovers) the dead claim; one whose key was used already
+            # replays its first result at once, whatever the run is doing.
+            self.settle_crash(i, run, {})
+        if run is not None and key is not None and key in run.refused:
+            if run.refused[key] != action:  # a key stands for one decision
+                assert isinstance(got, IdempotencyKeyReusedError), got
+            else:  # the refusal the dead claim's replay got, as it was sent
+                assert type(got) is WaitExpiredError, got
+            return
         if run is not None and key is not None and key in run.keys:
             first_action, first = run.keys[key]
             if first_action != action:  # a key stands for one decision
@@ -603,7 +616,7 @@ class ServiceMachine(RuleBasedStateMachine):
             return
         if self.pause_lapsed(run):
             return  # that decision would have been refused (PauseExpiredError)
-        if key is not None and key in run.keys:
+        if key is not None and (key in run.keys or key in run.refused):
             return
         stored = self.call(self.store.get, i)
         until = self.now() + timedelta(seconds=lease)
