@@ -148,6 +148,22 @@ def _takes_durable(store: RunStore) -> bool:
         return False
 
 
+def _still_held(rolled: StoredRun, held: StoredRun, now: datetime) -> StoredRun:
+    """``rolled`` (a rollback of the held run ``held``) with the hold kept, as ``pause`` set it."""
+    kept = held.pause_deadline
+    deadline = kept if kept is not None and kept > now else rolled.pause_deadline
+    return msgspec.structs.replace(
+        rolled,
+        held=True,
+        due_at=deadline,  # timers wait for the release; only the hold's deadline is due
+        pause_deadline=deadline,
+        paused_at=held.paused_at,
+        paused_by=held.paused_by,
+        pause_reason=held.pause_reason,
+        pause_request_id=held.pause_request_id,
+    )
+
+
 def _seconds(value: Duration, where: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
     return parse_duration(value, where)
@@ -889,6 +905,13 @@ class FlowService:
         history record (``data``: from and to revision), and a new checkpoint. A finished run
         can be rolled back to an awaiting checkpoint and decided again.
 
+        A held run stays held (DESIGN §8: only ``release`` ends a hold; a checkpoint is the
+        run's context, the hold is not part of it): who held it, when, why and the hold's
+        pause deadline are kept (a deadline already past starts again from now, as for any
+        rollback), and its timers and decisions wait for the release. Rolled back to a
+        finished checkpoint, the run cannot stay held: the same write records a ``release``
+        by ``by`` after the ``rollback``.
+
         Raises:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
@@ -903,16 +926,24 @@ class FlowService:
             now = host.now()
             base = msgspec.structs.replace(stored, claim=new_token())
             rolled = stored_from(host, base, result, now, None)
-            record = HistoryRecord(
-                at=now,
-                event="rollback",
-                by=by,
-                reason=reason,
-                revision=result.revision,
-                data={"from_revision": stored.revision, "to_revision": revision},
-            )
+            history = [
+                HistoryRecord(
+                    at=now,
+                    event="rollback",
+                    by=by,
+                    reason=reason,
+                    revision=result.revision,
+                    data={"from_revision": stored.revision, "to_revision": revision},
+                )
+            ]
+            if stored.held and rolled.status == "awaiting":
+                rolled = _still_held(rolled, stored, now)
+            elif stored.held:
+                history.append(
+                    HistoryRecord(at=now, event="release", by=by, reason=stored.pause_reason)
+                )
             try:
-                await cas(host, rolled, stored.revision, history=[record], checkpoint=True)
+                await cas(host, rolled, stored.revision, history=history, checkpoint=True)
             except RevisionConflictError:
                 continue
             log.info(

@@ -6,7 +6,7 @@ runs, deliver decisions (same or different actions, with or without idempotency 
 time or several at once), hold (optionally with ``expires_in``) and release, cancel, advance the
 clock and tick the durable scheduler (timers, wait timeouts, pause expiries), simulate a crash
 (a claim left by a process that died, or one still alive until its lease lapses) and recover,
-roll back to a checkpoint, fork, delete (forced or not) and the bulk
+roll back to a checkpoint (a held run stays held), fork, delete (forced or not) and the bulk
 ``pause_many/release_many/cancel_many`` (dry run or not). The model tracks, per run, where it
 waits, the decision that won, what the store's history names as decided, holds, pause
 deadlines, expiries, ``resume_count``, the kept checkpoints (as model snapshots, oldest first)
@@ -677,6 +677,7 @@ class ServiceMachine(RuleBasedStateMachine):
             return
         assert not isinstance(got, Exception), got
         snap = run.checkpoints[n]
+        held, hold_deadline = run.held, run.pause_deadline
         run.phase, run.deadline, run.nap_until, run.winner = (
             snap.phase,
             snap.deadline,
@@ -684,6 +685,11 @@ class ServiceMachine(RuleBasedStateMachine):
             snap.winner,
         )
         self.committed(run)  # a new revision and a new checkpoint; resume_count stays
+        if held and not run.finished:
+            # Only a release ends a hold: kept, with its deadline unless that already passed.
+            run.held = True
+            if hold_deadline is not None and hold_deadline > self.now():
+                run.pause_deadline = hold_deadline
 
     @rule(
         n=PICK,
