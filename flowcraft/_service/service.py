@@ -164,6 +164,23 @@ def _still_held(rolled: StoredRun, held: StoredRun, now: datetime) -> StoredRun:
     )
 
 
+def _expires_first(
+    stored: StoredRun, target: tuple[datetime, str, bool] | None, now: datetime
+) -> bool:
+    """Whether a due run is expired (``on_expiry``) before anything of it fires.
+
+    ``target`` is its first due timer or wait expiry (``FlowService._due_at``; None: nothing
+    fires, e.g. held). The pause deadline wins when it has passed (and the run was not expired
+    yet) and nothing was due at or before it: a timer due at the very instant of the deadline
+    fires, and the run then awaits under a new deadline. ``fire_due`` and ``claim_due`` (the
+    batched claims of a tick) both decide by this.
+    """
+    deadline = stored.pause_deadline
+    if stored.expired_at is not None or deadline is None or deadline > now:
+        return False
+    return target is None or target[0] > deadline
+
+
 def _seconds(value: Duration, where: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or a ``"5m"``/``"1h30m"``/ISO-8601 string."""
     return parse_duration(value, where)
@@ -1157,9 +1174,7 @@ class FlowService:
             if stored.due_at is None or stored.due_at > now:
                 break  # nothing due, or backed off after a fault
             target = None if stored.held else self._due_at(stored, now)
-            deadline = stored.pause_deadline
-            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
-            if lapsed and (target is None or target[0] > (deadline or now)):
+            if _expires_first(stored, target, now):
                 try:
                     results.append(await self._expire(stored))
                 except RevisionConflictError:
@@ -1195,10 +1210,8 @@ class FlowService:
                 target = self._due_at(stored, now)
             except Exception:
                 continue  # fire_due meets it again and records the fault
-            deadline = stored.pause_deadline
-            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
-            if target is None or (lapsed and target[0] > (deadline or now)):
-                continue  # an expiry comes first: fire_due's rules
+            if target is None or _expires_first(stored, target, now):
+                continue  # nothing to fire, or the run expires first: fire_due does that
             intent = Intent(kind="fire", node_id=target[1], by=SCHEDULER)
             todo.append((i, target[1], (stored, encode_intent(intent, stored.run_id))))
         claimed = await claim_many(host, [item for _, _, item in todo])

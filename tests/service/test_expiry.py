@@ -21,9 +21,10 @@ from flowcraft import (
     UnknownActionError,
     create_flow,
 )
+from flowcraft._service.parts import Claimed
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows, submit, woke
+from tests.service._support import KINDS, backend, flows, reminder, submit, woke
 
 
 @pytest.fixture(params=KINDS)
@@ -109,6 +110,66 @@ async def test_a_timer_due_before_the_deadline_fires_first(
     await sched.tick()
     assert (await service.get("t1")).status == "completed"
     assert (sched.fired, sched.expired) == (1, 0)
+
+
+@pytest.mark.parametrize("path", ["claim_due", "fire_due", "executor"])
+@pytest.mark.parametrize(("max_pause", "first"), [(60, "timer"), (59, "expiry")])
+async def test_a_timer_due_at_the_pause_deadline_fires_and_one_due_after_it_expires(
+    store: RunStore, fake_clock: FakeClock, path: str, max_pause: float, first: str
+) -> None:
+    """The rule for a run whose timer and pause deadline are both due, on each of the
+    scheduler's paths (batched claims, ``fire_due``, handing to an executor): the pause
+    deadline wins only when it passed before the timer was due; a timer due at the very
+    instant of the deadline fires."""
+    outbox = Outbox()
+    service = FlowService(
+        FlowRuntime(clock=fake_clock),
+        store,
+        flows=[reminder(seconds=60)],
+        max_pause=max_pause,
+        on_expiry="keep",
+        executor=outbox if path == "executor" else None,
+    )
+    await service.start("reminder", run_id="t1")
+    if path == "executor":  # a worker executes the start
+        d = outbox.sent.pop()
+        await service.execute(d.run_id, d.revision, d.delivery_id)
+    stored = await service.get("t1")
+    assert (stored.wake_at, stored.pause_deadline) == (
+        fake_clock.now() + timedelta(seconds=60),
+        fake_clock.now() + timedelta(seconds=max_pause),
+    )
+    fake_clock.advance(60)  # both due
+    due = await store.due(fake_clock.now(), 10)
+    assert [r.run_id for r in due] == ["t1"]
+    if path == "claim_due":
+        [plan] = await service.claim_due(due)
+        if first == "timer":
+            assert isinstance(plan, Claimed)  # claimed in the tick's batch, fired as a timer
+            results, expired = await service.fire_claimed(plan)
+        else:
+            assert plan is True  # left to fire_due, which expires it
+            results, expired = await service.fire_due("t1", due[0])
+    elif path == "fire_due":
+        results, expired = await service.fire_due("t1", due[0])
+    else:
+        sched = DurableScheduler(service)
+        await sched.tick()
+        results, expired = [], sched.expired
+        fired = [(d.kind, d.node_id) for d in outbox.sent]
+        assert fired == ([("fire", "nap")] if first == "timer" else [])
+    after = await service.get("t1")
+    events = [h.event for h in await service.history("t1")]
+    if first == "timer":
+        assert expired == 0
+        assert after.expired_at is None
+        assert "expire" not in events
+        if path != "executor":
+            assert [r.status for r in results] == ["completed"]
+    else:
+        assert expired == 1
+        assert after.expired_at == fake_clock.now()
+        assert (after.status, events[-1]) == ("awaiting", "expire")
 
 
 async def test_cleanup_expired_removes_expired_suspensions_and_delete_removes_one_run(
