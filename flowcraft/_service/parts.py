@@ -85,12 +85,14 @@ class Fanout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Batches spread over workers: the outbox of their items and what came back so far.
 
     ``items``: batch node id → item count; ``per``: items per delivery (a delivery names its
-    first item); ``done``: batch node id → {item index: outcome from ``run_items``}.
+    first item); ``done``: batch node id → {item index: outcome from ``run_items``};
+    ``faults``: batch node id → {first item: how often a worker could not run that chunk}.
     """
 
     items: dict[str, int]
     per: int = 1
     done: dict[str, dict[int, bytes]] = {}
+    faults: dict[str, dict[int, int]] = {}
 
     def complete(self) -> bool:
         """Whether every item of every batch has its outcome."""

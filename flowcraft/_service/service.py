@@ -549,6 +549,13 @@ class FlowService:
         compare-and-set; the merge that completes the batch stores the gather and publishes
         it. Returns False, running nothing, when the items are merged already (a duplicate or
         redelivered message), running elsewhere (a copy), or the run moved on (stale).
+
+        Items that cannot run here at all (the ``FlowcraftError`` ``run_items`` raises: the flow
+        changed under the run, this worker lacks it, ...) are a fault of the run: recorded on it
+        (``fault``, ``fault_count``, a ``fault`` history record) and raised; the sweep publishes
+        them again after a backoff (``lease_ttl``, doubled per attempt). Their third attempt
+        (``CHUNK_ATTEMPTS``) fails them with that error instead, and the batch ends as in one
+        process when an item raises: the run fails naming the item.
         """
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 

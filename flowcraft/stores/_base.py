@@ -54,7 +54,8 @@ class StoredRun(msgspec.Struct, frozen=True, omit_defaults=True):
     ``claim`` is the id of the segment that wrote this revision (it lets a writer whose reply
     was lost recognise its own write). While running, the awaiting fields keep the state the
     claim started from, so a refused segment restores it exactly. ``fault`` is why the durable
-    scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
+    scheduler could not fire the run's timer last time (it backs off ``fault_count`` times), or
+    why a worker could not run a chunk of the run's batch spread over workers.
     ``resume_count`` counts the decisions and continuations applied to the run (the last at
     ``last_resumed_at``; one refused after its claim, on a worker or by recovery too, is not
     counted); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
