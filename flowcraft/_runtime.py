@@ -19,7 +19,7 @@ from flowcraft._clock import Clock, SystemClock
 from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import begin, cancel, execute
-from flowcraft._engine.fanout import fanned, gather, run_items
+from flowcraft._engine.fanout import failed, fanned, gather, run_items
 from flowcraft._engine.line import run_line
 from flowcraft._engine.load import ContextView, bytes_of, load, new_envelope
 from flowcraft._engine.plan import Plan, compile_plan
@@ -386,6 +386,18 @@ class FlowRuntime:
         cfg = self._config
         env = load(cfg.codec, plan, serialized_context, history_limit=cfg.history_limit)
         return await run_items(cfg, plan, env, node_id, list(indices))
+
+    def fail_items(
+        self, indices: Sequence[int], error: BaseException, *, attempts: int = 1
+    ) -> list[bytes]:
+        """Outcomes for items of a spread batch that could not run at all (``run_items`` raised).
+
+        One per index, in order, for ``gather``: each item fails as if it had raised ``error``
+        on its last attempt (``attempts``), so the batch fails naming the first of them, as in
+        one process when an item raises.
+        """
+        outcome = failed(error, attempts)
+        return [outcome for _ in indices]
 
     async def gather(
         self,

@@ -38,7 +38,9 @@ runs the nodes after the batch, once. Never a chord or a group callback. Items b
 process (the batch's retries and timeout, a failed item failing the batch, ``node.pause()``
 pausing the item as ``"<batch>/<index>"``), except that an item's writes to the run's state
 stay on its worker: only its return value travels. Lost item messages are re-published by the
-sweep once no merge has renewed the run's lease for ``lease_ttl``.
+sweep once no merge has renewed the run's lease for ``lease_ttl``. A chunk a worker cannot run
+at all (the flow changed under the run) is a fault recorded on the run, re-published after a
+backoff, and its third attempt fails its items (and so the batch) with that error.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ def install(app: celery.Celery, service: FlowService, *, check: bool = True) -> 
                 return {"dropped": "item delivery without node_id or item"}
             try:
                 ran = loop.call(service.execute_item, d.run_id, d.delivery_id, d.node_id, d.item)
-            except FlowcraftError as exc:  # the sweep re-publishes the items not merged
+            except FlowcraftError as exc:  # a fault recorded on the run: the sweep backs off
                 log.warning("flowcraft.celery: items of run %s refused: %s", d.run_id, exc)
                 return {"run_id": d.run_id, "refused": type(exc).__name__}
             return {"run_id": d.run_id, "item": d.item, "ran": ran}

@@ -26,7 +26,7 @@ from flowcraft._envelope.records import FANOUT, Envelope, WaitState
 from flowcraft._errors import NodeNotAwaitingError
 from flowcraft._values import RunResult, flat_waiting
 
-__all__ = ["fanned", "gather", "run_items"]
+__all__ = ["failed", "fanned", "gather", "run_items"]
 
 
 class _Outcome(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -68,6 +68,11 @@ def _encode(outcome: tuple[Any, ...]) -> bytes:
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
         detail = f"the item's output cannot travel to the run ({type(exc).__name__}: {exc})"
         return _ENCODER.encode(_Outcome(_FAILED, None, "SerializationError", detail, 1))
+
+
+def failed(error: BaseException, attempts: int) -> bytes:
+    """The outcome of an item that could not run at all: it fails as if it had raised ``error``."""
+    return _encode((_FAILED, error, attempts))
 
 
 def _decode(raw: bytes) -> tuple[Any, ...]:

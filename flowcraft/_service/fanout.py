@@ -25,17 +25,26 @@ when no merge lands for a lease, the sweep (``resweep``) re-publishes the chunks
 (copies of chunks in flight find their lease held and ack), so a chunk should take well under
 ``lease_ttl``: a longer one is re-published every ``lease_ttl`` (harmless copies, but copies).
 Items are at-least-once only across crashes, like every node.
+
+A chunk a worker cannot run at all (``run_items`` raises a ``FlowcraftError``: the flow changed
+under the run, the worker lacks it, the context does not load there; an item's own exception is
+an outcome, not this) is a fault of the run, never a message re-published forever: the fault is
+recorded on the run (``fault``, ``fault_count``, a ``fault`` history record naming the batch and
+item) and pushes the sweep back (the run's lease: ``lease_ttl``, doubled per attempt of that
+chunk). Its ``CHUNK_ATTEMPTS``-th attempt merges its items as failed with that error, so the
+batch ends as in one process when an item raises (the run fails naming the item).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import anyio
 import msgspec
 
-from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
+from flowcraft._errors import FlowcraftError, RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft._service.executor import Delivery, Executor
 from flowcraft._service.parts import (
     Fanout,
@@ -50,9 +59,19 @@ from flowcraft._service.segment import cas
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["execute_item", "publish_items", "resweep"]
+__all__ = ["CHUNK_ATTEMPTS", "execute_item", "publish_items", "resweep"]
 
 log = logging.getLogger("flowcraft.service")
+
+#: How often a chunk may fail to run at all (its worker raised a ``FlowcraftError``) before
+#: its items fail the batch. The sweep waits ``lease_ttl`` after the first, twice that after
+#: the second, ... (at most an hour) before it publishes the chunk again.
+CHUNK_ATTEMPTS = 3
+_BACKOFF_MAX = 3600.0
+
+#: What a write of a fan-out makes of the run as read (``_update``): the next run and its
+#: history, or None to write nothing.
+Change = Callable[[StoredRun, Intent, Fanout], tuple[StoredRun, Sequence[HistoryRecord]] | None]
 
 
 def _current(stored: StoredRun, token: str) -> tuple[Intent, Fanout] | None:
@@ -134,7 +153,12 @@ async def resweep(host: Host, executor: Executor, stored: StoredRun) -> RunResul
 async def execute_item(
     host: Host, executor: Executor | None, run_id: str, token: str, node_id: str, start: int
 ) -> bool:
-    """Run one chunk of a fan-out and merge its outcomes; False when it was a no-op."""
+    """Run one chunk of a fan-out and merge its outcomes; False when it was a no-op.
+
+    A chunk that cannot run here (a ``FlowcraftError`` from ``run_items``) is a fault of the
+    run (``_fault``): the error is raised once it is recorded, or, on the chunk's last attempt,
+    its items are merged as failed with it (True).
+    """
     store = host.store
     name = f"flowcraft:item:{run_id}:{token}:{node_id}/{start}"
     me = f"{host.owner}:{new_token()}"  # one lease holder per call, even in one process
@@ -150,24 +174,30 @@ async def execute_item(
             return False
         fan = found[1]
         indices = list(range(start, min(start + fan.per, fan.items[node_id])))
-        bp, reg = host.flow(stored.flow_id)
         outcomes: list[bytes] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(_renew, host, name, me)
             try:
+                bp, reg = host.flow(stored.flow_id)
                 outcomes = await host.runtime.run_items(
                     bp, stored.context, node_id, indices, registry=reg
                 )
-            except Exception as exc:  # re-raised below, outside the task group
+            except Exception as exc:  # handled below, outside the task group
                 failure: Exception | None = exc
             else:
                 failure = None
             finally:
                 tg.cancel_scope.cancel()
-        if failure is not None:
+        if isinstance(failure, FlowcraftError):
+            # The chunk cannot run here (not an item failing: that is an outcome).
+            landed, gathered = await _fault(host, stored, token, node_id, indices, failure)
+            if not landed:
+                return False
+        elif failure is not None:
             raise failure
-        merged = dict(zip(indices, outcomes, strict=True))
-        gathered = await _merge(host, run_id, token, node_id, merged, stored)
+        else:
+            merged = dict(zip(indices, outcomes, strict=True))
+            gathered = await _merge(host, run_id, token, node_id, merged, stored)
         if gathered is not None and executor is not None:
             await _publish_gather(host, executor, gathered)
         return True
@@ -200,51 +230,181 @@ async def _renew(host: Host, name: str, me: str) -> None:
             log.exception("flowcraft service: renewing lease %s", name)
 
 
+async def _update(host: Host, run_id: str, token: str, seen: StoredRun, change: Change) -> bool:
+    """Write ``change`` of the fan-out ``run_id`` runs under ``token``, by compare-and-set.
+
+    ``seen`` is the run as last read: tried first (no other chunk wrote since, the common case
+    with few workers: no read). A conflict (another chunk wrote first) reads the run and applies
+    ``change`` to that. False when nothing was written: the run moved on (stale), or ``change``
+    declined.
+    """
+    store = host.store
+    stored: StoredRun | None = seen
+    while True:
+        if stored is None:
+            stored = await store.get(run_id)
+        found = _current(stored, token)
+        made = None if found is None else change(stored, *found)
+        if made is None:
+            return False
+        run, history = made
+        try:
+            await store.save(run, stored.revision, history=history)
+        except RevisionConflictError:
+            stored = None
+            continue
+        except StoreError:
+            # The reply was lost; the write may have landed. Every write of a fan-out keeps
+            # the claim id, so look at the intent itself.
+            again = await store.get(run_id)
+            if again.revision != run.revision or again.intent != run.intent:
+                stored = None
+                continue
+        return True
+
+
+def _merged(
+    host: Host,
+    stored: StoredRun,
+    intent: Intent,
+    fan: Fanout,
+    node_id: str,
+    outcomes: dict[int, bytes],
+) -> tuple[StoredRun, bool]:
+    """``stored`` with a chunk's outcomes merged; whether that completes the set (a gather)."""
+    done = dict(fan.done)
+    done[node_id] = {**done.get(node_id, {}), **outcomes}
+    fan = msgspec.structs.replace(fan, done=done)
+    complete = fan.complete()
+    kind = "gather" if complete else "batch"
+    now = host.now()
+    until = now + timedelta(seconds=host.lease_ttl)  # progress: the sweep waits
+    if stored.lease_until is not None and stored.lease_until > until:
+        until = stored.lease_until  # or longer, while another chunk's fault backs it off
+    run = msgspec.structs.replace(
+        stored,
+        revision=stored.revision + 1,
+        updated_at=now,
+        lease_until=until,
+        intent=encode_intent(
+            msgspec.structs.replace(intent, kind=kind, fanout=fan), stored.run_id
+        ),
+    )
+    return run, complete
+
+
 async def _merge(
     host: Host,
     run_id: str,
     token: str,
     node_id: str,
     outcomes: dict[int, bytes],
-    seen: StoredRun | None = None,
+    seen: StoredRun,
 ) -> StoredRun | None:
     """Merge a chunk's outcomes into the run by compare-and-set, keyed by its first item.
 
-    ``seen`` is the run as last read: tried first (no other chunk merged since, the common
-    case with few workers: no read). Returns the run as written when this merge completed the
-    set (its intent is now the gather), else None: merged with others pending, or a no-op
-    (merged already, or stale).
+    Returns the run as written when this merge completed the set (its intent is now the
+    gather), else None: merged with others pending, or a no-op (merged already, or stale).
     """
     start = min(outcomes)
-    store = host.store
-    while True:
-        stored = seen if seen is not None else await store.get(run_id)
-        seen = None
-        found = _current(stored, token)
-        if found is None or start in found[1].done.get(node_id, {}):
+    written: list[tuple[StoredRun, bool]] = []
+
+    def change(
+        stored: StoredRun, intent: Intent, fan: Fanout
+    ) -> tuple[StoredRun, Sequence[HistoryRecord]] | None:
+        if start in fan.done.get(node_id, {}):
             return None
-        intent, fan = found
-        done = dict(fan.done)
-        done[node_id] = {**done.get(node_id, {}), **outcomes}
-        fan = msgspec.structs.replace(fan, done=done)
-        complete = fan.complete()
-        kind = "gather" if complete else "batch"
+        written[:] = [_merged(host, stored, intent, fan, node_id, outcomes)]
+        return written[0][0], ()
+
+    if not await _update(host, run_id, token, seen, change):
+        return None
+    run, complete = written[0]
+    return run if complete else None
+
+
+async def _fault(
+    host: Host,
+    seen: StoredRun,
+    token: str,
+    node_id: str,
+    indices: list[int],
+    exc: FlowcraftError,
+) -> tuple[bool, StoredRun | None]:
+    """A chunk no worker could run (``exc``): record the fault and back off, or fail its items.
+
+    The fault is written on the run (``fault``, ``fault_count``, a ``fault`` history record)
+    with the chunk's attempts in the fan-out, and the run's lease (when the sweep publishes
+    the chunk again) moved ``lease_ttl * 2**(attempt - 1)`` ahead; then ``exc`` is raised for
+    the caller. The ``CHUNK_ATTEMPTS``-th attempt instead merges the items as failed with
+    ``exc`` in the same write: returns True and the run when that completed the set (else
+    None). ``(False, None)``: nothing written (a copy merged the chunk, or the run moved on).
+    """
+    run_id = seen.run_id
+    start = indices[0]
+    reason = f"{type(exc).__name__}: {exc}"
+    written: list[tuple[StoredRun, bool, int]] = []
+
+    def change(
+        stored: StoredRun, intent: Intent, fan: Fanout
+    ) -> tuple[StoredRun, Sequence[HistoryRecord]] | None:
+        if start in fan.done.get(node_id, {}):
+            return None  # a copy of the chunk ran elsewhere and merged
+        attempt = fan.faults.get(node_id, {}).get(start, 0) + 1
+        faults = {**fan.faults, node_id: {**fan.faults.get(node_id, {}), start: attempt}}
+        fan = msgspec.structs.replace(fan, faults=faults)
         now = host.now()
-        run = msgspec.structs.replace(
-            stored,
-            revision=stored.revision + 1,
-            updated_at=now,
-            lease_until=now + timedelta(seconds=host.lease_ttl),  # progress: the sweep waits
-            intent=encode_intent(msgspec.structs.replace(intent, kind=kind, fanout=fan), run_id),
+        stored = msgspec.structs.replace(
+            stored, fault=reason, fault_count=stored.fault_count + 1
         )
-        try:
-            await store.save(run, stored.revision)
-        except RevisionConflictError:
-            continue  # another chunk merged first: merge into that
-        except StoreError:
-            # The reply was lost; the write may have landed. Every merge keeps the claim id,
-            # so look at the intent itself.
-            again = await store.get(run_id)
-            if again.revision != run.revision or again.intent != run.intent:
-                continue
-        return run if complete else None
+        record = HistoryRecord(
+            at=now,
+            event="fault",
+            node_id=node_id,
+            by=host.owner,
+            reason=reason,
+            data={"item": start, "items": len(indices), "attempt": attempt},
+        )
+        if attempt >= CHUNK_ATTEMPTS:
+            failed = host.runtime.fail_items(indices, exc, attempts=attempt)
+            run, complete = _merged(
+                host, stored, intent, fan, node_id, dict(zip(indices, failed, strict=True))
+            )
+        else:
+            delay = min(host.lease_ttl * 2 ** (attempt - 1), max(host.lease_ttl, _BACKOFF_MAX))
+            until = now + timedelta(seconds=delay)
+            if stored.lease_until is not None and stored.lease_until > until:
+                until = stored.lease_until
+            complete = False
+            run = msgspec.structs.replace(
+                stored,
+                revision=stored.revision + 1,
+                updated_at=now,
+                lease_until=until,
+                intent=encode_intent(msgspec.structs.replace(intent, fanout=fan), run_id),
+            )
+        written[:] = [(run, complete, attempt)]
+        return run, [record]
+
+    if not await _update(host, run_id, token, seen, change):
+        return False, None  # merged elsewhere, or the run moved on: nothing to record
+    run, complete, attempt = written[0]
+    where = f"items {indices[0]}..{indices[-1]} of batch {node_id!r} of run {run_id!r}"
+    if attempt < CHUNK_ATTEMPTS:
+        log.warning(
+            "flowcraft service: %s could not run (attempt %d of %d, published again after "
+            "%s): %s",
+            where,
+            attempt,
+            CHUNK_ATTEMPTS,
+            run.lease_until,
+            reason,
+        )
+        raise exc
+    log.error(
+        "flowcraft service: %s could not run in %d attempts; they fail the batch: %s",
+        where,
+        attempt,
+        reason,
+    )
+    return True, run if complete else None

@@ -85,12 +85,14 @@ class Fanout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Batches spread over workers: the outbox of their items and what came back so far.
 
     ``items``: batch node id → item count; ``per``: items per delivery (a delivery names its
-    first item); ``done``: batch node id → {item index: outcome from ``run_items``}.
+    first item); ``done``: batch node id → {item index: outcome from ``run_items``};
+    ``faults``: batch node id → {first item: how often a worker could not run that chunk}.
     """
 
     items: dict[str, int]
     per: int = 1
     done: dict[str, dict[int, bytes]] = {}
+    faults: dict[str, dict[int, int]] = {}
 
     def complete(self) -> bool:
         """Whether every item of every batch has its outcome."""
@@ -116,6 +118,11 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ``gather``: every item is in, hand ``fanout.done`` to the batches and run on. ``key`` and
     ``digest`` of a decision that led to a fan-out travel with it to the gather, which stores
     the decision's outcome.
+
+    A decision's claim counts it in the run's ``resume_count``/``last_resumed_at``;
+    ``counted_from`` and ``resumed_before`` are what the two were before, so a decision refused
+    after its claim (on a worker, or replayed by recovery) puts them back. A claim stored
+    without them (older releases) keeps its count.
     """
 
     kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
@@ -126,6 +133,8 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     key: str | None = None
     digest: str | None = None  # ``fingerprint`` of the decision the key stands for
     fanout: Fanout | None = None
+    counted_from: int | None = None
+    resumed_before: datetime | None = None
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

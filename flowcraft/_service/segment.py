@@ -50,6 +50,7 @@ from flowcraft._service.parts import (
     Intent,
     Request,
     control_key,
+    decode_intent,
     decode_request,
     encode_intent,
     handed,
@@ -146,15 +147,19 @@ async def cas(
 
 
 async def claim(
-    host: Host, stored: StoredRun, intent: bytes, key: str | None, *, resumed: bool = False
+    host: Host, stored: StoredRun, intent: Intent, key: str | None, *, resumed: bool = False
 ) -> StoredRun:
     """Claim an awaiting run for a segment; ``RevisionConflictError`` if another got it first.
 
-    ``resumed`` (a decision or continuation) counts in ``resume_count``/``last_resumed_at``;
-    a refused segment restores the prior run, so the count is undone with it.
+    ``resumed`` (a decision or continuation) counts in ``resume_count``/``last_resumed_at``,
+    and the intent keeps what they were: a refused segment restores the prior run (or, on
+    recovery, puts them back: ``recovered_prior``), so the count is undone with it.
     """
     now = host.now()
     if resumed:
+        intent = msgspec.structs.replace(
+            intent, counted_from=stored.resume_count, resumed_before=stored.last_resumed_at
+        )
         stored = msgspec.structs.replace(
             stored, resume_count=stored.resume_count + 1, last_resumed_at=now
         )
@@ -162,7 +167,7 @@ async def claim(
         stored,
         status="running",
         revision=stored.revision + 1,
-        intent=intent,
+        intent=encode_intent(intent, stored.run_id),
         owner=host.owner,
         lease_until=now + timedelta(seconds=host.lease_ttl),
         claim=new_token(),
@@ -264,9 +269,23 @@ async def restore(
 
 
 def recovered_prior(host: Host, latest: StoredRun) -> StoredRun | None:
-    """What to restore when a recovered segment is refused: the run awaiting, claim cleared."""
+    """What to restore when a recovered segment is refused: the run awaiting, claim cleared.
+
+    A refused decision or continuation is not counted: ``resume_count``/``last_resumed_at``
+    go back to what its claim found (kept in the intent).
+    """
     if not latest.context:
         return None  # a start that never stored a context
+    counts: dict[str, Any] = {}
+    try:
+        intent = decode_intent(latest.intent)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        intent = None  # the replay decoded it; a claim that changed since keeps its count
+    if intent is not None and intent.counted_from is not None:
+        counts = {
+            "resume_count": intent.counted_from,
+            "last_resumed_at": intent.resumed_before,
+        }
     return msgspec.structs.replace(
         latest,
         status="awaiting",
@@ -277,6 +296,7 @@ def recovered_prior(host: Host, latest: StoredRun) -> StoredRun | None:
         claim=new_token(),
         claim_key=None,
         updated_at=host.now(),
+        **counts,
     )
 
 

@@ -98,6 +98,8 @@ from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_f
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     HistoryRecord,
     RunExistsError,
     RunPage,
@@ -144,6 +146,39 @@ def _takes_durable(store: RunStore) -> bool:
         )
     except (TypeError, ValueError, AttributeError):
         return False
+
+
+def _still_held(rolled: StoredRun, held: StoredRun, now: datetime) -> StoredRun:
+    """``rolled`` (a rollback of the held run ``held``) with the hold kept, as ``pause`` set it."""
+    kept = held.pause_deadline
+    deadline = kept if kept is not None and kept > now else rolled.pause_deadline
+    return msgspec.structs.replace(
+        rolled,
+        held=True,
+        due_at=deadline,  # timers wait for the release; only the hold's deadline is due
+        pause_deadline=deadline,
+        paused_at=held.paused_at,
+        paused_by=held.paused_by,
+        pause_reason=held.pause_reason,
+        pause_request_id=held.pause_request_id,
+    )
+
+
+def _expires_first(
+    stored: StoredRun, target: tuple[datetime, str, bool] | None, now: datetime
+) -> bool:
+    """Whether a due run is expired (``on_expiry``) before anything of it fires.
+
+    ``target`` is its first due timer or wait expiry (``FlowService._due_at``; None: nothing
+    fires, e.g. held). The pause deadline wins when it has passed (and the run was not expired
+    yet) and nothing was due at or before it: a timer due at the very instant of the deadline
+    fires, and the run then awaits under a new deadline. ``fire_due`` and ``claim_due`` (the
+    batched claims of a tick) both decide by this.
+    """
+    deadline = stored.pause_deadline
+    if stored.expired_at is not None or deadline is None or deadline > now:
+        return False
+    return target is None or target[0] > deadline
 
 
 def _seconds(value: Duration, where: str = "duration") -> float:
@@ -349,10 +384,17 @@ class FlowService:
         can be listed, paused from another process, and recovered if this process dies.
         ``priority`` is kept on the run for its whole life: the durable scheduler fires due
         runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
-        numbers for urgent runs, positive ones for background work).
+        numbers for urgent runs, positive ones for background work). Stores keep it as a signed
+        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``ValueError``.
         """
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {priority!r}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(
+                f"priority {priority} of a new run of flow {flow_id!r} is out of range: it must "
+                f"fit a signed 64-bit integer ({PRIORITY_MIN} to {PRIORITY_MAX}, what the stores "
+                "keep); nothing was stored. Pass a smaller number (0 is the default)."
+            )
         host = self.host
         bp, reg = host.flow(flow_id)
         run_id = run_id or uuid.uuid4().hex
@@ -507,6 +549,13 @@ class FlowService:
         compare-and-set; the merge that completes the batch stores the gather and publishes
         it. Returns False, running nothing, when the items are merged already (a duplicate or
         redelivered message), running elsewhere (a copy), or the run moved on (stale).
+
+        Items that cannot run here at all (the ``FlowcraftError`` ``run_items`` raises: the flow
+        changed under the run, this worker lacks it, ...) are a fault of the run: recorded on it
+        (``fault``, ``fault_count``, a ``fault`` history record) and raised; the sweep publishes
+        them again after a backoff (``lease_ttl``, doubled per attempt). Their third attempt
+        (``CHUNK_ATTEMPTS``) fails them with that error instead, and the batch ends as in one
+        process when an item raises: the run fails naming the item.
         """
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
@@ -880,6 +929,13 @@ class FlowService:
         history record (``data``: from and to revision), and a new checkpoint. A finished run
         can be rolled back to an awaiting checkpoint and decided again.
 
+        A held run stays held (DESIGN §8: only ``release`` ends a hold; a checkpoint is the
+        run's context, the hold is not part of it): who held it, when, why and the hold's
+        pause deadline are kept (a deadline already past starts again from now, as for any
+        rollback), and its timers and decisions wait for the release. Rolled back to a
+        finished checkpoint, the run cannot stay held: the same write records a ``release``
+        by ``by`` after the ``rollback``.
+
         Raises:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
@@ -894,16 +950,24 @@ class FlowService:
             now = host.now()
             base = msgspec.structs.replace(stored, claim=new_token())
             rolled = stored_from(host, base, result, now, None)
-            record = HistoryRecord(
-                at=now,
-                event="rollback",
-                by=by,
-                reason=reason,
-                revision=result.revision,
-                data={"from_revision": stored.revision, "to_revision": revision},
-            )
+            history = [
+                HistoryRecord(
+                    at=now,
+                    event="rollback",
+                    by=by,
+                    reason=reason,
+                    revision=result.revision,
+                    data={"from_revision": stored.revision, "to_revision": revision},
+                )
+            ]
+            if stored.held and rolled.status == "awaiting":
+                rolled = _still_held(rolled, stored, now)
+            elif stored.held:
+                history.append(
+                    HistoryRecord(at=now, event="release", by=by, reason=stored.pause_reason)
+                )
             try:
-                await cas(host, rolled, stored.revision, history=[record], checkpoint=True)
+                await cas(host, rolled, stored.revision, history=history, checkpoint=True)
             except RevisionConflictError:
                 continue
             log.info(
@@ -1117,9 +1181,7 @@ class FlowService:
             if stored.due_at is None or stored.due_at > now:
                 break  # nothing due, or backed off after a fault
             target = None if stored.held else self._due_at(stored, now)
-            deadline = stored.pause_deadline
-            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
-            if lapsed and (target is None or target[0] > (deadline or now)):
+            if _expires_first(stored, target, now):
                 try:
                     results.append(await self._expire(stored))
                 except RevisionConflictError:
@@ -1155,10 +1217,8 @@ class FlowService:
                 target = self._due_at(stored, now)
             except Exception:
                 continue  # fire_due meets it again and records the fault
-            deadline = stored.pause_deadline
-            lapsed = stored.expired_at is None and deadline is not None and deadline <= now
-            if target is None or (lapsed and target[0] > (deadline or now)):
-                continue  # an expiry comes first: fire_due's rules
+            if target is None or _expires_first(stored, target, now):
+                continue  # nothing to fire, or the run expires first: fire_due does that
             intent = Intent(kind="fire", node_id=target[1], by=SCHEDULER)
             todo.append((i, target[1], (stored, encode_intent(intent, stored.run_id))))
         claimed = await claim_many(host, [item for _, _, item in todo])
@@ -1310,7 +1370,7 @@ class FlowService:
         )
         kind: Literal["resume", "continue"] = "continue" if continuing else "resume"
         intent = Intent(kind=kind, data=payload, node_id=node_id, by=by, key=key, digest=digest)
-        claimed = await claim(host, stored, encode_intent(intent, stored.run_id), key, resumed=True)
+        claimed = await claim(host, stored, intent, key, resumed=True)
         if landed is not None:
             landed.append(claimed)
         log.info(
@@ -1376,7 +1436,7 @@ class FlowService:
         host = self.host
         node_id = target[0]
         bp, reg = host.flow(stored.flow_id)
-        intent = encode_intent(Intent(kind="fire", node_id=node_id, by=SCHEDULER), stored.run_id)
+        intent = Intent(kind="fire", node_id=node_id, by=SCHEDULER)
         claimed = await claim(host, stored, intent, None)
         if self.executor is not None:
             return await ex.dispatch(host, self.executor, claimed)

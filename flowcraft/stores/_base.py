@@ -17,6 +17,8 @@ from flowcraft._errors import RunExistsError, StoreCorruptionError
 
 __all__ = [
     "FINISHED",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "HistoryRecord",
     "RunExistsError",
     "RunPage",
@@ -29,6 +31,8 @@ __all__ = [
 #: A stored run's status: a ``RunStatus``, or ``"running"`` while a process executes it.
 StoredStatus: TypeAlias = Literal["running", "awaiting", "completed", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: The priorities a store keeps: a signed 64-bit integer (PostgreSQL ``BIGINT``, SQLite).
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 log = logging.getLogger("flowcraft.stores")
 _NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
@@ -50,11 +54,14 @@ class StoredRun(msgspec.Struct, frozen=True, omit_defaults=True):
     ``claim`` is the id of the segment that wrote this revision (it lets a writer whose reply
     was lost recognise its own write). While running, the awaiting fields keep the state the
     claim started from, so a refused segment restores it exactly. ``fault`` is why the durable
-    scheduler could not fire the run's timer last time (it backs off ``fault_count`` times).
+    scheduler could not fire the run's timer last time (it backs off ``fault_count`` times), or
+    why a worker could not run a chunk of the run's batch spread over workers.
     ``resume_count`` counts the decisions and continuations applied to the run (the last at
-    ``last_resumed_at``); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
+    ``last_resumed_at``; one refused after its claim, on a worker or by recovery too, is not
+    counted); ``expired_at`` is when the scheduler expired it (``on_expiry="keep"``).
     ``priority`` orders the durable scheduler's work: due runs fire in ``(priority, due_at)``
-    order, the lowest priority first (default 0; negative numbers go before it).
+    order, the lowest priority first (default 0; negative numbers go before it); it is a signed
+    64-bit integer (``PRIORITY_MIN`` to ``PRIORITY_MAX``).
     ``awaiting_since`` is when an awaiting run began waiting: the ``since`` of its oldest
     outstanding wait, set by the segment that stored it awaiting (holds, faults and expiries
     keep it); ``RunStats.awaiting_since_by_flow`` reads it from an index.

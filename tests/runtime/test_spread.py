@@ -74,3 +74,19 @@ async def test_run_items_of_a_batch_not_left_to_workers_is_refused() -> None:
     whole = await rt.run(bp, {"xs": [-1]})
     with pytest.raises(NodeNotAwaitingError):
         await rt.run_items(bp, whole, "b_scatter", [0])
+
+
+async def test_items_that_could_not_run_fail_the_batch_as_an_item_raising_in_one_call() -> None:
+    """``fail_items`` outcomes make ``gather`` end the batch as one call whose item raised."""
+    f = flow()
+    bp = f.to_blueprint()
+    rt = FlowRuntime(registry=f.registry)
+    whole = await rt.run(bp, {"xs": [1, 13, 2]}, run_id="r")
+    control = RunControl(on_scatter=lambda n, k: True)
+    left = await rt.run(bp, {"xs": [1, 13, 2]}, run_id="r", control=control)
+    ran = await rt.run_items(bp, left, "b_scatter", [0, 2])
+    [failed] = rt.fail_items([1], ValueError("13 is unlucky"), attempts=2)
+    outcomes = {0: ran[0], 1: failed, 2: ran[1]}
+    gathered = await rt.gather(bp, left, {"b_scatter": outcomes})
+    assert gathered.status == "failed"
+    assert shape(gathered)[:5] == shape(whole)[:5]

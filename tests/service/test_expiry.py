@@ -6,20 +6,25 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flowcraft import (
+    Delivery,
     FlowEvent,
     FlowRuntime,
     NodeNotAwaitingError,
     PauseExpiredError,
     RunActiveError,
     RunNotFoundError,
+    UnknownActionError,
+    create_flow,
 )
+from flowcraft._service.parts import Claimed
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
+from tests.service._support import KINDS, backend, flows, reminder, submit, woke
 
 
 @pytest.fixture(params=KINDS)
@@ -107,6 +112,66 @@ async def test_a_timer_due_before_the_deadline_fires_first(
     assert (sched.fired, sched.expired) == (1, 0)
 
 
+@pytest.mark.parametrize("path", ["claim_due", "fire_due", "executor"])
+@pytest.mark.parametrize(("max_pause", "first"), [(60, "timer"), (59, "expiry")])
+async def test_a_timer_due_at_the_pause_deadline_fires_and_one_due_after_it_expires(
+    store: RunStore, fake_clock: FakeClock, path: str, max_pause: float, first: str
+) -> None:
+    """The rule for a run whose timer and pause deadline are both due, on each of the
+    scheduler's paths (batched claims, ``fire_due``, handing to an executor): the pause
+    deadline wins only when it passed before the timer was due; a timer due at the very
+    instant of the deadline fires."""
+    outbox = Outbox()
+    service = FlowService(
+        FlowRuntime(clock=fake_clock),
+        store,
+        flows=[reminder(seconds=60)],
+        max_pause=max_pause,
+        on_expiry="keep",
+        executor=outbox if path == "executor" else None,
+    )
+    await service.start("reminder", run_id="t1")
+    if path == "executor":  # a worker executes the start
+        d = outbox.sent.pop()
+        await service.execute(d.run_id, d.revision, d.delivery_id)
+    stored = await service.get("t1")
+    assert (stored.wake_at, stored.pause_deadline) == (
+        fake_clock.now() + timedelta(seconds=60),
+        fake_clock.now() + timedelta(seconds=max_pause),
+    )
+    fake_clock.advance(60)  # both due
+    due = await store.due(fake_clock.now(), 10)
+    assert [r.run_id for r in due] == ["t1"]
+    if path == "claim_due":
+        [plan] = await service.claim_due(due)
+        if first == "timer":
+            assert isinstance(plan, Claimed)  # claimed in the tick's batch, fired as a timer
+            results, expired = await service.fire_claimed(plan)
+        else:
+            assert plan is True  # left to fire_due, which expires it
+            results, expired = await service.fire_due("t1", due[0])
+    elif path == "fire_due":
+        results, expired = await service.fire_due("t1", due[0])
+    else:
+        sched = DurableScheduler(service)
+        await sched.tick()
+        results, expired = [], sched.expired
+        fired = [(d.kind, d.node_id) for d in outbox.sent]
+        assert fired == ([("fire", "nap")] if first == "timer" else [])
+    after = await service.get("t1")
+    events = [h.event for h in await service.history("t1")]
+    if first == "timer":
+        assert expired == 0
+        assert after.expired_at is None
+        assert "expire" not in events
+        if path != "executor":
+            assert [r.status for r in results] == ["completed"]
+    else:
+        assert expired == 1
+        assert after.expired_at == fake_clock.now()
+        assert (after.status, events[-1]) == ("awaiting", "expire")
+
+
 async def test_cleanup_expired_removes_expired_suspensions_and_delete_removes_one_run(
     store: RunStore, fake_clock: FakeClock
 ) -> None:
@@ -168,6 +233,74 @@ async def test_resume_count_and_last_resumed_at_count_decisions(
     assert (await service.get("r1")).resume_count == 1
     await service.resume("r1", {"action": "ok"}, node_id="b")
     assert (await service.get("r1")).resume_count == 2
+
+
+def twice() -> Any:
+    """submit → wait "first" (ok) → wait "second" (approved) → done."""
+    return (
+        create_flow("twice")
+        .node("submit", submit, name="submit")
+        .wait("first")
+        .wait("second")
+        .node("done", woke, name="done")
+        .edge("submit", "first")
+        .edge("first", "second", action="ok")
+        .edge("second", "done", action="approved")
+    )
+
+
+class Outbox:
+    """An executor that keeps what it is handed (a broker nobody reads)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Delivery] = []
+
+    async def submit(self, delivery: Delivery) -> None:
+        self.sent.append(delivery)
+
+
+@pytest.mark.parametrize("where", ["caller", "worker", "recovery"])
+async def test_a_decision_refused_after_its_claim_counts_nowhere(
+    store: RunStore, fake_clock: FakeClock, where: str
+) -> None:
+    """Refused in the claiming call, on the worker it was handed to, or by the recovery of a
+    claim whose process died: resume_count and last_resumed_at are left as they were."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=[twice()], lease_ttl=30)
+    await service.start("twice", run_id="r1")
+    fake_clock.advance(5)
+    await service.resume("r1", {"action": "ok"}, node_id="first")
+    before = await service.get("r1")
+    assert (before.resume_count, before.last_resumed_at) == (1, fake_clock.now())
+    fake_clock.advance(5)
+    if where == "caller":
+        with pytest.raises(UnknownActionError, match="'maybe'"):
+            await service.resume("r1", {"action": "maybe"})
+    else:
+        outbox = Outbox()
+        client = FlowService(
+            FlowRuntime(clock=fake_clock), store, flows=[twice()], lease_ttl=30, executor=outbox
+        )
+        assert (await client.resume("r1", {"action": "maybe"})).status == "running"
+        claimed = await service.get("r1")
+        assert claimed.resume_count == 2  # counted while it is being applied
+        d = outbox.sent.pop()
+        if where == "worker":
+            with pytest.raises(UnknownActionError, match="'maybe'"):
+                await service.execute(d.run_id, d.revision, d.delivery_id)
+        else:  # the claiming process died: its lease lapses, recovery replays the claim
+            fake_clock.advance(31)
+            assert await service.recover() == []
+    after = await service.get("r1")
+    assert (after.status, after.awaiting) == ("awaiting", ("second",))
+    assert (after.resume_count, after.last_resumed_at) == (1, before.last_resumed_at)
+    fake_clock.advance(5)
+    await service.resume("r1", {"action": "approved"})
+    done = await service.get("r1")
+    assert (done.status, done.resume_count, done.last_resumed_at) == (
+        "completed",
+        2,
+        fake_clock.now(),
+    )
 
 
 async def test_service_transitions_are_logged_with_run_and_flow_ids(

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowcraft import Delivery, DurableScheduler, FlowRuntime, FlowService
+from flowcraft import BlueprintMismatchError, Delivery, DurableScheduler, FlowRuntime, FlowService
+from flowcraft._service.fanout import CHUNK_ATTEMPTS
 from flowcraft.stores import MemoryStore, RunStore
-from tests.service._support import COUNTS, KINDS, backend, spread
+from flowcraft.testing import FakeClock
+from tests.service._support import COUNTS, KINDS, backend, spread, submit
 
 
 class Queue:
@@ -244,3 +246,78 @@ async def test_without_fan_out_or_with_step_durability_a_batch_runs_in_its_segme
     ):
         assert svc.host.scatter == 0
         assert svc.host.outbox is None
+
+
+def redeployed() -> Any:
+    """``spread`` as a later deploy has it: a node after the total (another blueprint)."""
+    return spread().node("report", submit, name="report").edge("total", "report")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_chunk_no_worker_can_run_backs_off_then_fails_the_batch(
+    kind: str, tmp_path: Path
+) -> None:
+    """A chunk its workers refuse (the blueprint changed under the run) is not re-published
+    forever: each refusal is a fault recorded on the run that backs the sweep off, and its
+    last attempt fails the item as an item raising does in one process."""
+    clock = FakeClock()
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+
+        def service(flow: Any) -> FlowService:
+            return FlowService(FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30)
+
+        client, worker, new = service(spread()), service(spread()), service(redeployed())
+        handed = await client.start("spread", {"xs": [1, 2]})
+        run_id = handed.run_id
+        assert await deliver(worker, q.sent.pop())  # the start reaches the batch
+        first, second = q.sent
+        q.sent.clear()
+        assert await deliver(worker, first)  # item 0 runs where the flow is unchanged
+        sched = DurableScheduler(client)
+        published, waits = 1, []  # deliveries of item 1, and the sweep's wait before each
+        chunk = second
+        while published <= 2 * CHUNK_ATTEMPTS:  # bounds the test, not the code
+            try:
+                ran = await deliver(new, chunk)
+            except BlueprintMismatchError:
+                ran = False
+            else:
+                break  # the last attempt: merged, failed
+            stored = await client.get(run_id)
+            assert (stored.status, stored.fault_count) == ("running", published)
+            assert (stored.fault or "").startswith("BlueprintMismatchError: run ")
+            waited = 0
+            while not q.sent and waited < 3600:
+                clock.advance(30)
+                waited += 30
+                await sched.tick()
+            waits.append(waited)
+            [chunk] = q.sent
+            q.sent.clear()
+            assert (chunk.kind, chunk.item) == ("item", 1)
+            published += 1
+        assert ran
+        assert published == CHUNK_ATTEMPTS == 3
+        assert waits == [30, 60]  # lease_ttl, then doubled
+        faults = [h for h in await client.store.history(run_id) if h.event == "fault"]
+        assert [(h.node_id, (h.data or {}).get("attempt")) for h in faults] == [
+            ("sq_scatter", 1),
+            ("sq_scatter", 2),
+            ("sq_scatter", 3),
+        ]
+        [gather] = q.sent
+        q.sent.clear()
+        assert gather.kind == "gather"
+        assert await deliver(worker, gather)
+        done = await client.result(run_id)
+        assert done.status == "failed"
+        [error] = done.errors
+        assert error.type == "BlueprintMismatchError"
+        assert error.message.startswith("batch 'sq_scatter' item 1 failed: BlueprintMismatchError(")
+        assert COUNTS[("total", run_id)] == 0
+        for _ in range(5):  # and nothing is published any more
+            clock.advance(3600)
+            await sched.tick()
+        assert q.sent == []
+        assert published == 3

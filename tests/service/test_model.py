@@ -6,7 +6,7 @@ runs, deliver decisions (same or different actions, with or without idempotency 
 time or several at once), hold (optionally with ``expires_in``) and release, cancel, advance the
 clock and tick the durable scheduler (timers, wait timeouts, pause expiries), simulate a crash
 (a claim left by a process that died, or one still alive until its lease lapses) and recover,
-roll back to a checkpoint, fork, delete (forced or not) and the bulk
+roll back to a checkpoint (a held run stays held), fork, delete (forced or not) and the bulk
 ``pause_many/release_many/cancel_many`` (dry run or not). The model tracks, per run, where it
 waits, the decision that won, what the store's history names as decided, holds, pause
 deadlines, expiries, ``resume_count``, the kept checkpoints (as model snapshots, oldest first)
@@ -111,6 +111,7 @@ class Run:
     pause_deadline: datetime | None = None
     expired: bool = False  # expired by the scheduler and kept (``on_expiry="keep"``)
     keys: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)  # → action, result
+    refused: dict[str, str] = field(default_factory=dict)  # key → action its replay refused
     crashed: tuple[str, str | None] | None = None  # a claim left by another process
     lease_until: datetime | None = None  # that claim's lease
     revision: int = 0
@@ -261,9 +262,12 @@ class ServiceMachine(RuleBasedStateMachine):
         action, key = run.crashed
         run.crashed = run.lease_until = None
         if self.now() >= run.deadline:
-            # WaitExpiredError: the run is restored, awaiting. The restored run keeps the dead
-            # claim's resume_count (``recovered_prior`` copies the claim), so it is not undone
-            # here, unlike a refused decision of a live caller (``restore`` of the prior run).
+            # WaitExpiredError: the run is restored, awaiting, and the refused decision is not
+            # counted (``recovered_prior`` puts back the count its claim found). Its key keeps
+            # the refusal: the same decision sent again gets it (``FlowService.outcome``).
+            run.resume_count -= 1
+            if key is not None:
+                run.refused[key] = action
             return False
         self.decide(run_id, run, action, key, recovered.get(run_id))
         return True
@@ -362,8 +366,17 @@ class ServiceMachine(RuleBasedStateMachine):
         got = self.outcome(
             self.services[svc].resume, i, {"action": action}, by=f"user{svc}", idempotency_key=key
         )
-        if run is not None and run.crashed is not None:
-            self.settle_crash(i, run, {})  # a decision waits for (recovers) the dead claim
+        known = run is not None and key is not None and (key in run.keys or key in run.refused)
+        if run is not None and run.crashed is not None and not known:
+            # A decision waits for (recovers) the dead claim; one whose key was used already
+            # replays its first result at once, whatever the run is doing.
+            self.settle_crash(i, run, {})
+        if run is not None and key is not None and key in run.refused:
+            if run.refused[key] != action:  # a key stands for one decision
+                assert isinstance(got, IdempotencyKeyReusedError), got
+            else:  # the refusal the dead claim's replay got, as it was sent
+                assert type(got) is WaitExpiredError, got
+            return
         if run is not None and key is not None and key in run.keys:
             first_action, first = run.keys[key]
             if first_action != action:  # a key stands for one decision
@@ -603,7 +616,7 @@ class ServiceMachine(RuleBasedStateMachine):
             return
         if self.pause_lapsed(run):
             return  # that decision would have been refused (PauseExpiredError)
-        if key is not None and key in run.keys:
+        if key is not None and (key in run.keys or key in run.refused):
             return
         stored = self.call(self.store.get, i)
         until = self.now() + timedelta(seconds=lease)
@@ -616,9 +629,19 @@ class ServiceMachine(RuleBasedStateMachine):
             claim=uuid.uuid4().hex,
             claim_key=key,
             intent=encode_intent(
-                Intent(kind="resume", data={"action": action}, by=DEAD, key=key), i
+                Intent(
+                    kind="resume",
+                    data={"action": action},
+                    by=DEAD,
+                    key=key,
+                    counted_from=stored.resume_count,
+                    resumed_before=stored.last_resumed_at,
+                ),
+                i,
             ),
-            resume_count=stored.resume_count + 1,  # as ``claim(resumed=True)`` counts it
+            # As ``claim(resumed=True)`` counts it (and keeps the prior count in the intent).
+            resume_count=stored.resume_count + 1,
+            last_resumed_at=self.now(),
         )
         self.call(self.store.save, dead, stored.revision)
         run.crashed, run.lease_until = (action, key), until
@@ -654,6 +677,7 @@ class ServiceMachine(RuleBasedStateMachine):
             return
         assert not isinstance(got, Exception), got
         snap = run.checkpoints[n]
+        held, hold_deadline = run.held, run.pause_deadline
         run.phase, run.deadline, run.nap_until, run.winner = (
             snap.phase,
             snap.deadline,
@@ -661,6 +685,11 @@ class ServiceMachine(RuleBasedStateMachine):
             snap.winner,
         )
         self.committed(run)  # a new revision and a new checkpoint; resume_count stays
+        if held and not run.finished:
+            # Only a release ends a hold: kept, with its deadline unless that already passed.
+            run.held = True
+            if hold_deadline is not None and hold_deadline > self.now():
+                run.pause_deadline = hold_deadline
 
     @rule(
         n=PICK,

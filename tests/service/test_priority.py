@@ -133,3 +133,33 @@ async def test_a_tick_claims_its_timers_in_one_batch_and_leaves_a_conflicting_ru
     assert order == ["n2"]
     for i in range(5):
         assert (await service.get(f"n{i}")).status == "completed"
+
+
+@pytest.mark.parametrize("priority", [2**63, 2**64, 2**70, -(2**63) - 1, -(2**70)])
+async def test_a_priority_beyond_64_bits_is_refused_and_nothing_is_stored(
+    store: RunStore, fake_clock: FakeClock, priority: int
+) -> None:
+    """A priority no store can keep raises ValueError naming the range, before any write."""
+    service = make(store, fake_clock)
+    with pytest.raises(ValueError, match=r"must fit a signed 64-bit integer") as caught:
+        await service.start("approval", run_id="x", priority=priority)
+    assert str(-(2**63)) in str(caught.value)
+    assert str(2**63 - 1) in str(caught.value)
+    assert len(await service.list()) == 0
+
+
+async def test_the_64_bit_bounds_are_valid_priorities_and_fire_in_order(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """-2**63 and 2**63 - 1 are stored as given and the lowest still fires first."""
+    service = make(store, fake_clock)
+    await service.start("reminder", run_id="last", priority=2**63 - 1)
+    await service.start("reminder", run_id="first", priority=-(2**63))
+    assert (await service.get("last")).priority == 2**63 - 1
+    assert (await service.get("first")).priority == -(2**63)
+    fake_clock.advance(3600)
+    order: list[str] = []
+    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id), concurrency=1)
+    while await sched.tick():
+        pass
+    assert order == ["first", "last"]

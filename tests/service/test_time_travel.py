@@ -16,6 +16,7 @@ from flowcraft import (
     FlowRuntime,
     NotAwaitingError,
     RunActiveError,
+    RunHeldError,
 )
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
@@ -66,6 +67,72 @@ async def test_rollback_makes_an_earlier_checkpoint_current_and_it_can_be_decide
     again = await service.resume("r1", {"action": "approved"})
     assert again.outputs["pay"] == "paid"
     assert (await service.checkpoints("r1"))[-1].status == "completed"
+
+
+async def test_rollback_of_a_held_run_keeps_the_hold_until_a_release(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A held run rolled back to an awaiting checkpoint stays held (only release ends a hold):
+    who held it, why and its deadline are kept, its timers and decisions wait for the release."""
+    service = FlowService(
+        FlowRuntime(clock=fake_clock), store, flows=flows(), max_pause=3600, on_expiry="keep"
+    )
+    await service.start("reminder", run_id="r1")  # sleeps 60 s
+    first = (await service.checkpoints("r1"))[0]
+    fake_clock.advance(60)
+    await DurableScheduler(service).tick()
+    assert (await service.get("r1")).status == "completed"
+    back = await service.rollback("r1", first.revision, by="ops", reason="redo")
+    assert back.status == "awaiting"
+    held = await service.pause("r1", by="ann", reason="audit", request_id="q1", expires_in=600)
+    deadline = held.pause_deadline
+    fake_clock.advance(10)
+    await service.rollback("r1", first.revision, by="ops", reason="again")
+    now = await service.get("r1")
+    assert now.held
+    assert (now.paused_at, now.paused_by, now.pause_reason, now.pause_request_id) == (
+        held.paused_at,
+        "ann",
+        "audit",
+        "q1",
+    )
+    assert now.pause_deadline == deadline
+    assert now.due_at == deadline  # the sleep waits for the release; only the hold is due
+    fake_clock.advance(120)  # long past the rolled-back sleep's wake time
+    assert await DurableScheduler(service).tick() == 0
+    assert (await service.get("r1")).status == "awaiting"
+    with pytest.raises(RunHeldError):
+        await service.resume("r1", {"action": "ok"}, node_id="nap")
+    events = [h.event for h in await service.history("r1")]
+    assert events[-2:] == ["hold", "rollback"]  # no release was recorded: none happened
+    await service.release("r1", by="ann")
+    assert await DurableScheduler(service).tick() == 1  # the overdue sleep fires now
+    assert (await service.get("r1")).status == "completed"
+
+
+async def test_rollback_of_a_held_run_to_a_finished_checkpoint_records_the_release(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A held run rolled back to a finished checkpoint cannot stay held: the history says the
+    hold ended (a ``release`` after the ``rollback``, by whoever rolled it back)."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    waiting = (await service.checkpoints("r1"))[0]
+    await service.resume("r1", {"action": "approved"})
+    done = (await service.checkpoints("r1"))[-1]
+    await service.rollback("r1", waiting.revision)
+    await service.pause("r1", by="ann", reason="audit")
+    back = await service.rollback("r1", done.revision, by="ops", reason="it was fine")
+    assert back.status == "completed"
+    now = await service.get("r1")
+    assert (now.status, now.held) == ("completed", False)
+    history = await service.history("r1")
+    assert [(h.event, h.by) for h in history[-3:]] == [
+        ("hold", "ann"),
+        ("rollback", "ops"),
+        ("release", "ops"),
+    ]
+    assert history[-1].reason == "audit"
 
 
 async def test_rollback_refuses_unknown_revisions_and_running_runs(

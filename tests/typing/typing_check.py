@@ -49,5 +49,6 @@ async def check() -> None:
     spread = await rt.run(bp, {"xs": [1]}, control=RunControl(on_scatter=lambda node, n: True))
     outcomes = await rt.run_items(bp, spread, "b_scatter", [0])
     assert_type(outcomes, list[bytes])
+    assert_type(rt.fail_items([0], ValueError("lost"), attempts=3), list[bytes])
     gathered = await rt.gather(bp, spread, {"b_scatter": dict(enumerate(outcomes))})
     assert_type(gathered, RunResult)
