@@ -19,7 +19,7 @@ from flowcraft._clock import Clock, SystemClock
 from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import begin, cancel, execute
-from flowcraft._engine.fanout import failed, fanned, gather, run_items
+from flowcraft._engine.fanout import abandon, failed, fanned, gather, run_items
 from flowcraft._engine.line import run_line
 from flowcraft._engine.load import ContextView, bytes_of, load, new_envelope
 from flowcraft._engine.plan import Plan, compile_plan
@@ -398,6 +398,29 @@ class FlowRuntime:
         """
         outcome = failed(error, attempts)
         return [outcome for _ in indices]
+
+    def fail_batches(
+        self,
+        serialized_context: bytes | str | RunResult,
+        error: BaseException,
+        *,
+        attempts: int = 1,
+    ) -> RunResult:
+        """End a run whose spread batches cannot be gathered anywhere: ``failed`` with ``error``.
+
+        What a service does once ``gather`` was refused (it raised before changing anything:
+        the flow changed under the run, ...) on its last attempt (``attempts``). Needs no
+        blueprint, since the flow may be what changed: the context is read as ``peek`` reads
+        it (signature verified), each batch left to the caller records ``error``
+        (``"batch 'b' could not be gathered: ..."``), the run's other waits end, nothing runs.
+
+        Raises:
+            NotAwaitingError: the context is not awaiting (finished already).
+        """
+        cfg = self._config
+        env = cfg.codec.decode(bytes_of(serialized_context))
+        env = abandon(env, error, attempts, cfg.clock.now())
+        return _snapshot(env, cfg.codec.encode(env))
 
     async def gather(
         self,

@@ -7,6 +7,8 @@ worker, ``node.pause()``), and encodes each outcome; ``gather`` hands the outcom
 waiting batch through ``batch_done``, the same fold the in-process scatter ends with, and runs
 on. An item without an outcome is run by ``gather`` itself: the in-process scatter is the
 general twin, so a batch gathered with no outcomes at all is the batch run in one process.
+``abandon`` ends a run whose batches can be gathered nowhere (the flow changed under it):
+failed, without its plan.
 
 An item's writes to the run's state stay where it ran: only its outcome travels.
 """
@@ -14,6 +16,7 @@ An item's writes to the run's state stay where it ran: only its outcome travels.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -22,11 +25,11 @@ from flowcraft._control import RunControl
 from flowcraft._engine.config import Config
 from flowcraft._engine.execution import _FAILED, _OK, Execution, execute
 from flowcraft._engine.plan import Plan
-from flowcraft._envelope.records import FANOUT, Envelope, WaitState
-from flowcraft._errors import NodeNotAwaitingError
-from flowcraft._values import RunResult, flat_waiting
+from flowcraft._envelope.records import FANOUT, Envelope, NodeError, WaitState
+from flowcraft._errors import NodeNotAwaitingError, NotAwaitingError
+from flowcraft._values import RunResult, flat_waiting, pause_entry
 
-__all__ = ["failed", "fanned", "gather", "run_items"]
+__all__ = ["abandon", "failed", "fanned", "gather", "run_items"]
 
 
 class _Outcome(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -130,3 +133,27 @@ async def gather(
         del ex.waiting[wait.node_id]
         ex.batch_done(node, items, [None] * len(items), got, [])
     return await execute(ex)
+
+
+def abandon(env: Envelope, error: BaseException, attempts: int, now: datetime) -> Envelope:
+    """``env`` ended ``failed``: its spread batches could not be gathered (``error``).
+
+    Needs no plan (the flow may be what changed). Each spread batch records ``error`` as
+    ``"batch 'b' could not be gathered: ..."``; the run's other waits end as ``seal`` ends
+    them when a run fails (plain pauses in the history).
+    """
+    if env.status != "awaiting":
+        raise NotAwaitingError(env.run_id, env.status)
+    kind = getattr(error, "type_name", None) or type(error).__name__
+    for wait in _waits(env):
+        message = f"batch {wait.node_id!r} could not be gathered: {error!r}"
+        env.errors.append(
+            NodeError(
+                node_id=wait.node_id, type=kind, message=message, attempt=attempts, timestamp=now
+            )
+        )
+    env.history.extend(pause_entry(w) for w in env.waiting if w.note != FANOUT)
+    env.waiting = []
+    env.status = "failed"
+    env.revision += 1
+    return env

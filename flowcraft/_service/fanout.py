@@ -33,13 +33,22 @@ recorded on the run (``fault``, ``fault_count``, a ``fault`` history record nami
 item) and pushes the sweep back (the run's lease: ``lease_ttl``, doubled per attempt of that
 chunk). Its ``CHUNK_ATTEMPTS``-th attempt merges its items as failed with that error, so the
 batch ends as in one process when an item raises (the run fails naming the item).
+
+The gather itself may be refused too (it raises before changing anything: the flow changed on
+the worker that takes it, the context does not load there; so may a recovery finishing the
+batches without workers). Undoing its claim as other refused segments do would leave the run
+awaiting with nothing to wait for, so its claim is undone to the run as it was before: still
+running, the gather pending under its delivery id (``refused``), with the fault recorded (a
+``fault`` history record naming the batch and the attempt) and the run's lease, when the sweep
+publishes the gather again, ``lease_ttl`` doubled per refusal ahead. Its ``CHUNK_ATTEMPTS``-th
+refusal ends the run failed with that error (``FlowRuntime.fail_batches``; no blueprint needed).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import msgspec
@@ -54,12 +63,13 @@ from flowcraft._service.parts import (
     encode_intent,
     handed,
     new_token,
+    remembered,
 )
-from flowcraft._service.segment import cas
+from flowcraft._service.segment import NOT_AWAITING, Refused, cas, stored_from
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["CHUNK_ATTEMPTS", "execute_item", "publish_items", "resweep"]
+__all__ = ["CHUNK_ATTEMPTS", "execute_item", "publish_items", "refused", "resweep"]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -293,6 +303,15 @@ def _merged(
     return run, complete
 
 
+def _backoff(host: Host, attempt: int, stored: StoredRun) -> datetime:
+    """When the sweep may publish again after a fault's ``attempt``-th refusal (the lease)."""
+    delay = min(host.lease_ttl * 2 ** (attempt - 1), max(host.lease_ttl, _BACKOFF_MAX))
+    until = host.now() + timedelta(seconds=delay)
+    if stored.lease_until is not None and stored.lease_until > until:
+        until = stored.lease_until  # another fault backs it off longer
+    return until
+
+
 async def _merge(
     host: Host,
     run_id: str,
@@ -371,10 +390,7 @@ async def _fault(
                 host, stored, intent, fan, node_id, dict(zip(indices, failed, strict=True))
             )
         else:
-            delay = min(host.lease_ttl * 2 ** (attempt - 1), max(host.lease_ttl, _BACKOFF_MAX))
-            until = now + timedelta(seconds=delay)
-            if stored.lease_until is not None and stored.lease_until > until:
-                until = stored.lease_until
+            until = _backoff(host, attempt, stored)
             complete = False
             run = msgspec.structs.replace(
                 stored,
@@ -408,3 +424,79 @@ async def _fault(
         reason,
     )
     return True, run if complete else None
+
+
+def refused(
+    host: Host, before: StoredRun, intent: Intent, latest: StoredRun, exc: Exception
+) -> Refused:
+    """What a refused gather writes (``Segment.abandon``): a fault of the run, not its undoing.
+
+    ``before`` is the run as the gather's claim found it (running, the gather or the batch
+    pending under its delivery id), ``latest`` as the claim left it. The run goes back to
+    ``before`` with the fault recorded (``fault``, ``fault_count``, a ``fault`` history record
+    naming the batch and the attempt, the refusals in the fan-out) and its lease, when the
+    sweep publishes the gather again, ``lease_ttl * 2**(attempt - 1)`` ahead. The
+    ``CHUNK_ATTEMPTS``-th refusal ends the run failed with ``exc`` instead (its result is
+    returned); when even that cannot read the context, the run is stored failed as it is.
+    """
+    fan = intent.fanout or Fanout(items={})
+    attempt = fan.refusals + 1
+    reason = f"{type(exc).__name__}: {exc}"
+    now = host.now()
+    record = HistoryRecord(
+        at=now,
+        event="fault",
+        node_id=next(iter(fan.items), None),
+        by=host.owner,
+        reason=reason,
+        data={"gather": True, "attempt": attempt},
+    )
+    fault = {"fault": reason, "fault_count": before.fault_count + 1}
+    where = f"the gather of run {before.run_id!r}"
+    if attempt < CHUNK_ATTEMPTS:
+        fan = msgspec.structs.replace(fan, refusals=attempt)
+        run = msgspec.structs.replace(
+            before,
+            revision=latest.revision + 1,
+            updated_at=now,
+            lease_until=_backoff(host, attempt, before),
+            intent=encode_intent(msgspec.structs.replace(intent, fanout=fan), before.run_id),
+            **fault,
+        )
+        log.warning(
+            "flowcraft service: %s was refused (attempt %d of %d, published again after %s): %s",
+            where,
+            attempt,
+            CHUNK_ATTEMPTS,
+            run.lease_until,
+            reason,
+        )
+        return Refused(run, [record])
+    log.error(
+        "flowcraft service: %s was refused %d times; the run fails: %s", where, attempt, reason
+    )
+    try:
+        result = host.runtime.fail_batches(before.context, exc, attempts=attempt)
+    except FlowcraftError:
+        log.exception("flowcraft service: run %s stored failed as it is", before.run_id)
+        run = msgspec.structs.replace(
+            before,
+            status="failed",
+            revision=latest.revision + 1,
+            updated_at=now,
+            intent=b"",
+            owner=None,
+            lease_until=None,
+            claim=new_token(),
+            claim_key=None,
+            **NOT_AWAITING,
+            awaiting_since=None,
+            **fault,
+        )
+        return Refused(run, [record, HistoryRecord(at=now, event="failed")])
+    run = msgspec.structs.replace(stored_from(host, latest, result, now, None), **fault)
+    history = [record, HistoryRecord(at=now, event="failed", revision=result.revision)]
+    idem = None
+    if intent.key is not None:
+        idem = (intent.key, remembered(intent.digest, result.serialized_context))
+    return Refused(run, history, idem, result)

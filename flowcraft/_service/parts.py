@@ -86,13 +86,15 @@ class Fanout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ``items``: batch node id → item count; ``per``: items per delivery (a delivery names its
     first item); ``done``: batch node id → {item index: outcome from ``run_items``};
-    ``faults``: batch node id → {first item: how often a worker could not run that chunk}.
+    ``faults``: batch node id → {first item: how often a worker could not run that chunk};
+    ``refusals``: how often the gather (or a recovery finishing the batches) was refused.
     """
 
     items: dict[str, int]
     per: int = 1
     done: dict[str, dict[int, bytes]] = {}
     faults: dict[str, dict[int, int]] = {}
+    refusals: int = 0
 
     def complete(self) -> bool:
         """Whether every item of every batch has its outcome."""

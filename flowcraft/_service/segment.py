@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -62,7 +62,17 @@ from flowcraft._service.parts import (
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
-__all__ = ["Segment", "cas", "claim", "claim_many", "restore", "spread", "stored_from"]
+__all__ = [
+    "NOT_AWAITING",
+    "Refused",
+    "Segment",
+    "cas",
+    "claim",
+    "claim_many",
+    "restore",
+    "spread",
+    "stored_from",
+]
 
 log = logging.getLogger("flowcraft.service")
 
@@ -82,6 +92,19 @@ NOT_AWAITING: dict[str, Any] = {
     "pause_reason": None,
     "pause_request_id": None,
 }
+
+
+class Refused(NamedTuple):
+    """What a segment refused on validation writes instead of undoing its claim (``refusal``).
+
+    ``run`` is compare-and-set on the segment's revision with ``history`` and ``idempotency``;
+    ``result``: the run ended with that write (returned instead of the refusal being raised).
+    """
+
+    run: StoredRun
+    history: Sequence[HistoryRecord] = ()
+    idempotency: tuple[str, bytes] | None = None
+    result: RunResult | None = None
 
 
 def _is_checkpoint(reason: str, description: str | None) -> bool:
@@ -333,6 +356,9 @@ class Segment:
         self.written = 0  # the newest of them stored
         self.checkpointed = False
         self.fanned: dict[str, int] = {}  # batches left to workers: node id -> item count
+        #: Set for a segment whose claim is not undone when it is refused (a fan-out's gather:
+        #: ``fanout.refused``): ``refusal(latest, error)`` is what to write instead.
+        self.refusal: Callable[[StoredRun, Exception], Refused] | None = None
         if host.scatter > 0:
             self.control.on_scatter = self.scatter
 
@@ -385,13 +411,18 @@ class Segment:
                     failure, FlowcraftError
                 ):
                     failure = _bad_payload(run_id, failure)
-                await self.abandon(failure)
+                ended = await self.abandon(failure)
+                if ended is not None:
+                    return ended
                 raise failure
             limit = host.max_bytes()
             size = len(result.serialized_context)
             if size > limit:
-                await self.abandon()
-                raise ContextTooLargeError(run_id, size, limit)
+                too_large = ContextTooLargeError(run_id, size, limit)
+                ended = await self.abandon(too_large, keyed=False)
+                if ended is not None:
+                    return ended
+                raise too_large
             await self.commit(result, extra)
             if self.fanned and result.status == "awaiting":
                 if host.outbox is not None:
@@ -472,16 +503,18 @@ class Segment:
         """Seconds between two looks at the lease and the run's requests."""
         return min(self.host.poll_interval, self.host.lease_ttl / 3)
 
-    async def abandon(self, failure: Exception | None = None) -> None:
+    async def abandon(self, failure: Exception, *, keyed: bool = True) -> RunResult | None:
         """The segment stored nothing worth keeping: undo its claim (or keep its checkpoint).
 
         A recovered or handed-over decision with an idempotency key that is refused
-        (``failure``, a ``FlowcraftError``) leaves the refusal under its key, in the same
-        write: its caller is elsewhere and reads it back with ``FlowService.outcome``.
+        (``failure``, a ``FlowcraftError``; ``keyed``) leaves the refusal under its key, in the
+        same write: its caller is elsewhere and reads it back with ``FlowService.outcome``.
+        A segment with a ``refusal`` writes what that makes of the run instead of undoing
+        its claim; returns the result when that ended the run (else None: raise ``failure``).
         """
         async with self.lock:
             if self.lost is not None:
-                return
+                return None
             if self.checkpointed:
                 # Nodes ran and their checkpoint is stored: keep it, awaiting, resumable.
                 result = self.host.rebuild(self.latest, self.latest.context)
@@ -490,12 +523,40 @@ class Segment:
                     await cas(self.host, run, self.latest.revision)
                 except StoreError:
                     log.exception("flowcraft service: run %s left running", run.run_id)
-                return
+                return None
+            if self.refusal is not None:
+                return await self._refuse(self.refusal(self.latest, failure))
             prior = recovered_prior(self.host, self.latest) if self.recovered else self.prior
             idem = None
-            if self.recovered and self.key is not None and isinstance(failure, FlowcraftError):
+            if (
+                keyed
+                and self.recovered
+                and self.key is not None
+                and isinstance(failure, FlowcraftError)
+            ):
                 idem = (self.key, refused(self.digest, failure))
             await restore(self.host, self.latest, prior, idempotency=idem)
+            return None
+
+    async def _refuse(self, refusal: Refused) -> RunResult | None:
+        """Write ``refusal`` (under ``lock``); its result, if it ended the run and landed."""
+        host = self.host
+        run = refusal.run
+        host.requests.pop(run.run_id, None)  # a request stays in the store for the next claim
+        try:
+            await cas(
+                host,
+                run,
+                self.latest.revision,
+                history=refusal.history,
+                idempotency=refusal.idempotency,
+                checkpoint=refusal.result is not None,
+            )
+        except StoreError:
+            log.exception("flowcraft service: refusal of run %s not stored", run.run_id)
+            return None
+        self.latest = run
+        return refusal.result
 
     async def commit(self, result: RunResult, extra: Sequence[HistoryRecord]) -> None:
         """Store the result with compare-and-set on the revision this segment last wrote."""

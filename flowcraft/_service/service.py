@@ -528,7 +528,10 @@ class FlowService:
         process's lease. Returns None, executing nothing, when the delivery is stale or a
         duplicate: the run is gone, not ``running``, or at another revision or claim (another
         copy took it, or the sweep re-published it). Errors of the segment itself (a refused
-        decision: the run is restored) are raised as without an executor.
+        decision: the run is restored) are raised as without an executor. A refused gather of
+        a fan-out is a fault of the run instead: the error is raised once it is recorded (the
+        sweep publishes the gather again after a backoff), and its ``CHUNK_ATTEMPTS``-th
+        refusal returns the run failed with that error.
         """
         try:
             stored = await self.store.get(run_id)
@@ -1514,8 +1517,11 @@ class FlowService:
             )
         if intent.kind in ("batch", "gather"):
             # Hand the batches what came back; ``gather`` runs any item still missing (a
-            # fan-out recovered without workers).
+            # fan-out recovered without workers). Refused, the run is not undone to awaiting
+            # (it waits on nothing before its gather) but goes back to ``stored`` with a fault,
+            # for the sweep to try again later, until it fails (``fanout.refused``).
             done = intent.fanout.done if intent.fanout is not None else {}
+            segment.refusal = partial(fo.refused, host, stored, intent)
             return await segment.run(
                 lambda c: rt.gather(bp, ctx, done, registry=reg, control=c)
             )

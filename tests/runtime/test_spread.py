@@ -10,6 +10,7 @@ from flowcraft import (
     FlowRuntime,
     NodeContext,
     NodeNotAwaitingError,
+    NotAwaitingError,
     RunControl,
     RunResult,
     create_flow,
@@ -90,3 +91,21 @@ async def test_items_that_could_not_run_fail_the_batch_as_an_item_raising_in_one
     gathered = await rt.gather(bp, left, {"b_scatter": outcomes})
     assert gathered.status == "failed"
     assert shape(gathered)[:5] == shape(whole)[:5]
+
+
+async def test_a_batch_that_cannot_be_gathered_fails_the_run_without_its_blueprint() -> None:
+    """``fail_batches`` reads the context as ``peek`` does: no blueprint, nothing runs."""
+    f = flow()
+    bp = f.to_blueprint()
+    rt = FlowRuntime(registry=f.registry)
+    control = RunControl(on_scatter=lambda n, k: True)
+    left = await rt.run(bp, {"xs": [1, 2]}, run_id="r", control=control)
+    assert left.status == "awaiting"
+    failed = FlowRuntime().fail_batches(left, ValueError("gone"), attempts=3)
+    assert (failed.status, failed.revision, failed.awaiting) == ("failed", left.revision + 1, ())
+    [error] = failed.errors
+    assert (error.node_id, error.type, error.attempt) == ("b_scatter", "ValueError", 3)
+    assert error.message == "batch 'b_scatter' could not be gathered: ValueError('gone')"
+    assert rt.inspect(bp, failed.serialized_context).status == "failed"
+    with pytest.raises(NotAwaitingError):
+        rt.fail_batches(failed, ValueError("again"))

@@ -321,3 +321,165 @@ async def test_a_chunk_no_worker_can_run_backs_off_then_fails_the_batch(
             await sched.tick()
         assert q.sent == []
         assert published == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_gather_no_worker_can_run_backs_off_then_fails_the_run(
+    kind: str, tmp_path: Path
+) -> None:
+    """A gather its workers refuse (the blueprint changed under the run) leaves the run as it
+    was before the gather (running, the gather pending for the sweep), never awaiting with
+    nothing to wait for: each refusal is a fault recorded on the run that backs the sweep off,
+    and the last attempt fails the run with the error."""
+    clock = FakeClock()
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+
+        def service(flow: Any) -> FlowService:
+            return FlowService(FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30)
+
+        client, worker, new = service(spread()), service(spread()), service(redeployed())
+        handed = await client.start("spread", {"xs": [1, 2]})
+        run_id = handed.run_id
+        assert await deliver(worker, q.sent.pop())  # the start reaches the batch
+        items = list(q.sent)
+        q.sent.clear()
+        for d in items:
+            assert await deliver(worker, d)  # every item runs where the flow is unchanged
+        [gather] = q.sent
+        q.sent.clear()
+        assert gather.kind == "gather"
+        sched = DurableScheduler(client)
+        attempts, waits = 0, []  # deliveries of the gather refused, and the sweep's waits
+        done = None
+        while attempts <= 2 * CHUNK_ATTEMPTS:  # bounds the test, not the code
+            attempts += 1
+            try:
+                done = await new.execute(*_fields(gather))
+            except BlueprintMismatchError:
+                pass
+            else:
+                break  # the last attempt: the run fails
+            stored = await client.get(run_id)
+            # As before the gather: running, its gather pending, with the fault on it.
+            assert (stored.status, stored.fault_count) == ("running", attempts)
+            assert (stored.fault or "").startswith("BlueprintMismatchError: run ")
+            assert stored.lease_until is not None
+            waited = 0
+            while not q.sent and waited < 3600:
+                clock.advance(30)
+                waited += 30
+                await sched.tick()
+            waits.append(waited)
+            [gather] = q.sent
+            q.sent.clear()
+            assert gather.kind == "gather"
+        assert done is not None
+        assert done.status == "failed"
+        assert attempts == CHUNK_ATTEMPTS == 3
+        assert waits == [30, 60]  # lease_ttl, then doubled
+        stored = await client.get(run_id)
+        assert (stored.status, stored.fault_count, stored.lease_until) == ("failed", 3, None)
+        assert (stored.fault or "").startswith("BlueprintMismatchError: run ")
+        history = await client.store.history(run_id)
+        faults = [h for h in history if h.event == "fault"]
+        assert [(h.node_id, (h.data or {}).get("attempt")) for h in faults] == [
+            ("sq_scatter", 1),
+            ("sq_scatter", 2),
+            ("sq_scatter", 3),
+        ]
+        assert history[-1].event == "failed"
+        result = await client.result(run_id)
+        assert result.status == "failed"
+        assert result.awaiting == ()
+        [error] = result.errors
+        assert (error.node_id, error.type) == ("sq_scatter", "BlueprintMismatchError")
+        assert error.message.startswith("batch 'sq_scatter' could not be gathered: ")
+        assert COUNTS[("total", run_id)] == 0
+        for _ in range(5):  # and nothing is published any more
+            clock.advance(3600)
+            await sched.tick()
+        assert q.sent == []
+        assert not await deliver(worker, gather)  # a late copy of the gather: a no-op
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_fan_out_recovered_where_the_flow_changed_backs_off_then_fails(
+    kind: str, tmp_path: Path
+) -> None:
+    """Recovery finishing a fan-out in process, refused (the flow changed there): the same
+    bounded faults, then the run fails and the scheduler's ``on_result`` hears it."""
+    clock = FakeClock()
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+        client = FlowService(FlowRuntime(clock=clock), store, [spread()], executor=q, lease_ttl=30)
+        handed = await client.start("spread", {"xs": [1, 2]})
+        run_id = handed.run_id
+        assert await deliver(client, q.sent.pop())  # reaches the batch; no item ever runs
+        alone = FlowService(FlowRuntime(clock=clock), store, [redeployed()], lease_ttl=30)
+        heard: list[Any] = []
+        sched = DurableScheduler(alone, on_result=heard.append)
+        ticks, refused = 0, []  # ticks of 30 s, and the fault count seen after each
+        while not heard and ticks < 100:  # bounds the test, not the code
+            clock.advance(30)
+            ticks += 1
+            await sched.tick()
+            stored = await alone.get(run_id)
+            if stored.fault_count > len(refused):
+                refused.append(ticks)
+                assert (stored.fault or "").startswith("BlueprintMismatchError: run ")
+                # Refused, the run is as before (running), or, the last time, failed.
+                last = len(refused) == CHUNK_ATTEMPTS
+                assert stored.status == ("failed" if last else "running")
+        assert refused == [1, 2, 4]  # after the lease, then lease_ttl, then twice that
+        [result] = heard
+        assert (result.run_id, result.status) == (run_id, "failed")
+        [error] = result.errors
+        assert error.message.startswith("batch 'sq_scatter' could not be gathered: ")
+        stored = await alone.get(run_id)
+        assert (stored.status, stored.fault_count) == ("failed", CHUNK_ATTEMPTS)
+        faults = [h for h in await store.history(run_id) if h.event == "fault"]
+        assert [(h.data or {}).get("attempt") for h in faults] == [1, 2, 3]
+        assert [COUNTS[(f"sq_scatter/{i}", run_id)] for i in range(2)] == [0, 0]
+        assert (await client.result(run_id)).status == "failed"
+        for _ in range(5):  # and nothing is tried any more
+            clock.advance(3600)
+            await sched.tick()
+        assert len(heard) == 1
+        assert (await alone.get(run_id)).fault_count == CHUNK_ATTEMPTS
+
+
+async def test_a_gather_refused_once_runs_on_the_next_worker_that_can(tmp_path: Path) -> None:
+    """A refusal is a fault, not an end: the gather published again runs where the flow is
+    the run's, once, and the fault is cleared with its commit."""
+    clock = FakeClock()
+    async with backend("memory", tmp_path) as (store, _):
+        q = Queue()
+
+        def service(flow: Any) -> FlowService:
+            return FlowService(FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30)
+
+        client, worker, new = service(spread()), service(spread()), service(redeployed())
+        handed = await client.start("spread", {"xs": [1, 2]})
+        run_id = handed.run_id
+        assert await deliver(worker, q.sent.pop())
+        items = list(q.sent)
+        q.sent.clear()
+        for d in items:
+            assert await deliver(worker, d)
+        [gather] = q.sent
+        q.sent.clear()
+        with pytest.raises(BlueprintMismatchError):
+            await new.execute(*_fields(gather))
+        assert not await deliver(worker, gather)  # the refused delivery is stale now
+        clock.advance(30)
+        await DurableScheduler(client).tick()
+        [gather] = q.sent
+        q.sent.clear()
+        assert await deliver(worker, gather)
+        done = await client.settled(run_id)
+        assert (done.status, done.outputs["total"]) == ("awaiting", 5)
+        assert [a.node_id for a in done.awaiting] == ["aside"]
+        assert COUNTS[("total", run_id)] == 1
+        assert (await client.get(run_id)).fault is None
+        assert [h.event for h in await store.history(run_id)].count("fault") == 1

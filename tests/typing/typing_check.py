@@ -50,5 +50,6 @@ async def check() -> None:
     outcomes = await rt.run_items(bp, spread, "b_scatter", [0])
     assert_type(outcomes, list[bytes])
     assert_type(rt.fail_items([0], ValueError("lost"), attempts=3), list[bytes])
+    assert_type(rt.fail_batches(spread, ValueError("lost"), attempts=3), RunResult)
     gathered = await rt.gather(bp, spread, {"b_scatter": dict(enumerate(outcomes))})
     assert_type(gathered, RunResult)
