@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import msgspec
@@ -65,7 +65,7 @@ from flowcraft._service.parts import (
     new_token,
     remembered,
 )
-from flowcraft._service.segment import NOT_AWAITING, Refused, cas, stored_from
+from flowcraft._service.segment import NOT_AWAITING, Refused, backoff_until, cas, stored_from
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
@@ -77,7 +77,6 @@ log = logging.getLogger("flowcraft.service")
 #: its items fail the batch. The sweep waits ``lease_ttl`` after the first, twice that after
 #: the second, ... (at most an hour) before it publishes the chunk again.
 CHUNK_ATTEMPTS = 3
-_BACKOFF_MAX = 3600.0
 
 #: What a write of a fan-out makes of the run as read (``_update``): the next run and its
 #: history, or None to write nothing.
@@ -303,15 +302,6 @@ def _merged(
     return run, complete
 
 
-def _backoff(host: Host, attempt: int, stored: StoredRun) -> datetime:
-    """When the sweep may publish again after a fault's ``attempt``-th refusal (the lease)."""
-    delay = min(host.lease_ttl * 2 ** (attempt - 1), max(host.lease_ttl, _BACKOFF_MAX))
-    until = host.now() + timedelta(seconds=delay)
-    if stored.lease_until is not None and stored.lease_until > until:
-        until = stored.lease_until  # another fault backs it off longer
-    return until
-
-
 async def _merge(
     host: Host,
     run_id: str,
@@ -390,7 +380,7 @@ async def _fault(
                 host, stored, intent, fan, node_id, dict(zip(indices, failed, strict=True))
             )
         else:
-            until = _backoff(host, attempt, stored)
+            until = backoff_until(host, attempt, stored)
             complete = False
             run = msgspec.structs.replace(
                 stored,
@@ -459,7 +449,7 @@ def refused(
             before,
             revision=latest.revision + 1,
             updated_at=now,
-            lease_until=_backoff(host, attempt, before),
+            lease_until=backoff_until(host, attempt, before),
             intent=encode_intent(msgspec.structs.replace(intent, fanout=fan), before.run_id),
             **fault,
         )

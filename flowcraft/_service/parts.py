@@ -124,7 +124,8 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     A decision's claim counts it in the run's ``resume_count``/``last_resumed_at``;
     ``counted_from`` and ``resumed_before`` are what the two were before, so a decision refused
     after its claim (on a worker, or replayed by recovery) puts them back. A claim stored
-    without them (older releases) keeps its count.
+    without them (older releases) keeps its count. ``refusals``: how often recovery's replay
+    of a ``checkpoint`` was refused (``segment.refused_checkpoint``).
     """
 
     kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
@@ -137,6 +138,7 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     fanout: Fanout | None = None
     counted_from: int | None = None
     resumed_before: datetime | None = None
+    refusals: int = 0
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -107,6 +107,91 @@ class Refused(NamedTuple):
     result: RunResult | None = None
 
 
+#: Refusals of a recovered step checkpoint's replay before the run is stored failed.
+REFUSALS = 3
+_BACKOFF_MAX = 3600.0
+
+
+def backoff_until(host: Host, attempt: int, stored: StoredRun) -> datetime:
+    """The lease after a fault's ``attempt``-th refusal: ``lease_ttl * 2**(attempt - 1)`` on.
+
+    Recovery (and the fan-out sweep) leaves the run alone until then.
+    """
+    delay = min(host.lease_ttl * 2 ** (attempt - 1), max(host.lease_ttl, _BACKOFF_MAX))
+    until = host.now() + timedelta(seconds=delay)
+    if stored.lease_until is not None and stored.lease_until > until:
+        until = stored.lease_until  # another fault backs it off longer
+    return until
+
+
+def refused_checkpoint(
+    host: Host, before: StoredRun, intent: Intent, latest: StoredRun, exc: Exception
+) -> Refused:
+    """What a refused replay of a step checkpoint writes (``Segment.abandon``).
+
+    The checkpoint's nodes ran, so undoing the claim to the run as its decision found it
+    would run them again, and the checkpoint itself waits on nothing (undone to awaiting, the
+    run was stuck). The run goes back to ``before`` (running, the checkpoint pending) with the
+    fault recorded (``fault``, ``fault_count``, a ``fault`` history record with the attempt)
+    and its lease backed off, so recovery tries again later: the run's own flow redeployed
+    lets it go on. The ``REFUSALS``-th refusal stores it failed, its context as it is.
+    """
+    attempt = intent.refusals + 1
+    reason = f"{type(exc).__name__}: {exc}"
+    now = host.now()
+    record = HistoryRecord(
+        at=now,
+        event="fault",
+        by=host.owner,
+        reason=reason,
+        data={"checkpoint": True, "attempt": attempt},
+    )
+    fault = {"fault": reason, "fault_count": before.fault_count + 1}
+    if attempt < REFUSALS:
+        run = msgspec.structs.replace(
+            before,
+            revision=latest.revision + 1,
+            updated_at=now,
+            lease_until=backoff_until(host, attempt, before),
+            intent=encode_intent(
+                msgspec.structs.replace(intent, refusals=attempt), before.run_id
+            ),
+            **fault,
+        )
+        log.warning(
+            "flowcraft service: recovering run %s from its checkpoint was refused "
+            "(attempt %d of %d, again after %s): %s",
+            before.run_id,
+            attempt,
+            REFUSALS,
+            run.lease_until,
+            reason,
+        )
+        return Refused(run, [record])
+    log.error(
+        "flowcraft service: recovering run %s from its checkpoint was refused %d times; "
+        "the run is stored failed: %s",
+        before.run_id,
+        attempt,
+        reason,
+    )
+    run = msgspec.structs.replace(
+        before,
+        status="failed",
+        revision=latest.revision + 1,
+        updated_at=now,
+        intent=b"",
+        owner=None,
+        lease_until=None,
+        claim=new_token(),
+        claim_key=None,
+        **NOT_AWAITING,
+        awaiting_since=None,
+        **fault,
+    )
+    return Refused(run, [record, HistoryRecord(at=now, event="failed", reason=reason)])
+
+
 def _is_checkpoint(reason: str, description: str | None) -> bool:
     return reason == "pause" and description == _CHECKPOINT
 

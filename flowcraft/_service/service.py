@@ -94,7 +94,14 @@ from flowcraft._service.parts import (
     refusal_error,
 )
 from flowcraft._service.scheduler import DurableScheduler
-from flowcraft._service.segment import Segment, cas, claim, claim_many, stored_from
+from flowcraft._service.segment import (
+    Segment,
+    cas,
+    claim,
+    claim_many,
+    refused_checkpoint,
+    stored_from,
+)
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
     FINISHED,
@@ -1506,7 +1513,9 @@ class FlowService:
                 lambda c: rt.run(bp, state, registry=reg, run_id=run_id, control=c)
             )
         if intent.kind == "checkpoint":
-            # Continue from the last checkpoint: the nodes it left to run run (again).
+            # Continue from the last checkpoint: the nodes it left to run run (again). Refused,
+            # it is a fault of the run, tried again later, until it fails (not undone).
+            segment.refusal = partial(refused_checkpoint, host, stored, intent)
             return await segment.run(
                 lambda c: rt.resume(bp, ctx, None, None, registry=reg, control=c)
             )
