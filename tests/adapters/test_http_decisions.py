@@ -294,3 +294,28 @@ def test_fuzzed_bodies_on_a_real_awaiting_run_never_answer_a_server_error(base_u
                 assert r.headers["content-type"] == "application/problem+json"
 
         check()
+
+
+async def test_a_body_nested_too_deeply_is_422_not_a_server_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON nested past the decoder's depth is bad input (422), on a start and on a resume."""
+    run_id = await start(client)
+    deep = b"[" * 1500 + b"]" * 1500  # within max_body=4096
+    r = await client.post(
+        "/executions",
+        content=b'{"flow_id":"approval","state":{"x":' + deep + b"}}",
+        headers=bearer(ADMIN),
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:invalid-body"
+    assert "nested too deeply" in r.json()["detail"]
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        content=b'{"resume_data":{"x":' + deep + b"}}",
+        headers=bearer(ADMIN),
+    )
+    assert r.status_code == 422, r.text
+    assert "nested too deeply" in r.json()["detail"]
+    r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+    assert (r.json()["status"], r.json()["stored_revision"]) == ("awaiting", 1)
