@@ -319,3 +319,22 @@ async def test_a_body_nested_too_deeply_is_422_not_a_server_error(
     assert "nested too deeply" in r.json()["detail"]
     r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
     assert (r.json()["status"], r.json()["stored_revision"]) == ("awaiting", 1)
+
+
+async def test_concurrent_starts_with_one_idempotency_key_all_answer_the_first_response(
+    client: httpx.AsyncClient,
+) -> None:
+    """Twenty identical starts under one key at once: one run, and every answer is its 201."""
+    headers = {**bearer(ADMIN), "Idempotency-Key": "start-race"}
+    answers: list[httpx.Response] = []
+
+    async def one() -> None:
+        answers.append(await client.post("/executions", json={"flow_id": "seed"}, headers=headers))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers]
+    assert len({r.content for r in answers}) == 1
+    listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
+    assert listed["count"] == 1
