@@ -37,12 +37,18 @@ def read_json(value: str | None, what: str) -> Any:
                 text = fh.read()
         except OSError as exc:
             raise UsageProblem(f"{what}: cannot read {value[1:]!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageProblem(f"{what}: {value[1:]!r} is not UTF-8 text ({exc.reason})") from exc
     else:
         text = value
     try:
         return msgspec.json.decode(text.encode())
     except msgspec.DecodeError as exc:
         raise UsageProblem(f"{what} is not JSON ({exc}): {text[:80]!r}") from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes on the command line or stdin
+        raise UsageProblem(f"{what} is not UTF-8 text: {text[:80]!r}") from exc
+    except RecursionError as exc:
+        raise UsageProblem(f"{what}: the JSON is nested too deeply; pass a flatter value") from exc
 
 
 _WHERE_KEYS = {"status": "status", "flow": "flow_id", "reason": "reason", "expired": "expired"}
