@@ -53,6 +53,7 @@ from flowcraft._errors import (
     CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
+    InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
     PauseExpiredError,
@@ -608,7 +609,16 @@ class FlowService:
         """
         host = self.host
         now = host.now()
-        until = None if expires_in is None else now + timedelta(seconds=_seconds(expires_in))
+        until = None
+        if expires_in is not None:
+            seconds = _seconds(expires_in, "expires_in")
+            try:
+                until = now + timedelta(seconds=seconds)
+            except OverflowError:
+                raise InvalidDurationError(
+                    "expires_in", expires_in, f"run {run_id!r}: the deadline is past year 9999",
+                    hint="Pass a shorter expires_in; nothing was paused.",
+                ) from None
         request = Request(
             kind="pause", at=now, reason=reason, by=by, request_id=request_id, expires_at=until
         )

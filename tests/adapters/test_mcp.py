@@ -203,3 +203,19 @@ async def test_destructive_tools_can_be_left_out(tmp_path: Path) -> None:
     assert "workflow_cleanup_suspended" not in names
     assert "workflow_delete_suspended" not in names
     assert "unknown tool" in message
+
+
+async def test_a_suspend_deadline_past_year_9999_is_a_tool_error_that_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    """``expires_in_seconds`` too large for a date: a tool error naming it; the run is not held."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        message = await refused(
+            client, "workflow_suspend", run_id=run, reason="r", expires_in_seconds=1e308
+        )
+        assert "expires_in" in message and "year 9999" in message
+        view = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
+                               ExecutionView)
+        assert (view.status, view.held) == ("awaiting", False)
