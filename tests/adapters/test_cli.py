@@ -218,6 +218,20 @@ def test_json_arguments_too_deep_or_not_utf8_are_one_line_usage_errors(
     assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
 
 
+@pytest.mark.parametrize("age", ["-5", "1e400", "99999999999d", "nan"])
+def test_cleanup_with_an_age_out_of_range_is_a_usage_error_and_deletes_nothing(
+    sqlite: Backend, age: str
+) -> None:
+    """A negative, infinite or huge --older-than: exit 2, one line, nothing deleted."""
+    run = start(sqlite).id
+    sqlite.ok("runs", "cancel", run)
+    result = sqlite.run("runs", "cleanup", f"--older-than={age}", "--yes")
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.err
+    assert "invalid duration" in result.err and age in result.err
+    assert sqlite.json(ExecutionView, "runs", "show", run).status == "cancelled"
+
+
 def test_pause_holds_release_frees_cancel_ends(backend: Backend) -> None:
     """A held run refuses decisions (exit 7) until released; cancel ends it; twice is exit 4."""
     b = backend

@@ -219,3 +219,18 @@ async def test_a_suspend_deadline_past_year_9999_is_a_tool_error_that_holds_noth
         view = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
                                ExecutionView)
         assert (view.status, view.held) == ("awaiting", False)
+
+
+@pytest.mark.parametrize("age", [-1.0, 1e308])
+async def test_cleanup_with_an_age_out_of_range_is_a_tool_error_that_deletes_nothing(
+    tmp_path: Path, age: float
+) -> None:
+    """A negative or huge ``older_than_seconds``: a tool error; a finished run stays."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        await call(client, "workflow_resume_suspended", run_id=run, action="rejected",
+                   output={"approved": False}, idempotency_key="k")
+        message = await refused(client, "workflow_cleanup_suspended", older_than_seconds=age)
+        assert "older_than_seconds" in message
+        assert await call(client, "workflow_suspend_status", run_id=run)
