@@ -234,3 +234,18 @@ async def test_cleanup_with_an_age_out_of_range_is_a_tool_error_that_deletes_not
         message = await refused(client, "workflow_cleanup_suspended", older_than_seconds=age)
         assert "older_than_seconds" in message
         assert await call(client, "workflow_suspend_status", run_id=run)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), [({"limit": 10**30}, "limit"), ({"limit": 0}, "limit"),
+                        ({"reason": "bogus"}, "reason")]
+)
+async def test_list_arguments_out_of_range_are_tool_errors_naming_the_field(
+    tmp_path: Path, args: dict[str, Any], field: str
+) -> None:
+    """A limit beyond 1..500 or an unknown reason: a tool error naming it (not an empty page)."""
+    path = tmp_path / "runs.db"
+    await seed(path)
+    async with in_process(path) as client:
+        message = await refused(client, "workflow_list_suspended", **args)
+        assert "invalid arguments" in message and field in message
