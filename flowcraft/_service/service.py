@@ -403,8 +403,9 @@ class FlowService:
         initial = dict(state) if state else {}
         try:
             intent = encode_intent(Intent(kind="start", state=initial), run_id)
-        except ResumeError as exc:
-            raise SerializationError(f"the initial state of run {run_id!r}", str(exc)) from exc
+        except ResumeError as exc:  # the intent's own message speaks of resume data: not here
+            detail = getattr(exc, "detail", str(exc))
+            raise SerializationError(f"the initial state of run {run_id!r}", detail) from exc
         claimed = StoredRun(
             run_id=run_id,
             flow_id=flow_id,

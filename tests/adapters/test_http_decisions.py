@@ -338,3 +338,19 @@ async def test_concurrent_starts_with_one_idempotency_key_all_answer_the_first_r
     assert len({r.content for r in answers}) == 1
     listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
     assert listed["count"] == 1
+
+
+async def test_a_start_whose_state_cannot_be_stored_is_422_about_the_state(
+    client: httpx.AsyncClient,
+) -> None:
+    """An integer msgspec cannot store: 422 naming the initial state, not "resume data"."""
+    r = await client.post(
+        "/executions", json={"flow_id": "seed", "state": {"n": 2**70}}, headers=bearer(ADMIN)
+    )
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"] == "urn:flowcraft:problem:serialization"
+    assert "initial state" in problem["detail"] and "OverflowError" in problem["detail"]
+    assert "resume" not in problem["detail"]
+    listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
+    assert listed["count"] == 0
