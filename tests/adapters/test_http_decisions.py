@@ -350,7 +350,8 @@ async def test_a_start_whose_state_cannot_be_stored_is_422_about_the_state(
     assert r.status_code == 422, r.text
     problem = r.json()
     assert problem["type"] == "urn:flowcraft:problem:serialization"
-    assert "initial state" in problem["detail"] and "OverflowError" in problem["detail"]
+    assert "initial state" in problem["detail"]
+    assert "OverflowError" in problem["detail"]
     assert "resume" not in problem["detail"]
     listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
     assert listed["count"] == 0
