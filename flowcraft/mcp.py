@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -97,9 +97,9 @@ class ListInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """List awaiting runs, oldest first; pass ``next_cursor`` back as ``cursor``."""
 
     flow_id: str | None = None
-    reason: str | None = None
+    reason: Literal["wait", "timer", "pause"] | None = None
     expired: bool | None = None
-    limit: int = 50
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50  # the HTTP API's bounds
     cursor: str | None = None
 
 
@@ -112,7 +112,8 @@ class StatusInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True)
 class CleanupInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Delete finished runs older than ``older_than_seconds``."""
 
-    older_than_seconds: float
+    # Not negative (a cut-off in the future would delete every finished run), at most 1000 years.
+    older_than_seconds: Annotated[float, msgspec.Meta(ge=0, le=1000 * 365.25 * 86400)]
 
 
 class DeleteInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):

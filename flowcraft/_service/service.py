@@ -53,6 +53,7 @@ from flowcraft._errors import (
     CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
+    InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
     PauseExpiredError,
@@ -409,8 +410,9 @@ class FlowService:
         initial = dict(state) if state else {}
         try:
             intent = encode_intent(Intent(kind="start", state=initial), run_id)
-        except ResumeError as exc:
-            raise SerializationError(f"the initial state of run {run_id!r}", str(exc)) from exc
+        except ResumeError as exc:  # the intent's own message speaks of resume data: not here
+            detail = getattr(exc, "detail", str(exc))
+            raise SerializationError(f"the initial state of run {run_id!r}", detail) from exc
         claimed = StoredRun(
             run_id=run_id,
             flow_id=flow_id,
@@ -618,7 +620,16 @@ class FlowService:
         """
         host = self.host
         now = host.now()
-        until = None if expires_in is None else now + timedelta(seconds=_seconds(expires_in))
+        until = None
+        if expires_in is not None:
+            seconds = _seconds(expires_in, "expires_in")
+            try:
+                until = now + timedelta(seconds=seconds)
+            except OverflowError:
+                raise InvalidDurationError(
+                    "expires_in", expires_in, f"run {run_id!r}: the deadline is past year 9999",
+                    hint="Pass a shorter expires_in; nothing was paused.",
+                ) from None
         request = Request(
             kind="pause", at=now, reason=reason, by=by, request_id=request_id, expires_at=until
         )

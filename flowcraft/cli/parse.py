@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -10,19 +11,29 @@ import msgspec
 
 from flowcraft.cli.exits import UsageProblem
 
+_LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates overflow
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(text: str) -> float:
     """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``."""
     raw = text.strip().lower()
+    seconds: float | None = None
     for unit in sorted(_UNITS, key=len, reverse=True):
         if raw.endswith(unit) and raw[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(raw[: -len(unit)]) * _UNITS[unit]
-    try:
-        return float(raw)
-    except ValueError:
-        raise UsageProblem(f"invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d") from None
+            seconds = float(raw[: -len(unit)]) * _UNITS[unit]
+            break
+    if seconds is None:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+    if not 0 <= seconds <= _LONGEST:
+        raise UsageProblem(
+            f"invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d "
+            "(not negative, at most 1000 years)"
+        )
+    return seconds
 
 
 def read_json(value: str | None, what: str) -> Any:
@@ -37,12 +48,18 @@ def read_json(value: str | None, what: str) -> Any:
                 text = fh.read()
         except OSError as exc:
             raise UsageProblem(f"{what}: cannot read {value[1:]!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageProblem(f"{what}: {value[1:]!r} is not UTF-8 text ({exc.reason})") from exc
     else:
         text = value
     try:
         return msgspec.json.decode(text.encode())
     except msgspec.DecodeError as exc:
         raise UsageProblem(f"{what} is not JSON ({exc}): {text[:80]!r}") from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes on the command line or stdin
+        raise UsageProblem(f"{what} is not UTF-8 text: {text[:80]!r}") from exc
+    except RecursionError as exc:
+        raise UsageProblem(f"{what}: the JSON is nested too deeply; pass a flatter value") from exc
 
 
 _WHERE_KEYS = {"status": "status", "flow": "flow_id", "reason": "reason", "expired": "expired"}

@@ -69,6 +69,7 @@ __all__ = ["FlowApp", "create_app"]
 
 log = logging.getLogger("flowcraft.http")
 _POLL = 0.02  # seconds between looks at a start another request with the same key is running
+_SETTLED = 5.0  # seconds after a run settles within which its first start may still answer
 
 class FlowApp(AppCore):
     """The ASGI application ``create_app`` returns: a Starlette app, mountable anywhere.
@@ -124,7 +125,13 @@ class FlowApp(AppCore):
             if first is not None:
                 return first
             stored = await self.service.get(run_id)
-            if stored.status != "running" or clock.now() > deadline:
+            now = clock.now()
+            # The first start stores its response a moment after its segment settles: a run
+            # still running, or settled just now, may be that start; an older one is not ours.
+            settled_long_ago = stored.status != "running" and (
+                now - stored.updated_at > timedelta(seconds=_SETTLED)
+            )
+            if settled_long_ago or now > deadline:
                 # The run exists but no response under this key: not ours (409).
                 raise HTTPProblem("run-exists", f"run {run_id!r} already exists", run_id=run_id)
             await clock.sleep(_POLL)

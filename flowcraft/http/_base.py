@@ -119,6 +119,10 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
         raise HTTPProblem("invalid-body", str(exc), errors=[str(exc)]) from exc
     except msgspec.DecodeError as exc:
         raise HTTPProblem("invalid-body", f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise HTTPProblem(
+            "invalid-body", "the body's JSON is nested too deeply; send a flatter value"
+        ) from exc
 
 
 def decode_query(request: Request, kind: type[T]) -> T:

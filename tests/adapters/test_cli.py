@@ -201,6 +201,41 @@ def test_errors_exit_with_their_codes(backend: Backend) -> None:
     assert b.run("runs", "frobnicate").code == 2
 
 
+def test_json_arguments_too_deep_or_not_utf8_are_one_line_usage_errors(
+    sqlite: Backend, tmp_path: Path
+) -> None:
+    """--state nested too deeply or an @file that is not UTF-8: exit 2, one line, no traceback."""
+    nested = '{"x":' + "[" * 5000 + "]" * 5000 + "}"
+    deep = sqlite.run("runs", "start", "expense", "--state", nested)
+    assert deep.code == 2, deep.err
+    assert "Traceback" not in deep.err
+    assert deep.err.count("\n") == 1
+    assert "--state" in deep.err
+    assert "nested too deeply" in deep.err
+    binary = tmp_path / "state.json"
+    binary.write_bytes(b'{"x": "\xff\xfe"}')
+    bad = sqlite.run("runs", "start", "expense", "--state", f"@{binary}")
+    assert bad.code == 2, bad.err
+    assert "--state" in bad.err
+    assert "not UTF-8" in bad.err
+    assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
+
+
+@pytest.mark.parametrize("age", ["-5", "1e400", "99999999999d", "nan"])
+def test_cleanup_with_an_age_out_of_range_is_a_usage_error_and_deletes_nothing(
+    sqlite: Backend, age: str
+) -> None:
+    """A negative, infinite or huge --older-than: exit 2, one line, nothing deleted."""
+    run = start(sqlite).id
+    sqlite.ok("runs", "cancel", run)
+    result = sqlite.run("runs", "cleanup", f"--older-than={age}", "--yes")
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.err
+    assert "invalid duration" in result.err
+    assert age in result.err
+    assert sqlite.json(ExecutionView, "runs", "show", run).status == "cancelled"
+
+
 def test_pause_holds_release_frees_cancel_ends(backend: Backend) -> None:
     """A held run refuses decisions (exit 7) until released; cancel ends it; twice is exit 4."""
     b = backend

@@ -294,3 +294,64 @@ def test_fuzzed_bodies_on_a_real_awaiting_run_never_answer_a_server_error(base_u
                 assert r.headers["content-type"] == "application/problem+json"
 
         check()
+
+
+async def test_a_body_nested_too_deeply_is_422_not_a_server_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON nested past the decoder's depth is bad input (422), on a start and on a resume."""
+    run_id = await start(client)
+    deep = b"[" * 1500 + b"]" * 1500  # within max_body=4096
+    r = await client.post(
+        "/executions",
+        content=b'{"flow_id":"approval","state":{"x":' + deep + b"}}",
+        headers=bearer(ADMIN),
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:invalid-body"
+    assert "nested too deeply" in r.json()["detail"]
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        content=b'{"resume_data":{"x":' + deep + b"}}",
+        headers=bearer(ADMIN),
+    )
+    assert r.status_code == 422, r.text
+    assert "nested too deeply" in r.json()["detail"]
+    r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+    assert (r.json()["status"], r.json()["stored_revision"]) == ("awaiting", 1)
+
+
+async def test_concurrent_starts_with_one_idempotency_key_all_answer_the_first_response(
+    client: httpx.AsyncClient,
+) -> None:
+    """Twenty identical starts under one key at once: one run, and every answer is its 201."""
+    headers = {**bearer(ADMIN), "Idempotency-Key": "start-race"}
+    answers: list[httpx.Response] = []
+
+    async def one() -> None:
+        answers.append(await client.post("/executions", json={"flow_id": "seed"}, headers=headers))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers]
+    assert len({r.content for r in answers}) == 1
+    listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
+    assert listed["count"] == 1
+
+
+async def test_a_start_whose_state_cannot_be_stored_is_422_about_the_state(
+    client: httpx.AsyncClient,
+) -> None:
+    """An integer msgspec cannot store: 422 naming the initial state, not "resume data"."""
+    r = await client.post(
+        "/executions", json={"flow_id": "seed", "state": {"n": 2**70}}, headers=bearer(ADMIN)
+    )
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"] == "urn:flowcraft:problem:serialization"
+    assert "initial state" in problem["detail"]
+    assert "OverflowError" in problem["detail"]
+    assert "resume" not in problem["detail"]
+    listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
+    assert listed["count"] == 0

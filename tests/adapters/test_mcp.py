@@ -203,3 +203,51 @@ async def test_destructive_tools_can_be_left_out(tmp_path: Path) -> None:
     assert "workflow_cleanup_suspended" not in names
     assert "workflow_delete_suspended" not in names
     assert "unknown tool" in message
+
+
+async def test_a_suspend_deadline_past_year_9999_is_a_tool_error_that_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    """``expires_in_seconds`` too large for a date: a tool error naming it; the run is not held."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        message = await refused(
+            client, "workflow_suspend", run_id=run, reason="r", expires_in_seconds=1e308
+        )
+        assert "expires_in" in message
+        assert "year 9999" in message
+        view = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
+                               ExecutionView)
+        assert (view.status, view.held) == ("awaiting", False)
+
+
+@pytest.mark.parametrize("age", [-1.0, 1e308])
+async def test_cleanup_with_an_age_out_of_range_is_a_tool_error_that_deletes_nothing(
+    tmp_path: Path, age: float
+) -> None:
+    """A negative or huge ``older_than_seconds``: a tool error; a finished run stays."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        await call(client, "workflow_resume_suspended", run_id=run, action="rejected",
+                   output={"approved": False}, idempotency_key="k")
+        message = await refused(client, "workflow_cleanup_suspended", older_than_seconds=age)
+        assert "older_than_seconds" in message
+        assert await call(client, "workflow_suspend_status", run_id=run)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), [({"limit": 10**30}, "limit"), ({"limit": 0}, "limit"),
+                        ({"reason": "bogus"}, "reason")]
+)
+async def test_list_arguments_out_of_range_are_tool_errors_naming_the_field(
+    tmp_path: Path, args: dict[str, Any], field: str
+) -> None:
+    """A limit beyond 1..500 or an unknown reason: a tool error naming it (not an empty page)."""
+    path = tmp_path / "runs.db"
+    await seed(path)
+    async with in_process(path) as client:
+        message = await refused(client, "workflow_list_suspended", **args)
+        assert "invalid arguments" in message
+        assert field in message
