@@ -99,7 +99,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
             if body.get("v") not in _READABLE:
                 raise DeliveryError(f"version {body.get('v')!r}, expected 1 or {DELIVERY_VERSION}")
             return msgspec.convert(body, cls)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise DeliveryError(str(exc)) from exc
 
 

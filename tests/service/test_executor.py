@@ -136,6 +136,8 @@ def test_delivery_format_is_versioned_json() -> None:
         Delivery.from_json({**d.to_json(), "v": 3})
     with pytest.raises(DeliveryError):
         Delivery.from_json(b"\x80not json")
+    with pytest.raises(DeliveryError, match="recursion"):  # a message nested too deeply
+        Delivery.from_json("[" * 5000 + "]" * 5000)
 
 
 @pytest.mark.parametrize("kind", KINDS)
