@@ -395,6 +395,12 @@ class FlowService:
         numbers for urgent runs, positive ones for background work). Stores keep it as a signed
         64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``ValueError``.
         """
+        if state is not None and not isinstance(state, Mapping):
+            raise TypeError(
+                f"state of a new run of flow {flow_id!r} must be a mapping (the run's initial "
+                f"state, e.g. {{'amount': 1500}}), got {type(state).__name__}; pass the run id "
+                "as run_id="
+            )
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {priority!r}")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:

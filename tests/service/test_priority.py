@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -163,3 +164,16 @@ async def test_the_64_bit_bounds_are_valid_priorities_and_fire_in_order(
     while await sched.tick():
         pass
     assert order == ["first", "last"]
+
+
+@pytest.mark.parametrize("state", ["r-1", 42, [("a", 1)]])
+async def test_a_start_state_that_is_no_mapping_is_a_type_error_naming_it(state: Any) -> None:
+    """``start("flow", "r-1")`` (a run id passed as the state) says what ``state`` must be
+    instead of a raw ``dict()`` error; nothing is stored."""
+    from flowcraft.stores import MemoryStore
+
+    store = MemoryStore()
+    service = FlowService(FlowRuntime(), store, flows=[flows()[0]])
+    with pytest.raises(TypeError, match=r"state of a new run of flow .* must be a mapping"):
+        await service.start(flows()[0].id, state)
+    assert len(await store.list()) == 0
