@@ -80,7 +80,7 @@ class FlowApp(AppCore):
     # --- routes -------------------------------------------------------------------------------
 
     async def start(self, request: Request, principal: Principal) -> Response:
-        raw = await self.read_body(request)
+        raw = await self.read_json(request)
         body = decode_body(raw, StartBody)
         if body.run_id is not None and not RUN_ID.match(body.run_id):
             raise HTTPProblem("invalid-body", "run_id: 1-128 of A-Z a-z 0-9 . _ : ~ -")
@@ -183,7 +183,7 @@ class FlowApp(AppCore):
 
     async def pause(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
-        raw = await self.read_body(request)
+        raw = await self.read_json(request)
         body = decode_body(raw, PauseBody)
 
         async def compute(key: str | None) -> Response:
@@ -197,7 +197,7 @@ class FlowApp(AppCore):
 
     async def release(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
-        raw = await self.read_body(request)
+        raw = await self.read_json(request)
         decode_body(raw, ReleaseBody)
 
         async def compute(key: str | None) -> Response:
@@ -210,7 +210,7 @@ class FlowApp(AppCore):
 
     async def cancel(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
-        raw = await self.read_body(request)
+        raw = await self.read_json(request)
         body = decode_body(raw, CancelBody)
 
         async def compute(key: str | None) -> Response:
@@ -222,7 +222,7 @@ class FlowApp(AppCore):
 
     async def resume(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
-        raw = await self.read_body(request)
+        raw = await self.read_json(request)
         body = decode_body(raw, ResumeBody)
         if body.resume_data is not None and body.output is not None:
             raise HTTPProblem("invalid-body", "send resume_data or output, not both")

@@ -148,6 +148,10 @@ def check_run_id(run_id: str) -> str:
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
+#: Media types an API body is read as JSON under (besides ``+json`` ones and none at all).
+_JSON_READ = frozenset(["application/json", "application/x-www-form-urlencoded"])
+
+
 class AppCore(Starlette):
     """What every part of the app shares: its settings, body limits, auth, problems, replay.
 
@@ -173,6 +177,26 @@ class AppCore(Starlette):
                 raise HTTPProblem("body-too-large", f"the body exceeds {self.max_body} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def read_json(self, request: Request) -> bytes:
+        """``read_body`` of an API call: a body sent as another media type is refused (415).
+
+        ``application/json`` and ``+json`` types are read as JSON, and so are a body without a
+        type and ``application/x-www-form-urlencoded`` (what ``curl -d`` sends, as in the
+        seed's examples; a browser form percent-encodes its body, so it never reads as JSON).
+        ``text/plain`` and ``multipart/form-data`` are what a page on another site can post
+        as-is without a preflight: with an ``auth`` that reads a cookie, such a post would act
+        as the signed-in user.
+        """
+        kind = request.headers.get("content-type")
+        if kind is not None:
+            media = kind.split(";", 1)[0].strip().lower()
+            if media and media not in _JSON_READ and not media.endswith("+json"):
+                raise HTTPProblem(
+                    "unsupported-media-type",
+                    f"the body was sent as {media!r}; send it as application/json",
+                )
+        return await self.read_body(request)
 
     async def guarded(self, request: Request, permission: str, handler: Handler) -> Response:
         """Authenticate, authorize, run ``handler``, and turn errors into problems."""

@@ -355,3 +355,33 @@ async def test_a_start_whose_state_cannot_be_stored_is_422_about_the_state(
     assert "resume" not in problem["detail"]
     listed = (await client.get("/executions", headers=bearer(ADMIN))).json()
     assert listed["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "media", ["text/plain", "text/plain; charset=utf-8", "multipart/form-data; b=x", "text/xml"]
+)
+async def test_a_body_sent_as_text_or_multipart_is_415_and_changes_nothing(
+    client: httpx.AsyncClient, media: str
+) -> None:
+    """What a page on another site can post as-is without a preflight is refused before it is
+    read (with a cookie-reading ``auth`` it would act as the signed-in user); JSON types, a
+    body without a type and ``curl -d``'s urlencoded one are read."""
+    run_id = await start(client)
+    decision = b'{"output":{"approved":true},"action":"approved"}'
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        content=decision,
+        headers={**bearer(ADMIN), "Content-Type": media},
+    )
+    assert r.status_code == 415, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:unsupported-media-type"
+    assert "application/json" in r.json()["detail"]
+    r = await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+    assert r.json()["status"] == "awaiting"
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        content=decision,
+        headers={**bearer(ADMIN), "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
