@@ -65,7 +65,13 @@ from flowcraft._service.parts import (
     new_token,
     remembered,
 )
-from flowcraft._service.segment import NOT_AWAITING, Refused, backoff_until, cas, stored_from
+from flowcraft._service.segment import (
+    Refused,
+    backoff_until,
+    cas,
+    failed_as_is,
+    stored_from,
+)
 from flowcraft._values import RunResult
 from flowcraft.stores._base import HistoryRecord, StoredRun
 
@@ -469,20 +475,7 @@ def refused(
         result = host.runtime.fail_batches(before.context, exc, attempts=attempt)
     except FlowcraftError:
         log.exception("flowcraft service: run %s stored failed as it is", before.run_id)
-        run = msgspec.structs.replace(
-            before,
-            status="failed",
-            revision=latest.revision + 1,
-            updated_at=now,
-            intent=b"",
-            owner=None,
-            lease_until=None,
-            claim=new_token(),
-            claim_key=None,
-            **NOT_AWAITING,
-            awaiting_since=None,
-            **fault,
-        )
+        run = failed_as_is(before, latest, now, fault)
         return Refused(run, [record, HistoryRecord(at=now, event="failed")])
     run = msgspec.structs.replace(stored_from(host, latest, result, now, None), **fault)
     history = [record, HistoryRecord(at=now, event="failed", revision=result.revision)]

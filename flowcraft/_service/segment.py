@@ -124,6 +124,29 @@ def backoff_until(host: Host, attempt: int, stored: StoredRun) -> datetime:
     return until
 
 
+def failed_as_is(
+    before: StoredRun, latest: StoredRun, now: datetime, fault: dict[str, Any]
+) -> StoredRun:
+    """``before`` stored failed with ``fault``, its context as it is.
+
+    Claim and waits cleared: a refusal that could not become the run's own failed result.
+    """
+    return msgspec.structs.replace(
+        before,
+        status="failed",
+        revision=latest.revision + 1,
+        updated_at=now,
+        intent=b"",
+        owner=None,
+        lease_until=None,
+        claim=new_token(),
+        claim_key=None,
+        **NOT_AWAITING,
+        awaiting_since=None,
+        **fault,
+    )
+
+
 def refused_checkpoint(
     host: Host, before: StoredRun, intent: Intent, latest: StoredRun, exc: Exception
 ) -> Refused:
@@ -175,20 +198,7 @@ def refused_checkpoint(
         attempt,
         reason,
     )
-    run = msgspec.structs.replace(
-        before,
-        status="failed",
-        revision=latest.revision + 1,
-        updated_at=now,
-        intent=b"",
-        owner=None,
-        lease_until=None,
-        claim=new_token(),
-        claim_key=None,
-        **NOT_AWAITING,
-        awaiting_since=None,
-        **fault,
-    )
+    run = failed_as_is(before, latest, now, fault)
     return Refused(run, [record, HistoryRecord(at=now, event="failed", reason=reason)])
 
 
