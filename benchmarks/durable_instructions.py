@@ -1,9 +1,10 @@
 """Instructions per durable start + resume, under callgrind.
 
-    python -m benchmarks.durable_instructions [N]
+    python -m benchmarks.durable_instructions [N] [STORE,...]
 
 Each store (``memory``: the service's own cost; ``sqlite``: ``SqliteStore()`` at its default
-``NORMAL``) runs in its own process twice under valgrind's callgrind — 0 and N approval
+``NORMAL``; ``postgres``: ``PostgresStore``, the client process only, the server is not counted)
+runs in its own process twice under valgrind's callgrind — 0 and N approval
 start + resume pairs after the same warm-up — and the difference divided by N is the cost of one
 pair, worker threads included. Counts do not move with the machine's load, unlike wall time.
 Needs valgrind on PATH.
@@ -18,22 +19,32 @@ import tempfile
 from pathlib import Path
 
 WORKER = r"""
-import sys, tempfile, anyio
+import sys, tempfile, uuid, anyio
 from pathlib import Path
 from flowcraft import FlowRuntime
-from flowcraft.stores import FlowService, MemoryStore, SqliteStore
-from benchmarks.durable_side import _approval_flow
+from flowcraft.stores import FlowService, MemoryStore, PostgresStore, SqliteStore
+from benchmarks.durable_side import POSTGRES_DSN, _approval_flow, _drop_flowcraft
 
 kind, n = sys.argv[1], int(sys.argv[2])
 
 async def main():
     tmp = tempfile.mkdtemp()
-    store = MemoryStore() if kind == "memory" else SqliteStore(Path(tmp) / "x.db")
+    ns = f"cg{uuid.uuid4().hex[:8]}"
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "sqlite":
+        store = SqliteStore(Path(tmp) / "x.db")
+    else:
+        store = PostgresStore(POSTGRES_DSN, namespace=ns)
     service = FlowService(FlowRuntime(), store, flows=[_approval_flow()])
-    for i in range(30 + n):
-        await service.start("approval", run_id=f"r{i}")
-        await service.resume(f"r{i}", {"action": "approved"}, idempotency_key="k")
-    await store.close()
+    try:
+        for i in range(30 + n):
+            await service.start("approval", run_id=f"r{i}")
+            await service.resume(f"r{i}", {"action": "approved"}, idempotency_key="k")
+    finally:
+        await store.close()
+        if kind == "postgres":
+            await _drop_flowcraft("postgres", ns)
 
 anyio.run(main)
 """
@@ -67,8 +78,9 @@ def count(kind: str, n: int, workdir: Path) -> int:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    kinds = sys.argv[2].split(",") if len(sys.argv) > 2 else ["memory", "sqlite", "postgres"]
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("memory", "sqlite"):
+        for kind in kinds:
             per_pair = (count(kind, n, Path(tmp)) - count(kind, 0, Path(tmp))) // n
             print(f"{kind}: {per_pair:,} instructions per durable start + resume")
 

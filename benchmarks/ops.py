@@ -191,7 +191,8 @@ async def bench(kind: str, n: int, timers: int, skip: frozenset[str] = frozenset
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {ns}_{table}")
-            await conn.execute(f"DROP FUNCTION IF EXISTS {ns}_counts_fn()")
+            for fn in ("counts_fn", "counts_set_fn"):
+                await conn.execute(f"DROP FUNCTION IF EXISTS {ns}_{fn}()")
 
 
 def main() -> None:

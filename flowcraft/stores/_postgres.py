@@ -430,18 +430,24 @@ class PostgresStore:
         await self._fetchall(self._sql.release + " RETURNING name", (name, owner))
 
     async def delete_finished(self, before: datetime) -> int:
-        """Delete finished runs last updated before ``before``; return how many."""
+        """Delete finished runs last updated before ``before``; return how many.
+
+        One statement: the runs, then their records (a statement of n rows counts them
+        once, see ``Dialect._pg_counts``). A run changed meanwhile (rolled back, so no
+        longer finished) is re-checked by PostgreSQL and left alone.
+        """
         sql = self._sql
-
-        async def op(conn: AsyncConnection[tuple[Any, ...]]) -> int:
-            cur = await conn.execute(sql.finished + " FOR UPDATE", (to_micros(before),))
-            ids = [r[0] for r in await cur.fetchall()]
-            for statement in sql.delete:
-                async with conn.cursor() as c:
-                    await c.executemany(statement, [(i,) for i in ids])
-            return len(ids)
-
-        return await self._run(op, tx=True)
+        query = (
+            f"WITH d AS (DELETE FROM {sql.runs} WHERE {sql.is_finished} AND updated_at < %s "
+            "RETURNING run_id)"
+            + "".join(
+                f", d{i} AS (DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM d))"
+                for i, table in enumerate((sql.history, sql.idem, sql.checkpoints))
+            )
+            + " SELECT count(*) FROM d"
+        )
+        rows = await self._fetchall(query, (to_micros(before),))
+        return int(rows[0][0])
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""

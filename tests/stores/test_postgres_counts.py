@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import msgspec
 
 from flowcraft import RevisionConflictError
 from flowcraft.stores import PostgresStore, StoredRun
@@ -123,8 +124,8 @@ async def test_a_table_without_the_trigger_is_counted_once_when_opened() -> None
             )
 
         async def old_table(conn: Any) -> None:
-            await conn.execute(f"DROP TRIGGER {namespace}_counts_trg ON {namespace}_runs")
-            await conn.execute(f"DROP TRIGGER {namespace}_counts_new ON {namespace}_runs")
+            for trigger in ("trg", "ins", "del"):
+                await conn.execute(f"DROP TRIGGER {namespace}_counts_{trigger} ON {namespace}_runs")
 
         await store._run(old_table)
         for i in range(5, 8):  # stored while nothing counts
@@ -145,6 +146,163 @@ async def test_a_table_without_the_trigger_is_counted_once_when_opened() -> None
         stats = await reopened.stats(T0)
         assert stats == await _scan(reopened)
         assert stats.by_status == {"awaiting": 2, "completed": 3, "failed": 3}
+    finally:
+        await reopened.close()
+        await drop("postgres", namespace)
+
+
+def _run(i: int, status: str, flow: str = "f") -> StoredRun:
+    return StoredRun(
+        run_id=f"r{i}",
+        flow_id=flow,
+        status=status,  # type: ignore[arg-type]
+        revision=0,
+        created_at=T0,
+        updated_at=T0,
+        reasons=("wait",) if status == "awaiting" else (),
+    )
+
+
+async def test_bulk_inserts_and_deletes_are_counted_once_per_statement() -> None:
+    """A statement of thousands of rows (a copy into the table, ``delete_finished``) keeps
+    the counts exact, and changes each counts row once, not once per run."""
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    store = await _store(namespace)
+    runs = f"{namespace}_runs"
+    try:
+        await store.create(_run(0, "completed"))
+        await store.create(_run(1, "awaiting", flow="g"))
+
+        async def bulk_copy(conn: Any) -> int:
+            cur = await conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                "ORDER BY ordinal_position",
+                (runs,),
+            )
+            cols = [r[0] for r in await cur.fetchall()]
+            select = ", ".join(
+                "t.run_id || '-' || g.n" if c == "run_id" else f"t.{c}" for c in cols
+            )
+            # 3,000 copies of each template, in one statement each, in one transaction
+            async with conn.transaction():
+                for template in ("r0", "r1"):
+                    await conn.execute(
+                        f"INSERT INTO {runs} ({', '.join(cols)}) SELECT {select} "
+                        f"FROM generate_series(1, 3000) AS g(n), {runs} AS t "
+                        f"WHERE t.run_id = '{template}'"
+                    )
+                # Writes of the counts table in this transaction: a few per statement
+                # (its status, flow and reasons rows), not three per run.
+                cur = await conn.execute(
+                    "SELECT n_tup_ins + n_tup_upd FROM pg_stat_xact_user_tables "
+                    "WHERE relname = %s",
+                    (f"{namespace}_counts",),
+                )
+                row = await cur.fetchone()
+                return int(row[0])
+
+        assert await store._run(bulk_copy) <= 24  # counted per run: 18,000
+        stats = await store.stats(T0)
+        assert stats == await _scan_all(store)
+        assert stats.by_status == {"completed": 3001, "awaiting": 3001}
+
+        deleted = await store.delete_finished(datetime(2031, 1, 1, tzinfo=UTC))
+        assert deleted == 3001
+        stats = await store.stats(T0)
+        assert stats == await _scan_all(store)
+        assert stats.by_status == {"awaiting": 3001}
+        assert stats.by_flow == {"g": 3001}
+    finally:
+        await store.close()
+        await drop("postgres", namespace)
+
+
+async def _scan_all(store: PostgresStore) -> Any:
+    runs: list[StoredRun] = []
+    cursor = None
+    while True:
+        page = await store.list(limit=1000, cursor=cursor)
+        runs.extend(page.runs)
+        cursor = page.next_cursor
+        if cursor is None:
+            return compute_stats(runs, T0)
+
+
+async def test_tables_counted_per_row_move_to_per_statement_counts_when_opened() -> None:
+    """A table made by an earlier release (insert/delete counted by a per-row trigger,
+    ``_counts_new``) is moved to the per-statement triggers on open, its counts kept."""
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    store = await _store(namespace)
+    counts, runs = f"{namespace}_counts", f"{namespace}_runs"
+    try:
+        for i in range(6):
+            await store.create(_run(i, "awaiting" if i % 2 else "completed"))
+
+        async def earlier_release(conn: Any) -> None:
+            # The triggers as the earlier release made them.
+            await conn.execute(f"DROP TRIGGER {counts}_ins ON {runs}")
+            await conn.execute(f"DROP TRIGGER {counts}_del ON {runs}")
+            await conn.execute(
+                f"""CREATE OR REPLACE FUNCTION {counts}_fn() RETURNS trigger
+                LANGUAGE plpgsql AS $fn$ BEGIN
+                  IF TG_OP = 'INSERT' THEN
+                    INSERT INTO {counts} (kind, name, shard, n) VALUES
+                      ('st', NEW.status, 0, 1), ('fl', NEW.flow_id, 0, 1),
+                      ('rs', NEW.reasons, 0, 1)
+                    ON CONFLICT (kind, name, shard) DO UPDATE SET n = {counts}.n + excluded.n;
+                  ELSIF TG_OP = 'DELETE' THEN
+                    INSERT INTO {counts} (kind, name, shard, n) VALUES
+                      ('st', OLD.status, 0, -1), ('fl', OLD.flow_id, 0, -1),
+                      ('rs', OLD.reasons, 0, -1)
+                    ON CONFLICT (kind, name, shard) DO UPDATE SET n = {counts}.n + excluded.n;
+                  ELSE
+                    INSERT INTO {counts} (kind, name, shard, n) VALUES
+                      ('st', OLD.status, 0, -1), ('fl', OLD.flow_id, 0, -1),
+                      ('rs', OLD.reasons, 0, -1), ('st', NEW.status, 0, 1),
+                      ('fl', NEW.flow_id, 0, 1), ('rs', NEW.reasons, 0, 1)
+                    ON CONFLICT (kind, name, shard) DO UPDATE SET n = {counts}.n + excluded.n;
+                  END IF;
+                  RETURN NULL;
+                END $fn$"""
+            )
+            await conn.execute(
+                f"CREATE TRIGGER {counts}_new AFTER INSERT OR DELETE ON {runs} "
+                f"FOR EACH ROW EXECUTE FUNCTION {counts}_fn()"
+            )
+
+        await store._run(earlier_release)
+        await store.create(_run(6, "failed"))  # counted by the earlier release's trigger
+    finally:
+        await store.close()
+    reopened = await _store(namespace)
+    try:
+
+        async def triggers(conn: Any) -> dict[str, bool]:
+            cur = await conn.execute(
+                "SELECT tgname, (tgtype & 1) = 1 FROM pg_trigger "
+                "WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
+                (runs,),
+            )
+            return {str(name): bool(per_row) for name, per_row in await cur.fetchall()}
+
+        # insert/delete now per statement; the update trigger still per row
+        assert await reopened._run(triggers) == {
+            f"{counts}_ins": False,
+            f"{counts}_del": False,
+            f"{counts}_trg": True,
+        }
+        await reopened.create(_run(7, "awaiting"))
+        run3 = await reopened.get("r3")
+        await reopened.save(
+            msgspec.structs.replace(run3, status="completed", reasons=(), revision=1), 0
+        )
+        stats = await reopened.stats(T0)
+        assert stats == await _scan(reopened)
+        assert stats.by_status == {"awaiting": 3, "completed": 4, "failed": 1}
+        assert await reopened.delete_finished(datetime(2031, 1, 1, tzinfo=UTC)) == 5
+        stats = await reopened.stats(T0)
+        assert stats == await _scan(reopened)
+        assert stats.by_status == {"awaiting": 3}
     finally:
         await reopened.close()
         await drop("postgres", namespace)

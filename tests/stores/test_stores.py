@@ -77,7 +77,8 @@ async def drop_namespace(kind: str, namespace: str) -> None:
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
             for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
                 await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
-            await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_counts_fn()")
+            for fn in ("counts_fn", "counts_set_fn"):
+                await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_{fn}()")
 
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
