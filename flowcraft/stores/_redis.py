@@ -109,13 +109,21 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'exp', ARGV[2])
 return 1
 """
 
+_DELETE_CHUNK = 500  # runs of ``delete_finished`` sent in one round trip
+
 # KEYS: run hash, order zset, due zset, history list, idempotency hash, finished zset,
 #       checkpoints zset, deadline zset
-# ARGV: expected revision ('' deletes whatever is stored), run_id, index prefix
+# ARGV: expected revision ('' for any), run_id, index prefix, and for ``delete_finished`` a
+#       time (microseconds; '' for none): the run is deleted only if it is still finished and
+#       last updated before it (a rollback since it was listed keeps it).
 _DELETE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return {'missing'} end
 if ARGV[1] ~= '' and tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+if ARGV[4] and ARGV[4] ~= '' then
+  local at = redis.call('ZSCORE', KEYS[6], ARGV[2])
+  if not at or tonumber(at) >= tonumber(ARGV[4]) then return {'kept'} end
+end
 local old = redis.call('HGET', KEYS[1], 'ix')
 if old then
   for tag in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', ARGV[3] .. tag, ARGV[2]) end
@@ -586,16 +594,20 @@ class RedisStore:
     async def delete_finished(self, before: datetime) -> int:
         """Delete finished runs last updated before ``before``; return how many."""
         r = self._redis()
+        until = to_micros(before)
         async with self._guard("delete_finished"):
-            ids = await r.zrangebyscore(self._finished, "-inf", f"({to_micros(before)}")
+            ids = await r.zrangebyscore(self._finished, "-inf", f"({until}")
         names = _names(ids)
-        for rid in names:
-            keys = self._run_keys(rid)
-            await self._call("delete", _DELETE, keys, ["", rid, self._ix])
-        async with self._guard("delete_finished"):
-            if names:
-                await r.zrem(self._finished, *names)
-        return len(names)
+        script = self._script("delete", _DELETE)
+        deleted = 0
+        for i in range(0, len(names), _DELETE_CHUNK):  # pipelined: one round trip a chunk
+            async with self._guard("delete_finished"), r.pipeline(transaction=False) as pipe:
+                for rid in names[i : i + _DELETE_CHUNK]:
+                    args: builtins.list[str | int] = ["", rid, self._ix, until]
+                    await script(keys=self._run_keys(rid), args=args, client=pipe)
+                replies = await pipe.execute()
+            deleted += sum(1 for reply in replies if reply[0] == b"ok")
+        return deleted
 
     def _run_keys(self, run_id: str) -> builtins.list[str]:
         return [

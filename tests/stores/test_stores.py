@@ -526,6 +526,72 @@ async def test_delete_finished_removes_old_finished_runs_and_their_records(
     assert (await store.stats(T0)).by_status == {"awaiting": 4, "running": 1}
 
 
+async def test_delete_finished_of_many_runs_deletes_exactly_the_finished_ones(
+    store: RunStore,
+) -> None:
+    """1,200 finished runs among awaiting ones (more than one of Redis's pipelined chunks):
+    every finished one goes, with its records; the count says how many; the rest stay."""
+    sem = anyio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        finished = i % 4 != 0
+        at = T0 + timedelta(microseconds=i)
+        run = run_record(
+            run_id=f"m{i:05d}",
+            status="completed" if finished else "awaiting",
+            awaiting=() if finished else ("approve",),
+            reasons=() if finished else ("wait",),
+            created_at=at,
+            updated_at=at,
+        )
+        async with sem:
+            await store.create(run, history=[HistoryRecord(at=at, event="start")])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(1600):
+            tg.start_soon(one, i)
+    assert await store.delete_finished(T0 + timedelta(days=1)) == 1200
+    assert await store.delete_finished(T0 + timedelta(days=1)) == 0
+    left = await store.list(limit=1000)
+    assert {r.run_id for r in left.runs} == {f"m{i:05d}" for i in range(0, 1600, 4)}
+    assert await store.history("m00001") == []
+    assert (await store.stats(T0)).by_status == {"awaiting": 400}
+
+
+async def test_redis_delete_finished_keeps_a_run_rolled_back_after_it_was_listed(
+    tmp_path: Path,
+) -> None:
+    """Between listing the finished runs and deleting them, one is rolled back to awaiting
+    (another process): it is no longer finished, so it stays, uncounted."""
+    namespace = f"t_{uuid.uuid4().hex[:12]}"
+    store = await redis_store(namespace)
+    try:
+        await seed(store)  # c completed (updated T0+2s), e failed (T0+4s)
+        real = store._redis()
+        c = await store.get("c")
+
+        class RollbackAfterListing:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            async def zrangebyscore(self, *args: Any, **kwargs: Any) -> Any:
+                listed = await real.zrangebyscore(*args, **kwargs)
+                back = bump(c, status="awaiting", awaiting=("approve",), reasons=("wait",))
+                await store.save(back, c.revision)
+                return listed
+
+        store._redis = lambda: RollbackAfterListing()  # type: ignore[method-assign]
+        assert await store.delete_finished(T0 + timedelta(days=1)) == 1  # e only
+        del store._redis  # the class's own again
+        assert (await store.get("c")).status == "awaiting"
+        with pytest.raises(RunNotFoundError):
+            await store.get("e")
+        assert "c" in {r.run_id for r in (await store.list(status="awaiting")).runs}
+    finally:
+        await store.close()
+        await drop_namespace("redis", namespace)
+
+
 def test_invalid_namespace_is_refused(tmp_path: Path) -> None:
     """Namespaces become table names: anything but identifier characters is refused."""
     with pytest.raises(ValueError, match="invalid store namespace"):
