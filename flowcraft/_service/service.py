@@ -56,6 +56,7 @@ from flowcraft._errors import (
     InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
+    OutOfRangeError,
     PauseExpiredError,
     ResumeDataError,
     ResumeError,
@@ -393,7 +394,8 @@ class FlowService:
         ``priority`` is kept on the run for its whole life: the durable scheduler fires due
         runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
         numbers for urgent runs, positive ones for background work). Stores keep it as a signed
-        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``ValueError``.
+        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``OutOfRangeError``
+        (a ``ValueError``, as the stores do for it).
         """
         if state is not None and not isinstance(state, Mapping):
             raise TypeError(
@@ -404,10 +406,12 @@ class FlowService:
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {priority!r}")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise ValueError(
-                f"priority {priority} of a new run of flow {flow_id!r} is out of range: it must "
-                f"fit a signed 64-bit integer ({PRIORITY_MIN} to {PRIORITY_MAX}, what the stores "
-                "keep); nothing was stored. Pass a smaller number (0 is the default)."
+            raise OutOfRangeError(
+                "priority",
+                priority,
+                run_id=run_id,
+                todo=f"Pass a smaller number for the new run of flow {flow_id!r} (0 is the "
+                "default).",
             )
         host = self.host
         bp, reg = host.flow(flow_id)

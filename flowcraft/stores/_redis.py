@@ -5,11 +5,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    COUNT_MAX,
     FINISHED,
     RUN_ENCODER,
     HistoryRecord,
@@ -18,15 +19,20 @@ from flowcraft.stores._base import (
     RunStats,
     StoredRun,
     awaiting_since,
+    check_int,
     check_list_args,
     check_namespace,
+    check_run,
     decode_cursor,
     decode_history,
     decode_many,
     decode_run,
+    due_limit,
     from_micros,
+    lease_end,
     matches,
     opt_micros,
+    out_of_range,
     page_of,
     page_of_rows,
     to_micros,
@@ -351,6 +357,7 @@ class RedisStore:
         self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
     ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        check_run(run, history)
         reply = await self._write("create", run, 0, history, None)
         if reply[0] == b"exists":
             raise RunExistsError(run.run_id)
@@ -366,6 +373,9 @@ class RedisStore:
         durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        check_run(run, history)
+        check_int("expected_revision", expected_revision, run.run_id)
+        checkpoint = min(checkpoint, COUNT_MAX)
         reply = await self._write(
             "save", run, expected_revision, history, idempotency, checkpoint
         )
@@ -384,6 +394,11 @@ class RedisStore:
         """
         if not writes:
             return []
+        refused = [out_of_range(run, expected) for run, expected in writes]
+        if any(no is not None for no in refused):  # refused alone; the others go on
+            kept = [w for w, no in zip(writes, refused, strict=True) if no is None]
+            done = iter(await self.save_many(kept))
+            return [no if no is not None else next(done) for no in refused]
         script = self._script("write", _WRITE)
         async with self._guard("save_many"), self._redis().pipeline(transaction=False) as pipe:
             for run, expected in writes:
@@ -427,7 +442,7 @@ class RedisStore:
         flow, awaiting for a reason; all runs otherwise) in creation order, checking the other
         filters on the way.
         """
-        check_list_args(expired, now, limit)
+        limit = check_list_args(expired, now, limit)
         after = decode_cursor(cursor)
         r = self._redis()
         if reason is not None:
@@ -479,6 +494,7 @@ class RedisStore:
         Each priority in use has its own due set: the first ``limit`` due of each are read (one
         pipelined round trip) and taken lowest priority first.
         """
+        limit = due_limit(limit)
         r = self._redis()
         async with self._guard("due"):
             used = _names(await r.zrange(self._priorities, 0, -1))
@@ -573,7 +589,7 @@ class RedisStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
-        until = to_micros(now + timedelta(seconds=ttl))
+        until = to_micros(lease_end(now, ttl))
         reply = await self._call(
             "acquire", _ACQUIRE, [self._key("lease", name)], [owner, until, to_micros(now)]
         )
@@ -611,6 +627,7 @@ class RedisStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_int("expected_revision", expected_revision, run_id)
         keys = [
             self._key("run", run_id),
             self._order,
