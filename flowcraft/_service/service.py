@@ -1152,9 +1152,11 @@ class FlowService:
         """One look at the service, as a ``ServiceHealth``.
 
         Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
-        to fire and why, the oldest awaiting run. Never raises for a store outage: it answers
-        ``store_reachable=False`` with the reason. Faults are looked for among the first
-        ``scan`` awaiting runs (oldest first).
+        to fire and running runs whose fan-out (a chunk no worker can run, a refused gather)
+        or recovered checkpoint is refused, and why (``RunFault.kind``), the oldest awaiting
+        run. Never raises for a store outage: it answers ``store_reachable=False`` with the
+        reason. Faults are looked for among the first ``scan`` awaiting runs and the first
+        ``scan`` running ones (oldest first).
         """
         last = [s.last_tick_at for s in self._schedulers if s.last_tick_at is not None]
         return await check(self.host, bool(self._schedulers), max(last, default=None), scan)

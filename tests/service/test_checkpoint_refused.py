@@ -114,8 +114,13 @@ async def refused_three_times(store: RunStore, fake_clock: FakeClock, run_id: st
                 assert now.awaiting == ()
                 assert now.lease_until is not None
                 assert now.lease_until > later.now()  # backed off: not retried at once
+                [fault] = (await other.health()).faults  # health names the refused replay
+                assert (fault.run_id, fault.kind) == (run_id, "checkpoint")
+                assert fault.count == len(attempts)
+                assert fault.retry_at == now.lease_until
         later.advance(900)
     assert attempts == [("running", 1), ("running", 2), ("failed", 3)]
+    assert (await other.health()).faults == ()  # failed: it no longer faults
     final = await store.get(run_id)
     assert "BlueprintMismatchError" in (final.fault or "")
     faults = [h for h in await store.history(run_id) if h.event == "fault"]
