@@ -195,6 +195,24 @@ def _seconds(value: Duration, where: str = "duration") -> float:
     return parse_duration(value, where)
 
 
+#: The longest ``lease_ttl``/``poll_interval``/``busy_timeout`` (about 31 years): a time
+#: beyond it could pass year 9999, the last a datetime holds.
+_SECONDS_MAX = 1e9
+
+
+def _check_seconds(name: str, value: float, *, zero: bool) -> None:
+    """A ``FlowService`` option in seconds: a real number, positive (or 0 if ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    low_ok = value >= 0 if zero else value > 0
+    if not low_ok or not value <= _SECONDS_MAX:  # ``not <=``: NaN is refused too
+        least = "0 or more" if zero else "more than 0"
+        raise ValueError(
+            f"{name} must be a number of seconds, {least} and at most {_SECONDS_MAX:g}, "
+            f"not {value!r}"
+        )
+
+
 class FlowService:
     """The durable front door: start, resume, pause, release and cancel runs kept in a store.
 
@@ -216,11 +234,20 @@ class FlowService:
         keep_checkpoints: How many stored contexts of each run to keep for ``checkpoints``,
             ``rollback`` and ``fork`` (0 keeps none).
         lease_ttl: Seconds a process owns a run it executes; renewed while it runs. A run whose
-            lease lapsed is recovered by the next scheduler tick.
+            lease lapsed is recovered by the next scheduler tick. Also the first back-off of a
+            fault (below), doubled per attempt, at most an hour (or ``lease_ttl`` if longer).
         poll_interval: Seconds between checks for pause/cancel requests from other processes.
         owner: This process's name in claims (default: a random id).
         busy_timeout: Seconds a decision waits for a run another segment is executing before
-            ``RunBusyError``.
+            ``RunBusyError`` (0: do not wait).
+        fault_attempts: How often durable work of a run that cannot run where it is delivered
+            is tried before the run fails with the error: a chunk of a batch spread over
+            workers that no worker can run (its items then fail the batch), the gather of
+            such a batch, and recovery's replay of a ``durability="step"`` checkpoint (say, the
+            flow changed under the run). Each failed try is a fault recorded on the run
+            (``fault``, ``fault_count``, a history record, ``health()``) and backed off; a
+            redeploy of the run's flow in the meantime lets it go on. Default 3; at least 1
+            (1: the first fault fails the run).
         executor: Hand claimed segments to workers instead of executing them here (DESIGN §12,
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
@@ -246,6 +273,7 @@ class FlowService:
         owner: str | None = None,
         busy_timeout: float = 300.0,
         executor: ex.Executor | None = None,
+        fault_attempts: int = fo.CHUNK_ATTEMPTS,
     ) -> None:
         if on_expiry is None:
             on_expiry = "cancel" if cancel_expired else "keep"
@@ -255,6 +283,16 @@ class FlowService:
             raise ValueError(f"keep_checkpoints must be 0 or more, not {keep_checkpoints}")
         if durability not in ("pause", "step"):
             raise ValueError(f"durability must be 'pause' or 'step', not {durability!r}")
+        if type(fault_attempts) is not int:
+            raise TypeError(f"fault_attempts must be an int, not {fault_attempts!r}")
+        if fault_attempts < 1:
+            raise ValueError(
+                f"fault_attempts must be at least 1 (tries before a faulting run fails), not "
+                f"{fault_attempts}"
+            )
+        _check_seconds("lease_ttl", lease_ttl, zero=False)
+        _check_seconds("poll_interval", poll_interval, zero=False)
+        _check_seconds("busy_timeout", busy_timeout, zero=True)
         table: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
         for spec in flows:
             bp, reg = (spec.to_blueprint(), spec.registry) if isinstance(spec, Flow) else spec
@@ -274,6 +312,7 @@ class FlowService:
             durability=durability,
             on_expiry=on_expiry,
             keep_checkpoints=keep_checkpoints,
+            fault_attempts=fault_attempts,
             flows=table,
             pause_limits=limits,
         )
@@ -549,7 +588,7 @@ class FlowService:
         copy took it, or the sweep re-published it). Errors of the segment itself (a refused
         decision: the run is restored) are raised as without an executor. A refused gather of
         a fan-out is a fault of the run instead: the error is raised once it is recorded (the
-        sweep publishes the gather again after a backoff), and its ``CHUNK_ATTEMPTS``-th
+        sweep publishes the gather again after a backoff), and its ``fault_attempts``-th
         refusal returns the run failed with that error.
         """
         try:
@@ -575,9 +614,10 @@ class FlowService:
         Items that cannot run here at all (the ``FlowcraftError`` ``run_items`` raises: the flow
         changed under the run, this worker lacks it, ...) are a fault of the run: recorded on it
         (``fault``, ``fault_count``, a ``fault`` history record) and raised; the sweep publishes
-        them again after a backoff (``lease_ttl``, doubled per attempt). Their third attempt
-        (``CHUNK_ATTEMPTS``) fails them with that error instead, and the batch ends as in one
-        process when an item raises: the run fails naming the item.
+        them again after a backoff (``lease_ttl``, doubled per attempt). Their
+        ``fault_attempts``-th attempt (the third by default) fails them with that error
+        instead, and the batch ends as in one process when an item raises: the run fails
+        naming the item.
         """
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
