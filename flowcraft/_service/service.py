@@ -200,6 +200,23 @@ def _seconds(value: Duration, where: str = "duration") -> float:
 _SECONDS_MAX = 1e9
 
 
+def _check_text(**values: object) -> None:
+    """``TypeError`` naming the argument unless each value is a string or None.
+
+    Ids, names and reasons end up in the stored run and its history: a value of another type
+    would be written where every later read expects a string (a record no read decodes).
+    """
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string or None, not {value!r}; nothing changed")
+
+
+def _check_int(name: str, value: object) -> None:
+    """``TypeError`` naming the argument unless ``value`` is an int."""
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {value!r}; nothing changed")
+
+
 def _check_seconds(name: str, value: float, *, zero: bool) -> None:
     """A ``FlowService`` option in seconds: a real number, positive (or 0 if ``zero``)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -436,6 +453,7 @@ class FlowService:
         64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``OutOfRangeError``
         (a ``ValueError``, as the stores do for it).
         """
+        _check_text(flow_id=flow_id, run_id=run_id)
         if state is not None and not isinstance(state, Mapping):
             raise TypeError(
                 f"state of a new run of flow {flow_id!r} must be a mapping (the run's initial "
@@ -529,6 +547,9 @@ class FlowService:
         and checks again. A decision already delivered under ``idempotency_key`` is replayed
         whatever the revision.
         """
+        _check_text(run_id=run_id, node_id=node_id, by=by, idempotency_key=idempotency_key)
+        if expected_revision is not None:
+            _check_int("expected_revision", expected_revision)
         host = self.host
         key = idempotency_key
         expected = expected_revision
@@ -668,6 +689,7 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
+        _check_text(run_id=run_id, reason=reason, by=by, request_id=request_id)
         host = self.host
         now = host.now()
         until = None
@@ -743,6 +765,7 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
+        _check_text(run_id=run_id, by=by, request_id=request_id)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -792,6 +815,7 @@ class FlowService:
         Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
         the run already finished.
         """
+        _check_text(run_id=run_id, reason=reason, by=by)
         host = self.host
         now = host.now()
         request = Request(kind="cancel", at=now, reason=reason, by=by)
@@ -872,6 +896,7 @@ class FlowService:
         is left as it is, so calling again changes nothing. ``dry_run=True`` changes nothing
         and says what would change.
         """
+        _check_text(reason=reason, by=by, request_id=request_id)
 
         async def act(stored: StoredRun) -> str:
             if stored.held:
@@ -897,6 +922,7 @@ class FlowService:
 
         Ending a maintenance window never approves a wait: only holds are ended.
         """
+        _check_text(by=by, request_id=request_id)
 
         async def act(stored: StoredRun) -> str:
             if not stored.held:
@@ -916,6 +942,7 @@ class FlowService:
         by: str | None = None,
     ) -> BulkResult:
         """Cancel every unfinished run ``filter`` selects, each as ``cancel`` does."""
+        _check_text(reason=reason, by=by)
 
         async def act(stored: StoredRun) -> str:
             if stored.status in FINISHED:
@@ -1011,6 +1038,8 @@ class FlowService:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
         """
+        _check_text(run_id=run_id, by=by, reason=reason)
+        _check_int("revision", revision)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -1062,6 +1091,8 @@ class FlowService:
         and history under its own id; its history starts with a ``fork`` record naming the
         source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
         """
+        _check_text(run_id=run_id, new_run_id=new_run_id, by=by, reason=reason)
+        _check_int("revision", revision)
         host = self.host
         stored = await self.store.get(run_id)
         point = await self._checkpoint(run_id, revision)
@@ -1118,7 +1149,14 @@ class FlowService:
         count = 0
         if finished_before is not None:
             if not isinstance(finished_before, datetime):
-                finished_before = self.host.now() - timedelta(seconds=_seconds(finished_before))
+                seconds = _seconds(finished_before)
+                try:
+                    finished_before = self.host.now() - timedelta(seconds=seconds)
+                except OverflowError:
+                    raise InvalidDurationError(
+                        "finished_before", finished_before, "the time is before year 1",
+                        hint="Pass a shorter duration (or a datetime); nothing was deleted.",
+                    ) from None
             count += await self.store.delete_finished(finished_before)
         if expired:
             while True:
@@ -1145,6 +1183,7 @@ class FlowService:
         Raises:
             RunNotFoundError: no such run.
         """
+        _check_text(run_id=run_id)
         while True:
             stored = await self.store.get(run_id)
             live = stored.status == "running" and not stored.lease_expired(self.host.now())

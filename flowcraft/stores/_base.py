@@ -495,6 +495,20 @@ def checkpoints_of(rows: Iterable[Sequence[Any]]) -> builtins.list[StoredRun]:
 
 #: The integer fields of a ``StoredRun``: each kept as a signed 64-bit integer.
 _INT_FIELDS = ("revision", "fault_count", "resume_count", "priority")
+#: The text fields of a ``StoredRun`` and a ``HistoryRecord`` a caller's value reaches: one of
+#: another type would be written where every read expects a string (a record none decodes).
+_TEXT_FIELDS = ("run_id", "flow_id", "paused_by", "pause_reason", "pause_request_id", "claim_key")
+_HISTORY_TEXT = ("event", "node_id", "by", "reason", "action", "request_id")
+
+
+def _check_text(record: object, fields: tuple[str, ...], run_id: object) -> None:
+    for name in fields:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"run {run_id!r}: {name} must be a string or None, not {value!r}; nothing was "
+                "stored"
+            )
 #: The most a count a store is handed asks for (a page's ``limit``, ``checkpoint`` to keep):
 #: more than any page or run holds, so asking for more changes nothing.
 COUNT_MAX = 2**31 - 1
@@ -528,17 +542,19 @@ def check_run(run: StoredRun, history: Sequence[HistoryRecord] = ()) -> None:
     if not fits:
         for name in _INT_FIELDS:
             check_int(name, getattr(run, name), run.run_id)
+    _check_text(run, _TEXT_FIELDS, run.run_id)
     for record in history:
         if record.revision is not None:
             check_int("revision of a history record", record.revision, run.run_id)
+        _check_text(record, _HISTORY_TEXT, run.run_id)
 
 
-def out_of_range(run: StoredRun, expected: int) -> OutOfRangeError | None:
+def out_of_range(run: StoredRun, expected: int) -> Exception | None:
     """What ``save_many`` refuses one write with when ``check_run`` (or its revision) fails."""
     try:
         check_run(run)
         check_int("expected_revision", expected, run.run_id)
-    except OutOfRangeError as exc:
+    except (OutOfRangeError, TypeError) as exc:
         return exc
     return None
 

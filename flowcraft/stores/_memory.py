@@ -201,6 +201,7 @@ class MemoryStore:
 
     async def delete_finished(self, before: datetime) -> int:
         """Delete finished runs last updated before ``before``; return how many."""
+        to_micros(before)  # a naive time is refused as on every other store
         await anyio.lowlevel.checkpoint()
         gone = [
             r.run_id

@@ -58,13 +58,15 @@ _MAX_CONNECTIONS = 100  # connections of a store's own client; more calls wait f
 # the secondary sorted sets (scored by creation time; "aw:<flow>", the awaiting runs of a flow,
 # by awaiting_since) the run is in; the old ones are left.
 # Those keys are derived in the script: fine on one server, not on Redis Cluster.
+# Revisions are compared as the decimal text both sides are written as: Lua numbers are
+# doubles, equal for distinct revisions above 2**53 (a stale write would pass).
 _WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == 'create' then
   if cur then return {'exists'} end
 else
   if not cur then return {'missing'} end
-  if tonumber(cur) ~= tonumber(ARGV[2]) then return {'conflict', cur} end
+  if cur ~= ARGV[2] then return {'conflict', cur} end
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'body', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
@@ -121,7 +123,7 @@ return 1
 _DELETE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return {'missing'} end
-if ARGV[1] ~= '' and tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+if ARGV[1] ~= '' and cur ~= ARGV[1] then return {'conflict', cur} end
 local old = redis.call('HGET', KEYS[1], 'ix')
 if old then
   for tag in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', ARGV[3] .. tag, ARGV[2]) end

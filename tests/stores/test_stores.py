@@ -848,3 +848,19 @@ async def test_checkpoints_to_keep_beyond_any_count_keep_every_one(store: RunSto
     third = bump(second)
     await store.save(third, 2, checkpoint=2**64)
     assert [c.revision for c in await store.checkpoints("r1")] == [2, 3]
+
+
+@pytest.mark.parametrize("high", [2**53, 2**62 + 1, 2**63 - 3])
+async def test_a_stale_revision_is_refused_however_large(store: RunStore, high: int) -> None:
+    """Compare-and-set is exact on the whole 64-bit range: a revision one below the stored
+    one (equal as a double above 2**53) conflicts on ``save`` and ``delete``."""
+    run = run_record(revision=high + 1)
+    await store.create(run)
+    with pytest.raises(RevisionConflictError) as info:
+        await store.save(bump(run, context=b"stale"), high)
+    assert (info.value.expected, info.value.actual) == (high, high + 1)
+    with pytest.raises(RevisionConflictError):
+        await store.delete("r1", high)
+    assert await store.get("r1") == run
+    await store.save(bump(run), high + 1)
+    assert (await store.get("r1")).revision == high + 2
