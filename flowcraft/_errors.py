@@ -42,7 +42,8 @@
         ├── RunBusyError
         ├── RunActiveError      delete/rollback of a run a process is executing
         ├── CheckpointNotFoundError (LookupError)
-        └── StoreCorruptionError
+        ├── StoreCorruptionError
+        └── OutOfRangeError (ValueError)   a number no store can keep (beyond 64 bits)
 
     FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
 
@@ -511,6 +512,35 @@ class StoreCorruptionError(StoreError):
             "record from a backup or delete the run; other runs are not affected."
         )
         self.run_id, self.what, self.detail = run_id, what, detail
+
+
+class OutOfRangeError(StoreError, ValueError):
+    """A number given to a store (or ``FlowService``) is beyond what every store keeps.
+
+    Stores keep priorities, revisions and counts as signed 64-bit integers (PostgreSQL
+    ``BIGINT``, SQLite ``INTEGER``, msgpack) and times as microseconds before year 10000.
+    Raised before anything is written; ``field``, ``value`` and ``allowed`` say what and why.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        allowed: str = "",
+        *,
+        run_id: str | None = None,
+        todo: str = "",
+    ) -> None:
+        allowed = allowed or (
+            f"it must fit a signed 64-bit integer ({-(2**63)} to {2**63 - 1}, what the stores "
+            "keep)"
+        )
+        where = f"run {run_id!r}: " if run_id is not None else ""
+        super().__init__(
+            f"{where}{field} {value!r} is out of range: {allowed}; nothing was stored. "
+            + (todo or f"Pass a {field} within that range.")
+        )
+        self.field, self.value, self.allowed, self.run_id = field, value, allowed, run_id
 
 
 class ContextTooLargeError(ContextError):

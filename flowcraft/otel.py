@@ -198,7 +198,8 @@ class Instrumentation:
 
         ``FlowService.stats()`` gives the awaiting runs and the oldest ``awaiting_since`` of
         each flow (no run is read); ``FlowService.health(scan=fault_scan)`` the scheduler lag
-        (the due index) and the faulted runs among the ``fault_scan`` oldest awaiting ones.
+        (the due index) and the faulted runs among the ``fault_scan`` oldest awaiting and
+        running ones.
         """
         service = self.service
         if service is None:

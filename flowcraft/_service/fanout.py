@@ -31,7 +31,7 @@ under the run, the worker lacks it, the context does not load there; an item's o
 an outcome, not this) is a fault of the run, never a message re-published forever: the fault is
 recorded on the run (``fault``, ``fault_count``, a ``fault`` history record naming the batch and
 item) and pushes the sweep back (the run's lease: ``lease_ttl``, doubled per attempt of that
-chunk). Its ``CHUNK_ATTEMPTS``-th attempt merges its items as failed with that error, so the
+chunk). Its ``fault_attempts``-th attempt merges its items as failed with that error, so the
 batch ends as in one process when an item raises (the run fails naming the item).
 
 The gather itself may be refused too (it raises before changing anything: the flow changed on
@@ -40,7 +40,7 @@ batches without workers). Undoing its claim as other refused segments do would l
 awaiting with nothing to wait for, so its claim is undone to the run as it was before: still
 running, the gather pending under its delivery id (``refused``), with the fault recorded (a
 ``fault`` history record naming the batch and the attempt) and the run's lease, when the sweep
-publishes the gather again, ``lease_ttl`` doubled per refusal ahead. Its ``CHUNK_ATTEMPTS``-th
+publishes the gather again, ``lease_ttl`` doubled per refusal ahead. Its ``fault_attempts``-th
 refusal ends the run failed with that error (``FlowRuntime.fail_batches``; no blueprint needed).
 """
 
@@ -80,8 +80,9 @@ __all__ = ["CHUNK_ATTEMPTS", "execute_item", "publish_items", "refused", "reswee
 log = logging.getLogger("flowcraft.service")
 
 #: How often a chunk may fail to run at all (its worker raised a ``FlowcraftError``) before
-#: its items fail the batch. The sweep waits ``lease_ttl`` after the first, twice that after
-#: the second, ... (at most an hour) before it publishes the chunk again.
+#: its items fail the batch, by default (``FlowService(fault_attempts=)``). The sweep waits
+#: ``lease_ttl`` after the first, twice that after the second, ... (at most an hour) before
+#: it publishes the chunk again.
 CHUNK_ATTEMPTS = 3
 
 #: What a write of a fan-out makes of the run as read (``_update``): the next run and its
@@ -351,7 +352,7 @@ async def _fault(
     The fault is written on the run (``fault``, ``fault_count``, a ``fault`` history record)
     with the chunk's attempts in the fan-out, and the run's lease (when the sweep publishes
     the chunk again) moved ``lease_ttl * 2**(attempt - 1)`` ahead; then ``exc`` is raised for
-    the caller. The ``CHUNK_ATTEMPTS``-th attempt instead merges the items as failed with
+    the caller. The ``fault_attempts``-th attempt instead merges the items as failed with
     ``exc`` in the same write: returns True and the run when that completed the set (else
     None). ``(False, None)``: nothing written (a copy merged the chunk, or the run moved on).
     """
@@ -380,7 +381,7 @@ async def _fault(
             reason=reason,
             data={"item": start, "items": len(indices), "attempt": attempt},
         )
-        if attempt >= CHUNK_ATTEMPTS:
+        if attempt >= host.fault_attempts:
             failed = host.runtime.fail_items(indices, exc, attempts=attempt)
             run, complete = _merged(
                 host, stored, intent, fan, node_id, dict(zip(indices, failed, strict=True))
@@ -402,13 +403,13 @@ async def _fault(
         return False, None  # merged elsewhere, or the run moved on: nothing to record
     run, complete, attempt = written[0]
     where = f"items {indices[0]}..{indices[-1]} of batch {node_id!r} of run {run_id!r}"
-    if attempt < CHUNK_ATTEMPTS:
+    if attempt < host.fault_attempts:
         log.warning(
             "flowcraft service: %s could not run (attempt %d of %d, published again after "
             "%s): %s",
             where,
             attempt,
-            CHUNK_ATTEMPTS,
+            host.fault_attempts,
             run.lease_until,
             reason,
         )
@@ -432,7 +433,7 @@ def refused(
     ``before`` with the fault recorded (``fault``, ``fault_count``, a ``fault`` history record
     naming the batch and the attempt, the refusals in the fan-out) and its lease, when the
     sweep publishes the gather again, ``lease_ttl * 2**(attempt - 1)`` ahead. The
-    ``CHUNK_ATTEMPTS``-th refusal ends the run failed with ``exc`` instead (its result is
+    ``fault_attempts``-th refusal ends the run failed with ``exc`` instead (its result is
     returned); when even that cannot read the context, the run is stored failed as it is.
     """
     fan = intent.fanout or Fanout(items={})
@@ -449,7 +450,7 @@ def refused(
     )
     fault = {"fault": reason, "fault_count": before.fault_count + 1}
     where = f"the gather of run {before.run_id!r}"
-    if attempt < CHUNK_ATTEMPTS:
+    if attempt < host.fault_attempts:
         fan = msgspec.structs.replace(fan, refusals=attempt)
         run = msgspec.structs.replace(
             before,
@@ -463,7 +464,7 @@ def refused(
             "flowcraft service: %s was refused (attempt %d of %d, published again after %s): %s",
             where,
             attempt,
-            CHUNK_ATTEMPTS,
+            host.fault_attempts,
             run.lease_until,
             reason,
         )

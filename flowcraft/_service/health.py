@@ -3,24 +3,62 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
 from flowcraft._errors import StoreError
-from flowcraft._service.parts import Host
-from flowcraft.stores._base import awaiting_since
+from flowcraft._service.parts import Host, decode_intent
+from flowcraft.stores._base import StoredRun, awaiting_since
 
-__all__ = ["RunFault", "ServiceHealth", "check"]
+__all__ = ["FaultKind", "RunFault", "ServiceHealth", "check"]
+
+
+#: What is faulting: an awaiting run's timer (or wait expiry), a chunk of a batch spread over
+#: workers that no worker could run, the gather of such a batch, or recovery's replay of a
+#: step checkpoint (the last three on a run still ``running``).
+FaultKind = Literal["timer", "chunk", "gather", "checkpoint"]
 
 
 class RunFault(msgspec.Struct, frozen=True, kw_only=True):
-    """A run whose timer could not fire: why, how often, and when the scheduler tries again."""
+    """A run whose durable work keeps failing: why, how often, and when it is tried again.
+
+    ``kind`` says what fails (``FaultKind``): ``"timer"`` for an awaiting run's timer
+    (``retry_at``: when the scheduler fires it again); ``"chunk"``, ``"gather"`` or
+    ``"checkpoint"`` for a running run whose fan-out or recovered checkpoint is refused
+    (``retry_at``: when the sweep or recovery tries again; the last allowed attempt fails
+    the run). ``count`` is the run's ``fault_count``.
+    """
 
     run_id: str
     flow_id: str
     reason: str
     count: int
     retry_at: datetime | None = None
+    kind: FaultKind = "timer"
+
+
+def _running_fault(run: StoredRun) -> FaultKind | None:
+    """What still faults on a running run with a ``fault``, or None (it went on since).
+
+    A fault stays on the run until its segment commits; it is current while the intent still
+    counts it: a chunk retried and not merged yet, a refused gather, a refused checkpoint.
+    """
+    try:
+        intent = decode_intent(run.intent)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # recovery refuses such a claim on its own, and says so
+    fan = intent.fanout
+    if fan is not None:
+        if fan.refusals:
+            return "gather"
+        for node_id, tried in fan.faults.items():
+            done = fan.done.get(node_id, {})
+            if any(start not in done for start in tried):
+                return "chunk"
+    if intent.kind == "checkpoint" and intent.refusals:
+        return "checkpoint"
+    return None
 
 
 class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,9 +68,11 @@ class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
     whether a ``service.scheduler()`` loop is open in this process; ``scheduler_lag`` is how
     many seconds the most overdue timer or expiry has waited past its due time (0.0 when
     nothing is overdue), whichever process runs the scheduler. ``faults`` lists runs whose
-    timer failed to fire, with the reason recorded on them (looked for among the first
-    ``scan`` awaiting runs). ``oldest_awaiting_since`` is exactly when the longest outstanding
-    wait began (``StoredRun.awaiting_since``, read from the stores' index like
+    timer failed to fire, and running runs whose fan-out (a chunk no worker can run, a refused
+    gather) or recovered checkpoint is refused, with the reason recorded on them (looked for
+    among the first ``scan`` awaiting runs and the first ``scan`` running ones).
+    ``oldest_awaiting_since`` is exactly when the longest outstanding wait began
+    (``StoredRun.awaiting_since``, read from the stores' index like
     ``RunStats.awaiting_since_by_flow``); ``oldest_awaiting`` is the run waiting longest among
     the ``scan`` runs looked at (the one that wait belongs to unless more runs await).
     """
@@ -62,28 +102,36 @@ async def check(
         lag = max(0.0, (now - due[0].due_at).total_seconds()) if due and due[0].due_at else 0.0
         faults: list[RunFault] = []
         oldest: tuple[str, datetime] | None = None
-        cursor: str | None = None
-        seen = 0
-        while seen < scan:
-            page = await store.list(status="awaiting", limit=min(100, scan - seen), cursor=cursor)
-            for run in page.runs:
-                began = awaiting_since(run) or run.updated_at
-                if oldest is None or began < oldest[1]:
-                    oldest = (run.run_id, began)
-                if run.fault is not None:
-                    faults.append(
-                        RunFault(
-                            run_id=run.run_id,
-                            flow_id=run.flow_id,
-                            reason=run.fault,
-                            count=run.fault_count,
-                            retry_at=run.due_at,
+        for status in ("awaiting", "running"):
+            cursor: str | None = None
+            seen = 0
+            while seen < scan:
+                page = await store.list(status=status, limit=min(100, scan - seen), cursor=cursor)
+                for run in page.runs:
+                    if status == "awaiting":
+                        began = awaiting_since(run) or run.updated_at
+                        if oldest is None or began < oldest[1]:
+                            oldest = (run.run_id, began)
+                    if run.fault is None or run.status != status:
+                        continue
+                    kind: FaultKind | None = "timer"
+                    if status == "running":
+                        kind = _running_fault(run)
+                    if kind is not None:
+                        faults.append(
+                            RunFault(
+                                run_id=run.run_id,
+                                flow_id=run.flow_id,
+                                reason=run.fault,
+                                count=run.fault_count,
+                                retry_at=run.due_at if kind == "timer" else run.lease_until,
+                                kind=kind,
+                            )
                         )
-                    )
-            seen += max(len(page.runs), 1)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+                seen += max(len(page.runs), 1)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
     except StoreError as exc:
         return ServiceHealth(
             ok=False,

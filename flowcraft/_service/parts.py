@@ -362,6 +362,8 @@ class Host:
     requests: dict[str, Request] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)
     keep_checkpoints: int = 100
+    #: ``FlowService(fault_attempts=)``: tries of a chunk, a gather or a checkpoint replay.
+    fault_attempts: int = 3
     listeners: list[Callable[[ServiceEvent], object]] = field(default_factory=list)
     #: Items per delivery when batches are spread over workers (0: a segment runs its batches).
     scatter: int = 0

@@ -51,6 +51,8 @@ class DurableScheduler:
         self._svc = service
         self._interval = interval
         self._on_result = on_result
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         self._batch = batch
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")

@@ -107,7 +107,8 @@ class Refused(NamedTuple):
     result: RunResult | None = None
 
 
-#: Refusals of a recovered step checkpoint's replay before the run is stored failed.
+#: Refusals of a recovered step checkpoint's replay before the run is stored failed, by
+#: default (``FlowService(fault_attempts=)``).
 REFUSALS = 3
 _BACKOFF_MAX = 3600.0
 
@@ -157,7 +158,7 @@ def refused_checkpoint(
     run was stuck). The run goes back to ``before`` (running, the checkpoint pending) with the
     fault recorded (``fault``, ``fault_count``, a ``fault`` history record with the attempt)
     and its lease backed off, so recovery tries again later: the run's own flow redeployed
-    lets it go on. The ``REFUSALS``-th refusal stores it failed, its context as it is.
+    lets it go on. The ``fault_attempts``-th refusal stores it failed, its context as it is.
     """
     attempt = intent.refusals + 1
     reason = f"{type(exc).__name__}: {exc}"
@@ -170,7 +171,7 @@ def refused_checkpoint(
         data={"checkpoint": True, "attempt": attempt},
     )
     fault = {"fault": reason, "fault_count": before.fault_count + 1}
-    if attempt < REFUSALS:
+    if attempt < host.fault_attempts:
         run = msgspec.structs.replace(
             before,
             revision=latest.revision + 1,
@@ -186,7 +187,7 @@ def refused_checkpoint(
             "(attempt %d of %d, again after %s): %s",
             before.run_id,
             attempt,
-            REFUSALS,
+            host.fault_attempts,
             run.lease_until,
             reason,
         )

@@ -56,6 +56,7 @@ from flowcraft._errors import (
     InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
+    OutOfRangeError,
     PauseExpiredError,
     ResumeDataError,
     ResumeError,
@@ -194,6 +195,41 @@ def _seconds(value: Duration, where: str = "duration") -> float:
     return parse_duration(value, where)
 
 
+#: The longest ``lease_ttl``/``poll_interval``/``busy_timeout`` (about 31 years): a time
+#: beyond it could pass year 9999, the last a datetime holds.
+_SECONDS_MAX = 1e9
+
+
+def _check_text(**values: object) -> None:
+    """``TypeError`` naming the argument unless each value is a string or None.
+
+    Ids, names and reasons end up in the stored run and its history: a value of another type
+    would be written where every later read expects a string (a record no read decodes).
+    """
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string or None, not {value!r}; nothing changed")
+
+
+def _check_int(name: str, value: object) -> None:
+    """``TypeError`` naming the argument unless ``value`` is an int."""
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {value!r}; nothing changed")
+
+
+def _check_seconds(name: str, value: float, *, zero: bool) -> None:
+    """A ``FlowService`` option in seconds: a real number, positive (or 0 if ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    low_ok = value >= 0 if zero else value > 0
+    if not low_ok or not value <= _SECONDS_MAX:  # ``not <=``: NaN is refused too
+        least = "0 or more" if zero else "more than 0"
+        raise ValueError(
+            f"{name} must be a number of seconds, {least} and at most {_SECONDS_MAX:g}, "
+            f"not {value!r}"
+        )
+
+
 class FlowService:
     """The durable front door: start, resume, pause, release and cancel runs kept in a store.
 
@@ -215,11 +251,20 @@ class FlowService:
         keep_checkpoints: How many stored contexts of each run to keep for ``checkpoints``,
             ``rollback`` and ``fork`` (0 keeps none).
         lease_ttl: Seconds a process owns a run it executes; renewed while it runs. A run whose
-            lease lapsed is recovered by the next scheduler tick.
+            lease lapsed is recovered by the next scheduler tick. Also the first back-off of a
+            fault (below), doubled per attempt, at most an hour (or ``lease_ttl`` if longer).
         poll_interval: Seconds between checks for pause/cancel requests from other processes.
         owner: This process's name in claims (default: a random id).
         busy_timeout: Seconds a decision waits for a run another segment is executing before
-            ``RunBusyError``.
+            ``RunBusyError`` (0: do not wait).
+        fault_attempts: How often durable work of a run that cannot run where it is delivered
+            is tried before the run fails with the error: a chunk of a batch spread over
+            workers that no worker can run (its items then fail the batch), the gather of
+            such a batch, and recovery's replay of a ``durability="step"`` checkpoint (say, the
+            flow changed under the run). Each failed try is a fault recorded on the run
+            (``fault``, ``fault_count``, a history record, ``health()``) and backed off; a
+            redeploy of the run's flow in the meantime lets it go on. Default 3; at least 1
+            (1: the first fault fails the run).
         executor: Hand claimed segments to workers instead of executing them here (DESIGN §12,
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
@@ -245,6 +290,7 @@ class FlowService:
         owner: str | None = None,
         busy_timeout: float = 300.0,
         executor: ex.Executor | None = None,
+        fault_attempts: int = fo.CHUNK_ATTEMPTS,
     ) -> None:
         if on_expiry is None:
             on_expiry = "cancel" if cancel_expired else "keep"
@@ -254,6 +300,16 @@ class FlowService:
             raise ValueError(f"keep_checkpoints must be 0 or more, not {keep_checkpoints}")
         if durability not in ("pause", "step"):
             raise ValueError(f"durability must be 'pause' or 'step', not {durability!r}")
+        if type(fault_attempts) is not int:
+            raise TypeError(f"fault_attempts must be an int, not {fault_attempts!r}")
+        if fault_attempts < 1:
+            raise ValueError(
+                f"fault_attempts must be at least 1 (tries before a faulting run fails), not "
+                f"{fault_attempts}"
+            )
+        _check_seconds("lease_ttl", lease_ttl, zero=False)
+        _check_seconds("poll_interval", poll_interval, zero=False)
+        _check_seconds("busy_timeout", busy_timeout, zero=True)
         table: dict[str, tuple[Blueprint, Mapping[str, object]]] = {}
         for spec in flows:
             bp, reg = (spec.to_blueprint(), spec.registry) if isinstance(spec, Flow) else spec
@@ -273,6 +329,7 @@ class FlowService:
             durability=durability,
             on_expiry=on_expiry,
             keep_checkpoints=keep_checkpoints,
+            fault_attempts=fault_attempts,
             flows=table,
             pause_limits=limits,
         )
@@ -393,8 +450,10 @@ class FlowService:
         ``priority`` is kept on the run for its whole life: the durable scheduler fires due
         runs in ``(priority, due_at)`` order, the **lowest** first (default 0; use negative
         numbers for urgent runs, positive ones for background work). Stores keep it as a signed
-        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``ValueError``.
+        64-bit integer: a priority outside ``-2**63 .. 2**63 - 1`` raises ``OutOfRangeError``
+        (a ``ValueError``, as the stores do for it).
         """
+        _check_text(flow_id=flow_id, run_id=run_id)
         if state is not None and not isinstance(state, Mapping):
             raise TypeError(
                 f"state of a new run of flow {flow_id!r} must be a mapping (the run's initial "
@@ -404,10 +463,12 @@ class FlowService:
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {priority!r}")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise ValueError(
-                f"priority {priority} of a new run of flow {flow_id!r} is out of range: it must "
-                f"fit a signed 64-bit integer ({PRIORITY_MIN} to {PRIORITY_MAX}, what the stores "
-                "keep); nothing was stored. Pass a smaller number (0 is the default)."
+            raise OutOfRangeError(
+                "priority",
+                priority,
+                run_id=run_id,
+                todo=f"Pass a smaller number for the new run of flow {flow_id!r} (0 is the "
+                "default).",
             )
         host = self.host
         bp, reg = host.flow(flow_id)
@@ -486,6 +547,9 @@ class FlowService:
         and checks again. A decision already delivered under ``idempotency_key`` is replayed
         whatever the revision.
         """
+        _check_text(run_id=run_id, node_id=node_id, by=by, idempotency_key=idempotency_key)
+        if expected_revision is not None:
+            _check_int("expected_revision", expected_revision)
         host = self.host
         key = idempotency_key
         expected = expected_revision
@@ -545,7 +609,7 @@ class FlowService:
         copy took it, or the sweep re-published it). Errors of the segment itself (a refused
         decision: the run is restored) are raised as without an executor. A refused gather of
         a fan-out is a fault of the run instead: the error is raised once it is recorded (the
-        sweep publishes the gather again after a backoff), and its ``CHUNK_ATTEMPTS``-th
+        sweep publishes the gather again after a backoff), and its ``fault_attempts``-th
         refusal returns the run failed with that error.
         """
         try:
@@ -571,9 +635,10 @@ class FlowService:
         Items that cannot run here at all (the ``FlowcraftError`` ``run_items`` raises: the flow
         changed under the run, this worker lacks it, ...) are a fault of the run: recorded on it
         (``fault``, ``fault_count``, a ``fault`` history record) and raised; the sweep publishes
-        them again after a backoff (``lease_ttl``, doubled per attempt). Their third attempt
-        (``CHUNK_ATTEMPTS``) fails them with that error instead, and the batch ends as in one
-        process when an item raises: the run fails naming the item.
+        them again after a backoff (``lease_ttl``, doubled per attempt). Their
+        ``fault_attempts``-th attempt (the third by default) fails them with that error
+        instead, and the batch ends as in one process when an item raises: the run fails
+        naming the item.
         """
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
@@ -624,6 +689,7 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
+        _check_text(run_id=run_id, reason=reason, by=by, request_id=request_id)
         host = self.host
         now = host.now()
         until = None
@@ -699,6 +765,7 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
+        _check_text(run_id=run_id, by=by, request_id=request_id)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -748,6 +815,7 @@ class FlowService:
         Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
         the run already finished.
         """
+        _check_text(run_id=run_id, reason=reason, by=by)
         host = self.host
         now = host.now()
         request = Request(kind="cancel", at=now, reason=reason, by=by)
@@ -828,6 +896,7 @@ class FlowService:
         is left as it is, so calling again changes nothing. ``dry_run=True`` changes nothing
         and says what would change.
         """
+        _check_text(reason=reason, by=by, request_id=request_id)
 
         async def act(stored: StoredRun) -> str:
             if stored.held:
@@ -853,6 +922,7 @@ class FlowService:
 
         Ending a maintenance window never approves a wait: only holds are ended.
         """
+        _check_text(by=by, request_id=request_id)
 
         async def act(stored: StoredRun) -> str:
             if not stored.held:
@@ -872,6 +942,7 @@ class FlowService:
         by: str | None = None,
     ) -> BulkResult:
         """Cancel every unfinished run ``filter`` selects, each as ``cancel`` does."""
+        _check_text(reason=reason, by=by)
 
         async def act(stored: StoredRun) -> str:
             if stored.status in FINISHED:
@@ -967,6 +1038,8 @@ class FlowService:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
         """
+        _check_text(run_id=run_id, by=by, reason=reason)
+        _check_int("revision", revision)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -1018,6 +1091,8 @@ class FlowService:
         and history under its own id; its history starts with a ``fork`` record naming the
         source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
         """
+        _check_text(run_id=run_id, new_run_id=new_run_id, by=by, reason=reason)
+        _check_int("revision", revision)
         host = self.host
         stored = await self.store.get(run_id)
         point = await self._checkpoint(run_id, revision)
@@ -1074,7 +1149,14 @@ class FlowService:
         count = 0
         if finished_before is not None:
             if not isinstance(finished_before, datetime):
-                finished_before = self.host.now() - timedelta(seconds=_seconds(finished_before))
+                seconds = _seconds(finished_before)
+                try:
+                    finished_before = self.host.now() - timedelta(seconds=seconds)
+                except OverflowError:
+                    raise InvalidDurationError(
+                        "finished_before", finished_before, "the time is before year 1",
+                        hint="Pass a shorter duration (or a datetime); nothing was deleted.",
+                    ) from None
             count += await self.store.delete_finished(finished_before)
         if expired:
             while True:
@@ -1101,6 +1183,7 @@ class FlowService:
         Raises:
             RunNotFoundError: no such run.
         """
+        _check_text(run_id=run_id)
         while True:
             stored = await self.store.get(run_id)
             live = stored.status == "running" and not stored.lease_expired(self.host.now())
@@ -1148,9 +1231,11 @@ class FlowService:
         """One look at the service, as a ``ServiceHealth``.
 
         Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
-        to fire and why, the oldest awaiting run. Never raises for a store outage: it answers
-        ``store_reachable=False`` with the reason. Faults are looked for among the first
-        ``scan`` awaiting runs (oldest first).
+        to fire and running runs whose fan-out (a chunk no worker can run, a refused gather)
+        or recovered checkpoint is refused, and why (``RunFault.kind``), the oldest awaiting
+        run. Never raises for a store outage: it answers ``store_reachable=False`` with the
+        reason. Faults are looked for among the first ``scan`` awaiting runs and the first
+        ``scan`` running ones (oldest first).
         """
         last = [s.last_tick_at for s in self._schedulers if s.last_tick_at is not None]
         return await check(self.host, bool(self._schedulers), max(last, default=None), scan)

@@ -23,6 +23,7 @@ EXIT_CODES: tuple[tuple[str, int], ...] = (
     ("TimerNotDueError", CONFLICT),
     ("ContextError", INTEGRITY),
     ("StoreCorruptionError", INTEGRITY),
+    ("OutOfRangeError", USAGE),
     ("UnknownActionError", USAGE),
     ("ResumeDataError", USAGE),
     ("AmbiguousResumeError", USAGE),

@@ -155,6 +155,7 @@ def problem_of(exc: Exception) -> HTTPProblem | None:
         (flowcraft.ContextTooLargeError, "serialization"),
         (flowcraft.ContextError, "invalid-context"),
         (flowcraft.StoreCorruptionError, "invalid-context"),
+        (flowcraft.OutOfRangeError, "invalid-body"),  # the caller's number, not an outage
         (flowcraft.ResumeError, "resume-data"),
         (flowcraft.StoreError, "store-unavailable"),
     ]

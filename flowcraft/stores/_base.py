@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-from flowcraft._errors import RunExistsError, StoreCorruptionError
+from flowcraft._errors import OutOfRangeError, RunExistsError, StoreCorruptionError
 
 __all__ = [
     "FINISHED",
@@ -491,6 +491,92 @@ def checkpoints_of(rows: Iterable[Sequence[Any]]) -> builtins.list[StoredRun]:
     return [decode_row(by_revision[rev]) for rev in sorted(by_revision)]
 
 
+# --- what a store can keep ----------------------------------------------------------------------
+
+#: The integer fields of a ``StoredRun``: each kept as a signed 64-bit integer.
+_INT_FIELDS = ("revision", "fault_count", "resume_count", "priority")
+#: The text fields of a ``StoredRun`` and a ``HistoryRecord`` a caller's value reaches: one of
+#: another type would be written where every read expects a string (a record none decodes).
+_TEXT_FIELDS = ("run_id", "flow_id", "paused_by", "pause_reason", "pause_request_id", "claim_key")
+_HISTORY_TEXT = ("event", "node_id", "by", "reason", "action", "request_id")
+
+
+def _check_text(record: object, fields: tuple[str, ...], run_id: object) -> None:
+    for name in fields:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"run {run_id!r}: {name} must be a string or None, not {value!r}; nothing was "
+                "stored"
+            )
+#: The most a count a store is handed asks for (a page's ``limit``, ``checkpoint`` to keep):
+#: more than any page or run holds, so asking for more changes nothing.
+COUNT_MAX = 2**31 - 1
+
+
+def check_int(field: str, value: int, run_id: str | None = None) -> None:
+    """``OutOfRangeError`` unless ``value`` fits a signed 64-bit integer (``TypeError``: no int)."""
+    if not isinstance(value, int):
+        where = f"run {run_id!r}: " if run_id is not None else ""
+        raise TypeError(f"{where}{field} must be an int, got {value!r}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise OutOfRangeError(field, value, run_id=run_id)
+
+
+def check_run(run: StoredRun, history: Sequence[HistoryRecord] = ()) -> None:
+    """What every store's ``create``/``save`` checks first: ``run``'s integers fit 64 bits.
+
+    So a value no store can keep is the same ``OutOfRangeError`` on every store, before any
+    write, instead of a driver's ``OverflowError`` (or nothing, in memory).
+    """
+    lo, hi = PRIORITY_MIN, PRIORITY_MAX
+    try:
+        fits = (
+            lo <= run.revision <= hi
+            and lo <= run.priority <= hi
+            and lo <= run.fault_count <= hi
+            and lo <= run.resume_count <= hi
+        )
+    except TypeError:
+        fits = False
+    if not fits:
+        for name in _INT_FIELDS:
+            check_int(name, getattr(run, name), run.run_id)
+    _check_text(run, _TEXT_FIELDS, run.run_id)
+    for record in history:
+        if record.revision is not None:
+            check_int("revision of a history record", record.revision, run.run_id)
+        _check_text(record, _HISTORY_TEXT, run.run_id)
+
+
+def out_of_range(run: StoredRun, expected: int) -> Exception | None:
+    """What ``save_many`` refuses one write with when ``check_run`` (or its revision) fails."""
+    try:
+        check_run(run)
+        check_int("expected_revision", expected, run.run_id)
+    except (OutOfRangeError, TypeError) as exc:
+        return exc
+    return None
+
+
+def due_limit(limit: int) -> int:
+    """Validate ``due``'s ``limit`` (at least 1); the limit to use (``COUNT_MAX`` at most)."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return min(limit, COUNT_MAX)
+
+
+def lease_end(now: datetime, ttl: float) -> datetime:
+    """``now + ttl`` seconds, or ``OutOfRangeError`` for a ttl no time can hold."""
+    try:
+        return now + timedelta(seconds=ttl)
+    except (OverflowError, ValueError) as exc:  # past year 9999, inf, nan
+        raise OutOfRangeError(
+            "lease ttl", ttl, "it must be a finite number of seconds ending before year 10000",
+            todo="Pass a shorter ttl.",
+        ) from exc
+
+
 def check_namespace(namespace: str) -> str:
     """Namespaces become table names and key prefixes: keep them to identifier characters."""
     if not _NAMESPACE.match(namespace):
@@ -567,18 +653,25 @@ def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
         return None
     try:
         micros, _, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        return int(micros), run_id
+        created = int(micros)
+        if not PRIORITY_MIN <= created <= PRIORITY_MAX:  # no time a store keeps
+            raise ValueError(micros)
+        return created, run_id
     except (ValueError, UnicodeDecodeError) as exc:
         msg = f"invalid list cursor {cursor!r}: pass a next_cursor that list() returned"
         raise ValueError(msg) from exc
 
 
-def check_list_args(expired: bool | None, now: datetime | None, limit: int) -> None:
-    """Validate ``list`` arguments shared by every store."""
+def check_list_args(expired: bool | None, now: datetime | None, limit: int) -> int:
+    """Validate ``list`` arguments shared by every store; the ``limit`` to use.
+
+    A limit above ``COUNT_MAX`` (say ``sys.maxsize``, "all of them") reads as ``COUNT_MAX``.
+    """
     if expired is not None and now is None:
         raise ValueError("list(expired=...) needs now=: expiry is relative to a time")
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    return min(limit, COUNT_MAX)
 
 
 def matches(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import anyio.lowlevel
 
@@ -16,10 +16,15 @@ from flowcraft.stores._base import (
     RunPage,
     RunStats,
     StoredRun,
+    check_int,
     check_list_args,
+    check_run,
     compute_stats,
     decode_cursor,
+    due_limit,
+    lease_end,
     matches,
+    out_of_range,
     page_of,
     to_micros,
 )
@@ -48,6 +53,7 @@ class MemoryStore:
         self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
     ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        check_run(run, history)
         await anyio.lowlevel.checkpoint()
         if run.run_id in self._runs:
             raise RunExistsError(run.run_id)
@@ -65,6 +71,8 @@ class MemoryStore:
         durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``."""
+        check_run(run, history)
+        check_int("expected_revision", expected_revision, run.run_id)
         await anyio.lowlevel.checkpoint()
         current = self._runs.get(run.run_id)
         if current is None:
@@ -88,7 +96,10 @@ class MemoryStore:
         out: builtins.list[Exception | None] = []
         for run, expected in writes:
             current = self._runs.get(run.run_id)
-            if current is None:
+            refused = out_of_range(run, expected)
+            if refused is not None:
+                out.append(refused)
+            elif current is None:
                 out.append(RunNotFoundError(run.run_id, self))
             elif current.revision != expected:
                 out.append(RevisionConflictError(run.run_id, expected, current.revision))
@@ -117,7 +128,7 @@ class MemoryStore:
         cursor: str | None = None,
     ) -> RunPage:
         """Runs matching every filter given, oldest first, a page at a time."""
-        check_list_args(expired, now, limit)
+        limit = check_list_args(expired, now, limit)
         after = decode_cursor(cursor)
         await anyio.lowlevel.checkpoint()
         ordered = sorted(self._runs.values(), key=lambda r: (to_micros(r.created_at), r.run_id))
@@ -133,6 +144,7 @@ class MemoryStore:
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs due at or before ``now``, in ``(priority, due_at)`` order."""
+        limit = due_limit(limit)
         await anyio.lowlevel.checkpoint()
         found = [
             r
@@ -172,11 +184,12 @@ class MemoryStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
+        until = lease_end(now, ttl)
         await anyio.lowlevel.checkpoint()
         held = self._leases.get(name)
         if held is not None and held[0] != owner and held[1] > now:
             return False
-        self._leases[name] = (owner, now + timedelta(seconds=ttl))
+        self._leases[name] = (owner, until)
         return True
 
     async def release_lease(self, name: str, owner: str) -> None:
@@ -188,6 +201,7 @@ class MemoryStore:
 
     async def delete_finished(self, before: datetime) -> int:
         """Delete finished runs last updated before ``before``; return how many."""
+        to_micros(before)  # a naive time is refused as on every other store
         await anyio.lowlevel.checkpoint()
         gone = [
             r.run_id
@@ -206,6 +220,7 @@ class MemoryStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_int("expected_revision", expected_revision, run_id)
         await anyio.lowlevel.checkpoint()
         current = self._runs.get(run_id)
         if current is None:

@@ -5,25 +5,31 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import anyio
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    COUNT_MAX,
     HISTORY_CHUNK,
     HistoryRecord,
     RunExistsError,
     RunPage,
     RunStats,
     StoredRun,
+    check_int,
     check_list_args,
     check_namespace,
+    check_run,
     checkpoints_of,
     decode_history_chunk,
     decode_row,
     decode_rows,
+    due_limit,
+    lease_end,
+    out_of_range,
     page_of_sql_rows,
     to_micros,
 )
@@ -173,6 +179,7 @@ class PostgresStore:
         One statement (one round trip): the insert, then its history where it landed.
         ``durable=False`` (a claim) commits without waiting for the WAL flush.
         """
+        check_run(run, history)
         sql = self._sql
         query = f"WITH u AS ({sql.insert_run} ON CONFLICT (run_id) DO NOTHING RETURNING run_id)"
         values: builtins.list[Any] = [*sql.row(run)]
@@ -201,6 +208,9 @@ class PostgresStore:
 
         ``durable=False`` (a claim) commits without waiting for the WAL flush.
         """
+        check_run(run, history)
+        check_int("expected_revision", expected_revision, run.run_id)
+        checkpoint = min(checkpoint, COUNT_MAX)
         sql = self._sql
         params = sql.update_params(run, expected_revision, checkpoint)
         # One statement (atomic on its own, one round trip): the compare-and-set, then what
@@ -304,6 +314,11 @@ class PostgresStore:
         where it landed, else its error (a conflicting or missing run is refused alone).
         """
         sql = self._sql
+        refused = [out_of_range(run, expected) for run, expected in writes]
+        if any(no is not None for no in refused):  # refused alone; the others go on
+            kept = [w for w, no in zip(writes, refused, strict=True) if no is None]
+            done = iter(await self.save_many(kept) if kept else [])
+            return [no if no is not None else next(done) for no in refused]
         params = [
             (*sql.update_params(run, expected), run.run_id, expected) for run, expected in writes
         ]
@@ -356,14 +371,14 @@ class PostgresStore:
         cursor: str | None = None,
     ) -> RunPage:
         """Runs matching every filter given, oldest first, a page at a time."""
-        check_list_args(expired, now, limit)
+        limit = check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         rows = await self._fetchall(query, params)
         return page_of_sql_rows(rows, limit)
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
-        rows = await self._fetchall(self._sql.due, (to_micros(now), limit))
+        rows = await self._fetchall(self._sql.due, (to_micros(now), due_limit(limit)))
         return decode_rows(rows)
 
     async def stats(self, now: datetime) -> RunStats:
@@ -421,7 +436,7 @@ class PostgresStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
-        until = to_micros(now + timedelta(seconds=ttl))
+        until = to_micros(lease_end(now, ttl))
         rows = await self._fetchall(self._sql.acquire, (name, owner, until, to_micros(now)))
         return bool(rows)
 
@@ -451,6 +466,7 @@ class PostgresStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_int("expected_revision", expected_revision, run_id)
         sql = self._sql
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> None:

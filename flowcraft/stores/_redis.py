@@ -5,11 +5,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    COUNT_MAX,
     FINISHED,
     RUN_ENCODER,
     HistoryRecord,
@@ -18,15 +19,20 @@ from flowcraft.stores._base import (
     RunStats,
     StoredRun,
     awaiting_since,
+    check_int,
     check_list_args,
     check_namespace,
+    check_run,
     decode_cursor,
     decode_history,
     decode_many,
     decode_run,
+    due_limit,
     from_micros,
+    lease_end,
     matches,
     opt_micros,
+    out_of_range,
     page_of,
     page_of_rows,
     to_micros,
@@ -52,13 +58,15 @@ _MAX_CONNECTIONS = 100  # connections of a store's own client; more calls wait f
 # the secondary sorted sets (scored by creation time; "aw:<flow>", the awaiting runs of a flow,
 # by awaiting_since) the run is in; the old ones are left.
 # Those keys are derived in the script: fine on one server, not on Redis Cluster.
+# Revisions are compared as the decimal text both sides are written as: Lua numbers are
+# doubles, equal for distinct revisions above 2**53 (a stale write would pass).
 _WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == 'create' then
   if cur then return {'exists'} end
 else
   if not cur then return {'missing'} end
-  if tonumber(cur) ~= tonumber(ARGV[2]) then return {'conflict', cur} end
+  if cur ~= ARGV[2] then return {'conflict', cur} end
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'body', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
@@ -119,7 +127,7 @@ _DELETE_CHUNK = 500  # runs of ``delete_finished`` sent in one round trip
 _DELETE = """
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return {'missing'} end
-if ARGV[1] ~= '' and tonumber(cur) ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+if ARGV[1] ~= '' and cur ~= ARGV[1] then return {'conflict', cur} end
 if ARGV[4] and ARGV[4] ~= '' then
   local at = redis.call('ZSCORE', KEYS[6], ARGV[2])
   if not at or tonumber(at) >= tonumber(ARGV[4]) then return {'kept'} end
@@ -359,6 +367,7 @@ class RedisStore:
         self, run: StoredRun, *, history: Sequence[HistoryRecord] = (), durable: bool = True
     ) -> None:
         """Store a new run; raise ``RunExistsError`` if the id is taken."""
+        check_run(run, history)
         reply = await self._write("create", run, 0, history, None)
         if reply[0] == b"exists":
             raise RunExistsError(run.run_id)
@@ -374,6 +383,9 @@ class RedisStore:
         durable: bool = True,
     ) -> None:
         """Replace the run if its stored revision is ``expected_revision``, atomically."""
+        check_run(run, history)
+        check_int("expected_revision", expected_revision, run.run_id)
+        checkpoint = min(checkpoint, COUNT_MAX)
         reply = await self._write(
             "save", run, expected_revision, history, idempotency, checkpoint
         )
@@ -392,6 +404,11 @@ class RedisStore:
         """
         if not writes:
             return []
+        refused = [out_of_range(run, expected) for run, expected in writes]
+        if any(no is not None for no in refused):  # refused alone; the others go on
+            kept = [w for w, no in zip(writes, refused, strict=True) if no is None]
+            done = iter(await self.save_many(kept))
+            return [no if no is not None else next(done) for no in refused]
         script = self._script("write", _WRITE)
         async with self._guard("save_many"), self._redis().pipeline(transaction=False) as pipe:
             for run, expected in writes:
@@ -435,7 +452,7 @@ class RedisStore:
         flow, awaiting for a reason; all runs otherwise) in creation order, checking the other
         filters on the way.
         """
-        check_list_args(expired, now, limit)
+        limit = check_list_args(expired, now, limit)
         after = decode_cursor(cursor)
         r = self._redis()
         if reason is not None:
@@ -487,6 +504,7 @@ class RedisStore:
         Each priority in use has its own due set: the first ``limit`` due of each are read (one
         pipelined round trip) and taken lowest priority first.
         """
+        limit = due_limit(limit)
         r = self._redis()
         async with self._guard("due"):
             used = _names(await r.zrange(self._priorities, 0, -1))
@@ -581,7 +599,7 @@ class RedisStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
-        until = to_micros(now + timedelta(seconds=ttl))
+        until = to_micros(lease_end(now, ttl))
         reply = await self._call(
             "acquire", _ACQUIRE, [self._key("lease", name)], [owner, until, to_micros(now)]
         )
@@ -623,6 +641,7 @@ class RedisStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_int("expected_revision", expected_revision, run_id)
         keys = [
             self._key("run", run_id),
             self._order,

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -16,17 +16,23 @@ import anyio.to_thread
 
 from flowcraft._errors import RevisionConflictError, RunNotFoundError, StoreError
 from flowcraft.stores._base import (
+    COUNT_MAX,
     HistoryRecord,
     RunExistsError,
     RunPage,
     RunStats,
     StoredRun,
+    check_int,
     check_list_args,
     check_namespace,
+    check_run,
     checkpoints_of,
     decode_history_chunk,
     decode_row,
     decode_rows,
+    due_limit,
+    lease_end,
+    out_of_range,
     page_of_sql_rows,
     to_micros,
 )
@@ -386,6 +392,7 @@ class SqliteStore:
         ``durable=False`` (a claim) commits without syncing the log at ``FULL``: the next
         durable commit syncs it with its own.
         """
+        check_run(run, history)
         sql = self._sql
 
         def op(conn: sqlite3.Connection) -> None:
@@ -412,8 +419,10 @@ class SqliteStore:
 
         ``durable=False`` (a claim) commits without syncing the log at ``FULL``.
         """
+        check_run(run, history)
+        check_int("expected_revision", expected_revision, run.run_id)
+        checkpoint = min(checkpoint, COUNT_MAX)
         sql = self._sql
-
         params = sql.update_params(run, expected_revision, checkpoint)
         rid = run.run_id
 
@@ -454,11 +463,18 @@ class SqliteStore:
         or missing run is refused alone; the others commit).
         """
         sql = self._sql
-        params = [sql.update_params(run, expected) for run, expected in writes]
+        refused = [out_of_range(run, expected) for run, expected in writes]
+        params = [
+            None if no is not None else sql.update_params(run, expected)
+            for (run, expected), no in zip(writes, refused, strict=True)
+        ]
 
         def op(conn: sqlite3.Connection) -> builtins.list[Exception | None]:
             out: builtins.list[Exception | None] = []
-            for (run, expected), values in zip(writes, params, strict=True):
+            for (run, expected), values, no in zip(writes, params, refused, strict=True):
+                if values is None:
+                    out.append(no)
+                    continue
                 conn.execute(sql.move_checkpoint, (run.run_id, expected))
                 if conn.execute(sql.update_run, values).rowcount == 1:
                     out.append(None)
@@ -500,7 +516,7 @@ class SqliteStore:
         cursor: str | None = None,
     ) -> RunPage:
         """Runs matching every filter given, oldest first, a page at a time."""
-        check_list_args(expired, now, limit)
+        limit = check_list_args(expired, now, limit)
         query, params = self._sql.list_query(status, flow_id, reason, expired, now, limit, cursor)
         # A page is a short index range: read it on the loop like a point read (the worker
         # thread's round trip cost more than the page), unless it is a large one.
@@ -510,7 +526,7 @@ class SqliteStore:
 
     async def due(self, now: datetime, limit: int = 100) -> builtins.list[StoredRun]:
         """Awaiting runs whose ``due_at`` is at or before ``now``, earliest first."""
-        params = (to_micros(now), limit)
+        params = (to_micros(now), due_limit(limit))
         query = self._sql.due
         rows = await self._run(_run_rows(lambda c: c.execute(query, params).fetchall()))
         return decode_rows(rows)
@@ -557,7 +573,7 @@ class SqliteStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""
-        until = to_micros(now + timedelta(seconds=ttl))
+        until = to_micros(lease_end(now, ttl))
         params = (name, owner, until, to_micros(now))
         rows = await self._write(lambda c: c.execute(self._sql.acquire, params).fetchall())
         return bool(rows)
@@ -580,6 +596,7 @@ class SqliteStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_int("expected_revision", expected_revision, run_id)
         sql = self._sql
 
         def op(conn: sqlite3.Connection) -> None:

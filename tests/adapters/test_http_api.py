@@ -198,3 +198,17 @@ async def test_a_quorum_wait_shows_who_approved_it_so_far() -> None:
             assert two.status_code == 200, two.text
             assert two.json()["status"] == "completed"
             assert two.json()["awaiting"] == []
+
+
+def test_a_number_out_of_range_is_a_422_and_a_usage_exit_not_a_store_outage() -> None:
+    """``OutOfRangeError`` is a ``StoreError`` raised for the caller's number: the API answers
+    422 ``invalid-body`` and the CLI exits with the usage code, not 503 / a generic failure."""
+    from flowcraft import OutOfRangeError
+    from flowcraft.cli.exits import USAGE, exit_code
+    from flowcraft.http._problems import problem_of
+
+    exc = OutOfRangeError("priority", 2**64, run_id="r1")
+    problem = problem_of(exc)
+    assert problem is not None
+    assert problem.name == "invalid-body"
+    assert exit_code(exc) == USAGE

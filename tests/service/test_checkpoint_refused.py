@@ -83,18 +83,22 @@ async def stalled_after_a(store: RunStore, clock: FakeClock, tg: Any) -> str:
                 return run_id
 
 
+@pytest.mark.parametrize("tries", [None, 1, 2])
 async def test_a_refused_checkpoint_replay_backs_off_then_fails(
-    store: RunStore, fake_clock: FakeClock
+    store: RunStore, fake_clock: FakeClock, tries: int | None
 ) -> None:
+    """Refused ``fault_attempts`` times (3 unless given), the run is stored failed."""
     async with anyio.create_task_group() as tg:
         run_id = await stalled_after_a(store, fake_clock, tg)
         try:
-            await refused_three_times(store, fake_clock, run_id)
+            await refused_three_times(store, fake_clock, run_id, tries)
         finally:
             GATES[run_id].set()
 
 
-async def refused_three_times(store: RunStore, fake_clock: FakeClock, run_id: str) -> None:
+async def refused_three_times(
+    store: RunStore, fake_clock: FakeClock, run_id: str, tries: int | None = None
+) -> None:
     later = FakeClock(fake_clock.now() + timedelta(hours=1))
     other = FlowService(
         FlowRuntime(clock=later),
@@ -102,6 +106,7 @@ async def refused_three_times(store: RunStore, fake_clock: FakeClock, run_id: st
         flows=[steps(changed=True)],
         durability="step",
         lease_ttl=30,
+        **({} if tries is None else {"fault_attempts": tries}),
     )
     attempts: list[tuple[str, int]] = []
     for _ in range(40):  # ten hours of recovery passes, a quarter hour apart
@@ -114,12 +119,18 @@ async def refused_three_times(store: RunStore, fake_clock: FakeClock, run_id: st
                 assert now.awaiting == ()
                 assert now.lease_until is not None
                 assert now.lease_until > later.now()  # backed off: not retried at once
+                [fault] = (await other.health()).faults  # health names the refused replay
+                assert (fault.run_id, fault.kind) == (run_id, "checkpoint")
+                assert fault.count == len(attempts)
+                assert fault.retry_at == now.lease_until
         later.advance(900)
-    assert attempts == [("running", 1), ("running", 2), ("failed", 3)]
+    last = tries or 3
+    assert attempts == [*(("running", n) for n in range(1, last)), ("failed", last)]
+    assert (await other.health()).faults == ()  # failed: it no longer faults
     final = await store.get(run_id)
     assert "BlueprintMismatchError" in (final.fault or "")
     faults = [h for h in await store.history(run_id) if h.event == "fault"]
-    assert [h.data["attempt"] for h in faults if h.data] == [1, 2, 3]
+    assert [h.data["attempt"] for h in faults if h.data] == list(range(1, last + 1))
     assert RAN[("first", run_id)] == 1  # never run again by undoing the start
 
 

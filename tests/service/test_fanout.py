@@ -483,3 +483,124 @@ async def test_a_gather_refused_once_runs_on_the_next_worker_that_can(tmp_path: 
         assert COUNTS[("total", run_id)] == 1
         assert (await client.get(run_id)).fault is None
         assert [h.event for h in await store.history(run_id)].count("fault") == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 4])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_fault_attempts_is_how_often_a_chunk_is_tried_before_it_fails_the_batch(
+    kind: str, attempts: int, tmp_path: Path
+) -> None:
+    """``FlowService(fault_attempts=N)``: a chunk no worker can run is tried N times (the
+    first N - 1 refusals raise and back off), then its items fail the batch."""
+    clock = FakeClock()
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+
+        def service(flow: Any) -> FlowService:
+            return FlowService(
+                FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30,
+                fault_attempts=attempts,
+            )
+
+        client, worker, new = service(spread()), service(spread()), service(redeployed())
+        run_id = (await client.start("spread", {"xs": [1, 2]})).run_id
+        assert await deliver(worker, q.sent.pop())
+        first, chunk = q.sent
+        q.sent.clear()
+        assert await deliver(worker, first)
+        sched = DurableScheduler(client)
+        raised = 0
+        while raised < 10:  # bounds the test, not the code
+            try:
+                await deliver(new, chunk)
+            except BlueprintMismatchError:
+                raised += 1
+            else:
+                break
+            while not q.sent:
+                clock.advance(30)
+                await sched.tick()
+            [chunk] = q.sent
+            q.sent.clear()
+        assert raised == attempts - 1
+        assert (await client.get(run_id)).fault_count == attempts
+        [gather] = q.sent
+        q.sent.clear()
+        assert await deliver(worker, gather)
+        done = await client.result(run_id)
+        assert done.status == "failed"
+        assert [e.type for e in done.errors] == ["BlueprintMismatchError"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_fault_attempt_fails_the_run_at_its_first_refused_gather(
+    kind: str, tmp_path: Path
+) -> None:
+    """With ``fault_attempts=1`` a refused gather fails the run at once: no back-off, nothing
+    published again."""
+    clock = FakeClock()
+    async with backend(kind, tmp_path) as (store, _):
+        q = Queue()
+
+        def service(flow: Any) -> FlowService:
+            return FlowService(
+                FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30,
+                fault_attempts=1,
+            )
+
+        client, worker, new = service(spread()), service(spread()), service(redeployed())
+        run_id = (await client.start("spread", {"xs": [1, 2]})).run_id
+        assert await deliver(worker, q.sent.pop())
+        items = list(q.sent)
+        q.sent.clear()
+        for d in items:
+            assert await deliver(worker, d)
+        [gather] = q.sent
+        q.sent.clear()
+        done = await new.execute(*_fields(gather))
+        assert done is not None
+        assert done.status == "failed"
+        stored = await client.get(run_id)
+        assert (stored.status, stored.fault_count) == ("failed", 1)
+        clock.advance(3600)
+        await DurableScheduler(client).tick()
+        assert q.sent == []
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_fault_attempts_below_one_is_refused(bad: int) -> None:
+    """0 or fewer tries would fail a run before its work ran once: a ValueError at once."""
+    with pytest.raises(ValueError, match=f"fault_attempts must be at least 1 .*not {bad}"):
+        FlowService(FlowRuntime(), MemoryStore(), fault_attempts=bad)
+
+
+@pytest.mark.parametrize("bad", [2.5, "3", None])
+def test_fault_attempts_must_be_an_int(bad: Any) -> None:
+    """A count of tries is an int."""
+    with pytest.raises(TypeError, match="fault_attempts must be an int"):
+        FlowService(FlowRuntime(), MemoryStore(), fault_attempts=bad)
+
+
+def test_fault_attempts_is_keyword_only_and_defaults_to_three() -> None:
+    """The default is unchanged (``CHUNK_ATTEMPTS``); it cannot be passed by position."""
+    import inspect
+
+    param = inspect.signature(FlowService).parameters["fault_attempts"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY
+    assert param.default == CHUNK_ATTEMPTS == 3
+    assert FlowService(FlowRuntime(), MemoryStore()).host.fault_attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("lease_ttl", 0), ("lease_ttl", -1), ("lease_ttl", float("inf")),
+        ("lease_ttl", float("nan")), ("lease_ttl", 1e12), ("poll_interval", 0),
+        ("busy_timeout", -1), ("busy_timeout", float("inf")),
+    ],
+)
+def test_the_time_options_refuse_numbers_no_lease_or_wait_can_use(option: str, bad: float) -> None:
+    """A lease of 0 (or past year 9999), a poll interval of 0, a negative wait: ValueError
+    naming the option, not an ``OverflowError`` at the first claim."""
+    with pytest.raises(ValueError, match=f"{option} must be a number of seconds"):
+        FlowService(FlowRuntime(), MemoryStore(), **{option: bad})

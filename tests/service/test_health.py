@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from flowcraft import FlowRuntime, RunFault, ServiceHealth, StoreError, create_flow
+from flowcraft import (
+    BlueprintMismatchError,
+    FlowRuntime,
+    RunFault,
+    ServiceHealth,
+    StoreError,
+    create_flow,
+)
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows, reminder, submit
+from tests.service._support import KINDS, backend, flows, reminder, spread, submit
 
 
 @pytest.fixture(params=KINDS)
@@ -134,3 +143,98 @@ async def test_health_of_an_unreachable_store_says_so_and_does_not_raise(
     assert (health.ok, health.store_reachable) == (False, False)
     assert health.store_error is not None
     assert "connection refused" in health.store_error
+
+
+# --- fan-out faults ----------------------------------------------------------------------------
+
+
+def _fanout_services(store: RunStore, clock: FakeClock) -> tuple[FlowService, FlowService, Any]:
+    """A client and a worker of ``spread`` and one where the flow changed, sharing a queue."""
+    from tests.service.test_fanout import Queue, redeployed
+
+    q = Queue()
+
+    def service(flow: Any) -> FlowService:
+        return FlowService(FlowRuntime(clock=clock), store, [flow], executor=q, lease_ttl=30)
+
+    return service(spread()), service(redeployed()), q
+
+
+async def test_health_reports_a_chunk_no_worker_can_run_until_it_merges(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A spread chunk its worker refuses is a fault of the running run: ``health`` names it
+    (``kind="chunk"``, the reason, when the sweep publishes it again) and is not ok; once a
+    worker that can run it merges it, the fault is no longer reported."""
+    from tests.service.test_fanout import deliver
+
+    client, new, q = _fanout_services(store, fake_clock)
+    handed = await client.start("spread", {"xs": [1, 2]})
+    assert await deliver(client, q.sent.pop())  # the start reaches the batch
+    first, second = q.sent
+    q.sent.clear()
+    assert await deliver(client, first)
+    with pytest.raises(BlueprintMismatchError):
+        await deliver(new, second)
+    health = await client.health()
+    assert not health.ok
+    [fault] = health.faults
+    assert (fault.run_id, fault.flow_id, fault.kind, fault.count) == (
+        handed.run_id, "spread", "chunk", 1
+    )
+    assert fault.reason.startswith("BlueprintMismatchError: ")
+    stored = await client.get(handed.run_id)
+    assert stored.status == "running"
+    assert fault.retry_at == stored.lease_until
+    assert fault.retry_at is not None
+    assert fault.retry_at > fake_clock.now()
+    assert await deliver(client, second)  # a worker with the run's flow merges it
+    assert (await client.health()).faults == ()
+
+
+async def test_health_reports_a_refused_gather(store: RunStore, fake_clock: FakeClock) -> None:
+    """A gather its worker refuses leaves the run running with the gather pending: ``health``
+    reports it (``kind="gather"``) until a worker gathers it."""
+    from tests.service.test_fanout import deliver
+
+    client, new, q = _fanout_services(store, fake_clock)
+    handed = await client.start("spread", {"xs": [1, 2]})
+    assert await deliver(client, q.sent.pop())
+    items = list(q.sent)
+    q.sent.clear()
+    for d in items:
+        assert await deliver(client, d)
+    [gather] = q.sent
+    q.sent.clear()
+    with pytest.raises(BlueprintMismatchError):
+        await deliver(new, gather)
+    health = await client.health()
+    assert not health.ok
+    [fault] = health.faults
+    assert (fault.run_id, fault.kind, fault.count) == (handed.run_id, "gather", 1)
+    assert fault.retry_at is not None
+    assert fault.retry_at > fake_clock.now()
+    fake_clock.advance(30)
+    await DurableScheduler(client).tick()  # the sweep publishes the gather again
+    [gather] = q.sent
+    q.sent.clear()
+    assert await deliver(client, gather)
+    after = await client.health()
+    assert (after.ok, after.faults) == (True, ())
+    assert (await client.get(handed.run_id)).status == "awaiting"  # on to the next wait
+
+
+async def test_health_does_not_report_a_timer_fault_its_claim_carries(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """A running run whose ``fault`` is a leftover (a timer fault, the run since claimed and
+    running fine) is not reported: only a fault its intent still counts is."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r")
+    stored = await store.get("r")
+    running = msgspec.structs.replace(
+        stored, status="running", revision=stored.revision + 1, fault="OSError: gone",
+        fault_count=1, lease_until=fake_clock.now() + timedelta(seconds=30),
+    )
+    await store.save(running, stored.revision)
+    assert (await service.health()).faults == ()

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flowcraft import FlowRuntime, RunResult
+from flowcraft import FlowRuntime, OutOfRangeError, RunResult
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
 from tests.service._support import KINDS, backend, flows
@@ -140,10 +140,13 @@ async def test_a_tick_claims_its_timers_in_one_batch_and_leaves_a_conflicting_ru
 async def test_a_priority_beyond_64_bits_is_refused_and_nothing_is_stored(
     store: RunStore, fake_clock: FakeClock, priority: int
 ) -> None:
-    """A priority no store can keep raises ValueError naming the range, before any write."""
+    """A priority no store can keep raises ``OutOfRangeError`` (a ValueError, what the stores
+    raise for it) naming the range, before any write."""
     service = make(store, fake_clock)
-    with pytest.raises(ValueError, match=r"must fit a signed 64-bit integer") as caught:
+    with pytest.raises(OutOfRangeError, match=r"must fit a signed 64-bit integer") as caught:
         await service.start("approval", run_id="x", priority=priority)
+    assert isinstance(caught.value, ValueError)
+    assert (caught.value.field, caught.value.value) == ("priority", priority)
     assert str(-(2**63)) in str(caught.value)
     assert str(2**63 - 1) in str(caught.value)
     assert len(await service.list()) == 0
@@ -177,3 +180,13 @@ async def test_a_start_state_that_is_no_mapping_is_a_type_error_naming_it(state:
     with pytest.raises(TypeError, match=r"state of a new run of flow .* must be a mapping"):
         await service.start(flows()[0].id, state)
     assert len(await store.list()) == 0
+
+
+@pytest.mark.parametrize("batch", [0, -1])
+def test_a_scheduler_batch_below_one_is_refused(batch: int) -> None:
+    """``DurableScheduler(batch=0)`` would never fire anything: it is a ValueError at once."""
+    from flowcraft.stores import MemoryStore
+
+    service = FlowService(FlowRuntime(), MemoryStore())
+    with pytest.raises(ValueError, match=f"batch must be at least 1, got {batch}"):
+        DurableScheduler(service, batch=batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowcraft import RevisionConflictError, RunNotFoundError
+from flowcraft import OutOfRangeError, RevisionConflictError, RunNotFoundError
 from flowcraft.stores import (
     HistoryRecord,
     MemoryStore,
@@ -799,3 +800,134 @@ async def test_get_and_recall_reads_the_run_and_a_remembered_result_together(
     assert await both("r1", "k") == (await store.get("r1"), b"first")
     with pytest.raises(RunNotFoundError):
         await both("unknown", "k")
+
+
+# --- numbers no store can keep ----------------------------------------------------------------
+
+_BEYOND = [2**63, 2**64, 2**70, -(2**63) - 1, -(2**70)]
+
+
+@pytest.mark.parametrize("value", _BEYOND)
+@pytest.mark.parametrize("field", ["priority", "revision", "fault_count", "resume_count"])
+async def test_create_of_a_number_beyond_64_bits_is_out_of_range_and_stores_nothing(
+    store: RunStore, field: str, value: int
+) -> None:
+    """Every store refuses a run field no signed 64-bit column holds with ``OutOfRangeError``
+    (a ``ValueError`` naming the field and the range), never a driver's ``OverflowError``."""
+    with pytest.raises(OutOfRangeError, match=rf"run 'r1': {field} {value} is out of range") as e:
+        await store.create(run_record(**{field: value}))
+    assert isinstance(e.value, ValueError)
+    assert (e.value.field, e.value.value, e.value.run_id) == (field, value, "r1")
+    assert str(2**63 - 1) in str(e.value)
+    with pytest.raises(RunNotFoundError):
+        await store.get("r1")
+    assert len(await store.list()) == 0
+
+
+@pytest.mark.parametrize("value", _BEYOND)
+async def test_save_or_delete_of_a_number_beyond_64_bits_is_out_of_range_and_changes_nothing(
+    store: RunStore, value: int
+) -> None:
+    """``save`` (of the run's fields, its expected revision, a history record's revision)
+    and ``delete`` (its expected revision) refuse before writing: the run stays as it was."""
+    run = run_record()
+    await store.create(run)
+    entry = HistoryRecord(at=T0, event="resume", revision=2)
+    attempts: list[tuple[str, Any]] = [
+        ("priority", store.save(bump(run, priority=value), 1, history=[entry])),
+        ("revision", store.save(bump(run, revision=value), 1)),
+        ("fault_count", store.save(bump(run, fault_count=value), 1, idempotency=("k", b"x"))),
+        ("expected_revision", store.save(bump(run), value, history=[entry])),
+        ("revision of a history record", store.save(
+            bump(run), 1, history=[HistoryRecord(at=T0, event="x", revision=value)]
+        )),
+        ("expected_revision", store.delete("r1", value)),
+    ]
+    for field, attempt in attempts:
+        with pytest.raises(OutOfRangeError, match=f"run 'r1': {field} {value} is out of range"):
+            await attempt
+    assert await store.get("r1") == run
+    assert await store.history("r1") == []
+    assert await store.recall("r1", "k") is None
+
+
+async def test_the_64_bit_bounds_are_kept_exactly(store: RunStore) -> None:
+    """-2**63 and 2**63 - 1 are stored and read back as given, in every integer field."""
+    low, high = -(2**63), 2**63 - 1
+    run = run_record(priority=low, fault_count=high, resume_count=high, revision=high - 1)
+    await store.create(run)
+    assert await store.get("r1") == run
+    top = bump(run, priority=high)
+    await store.save(top, high - 1)
+    assert await store.get("r1") == top
+
+
+async def test_save_many_refuses_a_write_beyond_64_bits_alone(store: RunStore) -> None:
+    """In a batch of claims, the write no store can keep gets its ``OutOfRangeError``; the
+    others land as if it were not there."""
+    for run_id in ("a", "b", "c"):
+        await store.create(run_record(run_id))
+    many = store.save_many  # type: ignore[attr-defined]
+    errors = await many([
+        (run_record("a", revision=2, status="running"), 1),
+        (run_record("b", revision=2, status="running", priority=2**64), 1),
+        (run_record("c", revision=2, status="running"), 2**64),
+    ])
+    assert errors[0] is None
+    assert isinstance(errors[1], OutOfRangeError)
+    assert errors[1].field == "priority"
+    assert isinstance(errors[2], OutOfRangeError)
+    assert errors[2].field == "expected_revision"
+    assert [(await store.get(r)).status for r in "abc"] == ["running", "awaiting", "awaiting"]
+
+
+@pytest.mark.parametrize("ttl", [1e300, float("inf"), float("nan"), 10**30])
+async def test_a_lease_no_time_can_hold_is_out_of_range_and_not_taken(
+    store: RunStore, ttl: float
+) -> None:
+    """A lease ttl past year 9999 (or not a number) is refused; the lease stays free."""
+    with pytest.raises(OutOfRangeError, match=r"lease ttl .* is out of range"):
+        await store.acquire_lease("sched", "a", ttl, T0)
+    assert await store.acquire_lease("sched", "b", 30, T0)
+
+
+async def test_a_limit_beyond_any_page_reads_everything(store: RunStore) -> None:
+    """``list``/``due`` with ``sys.maxsize`` or ``2**64`` as the limit (meaning "all") return
+    every match; a cursor pointing at no time a store keeps is an invalid cursor."""
+    for rid in ("x", "y"):
+        await store.create(run_record(rid, due_at=T0))
+    for limit in (sys.maxsize, 2**64):
+        assert [r.run_id for r in await store.list(limit=limit)] == ["x", "y"]
+        assert [r.run_id for r in await store.due(T0, limit=limit)] == ["x", "y"]
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        await store.due(T0, limit=0)
+    beyond = base64.urlsafe_b64encode(f"{2**64}:x".encode()).decode()
+    with pytest.raises(ValueError, match="invalid list cursor"):
+        await store.list(cursor=beyond)
+
+
+async def test_checkpoints_to_keep_beyond_any_count_keep_every_one(store: RunStore) -> None:
+    """``save(checkpoint=2**64)`` keeps every checkpoint rather than overflowing a column."""
+    run = run_record()
+    await store.create(run)
+    second = bump(run)
+    await store.save(second, 1, checkpoint=2**64)
+    third = bump(second)
+    await store.save(third, 2, checkpoint=2**64)
+    assert [c.revision for c in await store.checkpoints("r1")] == [2, 3]
+
+
+@pytest.mark.parametrize("high", [2**53, 2**62 + 1, 2**63 - 3])
+async def test_a_stale_revision_is_refused_however_large(store: RunStore, high: int) -> None:
+    """Compare-and-set is exact on the whole 64-bit range: a revision one below the stored
+    one (equal as a double above 2**53) conflicts on ``save`` and ``delete``."""
+    run = run_record(revision=high + 1)
+    await store.create(run)
+    with pytest.raises(RevisionConflictError) as info:
+        await store.save(bump(run, context=b"stale"), high)
+    assert (info.value.expected, info.value.actual) == (high, high + 1)
+    with pytest.raises(RevisionConflictError):
+        await store.delete("r1", high)
+    assert await store.get("r1") == run
+    await store.save(bump(run), high + 1)
+    assert (await store.get("r1")).revision == high + 2
