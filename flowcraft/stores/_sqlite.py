@@ -430,7 +430,7 @@ class SqliteStore:
             if checkpoint != 1:  # the replaced revision, if a checkpoint, joins the earlier ones
                 conn.execute(sql.move_checkpoint, (rid, expected_revision))
             cur = conn.execute(sql.update_run, params)
-            if cur.rowcount != 1:
+            if cur.rowcount != 1 and conn.execute(sql.update_all, params).rowcount != 1:
                 row = conn.execute(sql.get_revision, (rid,)).fetchone()
                 if row is None:
                     raise RunNotFoundError(rid, self)
@@ -476,7 +476,10 @@ class SqliteStore:
                     out.append(no)
                     continue
                 conn.execute(sql.move_checkpoint, (run.run_id, expected))
-                if conn.execute(sql.update_run, values).rowcount == 1:
+                if (
+                    conn.execute(sql.update_run, values).rowcount == 1
+                    or conn.execute(sql.update_all, values).rowcount == 1
+                ):
                     out.append(None)
                     continue
                 row = conn.execute(sql.get_revision, (run.run_id,)).fetchone()

@@ -172,6 +172,29 @@ async def test_save_with_the_stored_revision_replaces_the_run(store: RunStore) -
     assert await store.get("r1") == newer
 
 
+async def test_save_replaces_the_flow_and_creation_time_too(store: RunStore) -> None:
+    """The service never changes a run's flow or creation time, and SQLite's update leaves
+    them out for speed; a save that does change them still replaces them (one by one and in
+    ``save_many``), counted and listed under the new flow."""
+    run = run_record()
+    await store.create(run)
+    moved = bump(run, flow_id="other", created_at=T0 - timedelta(days=1))
+    await store.save(moved, expected_revision=1)
+    assert await store.get("r1") == moved
+    assert (await store.stats(T0)).by_flow == {"other": 1}
+    assert [r.run_id for r in (await store.list(flow_id="other")).runs] == ["r1"]
+    again = bump(moved, flow_id="third", created_at=T0)
+    many = getattr(store, "save_many", None)
+    if many is not None:
+        assert await many([(again, moved.revision)]) == [None]
+    else:
+        await store.save(again, expected_revision=moved.revision)
+    assert await store.get("r1") == again
+    assert (await store.stats(T0)).by_flow == {"third": 1}
+    with pytest.raises(RevisionConflictError):  # a stale one still loses, whatever it changes
+        await store.save(bump(run, flow_id="stale"), expected_revision=1)
+
+
 async def test_save_with_a_stale_revision_raises_and_changes_nothing(store: RunStore) -> None:
     """A stale compare-and-set raises RevisionConflictError with expected/actual, and no
     history or idempotency record of the loser is kept."""
