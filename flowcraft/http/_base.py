@@ -212,12 +212,21 @@ class AppCore(Starlette):
         except Exception as exc:
             return self.error_response(request, exc)
 
-    def error_response(self, request: Request, exc: Exception) -> Response:
-        """The problem response for an exception raised while handling ``request``."""
+    def problem_for(self, request: Request, exc: Exception) -> HTTPProblem:
+        """The problem an exception raised while handling ``request`` answers with.
+
+        The one mapping every door of the app uses (API routes, approval pages, webhooks):
+        the service's errors by ``problem_of``; anything else is logged and is a 500.
+        """
         found = problem_of(exc)
         if found is None:
             log.exception("flowcraft.http: %s %s failed", request.method, request.url.path)
             found = HTTPProblem("internal", "an unexpected error; see the server log")
+        return found
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        """The problem response for an exception raised while handling ``request``."""
+        found = self.problem_for(request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if found.name == "unauthorized" else None
         return problem_response(found.problem(request.url.path), headers)
 
