@@ -25,7 +25,6 @@ from flowcraft import FlowService
 from flowcraft.http._auth import CANCEL, READ, START, Auth, Principal
 from flowcraft.http._base import (
     JSON,
-    RUN_ID,
     AppCore,
     Handler,
     check_run_id,
@@ -60,6 +59,7 @@ from flowcraft.views import (
     execution_view,
     list_view,
     outcome_view,
+    run_id_problem,
 )
 
 if TYPE_CHECKING:
@@ -82,8 +82,9 @@ class FlowApp(AppCore):
     async def start(self, request: Request, principal: Principal) -> Response:
         raw = await self.read_json(request)
         body = decode_body(raw, StartBody)
-        if body.run_id is not None and not RUN_ID.match(body.run_id):
-            raise HTTPProblem("invalid-body", "run_id: 1-128 of A-Z a-z 0-9 . _ : ~ -")
+        problem = run_id_problem(body.run_id) if body.run_id is not None else None
+        if problem is not None:
+            raise HTTPProblem("invalid-body", problem)
         key = self.idempotency_key(request)
         run_id = body.run_id
         if key is not None and run_id is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -27,10 +26,10 @@ from flowcraft import FlowService, RunResult
 from flowcraft.http._auth import Auth, Principal, identify
 from flowcraft.http._problems import HTTPProblem, problem_of
 from flowcraft.http._types import Problem, Replay
+from flowcraft.views import idempotency_key_problem, run_id_problem
 
 __all__ = [
     "JSON",
-    "RUN_ID",
     "AppCore",
     "Handler",
     "check_run_id",
@@ -51,8 +50,6 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 _ENCODER = msgspec.json.Encoder()
 _REPLAY = msgspec.msgpack.Decoder(Replay)
-RUN_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # what a run id may be
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAY_PREFIX = "flowcraft.http:"
 
 
@@ -139,9 +136,10 @@ def decode_query(request: Request, kind: type[T]) -> T:
 
 
 def check_run_id(run_id: str) -> str:
-    """Refuse path ids no run can have (404) before they reach a store."""
-    if not RUN_ID.match(run_id):
-        raise HTTPProblem("run-not-found", f"no run has the id {run_id!r}", run_id=None)
+    """Refuse path ids no run can have (404) before they reach a store (``RunId``'s rule)."""
+    problem = run_id_problem(run_id, "the path's run id")
+    if problem is not None:
+        raise HTTPProblem("run-not-found", f"no run has this id: {problem}", run_id=None)
     return run_id
 
 
@@ -247,8 +245,9 @@ class AppCore(Starlette):
         key = request.headers.get("idempotency-key")
         if key is None:
             return None
-        if not _KEY.match(key):
-            raise HTTPProblem("invalid-body", "Idempotency-Key: 1-255 visible ASCII characters")
+        problem = idempotency_key_problem(key, "Idempotency-Key")
+        if problem is not None:
+            raise HTTPProblem("invalid-body", problem)
         return key
 
     async def recall(self, run_id: str, key: str, fingerprint: str) -> Response | None:

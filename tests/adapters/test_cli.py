@@ -201,6 +201,34 @@ def test_errors_exit_with_their_codes(backend: Backend) -> None:
     assert b.run("runs", "frobnicate").code == 2
 
 
+@pytest.mark.parametrize("run_id", ["", "x" * 10_000, "a b", "run\n"],
+                         ids=["empty", "10k", "space", "newline"])
+def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
+    tmp_path: Path, run_id: str
+) -> None:
+    """--run-id "" (was: a random id) or 10,000 characters: exit 2 naming --run-id."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    result = sqlite.run("runs", "start", "expense", "--run-id", run_id)
+    assert result.code == 2, result.err
+    assert "--run-id" in result.err
+    assert "1 to 128 characters" in result.err
+    assert len(result.err) < 400
+    assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
+def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
+    sqlite: Backend, key: str
+) -> None:
+    """--idempotency-key follows the HTTP header's rule: 1-255 visible ASCII characters."""
+    run = start(sqlite).id
+    result = sqlite.run("runs", "resume", run, "approval", "--action", "approved",
+                        "--output", '{"approved": true}', "--idempotency-key", key)
+    assert result.code == 2, result.err
+    assert "--idempotency-key" in result.err
+    assert sqlite.json(ExecutionView, "runs", "show", run).status == "awaiting"
+
+
 def test_json_arguments_too_deep_or_not_utf8_are_one_line_usage_errors(
     sqlite: Backend, tmp_path: Path
 ) -> None:

@@ -198,3 +198,28 @@ async def test_a_quorum_wait_shows_who_approved_it_so_far() -> None:
             assert two.status_code == 200, two.text
             assert two.json()["status"] == "completed"
             assert two.json()["awaiting"] == []
+
+
+@pytest.mark.parametrize(
+    "run_id", ["", "x" * 129, "a b", "run\n"], ids=["empty", "129", "space", "newline"]
+)
+async def test_a_start_with_a_run_id_outside_the_doors_rule_is_422_and_starts_nothing(
+    client: httpx.AsyncClient, run_id: str
+) -> None:
+    """The run id rule every door shares (``flowcraft.views.RunId``): 422 naming it."""
+    r = await client.post(
+        "/executions", json={"flow_id": "seed", "run_id": run_id}, headers=bearer(STARTER)
+    )
+    assert (r.status_code, r.json()["type"]) == (422, "urn:flowcraft:problem:invalid-body")
+    assert "run_id" in r.json()["detail"]
+    listed = await client.get("/executions", headers=bearer(READER))
+    assert listed.json()["count"] == 0
+
+
+async def test_a_path_run_id_outside_the_rule_is_404_before_the_store(
+    client: httpx.AsyncClient,
+) -> None:
+    """A path id no run can have (a newline, 129 characters) is a 404, as an unknown run."""
+    for path in ("/executions/run%0A", "/executions/" + "x" * 129, "/executions/a%20b/history"):
+        r = await client.get(path, headers=bearer(READER))
+        assert (r.status_code, r.json()["type"]) == (404, "urn:flowcraft:problem:run-not-found")
