@@ -201,6 +201,37 @@ def test_errors_exit_with_their_codes(backend: Backend) -> None:
     assert b.run("runs", "frobnicate").code == 2
 
 
+def test_a_state_that_cannot_be_serialized_is_bad_data_exit_2_not_integrity_5(
+    tmp_path: Path,
+) -> None:
+    """SerializationError is the caller's data (the API's 422): exit 2, as --help says."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    huge = b.run("runs", "start", "expense", "--state", '{"amount": ' + "9" * 30 + "}")
+    assert huge.code == 2, huge.err
+    assert "cannot serialize" in huge.err
+    assert "Traceback" not in huge.err
+    assert b.json(ExecutionList, "runs", "list").count == 0
+    assert "a state that cannot be serialized" in " ".join(b.ok("--help").split())
+
+
+def test_a_reused_key_and_a_checkpoint_not_kept_exit_with_their_class_codes(
+    tmp_path: Path,
+) -> None:
+    """IdempotencyKeyReusedError is bad data (2), CheckpointNotFoundError not found (3)."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    run = start(b).id
+    decide = ("runs", "resume", run, "approval", "--output", '{"approved": true}',
+              "--idempotency-key", "mail-1")
+    assert b.json(ExecutionView, *decide, "--action", "approved").status == "completed"
+    reused = b.run(*decide, "--action", "rejected")
+    assert reused.code == 2, reused.err
+    assert "mail-1" in reused.err
+    missing = b.run("runs", "rollback", run, "999")
+    assert missing.code == 3, missing.err
+    assert "999" in missing.err
+    assert b.json(ExecutionView, "runs", "show", run).status == "completed"
+
+
 @pytest.mark.parametrize("run_id", ["", "x" * 10_000, "a b", "run\n"],
                          ids=["empty", "10k", "space", "newline"])
 def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
