@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -51,6 +52,8 @@ PROBLEM = "application/problem+json"
 _ENCODER = msgspec.json.Encoder()
 _REPLAY = msgspec.msgpack.Decoder(Replay)
 _REPLAY_PREFIX = "flowcraft.http:"
+_ETAG = re.compile(r'"([0-9]{1,20})"')
+_MAX_REVISION = (1 << 63) - 1  # stores keep revisions as 64-bit integers
 
 
 def encode(value: object) -> bytes:
@@ -98,14 +101,28 @@ def etag(stored_revision: int | None) -> dict[str, str]:
 
 
 def parse_if_match(value: str) -> int | None:
-    """The revision an ``If-Match`` header names (None for ``*``); 412 on anything else."""
+    """The revision an ``If-Match`` header names (None for ``*``); 412 on anything else.
+
+    Only ASCII digits (``str.isdigit`` takes ``"²"``, which ``int`` refuses), and no more than
+    a stored revision can have (a 64-bit integer; ``int`` refuses 4,300 digits and more).
+    """
     value = value.strip()
     if value == "*":
         return None
     tag = value.removeprefix("W/").strip()
-    if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-        return int(tag[1:-1])
-    raise HTTPProblem("precondition-failed", f"If-Match must be '\"<revision>\"', got {value!r}")
+    found = _ETAG.fullmatch(tag)
+    if found is None:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise HTTPProblem(
+            "precondition-failed", f"If-Match must be '\"<revision>\"', got {shown!r}"
+        )
+    revision = int(found.group(1))
+    if revision > _MAX_REVISION:
+        raise HTTPProblem(
+            "precondition-failed",
+            "If-Match names a revision beyond any run's; send the ETag the run was read with",
+        )
+    return revision
 
 
 def decode_body(raw: bytes, kind: type[T]) -> T:

@@ -223,3 +223,26 @@ async def test_a_path_run_id_outside_the_rule_is_404_before_the_store(
     for path in ("/executions/run%0A", "/executions/" + "x" * 129, "/executions/a%20b/history"):
         r = await client.get(path, headers=bearer(READER))
         assert (r.status_code, r.json()["type"]) == (404, "urn:flowcraft:problem:run-not-found")
+
+
+@pytest.mark.parametrize(
+    "if_match",
+    [b'"' + b"9" * 5000 + b'"', b'"\xb2"', b'"' + b"9" * 20 + b'"', b'W/"1 "'],
+    ids=["5000-digits", "superscript-two", "beyond-64-bits", "space-inside"],
+)
+async def test_an_if_match_no_revision_can_have_is_412_not_500(
+    client: httpx.AsyncClient, effects: list[str], if_match: bytes
+) -> None:
+    """Digits int() refuses (4,300 and more, "²") or beyond 64 bits: 412, nothing decided."""
+    run_id = (await start(client))["id"]
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        json={"resume_data": {"approved": True}},
+        headers=[(b"Authorization", f"Bearer {DECIDER}".encode()), (b"If-Match", if_match)],
+    )
+    assert r.status_code == 412, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:precondition-failed"
+    assert len(r.json()["detail"]) < 200
+    got = (await client.get(f"/executions/{run_id}", headers=bearer(READER))).json()
+    assert got["status"] == "awaiting"
+    assert effects == []
