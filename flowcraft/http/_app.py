@@ -323,10 +323,17 @@ def create_app(
         auth: ``BearerAuth({...})`` or any callable ``(request) -> Principal | None`` (sync
             or async). Its principal's name is recorded as ``by``.
         base_url: The public URL the app is reachable at (approval links are built from it).
-        link_secret: Enables approval pages: the HMAC key signing approval links.
+        link_secret: Enables approval pages: the HMAC key signing approval links (not
+            empty: ``ValueError``).
         webhooks: ``WebhookRoute``s to verify and dispatch.
         max_body: Largest request body accepted, in bytes (413 beyond).
     """
+    if link_secret is not None and not link_secret:
+        # HMAC with an empty key is a signature anyone can compute: every link forgeable.
+        raise ValueError(
+            "create_app: link_secret is empty, so anyone could sign approval links; pass a "
+            "long random secret, or None to leave the approval pages out"
+        )
     app = FlowApp()
     app.service = service
     app.auth = auth

@@ -417,6 +417,25 @@ def test_serve_answers_the_http_api(backend: Backend) -> None:
     assert b.run("serve").code == 2  # no token
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--port", "99999"), "--port"),
+        (("--port", "-1"), "--port"),
+        (("--link-secret", ""), "--link-secret is empty"),
+    ],
+    ids=["port-too-large", "port-negative", "empty-link-secret"],
+)
+def test_serve_with_a_bad_port_or_an_empty_link_secret_is_a_usage_error(
+    sqlite: Backend, args: tuple[str, str], words: str
+) -> None:
+    """A port outside 0-65535 (was: a raw OverflowError) or a forgeable secret: exit 2."""
+    result = sqlite.run("serve", "--token", "t0k", *args)
+    assert result.code == 2, result.err
+    assert words in result.err
+    assert "Traceback" not in result.err
+
+
 # --- blueprints and contexts (no store needed) -----------------------------------------------
 
 

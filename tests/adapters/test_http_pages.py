@@ -321,6 +321,15 @@ def test_a_link_whose_run_moved_on_answers_412_like_a_stale_if_match() -> None:
     assert [a["node_id"] for a in after["awaiting"]] == ["manager"]
 
 
+@pytest.mark.parametrize("secret", ["", b""])
+def test_an_empty_link_secret_is_refused_because_anyone_could_sign_links(
+    service: FlowService, secret: str | bytes
+) -> None:
+    """HMAC with an empty key is public: create_app refuses it instead of serving pages."""
+    with pytest.raises(ValueError, match="link_secret is empty"):
+        build_app(service, link_secret=secret)
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
