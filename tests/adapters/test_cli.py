@@ -201,6 +201,17 @@ def test_errors_exit_with_their_codes(backend: Backend) -> None:
     assert b.run("runs", "frobnicate").code == 2
 
 
+@pytest.mark.parametrize("spec", ["json:loads", ":", "tests.adapters.cli_app:Decision"])
+def test_an_app_that_cannot_be_called_or_named_is_a_usage_error(
+    sqlite: Backend, spec: str
+) -> None:
+    """--app naming a callable that needs arguments (was: a TypeError traceback): exit 2."""
+    result = sqlite.run("--app", spec, "runs", "stats")
+    assert result.code == 2, result.err
+    assert f"--app {spec!r}" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_a_state_that_cannot_be_serialized_is_bad_data_exit_2_not_integrity_5(
     tmp_path: Path,
 ) -> None:
