@@ -260,9 +260,10 @@ def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
 def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
-    sqlite: Backend, key: str
+    tmp_path: Path, key: str
 ) -> None:
     """--idempotency-key follows the HTTP header's rule: 1-255 visible ASCII characters."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
     run = start(sqlite).id
     result = sqlite.run("runs", "resume", run, "approval", "--action", "approved",
                         "--output", '{"approved": true}', "--idempotency-key", key)
