@@ -5,6 +5,8 @@
 schema and output schema are generated from msgspec types (the outputs are the HTTP API's:
 ``flowcraft.http.ExecutionView``, ``ExecutionList``), arguments are validated against them
 before anything changes, and a failure is an MCP tool error carrying the library's message.
+Run ids and idempotency keys follow the rule of every door (``flowcraft.views.RunId``,
+``IdempotencyKey``): an empty or 10,000-character id is a tool error naming the argument.
 
 A human wait is never held open inside a tool call: ``workflow_suspend_status`` shows what a
 run awaits (each wait's allowed actions and JSON schema) and returns at once; the agent decides
@@ -36,9 +38,13 @@ from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 from flowcraft.views import (
     ExecutionList,
     ExecutionView,
+    IdempotencyKey,
+    RunId,
     execution_view,
+    idempotency_key_problem,
     list_view,
     outcome_view,
+    run_id_problem,
 )
 
 if TYPE_CHECKING:
@@ -66,13 +72,13 @@ class StartInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     flow_id: str
     state: dict[str, Any] | None = None
-    run_id: str | None = None
+    run_id: RunId | None = None
 
 
 class SuspendInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Hold an awaiting run (its timers and decisions wait), or pause a running one."""
 
-    run_id: str
+    run_id: RunId
     reason: str | None = None
     by: str | None = None
     expires_in_seconds: float | None = None
@@ -85,8 +91,8 @@ class ResumeInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True)
     result and applies nothing twice.
     """
 
-    run_id: str
-    idempotency_key: str
+    run_id: RunId
+    idempotency_key: IdempotencyKey
     node_id: str | None = None
     action: str | None = None
     output: Any = None
@@ -106,7 +112,7 @@ class ListInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
 class StatusInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The run to describe."""
 
-    run_id: str
+    run_id: RunId
 
 
 class CleanupInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -119,7 +125,7 @@ class CleanupInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True
 class DeleteInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The run to delete, with everything stored about it."""
 
-    run_id: str
+    run_id: RunId
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,15 @@ TOOLS: tuple[_Tool, ...] = (
 )
 
 
+def _id_problem(args: _Input) -> str | None:
+    """What the ids' types let through and the doors' rule does not (a trailing newline)."""
+    run_id: str | None = getattr(args, "run_id", None)
+    key: str | None = getattr(args, "idempotency_key", None)
+    if run_id is not None and (problem := run_id_problem(run_id)) is not None:
+        return problem
+    return idempotency_key_problem(key) if key is not None else None
+
+
 def _error(message: str) -> types.CallToolResult:
     text = types.TextContent(type="text", text=message)
     return types.CallToolResult(content=[text], is_error=True)
@@ -319,6 +334,9 @@ def create_server(
             args = msgspec.convert(params.arguments or {}, tool.input)
         except msgspec.ValidationError as exc:
             return _error(f"{tool.name}: invalid arguments: {exc}")
+        problem = _id_problem(args)
+        if problem is not None:
+            return _error(f"{tool.name}: invalid arguments: {problem}")
         try:
             value = await tool.call(service, args)
         except (flowcraft.FlowcraftError, ValueError) as exc:

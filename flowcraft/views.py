@@ -1,17 +1,23 @@
-"""The views of a run every door shows, and how they are built from a service's public data.
+"""The views of a run every door shows, how they are built, and what a door accepts as an id.
 
 The HTTP API answers with these msgspec types, the CLI prints them with ``-o json`` and the MCP
 tools return them, so a script or an agent decodes the same bodies whichever door it used. The
 builders read only public ``FlowService`` methods (``flow``, ``result_of``) and need nothing
 but msgspec: the HTTP adapter re-exports the types, and the CLI uses them without importing
 Starlette. The core never imports this module.
+
+Run ids and idempotency keys coming through a door are bounded by one rule for every door
+(``RunId``, ``run_id_problem``; ``IdempotencyKey``, ``idempotency_key_problem``): the HTTP API,
+the CLI and the MCP tools refuse the same ids, each in its own way (a 404 or 422, exit 2, a
+tool error), before anything reaches a store.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -25,16 +31,65 @@ __all__ = (
     "ExecutionSummary",
     "ExecutionView",
     "HistoryView",
+    "IDEMPOTENCY_KEY_RULE",
+    "IdempotencyKey",
+    "RUN_ID_RULE",
+    "RunId",
     "actions_of",
     "awaiting_for",
     "awaiting_views",
     "execution_view",
     "flow_of",
+    "idempotency_key_problem",
     "list_view",
     "outcome_view",
+    "run_id_problem",
     "schema_of",
     "summary_view",
 )
+
+# --- what a door accepts ----------------------------------------------------------------------
+
+#: What a run id given to a door may be (the HTTP API, the CLI, the MCP tools).
+RUN_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : ~ -"
+#: What an idempotency key given to a door may be.
+IDEMPOTENCY_KEY_RULE = "1 to 255 visible ASCII characters"
+_RUN_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")  # fullmatch: no "$" letting a "\n" through
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+#: A run id as a msgspec type: validated on decode, and in the JSON Schema it generates.
+RunId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:~-]+$", description=RUN_ID_RULE
+    ),
+]
+#: An idempotency key as a msgspec type.
+IdempotencyKey = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$", description=IDEMPOTENCY_KEY_RULE
+    ),
+]
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
+
+
+def run_id_problem(run_id: str, what: str = "run_id") -> str | None:
+    """Why ``run_id`` cannot be a run id (a sentence naming ``what``), or None if it can."""
+    if _RUN_ID.fullmatch(run_id):
+        return None
+    return f"{what} {_shown(run_id)} is not a run id: use {RUN_ID_RULE}"
+
+
+def idempotency_key_problem(key: str, what: str = "idempotency_key") -> str | None:
+    """Why ``key`` cannot be an idempotency key (a sentence naming ``what``), or None."""
+    if _KEY.fullmatch(key):
+        return None
+    return f"{what} {_shown(key)} is not an idempotency key: use {IDEMPOTENCY_KEY_RULE}"
+
 
 # --- the types ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from flowcraft import FlowService
+from flowcraft import FlowcraftError, FlowService
 from flowcraft.cli.exits import UsageProblem
 from flowcraft.cli.views import Unsupported
 
@@ -31,7 +31,7 @@ def load_app(spec: str | None) -> FlowService:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:  # ValueError: an empty or relative module name
         raise UsageProblem(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
     if attr:
         try:
@@ -39,7 +39,15 @@ def load_app(spec: str | None) -> FlowService:
         except AttributeError:
             raise UsageProblem(f"--app {spec!r}: {module_name!r} has no {attr!r}") from None
         if not isinstance(found, FlowService) and callable(found):
-            found = found()
+            try:
+                found = found()
+            except FlowcraftError:
+                raise  # the factory's own error (a store it cannot reach...): its exit code
+            except Exception as exc:
+                raise UsageProblem(
+                    f"--app {spec!r}: calling {attr!r}() failed ({type(exc).__name__}: {exc}); "
+                    "name a FlowService, or a factory taking no arguments"
+                ) from exc
     else:
         found = getattr(module, "service", None) or getattr(module, "app", None)
         if not isinstance(found, FlowService):

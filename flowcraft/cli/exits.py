@@ -1,4 +1,10 @@
-"""What ``flowcraft`` exits with: a code per error class (``EXIT_CODES``)."""
+"""What ``flowcraft`` exits with: a code per error class (``EXIT_CODES``).
+
+The codes follow the error tree and the HTTP API's statuses: what the caller sent and can fix
+(an unknown action, data the wait refuses, a state that cannot be serialized, a reused
+idempotency key) is 2, as the API's 422; 5 is kept for a *stored* context that fails its
+integrity check or does not decode. ``flowcraft --help`` and the README print the table.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +19,28 @@ EXIT_CODES: tuple[tuple[str, int], ...] = (
     ("WaitExpiredError", EXPIRED),
     ("RunHeldError", HELD),
     ("RunNotFoundError", NOT_FOUND),
+    ("CheckpointNotFoundError", NOT_FOUND),
     ("UnknownFlowError", NOT_FOUND),
     ("UnknownNodeError", NOT_FOUND),
     ("NotAwaitingError", CONFLICT),
     ("NodeNotAwaitingError", CONFLICT),
     ("RevisionConflictError", CONFLICT),
     ("RunBusyError", CONFLICT),
+    ("RunActiveError", CONFLICT),
     ("RunExistsError", CONFLICT),
     ("TimerNotDueError", CONFLICT),
+    # A ContextError, but of the data given, not of a stored context: the API's 422.
+    ("SerializationError", USAGE),
+    ("ContextTooLargeError", USAGE),
     ("ContextError", INTEGRITY),
     ("StoreCorruptionError", INTEGRITY),
     ("OutOfRangeError", USAGE),
     ("UnknownActionError", USAGE),
     ("ResumeDataError", USAGE),
     ("AmbiguousResumeError", USAGE),
+    ("IdempotencyKeyReusedError", USAGE),
+    ("ApprovalRefusedError", USAGE),
+    ("ResumeError", USAGE),  # any other decision that does not fit the run (the API's 422)
     ("InitialStateError", USAGE),
     ("BlueprintError", USAGE),
 )

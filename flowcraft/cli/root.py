@@ -30,9 +30,11 @@ Examples:
   flowcraft context inspect ctx.bin --key k1=$SECRET
 
 \b
-Exit codes: 0 ok, 1 failed, 2 usage or invalid data, 3 not found,
-4 conflict / not awaiting, 5 integrity or decode, 6 expired, 7 held,
-8 not supported by this flowcraft version, 130 interrupted.
+Exit codes: 0 ok, 1 failed (the store is unavailable...), 2 usage or
+invalid data (unknown action, bad JSON, a state that cannot be serialized),
+3 not found, 4 conflict / not awaiting, 5 a stored context that fails its
+integrity check or does not decode, 6 expired, 7 held, 8 not supported by
+this flowcraft version, 130 interrupted.
 """
 
 

@@ -29,8 +29,10 @@ from flowcraft.views import (
     ExecutionView,
     HistoryView,
     execution_view,
+    idempotency_key_problem,
     list_view,
     outcome_view,
+    run_id_problem,
 )
 
 _STATUSES = ("running", "awaiting", "completed", "failed", "cancelled")
@@ -118,7 +120,8 @@ def runs_show(env: Env, run_id: str, last: int) -> None:
 @runs.command("start")
 @click.argument("flow_id")
 @click.option("--state", help="Initial state: JSON, @file, or - for standard input.")
-@click.option("--run-id", help="The run's id (default: a random one).")
+@click.option("--run-id", help="The run's id: 1 to 128 of A-Z a-z 0-9 . _ : ~ - "
+              "(default: a random one).")
 @pass_env
 def runs_start(env: Env, flow_id: str, state: str | None, run_id: str | None) -> None:
     """Start a run of a flow and run it until it finishes or awaits.
@@ -127,6 +130,9 @@ def runs_start(env: Env, flow_id: str, state: str | None, run_id: str | None) ->
     Example:
       flowcraft runs start expense-approval --state '{"amount": 1500}'
     """
+    problem = run_id_problem(run_id, "--run-id") if run_id is not None else None
+    if problem is not None:
+        raise UsageProblem(problem)
     initial = read_json(state, "--state")
     if initial is not None and not isinstance(initial, dict):
         raise UsageProblem("--state must be a JSON object")
@@ -145,7 +151,8 @@ def runs_start(env: Env, flow_id: str, state: str | None, run_id: str | None) ->
 @click.option("--action", help="The decision: one of the wait's labelled edges.")
 @click.option("--output", "output", help="The wait's output: JSON, @file, or -.")
 @click.option("--by", help="Who decides (kept in the history).")
-@click.option("--idempotency-key", help="Deliver the same decision again safely.")
+@click.option("--idempotency-key", help="Deliver the same decision again safely "
+              "(1 to 255 visible ASCII characters).")
 @pass_env
 def runs_resume(env: Env, run_id: str, node_id: str | None, action: str | None,
                 output: str | None, by: str | None, idempotency_key: str | None) -> None:
@@ -158,6 +165,10 @@ def runs_resume(env: Env, run_id: str, node_id: str | None, action: str | None,
       flowcraft runs resume 3f2a9c manager-approval --action approved \\
           --output '{"approved": true}' --by alice --idempotency-key mail-8812
     """
+    if idempotency_key is not None:
+        problem = idempotency_key_problem(idempotency_key, "--idempotency-key")
+        if problem is not None:
+            raise UsageProblem(problem)
     value = read_json(output, "--output")
     data = None if output is None and action is None else {"output": value, "action": action}
 

@@ -70,7 +70,7 @@ def scheduler_run(env: Env, interval: str) -> None:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", "tokens", multiple=True, envvar="FLOWCRAFT_TOKEN",
               help="A bearer token allowed everything (repeat; or $FLOWCRAFT_TOKEN).")
 @click.option("--base-url", help="The public URL (for approval links).")
@@ -96,6 +96,9 @@ def serve(env: Env, host: str, port: int, tokens: tuple[str, ...], base_url: str
         ) from exc
     if not tokens:
         raise UsageProblem("serve needs --token TOKEN (or $FLOWCRAFT_TOKEN)")
+    if link_secret is not None and not link_secret:
+        raise UsageProblem("--link-secret is empty: anyone could sign approval links; "
+                           "pass a long random secret, or leave the option out")
     service = load_app(env.app)
     everything = {"execution:read", "execution:start", "execution:cancel"}
     app = create_app(service, auth=BearerAuth(dict.fromkeys(tokens, everything)),

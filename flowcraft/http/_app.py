@@ -25,7 +25,6 @@ from flowcraft import FlowService
 from flowcraft.http._auth import CANCEL, READ, START, Auth, Principal
 from flowcraft.http._base import (
     JSON,
-    RUN_ID,
     AppCore,
     Handler,
     check_run_id,
@@ -60,6 +59,7 @@ from flowcraft.views import (
     execution_view,
     list_view,
     outcome_view,
+    run_id_problem,
 )
 
 if TYPE_CHECKING:
@@ -82,8 +82,9 @@ class FlowApp(AppCore):
     async def start(self, request: Request, principal: Principal) -> Response:
         raw = await self.read_json(request)
         body = decode_body(raw, StartBody)
-        if body.run_id is not None and not RUN_ID.match(body.run_id):
-            raise HTTPProblem("invalid-body", "run_id: 1-128 of A-Z a-z 0-9 . _ : ~ -")
+        problem = run_id_problem(body.run_id) if body.run_id is not None else None
+        if problem is not None:
+            raise HTTPProblem("invalid-body", problem)
         key = self.idempotency_key(request)
         run_id = body.run_id
         if key is not None and run_id is None:
@@ -322,10 +323,17 @@ def create_app(
         auth: ``BearerAuth({...})`` or any callable ``(request) -> Principal | None`` (sync
             or async). Its principal's name is recorded as ``by``.
         base_url: The public URL the app is reachable at (approval links are built from it).
-        link_secret: Enables approval pages: the HMAC key signing approval links.
+        link_secret: Enables approval pages: the HMAC key signing approval links (not
+            empty: ``ValueError``).
         webhooks: ``WebhookRoute``s to verify and dispatch.
         max_body: Largest request body accepted, in bytes (413 beyond).
     """
+    if link_secret is not None and not link_secret:
+        # HMAC with an empty key is a signature anyone can compute: every link forgeable.
+        raise ValueError(
+            "create_app: link_secret is empty, so anyone could sign approval links; pass a "
+            "long random secret, or None to leave the approval pages out"
+        )
     app = FlowApp()
     app.service = service
     app.auth = auth

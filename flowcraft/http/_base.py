@@ -27,10 +27,10 @@ from flowcraft import FlowService, RunResult
 from flowcraft.http._auth import Auth, Principal, identify
 from flowcraft.http._problems import HTTPProblem, problem_of
 from flowcraft.http._types import Problem, Replay
+from flowcraft.views import idempotency_key_problem, run_id_problem
 
 __all__ = [
     "JSON",
-    "RUN_ID",
     "AppCore",
     "Handler",
     "check_run_id",
@@ -51,9 +51,9 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 _ENCODER = msgspec.json.Encoder()
 _REPLAY = msgspec.msgpack.Decoder(Replay)
-RUN_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # what a run id may be
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAY_PREFIX = "flowcraft.http:"
+_ETAG = re.compile(r'"([0-9]{1,20})"')
+_MAX_REVISION = (1 << 63) - 1  # stores keep revisions as 64-bit integers
 
 
 def encode(value: object) -> bytes:
@@ -101,14 +101,28 @@ def etag(stored_revision: int | None) -> dict[str, str]:
 
 
 def parse_if_match(value: str) -> int | None:
-    """The revision an ``If-Match`` header names (None for ``*``); 412 on anything else."""
+    """The revision an ``If-Match`` header names (None for ``*``); 412 on anything else.
+
+    Only ASCII digits (``str.isdigit`` takes ``"²"``, which ``int`` refuses), and no more than
+    a stored revision can have (a 64-bit integer; ``int`` refuses 4,300 digits and more).
+    """
     value = value.strip()
     if value == "*":
         return None
     tag = value.removeprefix("W/").strip()
-    if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-        return int(tag[1:-1])
-    raise HTTPProblem("precondition-failed", f"If-Match must be '\"<revision>\"', got {value!r}")
+    found = _ETAG.fullmatch(tag)
+    if found is None:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise HTTPProblem(
+            "precondition-failed", f"If-Match must be '\"<revision>\"', got {shown!r}"
+        )
+    revision = int(found.group(1))
+    if revision > _MAX_REVISION:
+        raise HTTPProblem(
+            "precondition-failed",
+            "If-Match names a revision beyond any run's; send the ETag the run was read with",
+        )
+    return revision
 
 
 def decode_body(raw: bytes, kind: type[T]) -> T:
@@ -139,9 +153,10 @@ def decode_query(request: Request, kind: type[T]) -> T:
 
 
 def check_run_id(run_id: str) -> str:
-    """Refuse path ids no run can have (404) before they reach a store."""
-    if not RUN_ID.match(run_id):
-        raise HTTPProblem("run-not-found", f"no run has the id {run_id!r}", run_id=None)
+    """Refuse path ids no run can have (404) before they reach a store (``RunId``'s rule)."""
+    problem = run_id_problem(run_id, "the path's run id")
+    if problem is not None:
+        raise HTTPProblem("run-not-found", f"no run has this id: {problem}", run_id=None)
     return run_id
 
 
@@ -212,12 +227,21 @@ class AppCore(Starlette):
         except Exception as exc:
             return self.error_response(request, exc)
 
-    def error_response(self, request: Request, exc: Exception) -> Response:
-        """The problem response for an exception raised while handling ``request``."""
+    def problem_for(self, request: Request, exc: Exception) -> HTTPProblem:
+        """The problem an exception raised while handling ``request`` answers with.
+
+        The one mapping every door of the app uses (API routes, approval pages, webhooks):
+        the service's errors by ``problem_of``; anything else is logged and is a 500.
+        """
         found = problem_of(exc)
         if found is None:
             log.exception("flowcraft.http: %s %s failed", request.method, request.url.path)
             found = HTTPProblem("internal", "an unexpected error; see the server log")
+        return found
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        """The problem response for an exception raised while handling ``request``."""
+        found = self.problem_for(request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if found.name == "unauthorized" else None
         return problem_response(found.problem(request.url.path), headers)
 
@@ -238,8 +262,9 @@ class AppCore(Starlette):
         key = request.headers.get("idempotency-key")
         if key is None:
             return None
-        if not _KEY.match(key):
-            raise HTTPProblem("invalid-body", "Idempotency-Key: 1-255 visible ASCII characters")
+        problem = idempotency_key_problem(key, "Idempotency-Key")
+        if problem is not None:
+            raise HTTPProblem("invalid-body", problem)
         return key
 
     async def recall(self, run_id: str, key: str, fingerprint: str) -> Response | None:

@@ -15,6 +15,11 @@ base64url without padding. The payload is JSON ``{"r": run_id, "n": node_id, "v"
   approver (recorded as ``by``) and expiry, and works once: the decision is made with the
   idempotency key ``approval:<nonce>``, so a double submit answers the same outcome and any
   later use shows who decided.
+
+Every refusal and failure has the status the JSON API gives the same case (``PROBLEM_TYPES``,
+and ``AppCore.problem_for`` for the service's errors): 409 another decision won, 410 expired,
+412 the run moved on since the link was made, 422 an unknown action or data the wait refuses,
+423 held, 503 the store is unavailable. A page never answers with a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import html
 import json
 import secrets
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,12 +44,14 @@ import flowcraft
 from flowcraft import RunResult
 from flowcraft.http._auth import CANCEL, Principal, identify
 from flowcraft.http._base import AppCore
+from flowcraft.http._problems import PROBLEM_TYPES, HTTPProblem
 from flowcraft.stores import HistoryRecord, StoredRun
 from flowcraft.views import actions_of, schema_of
 
 __all__ = ["LinkClaims", "approval_link", "page_routes"]
 
 _DOMAIN = b"flowcraft.approval.v1."
+_Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class LinkClaims(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,6 +186,22 @@ def _notice(title: str, message: str, status: int) -> Response:
     return _page(title, f'<h1>{_e(title)}</h1><p class="notice">{_e(message)}</p>', status)
 
 
+def _refusal(problem: str, title: str, message: str) -> Response:
+    """A page refusing a link, with the status of the API's ``problem`` (``PROBLEM_TYPES``)."""
+    return _notice(title, message, PROBLEM_TYPES[problem])
+
+
+def _failure(found: HTTPProblem, title: str | None = None) -> Response:
+    """The page of a problem: its status, and its detail unless it is the server's (5xx)."""
+    if found.status >= 500:
+        message = (
+            "The server could not finish this request; nothing was decided. Try again in a "
+            "moment (the link still works)."
+        )
+        return _notice(found.title, message, found.status)
+    return _notice(title or found.title, found.detail or found.title, found.status)
+
+
 def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
@@ -271,24 +295,26 @@ class Pages:
         app = self.app
         claims = verify(self.secret, token)
         if claims is None:
-            return _notice(
+            return _refusal(
+                "forbidden",
                 "This link is not valid",
                 "The link was altered or was not issued by this server. Ask for a new one.",
-                403,
             )
         now = app.service.runtime.clock.now()
         if now.timestamp() > claims.e:
             expired = datetime.fromtimestamp(claims.e, UTC)
-            return _notice(
+            return _refusal(
+                "wait-expired",
                 "This link has expired",
                 f"The link expired at {_when(expired)}. Ask for a new one if a decision is "
                 "still needed.",
-                410,
             )
         try:
             stored = await app.service.get(claims.r)
         except flowcraft.RunNotFoundError:
-            return _notice("This run no longer exists", f"Run {claims.r} was deleted.", 404)
+            return _refusal(
+                "run-not-found", "This run no longer exists", f"Run {claims.r} was deleted."
+            )
         key = f"approval:{claims.j}"
         if for_post:
             first = await app.service.outcome(claims.r, key)
@@ -307,39 +333,40 @@ class Pages:
                 None,
             )
             if decided is not None:
-                return _notice(
+                return _refusal(
+                    "already-decided",
                     "Already decided",
                     f"“{claims.n}” was already decided: {decided.action or 'submitted'} by "
                     f"{decided.by or 'an unnamed caller'} at {_when(decided.at)}. "
                     "This link cannot be used again.",
-                    409,
                 )
-            return _notice(
+            return _refusal(
+                "not-awaiting",
                 "Nothing to decide",
                 f"Run {claims.r} is {stored.status} and no longer waits on “{claims.n}”.",
-                409,
             )
         assert result is not None
         if stored.held:
-            return _notice(
+            return _refusal(
+                "run-held",
                 "This run is on hold",
                 f"{stored.paused_by or 'Someone'} put the run on hold at "
                 f"{_when(stored.paused_at)} ({stored.pause_reason or 'no reason given'}). "
                 "Try again after it is released.",
-                423,
             )
         if result.revision != claims.v:
-            return _notice(
+            # The link's revision is its If-Match: stale is 412, as in the API.
+            return _refusal(
+                "precondition-failed",
                 "The run changed since this link was sent",
                 "What you would decide on is no longer what the link showed. Ask for a new link.",
-                409,
             )
         wait = next(a for a in result.awaiting if a.node_id == claims.n)
         if wait.requested_by is not None and wait.requested_by == claims.a:
-            return _notice(
+            return _refusal(
+                "forbidden",
                 "You cannot approve your own request",
                 f"{claims.a} requested this decision, so someone else has to make it.",
-                403,
             )
         return claims, stored, result
 
@@ -393,14 +420,16 @@ class Pages:
         token = request.path_params["token"]
         app = self.app
         if request.headers.get("sec-fetch-site") == "cross-site" or not self.same_origin(request):
-            return _notice("Refused", "This form can only be sent from its own page.", 403)
+            return _refusal("forbidden", "Refused", "This form can only be sent from its own page.")
         try:
             raw = await app.read_body(request)
-        except Exception:
-            return _notice("Refused", "The form is too large.", 413)
+        except HTTPProblem as exc:
+            return _failure(exc, "Refused")
         form = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         if not hmac.compare_digest(form.get("csrf", ""), csrf_token(self.secret, token)):
-            return _notice("Refused", "The form token is missing or wrong. Reload the page.", 403)
+            return _refusal(
+                "forbidden", "Refused", "The form token is missing or wrong. Reload the page."
+            )
         checked = await self.check(token, for_post=True)
         if isinstance(checked, Response):
             return checked
@@ -412,7 +441,13 @@ class Pages:
             try:
                 output = _output_from_form(form, schema_of(bp, reg, claims.n))
             except ValueError as exc:
-                return _notice("The form is not valid", str(exc), 422)
+                return _refusal("invalid-body", "The form is not valid", str(exc))
+            except RecursionError:
+                return _refusal(
+                    "invalid-body",
+                    "The form is not valid",
+                    "The data's JSON is nested too deeply; send a flatter value.",
+                )
             action = form.get("action") or None
             try:
                 result = await app.service.resume(
@@ -422,8 +457,8 @@ class Pages:
                     by=claims.a,
                     idempotency_key=key,
                 )
-            except flowcraft.FlowcraftError as exc:
-                return _notice("The decision was not applied", str(exc), 409)
+            except Exception as exc:  # the API's status for the same refusal
+                return _failure(app.problem_for(request, exc), "The decision was not applied")
         status = _e(result.status)
         body = (
             f"<h1>Decision recorded</h1><p>Thank you, {_e(claims.a)}. "
@@ -445,9 +480,9 @@ class Pages:
         app = self.app
         principal: Principal | None = await identify(app.auth, request)
         if principal is None:
-            return _notice("Sign in", "This page needs credentials.", 401)
+            return _refusal("unauthorized", "Sign in", "This page needs credentials.")
         if not principal.may(CANCEL):
-            return _notice("Not allowed", f"{principal.name} may not decide runs.", 403)
+            return _refusal("forbidden", "Not allowed", f"{principal.name} may not decide runs.")
         page = await app.service.list(status="awaiting", reason="wait", limit=100)
         rows = []
         for stored in page.runs:
@@ -480,8 +515,21 @@ def page_routes(app: AppCore) -> list[BaseRoute]:
     if app.link_secret is None:
         return []
     pages = Pages(app)
+
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> _Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # a store failure, a corrupt record: the API's status
+                return _failure(app.problem_for(request, exc))
+
+        return endpoint
+
     return [
-        Route("/approvals/{token}", pages.show, methods=["GET"], name="approval_page"),
-        Route("/approvals/{token}", pages.decide, methods=["POST"], name="approval_decide"),
-        Route("/inbox", pages.inbox, methods=["GET"], name="inbox"),
+        Route("/approvals/{token}", guarded(pages.show), methods=["GET"], name="approval_page"),
+        Route(
+            "/approvals/{token}", guarded(pages.decide), methods=["POST"], name="approval_decide"
+        ),
+        Route("/inbox", guarded(pages.inbox), methods=["GET"], name="inbox"),
     ]
+

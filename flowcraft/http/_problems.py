@@ -95,13 +95,23 @@ class HTTPProblem(Exception):
         super().__init__(detail or name)
         self.name, self.detail, self.extra = name, detail, extra
 
+    @property
+    def status(self) -> int:
+        """The HTTP status of this problem (``PROBLEM_TYPES``)."""
+        return PROBLEM_TYPES[self.name]
+
+    @property
+    def title(self) -> str:
+        """The problem's title: what went wrong, in a few words."""
+        return _TITLES[self.name]
+
     def problem(self, instance: str | None = None) -> Problem:
         """The problem document."""
         fields = {k: v for k, v in self.extra.items() if v is not None}
         base = Problem(
             type=type_uri(self.name),
-            title=_TITLES[self.name],
-            status=PROBLEM_TYPES[self.name],
+            title=self.title,
+            status=self.status,
             detail=self.detail,
             instance=instance,
         )

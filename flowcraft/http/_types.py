@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from flowcraft.stores import RunStats
+from flowcraft.views import RunId
 
 __all__ = [
     "ListQuery",
@@ -39,7 +40,7 @@ class StartBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     flow_id: str
     state: dict[str, Any] | None = None
-    run_id: str | None = None
+    run_id: RunId | None = None
 
 
 class PauseBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,11 +116,16 @@ def _mac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
+_TIMESTAMP = re.compile(r"-?[0-9]{1,15}")
+
+
 def _fresh(timestamp: str, now: datetime, tolerance: float) -> None:
-    try:
-        at = int(timestamp)
-    except ValueError as exc:
-        raise SignatureError(f"timestamp {timestamp!r} is not an integer") from exc
+    # Unix seconds as ASCII digits: int() would take " 1_7e9 "-like text, and a 400-digit
+    # number that overflows the float subtraction below (a raw 500 before any signature check).
+    if not _TIMESTAMP.fullmatch(timestamp):
+        shown = timestamp if len(timestamp) <= 20 else timestamp[:20] + "..."
+        raise SignatureError(f"timestamp {shown!r} is not an integer of unix seconds")
+    at = int(timestamp)
     if abs(now.timestamp() - at) > tolerance:
         raise SignatureError(f"timestamp {at} is more than {tolerance:g}s from now")
 
@@ -203,7 +209,7 @@ def verify_signature(
 def _field(body: bytes, name: str) -> str | None:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         return None
     value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, str) and value else None

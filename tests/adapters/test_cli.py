@@ -201,6 +201,77 @@ def test_errors_exit_with_their_codes(backend: Backend) -> None:
     assert b.run("runs", "frobnicate").code == 2
 
 
+@pytest.mark.parametrize("spec", ["json:loads", ":", "tests.adapters.cli_app:Decision"])
+def test_an_app_that_cannot_be_called_or_named_is_a_usage_error(
+    sqlite: Backend, spec: str
+) -> None:
+    """--app naming a callable that needs arguments (was: a TypeError traceback): exit 2."""
+    result = sqlite.run("--app", spec, "runs", "stats")
+    assert result.code == 2, result.err
+    assert f"--app {spec!r}" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_state_that_cannot_be_serialized_is_bad_data_exit_2_not_integrity_5(
+    tmp_path: Path,
+) -> None:
+    """SerializationError is the caller's data (the API's 422): exit 2, as --help says."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    huge = b.run("runs", "start", "expense", "--state", '{"amount": ' + "9" * 30 + "}")
+    assert huge.code == 2, huge.err
+    assert "cannot serialize" in huge.err
+    assert "Traceback" not in huge.err
+    assert b.json(ExecutionList, "runs", "list").count == 0
+    assert "a state that cannot be serialized" in " ".join(b.ok("--help").split())
+
+
+def test_a_reused_key_and_a_checkpoint_not_kept_exit_with_their_class_codes(
+    tmp_path: Path,
+) -> None:
+    """IdempotencyKeyReusedError is bad data (2), CheckpointNotFoundError not found (3)."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    run = start(b).id
+    decide = ("runs", "resume", run, "approval", "--output", '{"approved": true}',
+              "--idempotency-key", "mail-1")
+    assert b.json(ExecutionView, *decide, "--action", "approved").status == "completed"
+    reused = b.run(*decide, "--action", "rejected")
+    assert reused.code == 2, reused.err
+    assert "mail-1" in reused.err
+    missing = b.run("runs", "rollback", run, "999")
+    assert missing.code == 3, missing.err
+    assert "999" in missing.err
+    assert b.json(ExecutionView, "runs", "show", run).status == "completed"
+
+
+@pytest.mark.parametrize("run_id", ["", "x" * 10_000, "a b", "run\n"],
+                         ids=["empty", "10k", "space", "newline"])
+def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
+    tmp_path: Path, run_id: str
+) -> None:
+    """--run-id "" (was: a random id) or 10,000 characters: exit 2 naming --run-id."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    result = sqlite.run("runs", "start", "expense", "--run-id", run_id)
+    assert result.code == 2, result.err
+    assert "--run-id" in result.err
+    assert "1 to 128 characters" in result.err
+    assert len(result.err) < 400
+    assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
+def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
+    tmp_path: Path, key: str
+) -> None:
+    """--idempotency-key follows the HTTP header's rule: 1-255 visible ASCII characters."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    run = start(sqlite).id
+    result = sqlite.run("runs", "resume", run, "approval", "--action", "approved",
+                        "--output", '{"approved": true}', "--idempotency-key", key)
+    assert result.code == 2, result.err
+    assert "--idempotency-key" in result.err
+    assert sqlite.json(ExecutionView, "runs", "show", run).status == "awaiting"
+
+
 def test_json_arguments_too_deep_or_not_utf8_are_one_line_usage_errors(
     sqlite: Backend, tmp_path: Path
 ) -> None:
@@ -356,6 +427,25 @@ def test_serve_answers_the_http_api(backend: Backend) -> None:
             if proc.poll() is None:
                 proc.kill()
     assert b.run("serve").code == 2  # no token
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--port", "99999"), "--port"),
+        (("--port", "-1"), "--port"),
+        (("--link-secret", ""), "--link-secret is empty"),
+    ],
+    ids=["port-too-large", "port-negative", "empty-link-secret"],
+)
+def test_serve_with_a_bad_port_or_an_empty_link_secret_is_a_usage_error(
+    sqlite: Backend, args: tuple[str, str], words: str
+) -> None:
+    """A port outside 0-65535 (was: a raw OverflowError) or a forgeable secret: exit 2."""
+    result = sqlite.run("serve", "--token", "t0k", *args)
+    assert result.code == 2, result.err
+    assert words in result.err
+    assert "Traceback" not in result.err
 
 
 # --- blueprints and contexts (no store needed) -----------------------------------------------

@@ -212,3 +212,51 @@ def test_a_number_out_of_range_is_a_422_and_a_usage_exit_not_a_store_outage() ->
     assert problem is not None
     assert problem.name == "invalid-body"
     assert exit_code(exc) == USAGE
+
+
+@pytest.mark.parametrize(
+    "run_id", ["", "x" * 129, "a b", "run\n"], ids=["empty", "129", "space", "newline"]
+)
+async def test_a_start_with_a_run_id_outside_the_doors_rule_is_422_and_starts_nothing(
+    client: httpx.AsyncClient, run_id: str
+) -> None:
+    """The run id rule every door shares (``flowcraft.views.RunId``): 422 naming it."""
+    r = await client.post(
+        "/executions", json={"flow_id": "seed", "run_id": run_id}, headers=bearer(STARTER)
+    )
+    assert (r.status_code, r.json()["type"]) == (422, "urn:flowcraft:problem:invalid-body")
+    assert "run_id" in r.json()["detail"]
+    listed = await client.get("/executions", headers=bearer(READER))
+    assert listed.json()["count"] == 0
+
+
+async def test_a_path_run_id_outside_the_rule_is_404_before_the_store(
+    client: httpx.AsyncClient,
+) -> None:
+    """A path id no run can have (a newline, 129 characters) is a 404, as an unknown run."""
+    for path in ("/executions/run%0A", "/executions/" + "x" * 129, "/executions/a%20b/history"):
+        r = await client.get(path, headers=bearer(READER))
+        assert (r.status_code, r.json()["type"]) == (404, "urn:flowcraft:problem:run-not-found")
+
+
+@pytest.mark.parametrize(
+    "if_match",
+    [b'"' + b"9" * 5000 + b'"', b'"\xb2"', b'"' + b"9" * 20 + b'"', b'W/"1 "'],
+    ids=["5000-digits", "superscript-two", "beyond-64-bits", "space-inside"],
+)
+async def test_an_if_match_no_revision_can_have_is_412_not_500(
+    client: httpx.AsyncClient, effects: list[str], if_match: bytes
+) -> None:
+    """Digits int() refuses (4,300 and more, "²") or beyond 64 bits: 412, nothing decided."""
+    run_id = (await start(client))["id"]
+    r = await client.post(
+        f"/executions/{run_id}/resume",
+        json={"resume_data": {"approved": True}},
+        headers=[(b"Authorization", f"Bearer {DECIDER}".encode()), (b"If-Match", if_match)],
+    )
+    assert r.status_code == 412, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:precondition-failed"
+    assert len(r.json()["detail"]) < 200
+    got = (await client.get(f"/executions/{run_id}", headers=bearer(READER))).json()
+    assert got["status"] == "awaiting"
+    assert effects == []

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from flowcraft import FlowService
+from flowcraft import FlowRuntime, FlowService, StoreCorruptionError, StoreError, create_flow
 from flowcraft.http import FlowApp, approval_link
+from flowcraft.stores import MemoryStore, RunPage, StoredRun
 from tests.adapters._server import ADMIN, DECIDER, bearer, build_app, build_service, serve
 
 SECRET = "link-secret-for-tests"
@@ -183,6 +184,150 @@ async def test_the_inbox_lists_waits_with_links_for_the_principal(
     page = await client.get(link.group(1).replace("&amp;", "&"))
     assert page.status_code == 200
     assert "alice" in page.text
+
+
+@pytest.mark.parametrize(
+    ("form", "words"),
+    [
+        ({"action": "maybe", "field.approved": "true"}, "'approved', 'rejected'"),
+        ({"action": "approved", "output": '"not a decision"'}, "matching the wait's schema"),
+        ({"action": "approved", "output": "[" * 5000 + "]" * 5000}, "nested too deeply"),
+    ],
+    ids=["unknown-action", "data-not-fitting-the-schema", "json-nested-too-deeply"],
+)
+async def test_a_refused_decision_answers_422_as_the_api_does_and_changes_nothing(
+    server: tuple[FlowApp, str],
+    client: httpx.AsyncClient,
+    effects: list[str],
+    form: dict[str, str],
+    words: str,
+) -> None:
+    """Unknown action or data the wait refuses: the page says why with the API's 422."""
+    app, url = server
+    run_id = await start(client)
+    link = await link_for(app, run_id)
+    page = (await client.get(link)).text
+    r = await client.post(link, data={"csrf": csrf_of(page), **form}, headers={"Origin": url})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert words in r.text.replace("&#x27;", "'")
+    api = await client.post(
+        f"/executions/{run_id}/resume",
+        json={"action": "maybe", "output": {"approved": True}},
+        headers=bearer(DECIDER),
+    )
+    assert api.status_code == 422  # the same mapping: unknown action is 422 on both doors
+    got = (await client.get(f"/executions/{run_id}", headers=bearer(ADMIN))).json()
+    assert (got["status"], got["revision"]) == ("awaiting", 1)
+    assert effects == []
+    assert (await client.get(link)).status_code == 200  # the link still works
+
+
+class FailingStore(MemoryStore):
+    """A memory store whose reads raise ``failure`` while it is set."""
+
+    failure: Exception | None = None
+
+    async def get(self, run_id: str) -> StoredRun:
+        if self.failure is not None:
+            raise self.failure
+        return await super().get(run_id)
+
+    async def list(self, **filters: Any) -> RunPage:
+        if self.failure is not None:
+            raise self.failure
+        return await super().list(**filters)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "words"),
+    [
+        (StoreError("connection to the store was lost"), 503, "The store is unavailable"),
+        (StoreCorruptionError("r1", "context", "bad bytes"), 422, "cannot be decoded"),
+        (RuntimeError("a bug"), 500, "Internal error"),
+    ],
+    ids=["store-unavailable", "store-corruption", "unexpected"],
+)
+def test_a_store_failure_on_a_page_is_an_error_page_with_the_api_status(
+    failure: Exception, status: int, words: str
+) -> None:
+    """GET, POST and the inbox answer the API's status with a page, never a raw 500."""
+    store = FailingStore()
+    service = build_service(store)
+    app = build_app(service, link_secret=SECRET)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        app.base_url = url
+        started = client.post("/executions", json={"flow_id": "approval"}, headers=bearer(ADMIN))
+        run_id = started.json()["id"]
+        link = client.get("/inbox", headers=bearer(DECIDER)).text
+        found = re.search(r'href="([^"]+)"', link)
+        assert found is not None
+        link = found.group(1).replace("&amp;", "&")
+        page = client.get(link).text
+        form = {"csrf": csrf_of(page), "action": "approved", "field.approved": "true"}
+        store.failure = failure
+        answers = [
+            client.get(link),
+            client.post(link, data=form, headers={"Origin": url}),
+            client.get("/inbox", headers=bearer(DECIDER)),
+        ]
+        api = client.get(f"/executions/{run_id}", headers=bearer(ADMIN))
+        store.failure = None
+        after = client.get(f"/executions/{run_id}", headers=bearer(ADMIN)).json()
+    assert api.status_code == status  # the API's answer to the same failure
+    for r in answers:
+        assert r.status_code == status, (r.request.method, r.request.url, r.text)
+        assert r.headers["content-type"].startswith("text/html")
+        assert words in r.text
+        assert "Traceback" not in r.text
+        assert "a bug" not in r.text  # a 500 shows no internals
+    assert after["status"] == "awaiting"
+
+
+def test_a_link_whose_run_moved_on_answers_412_like_a_stale_if_match() -> None:
+    """The link's revision is its If-Match: once another wait is decided, the page is 412."""
+    flow = (
+        create_flow("two-waits")
+        .node("submit", lambda n: "submitted")
+        .wait("manager")
+        .wait("finance")
+        .node("pay", lambda n: "paid", join="all")
+        .edge("submit", "manager")
+        .edge("submit", "finance")
+        .edge("manager", "pay")
+        .edge("finance", "pay")
+    )
+    service = FlowService(FlowRuntime(), MemoryStore(), [flow])
+    app = build_app(service, link_secret=SECRET)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        app.base_url = url
+        started = client.post("/executions", json={"flow_id": "two-waits"}, headers=bearer(ADMIN))
+        run_id = started.json()["id"]
+        inbox = client.get("/inbox", headers=bearer(DECIDER)).text
+        links = [m.replace("&amp;", "&") for m in re.findall(r'href="([^"]+)"', inbox)]
+        pages = {link: client.get(link).text for link in links}
+        (manager,) = [link for link, page in pages.items() if "Decision needed: manager" in page]
+        decided = client.post(
+            f"/executions/{run_id}/resume", json={"node_id": "finance"}, headers=bearer(DECIDER)
+        )
+        assert decided.status_code == 200, decided.text
+        shown = client.get(manager)
+        form = {"csrf": csrf_of(pages[manager]), "action": ""}
+        posted = client.post(manager, data=form, headers={"Origin": url})
+        after = client.get(f"/executions/{run_id}", headers=bearer(ADMIN)).json()
+    for r in (shown, posted):
+        assert r.status_code == 412, r.text
+        assert "changed since this link was sent" in r.text
+    assert [a["node_id"] for a in after["awaiting"]] == ["manager"]
+
+
+@pytest.mark.parametrize("secret", ["", b""])
+def test_an_empty_link_secret_is_refused_because_anyone_could_sign_links(
+    service: FlowService, secret: str | bytes
+) -> None:
+    """HMAC with an empty key is public: create_app refuses it instead of serving pages."""
+    with pytest.raises(ValueError, match="link_secret is empty"):
+        build_app(service, link_secret=secret)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -173,3 +173,46 @@ async def test_a_delivery_resumes_its_run_once_and_a_redelivery_answers_the_firs
         headers={"Stripe-Signature": stripe_header("whsec_test", now + 60, other)},
     )
     assert ignored.status_code == 204
+
+
+def test_hostile_timestamps_and_deep_json_are_answered_not_500() -> None:
+    """A 400-digit timestamp (was: OverflowError) is 401; deep signed JSON (RecursionError) 204."""
+
+    def route(event: WebhookEvent) -> WebhookTarget | None:
+        return None
+
+    hooks = [
+        WebhookRoute("/hooks/standard", verifier="standard", secret=STANDARD_SECRET, route=route),
+        WebhookRoute("/hooks/slack", verifier="slack", secret=SLACK_SECRET, route=route),
+        WebhookRoute("/hooks/stripe", verifier="stripe", secret="whsec_test", route=route),
+    ]
+    clock = FakeClock(at(SLACK_TS))
+    huge = "9" * 400
+    app = build_app(build_service(clock=clock), webhooks=hooks)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        standard = client.post(
+            "/hooks/standard",
+            content=STANDARD_BODY,
+            headers={
+                "webhook-id": STANDARD_ID,
+                "webhook-timestamp": huge,
+                "webhook-signature": STANDARD_SIG,
+            },
+        )
+        slack = client.post(
+            "/hooks/slack",
+            content=SLACK_BODY,
+            headers={"X-Slack-Signature": SLACK_SIG, "X-Slack-Request-Timestamp": huge},
+        )
+        deep = b'{"id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        now = int(clock.now().timestamp())
+        stripe = client.post(
+            "/hooks/stripe",
+            content=deep,
+            headers={"Stripe-Signature": stripe_header("whsec_test", now, deep)},
+        )
+    for r in (standard, slack):
+        assert r.status_code == 401, r.text
+        assert r.json()["type"] == "urn:flowcraft:problem:invalid-signature"
+        assert "unix seconds" in r.json()["detail"]
+    assert stripe.status_code == 204, stripe.text

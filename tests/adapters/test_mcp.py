@@ -251,3 +251,63 @@ async def test_list_arguments_out_of_range_are_tool_errors_naming_the_field(
         message = await refused(client, "workflow_list_suspended", **args)
         assert "invalid arguments" in message
         assert field in message
+
+
+BAD_RUN_IDS = ["", "x" * 10_000, "a b", "../etc", "run\n"]
+
+
+@pytest.mark.parametrize("run_id", BAD_RUN_IDS, ids=["empty", "10k", "space", "slash", "newline"])
+async def test_a_run_id_outside_the_doors_rule_is_a_tool_error_naming_it(
+    tmp_path: Path, run_id: str
+) -> None:
+    """Empty, 10,000 characters, or other characters: every tool refuses it, nothing starts."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("workflow_start", {"flow_id": "expense", "run_id": run_id}),
+            ("workflow_suspend_status", {"run_id": run_id}),
+            ("workflow_suspend", {"run_id": run_id}),
+            ("workflow_delete_suspended", {"run_id": run_id}),
+            ("workflow_resume_suspended",
+             {"run_id": run_id, "action": "approved", "idempotency_key": "k"}),
+        ]
+        for tool, args in calls:
+            message = await refused(client, tool, **args)
+            assert "invalid arguments" in message, (tool, message)
+            assert "run_id" in message, (tool, message)
+            assert len(message) < 400  # the 10,000 characters are not echoed back
+        listed = msgspec.convert(await call(client, "workflow_list_suspended"), ExecutionList)
+    assert [e.id for e in listed.executions] == [run]  # nothing started
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "two words", "k\n"])
+async def test_an_idempotency_key_outside_the_rule_is_a_tool_error_and_decides_nothing(
+    tmp_path: Path, key: str
+) -> None:
+    """The required key must be 1-255 visible ASCII characters, as the HTTP header's."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        message = await refused(
+            client, "workflow_resume_suspended", run_id=run, action="approved",
+            output={"approved": True}, idempotency_key=key,
+        )
+        assert "idempotency_key" in message
+        view = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
+                               ExecutionView)
+    assert (view.status, view.revision) == ("awaiting", 1)
+
+
+async def test_the_run_id_rule_is_in_the_tools_input_schemas(tmp_path: Path) -> None:
+    """An agent reads the bounds before calling: maxLength 128, a pattern, a description."""
+    async with in_process(tmp_path / "runs.db") as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ("workflow_suspend_status", "workflow_resume_suspended", "workflow_start"):
+        prop = tools[name].input_schema["properties"]["run_id"]
+        text = str(prop)
+        assert "'maxLength': 128" in text, (name, prop)
+        assert "'minLength': 1" in text
+        assert "pattern" in text
+    key = tools["workflow_resume_suspended"].input_schema["properties"]["idempotency_key"]
+    assert key["maxLength"] == 255
