@@ -451,6 +451,7 @@ class Segment:
         self.taken = 0  # snapshots handed over, in the order the engine took them
         self.written = 0  # the newest of them stored
         self.checkpointed = False
+        self.ended = False  # the call is over: ``watch`` returns at its next look
         self.fanned: dict[str, int] = {}  # batches left to workers: node id -> item count
         #: Set for a segment whose claim is not undone when it is refused (a fan-out's gather:
         #: ``fanout.refused``): ``refusal(latest, error)`` is what to write instead.
@@ -557,6 +558,7 @@ class Segment:
             except Exception as exc:  # raised below, outside the task group
                 failure = exc
             finally:
+                self.ended = True
                 tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -585,9 +587,15 @@ class Segment:
         finally:
             handle.cancel()
             if watcher is not None:
-                watcher.cancel()
+                # Cancelled, and told to stop: a cancellation a library swallows (seen with
+                # redis-py under load: the watcher slept on, renewing the lease of a segment
+                # that had ended, and the run stayed ``running`` for good) is sent again,
+                # and the watcher returns at its next look whatever happens to it.
+                self.ended = True
                 with anyio.CancelScope(shield=True):
-                    await asyncio.wait([watcher])
+                    while not watcher.done():
+                        watcher.cancel()
+                        await asyncio.wait([watcher], timeout=self._step())
                 if not watcher.cancelled() and watcher.exception() is not None:
                     log.error(
                         "flowcraft service: watching run %s failed",
@@ -751,7 +759,7 @@ class Segment:
         step = self._step()
         key = control_key(self.latest.claim or "")
         unreadable: bytes | None = None
-        while True:
+        while not self.ended:
             if delay:
                 await clock.sleep(step)
             delay = True
@@ -761,6 +769,8 @@ class Segment:
                 async with self.lock:
                     latest = self.latest
                     until = latest.lease_until
+                    if self.ended:
+                        return
                     if self.lost is None and (until is None or until - now < ttl / 2):
                         renewed = msgspec.structs.replace(
                             latest, revision=latest.revision + 1, lease_until=now + ttl

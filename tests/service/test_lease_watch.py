@@ -92,3 +92,54 @@ async def test_a_pause_from_another_service_reaches_a_long_segment(tmp_path: Pat
     assert (stored.status, stored.paused_by) == ("awaiting", "ops")
     await service.store.close()
     await other.store.close()
+
+
+_SWALLOWER = r"""
+import asyncio, sys, anyio
+from flowcraft import FlowRuntime, create_flow
+from flowcraft.stores import FlowService, SqliteStore
+
+class Swallowing(SqliteStore):
+    # A store whose reads swallow a cancellation (as a driver can under load): the watcher
+    # cancelled in the middle of one goes on as if nothing happened.
+    async def recall(self, run_id, key):
+        try:
+            await asyncio.sleep(0.3)  # a slow server: the segment ends during a read
+        except asyncio.CancelledError:
+            return None
+        return await super().recall(run_id, key)
+
+async def work(node):
+    await anyio.sleep(0.5)
+    return "done"
+
+async def main():
+    flow = create_flow("slow").node("work", work).wait("review").edge("work", "review")
+    store = Swallowing(sys.argv[1])
+    service = FlowService(FlowRuntime(), store, flows=[flow], lease_ttl=1, poll_interval=0.02)
+    result = await service.start("slow", run_id="r")
+    print(result.status, (await service.get("r")).status, flush=True)
+    await store.close()
+
+anyio.run(main)
+"""
+
+
+def test_a_watcher_that_swallows_its_cancellation_still_stops_and_the_segment_commits(
+    tmp_path: Path,
+) -> None:
+    """The segment ends while its watcher is inside a store read that swallows the
+    cancellation: the watcher is told to stop anyway, the segment commits (the run is
+    awaiting, not left ``running`` under a lease renewed for ever), the process exits.
+    A real process, so that a hang is a timeout here, not a hung test run."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _SWALLOWER, str(tmp_path / "s.db")],
+        capture_output=True, text=True, timeout=30, cwd=root, env={"PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["awaiting", "awaiting"]
