@@ -70,6 +70,7 @@ async def deliver_in_processes(
         for p in procs:
             if p.poll() is None:
                 p.kill()
+            p.communicate()  # reaped, pipes closed: nothing leaks into the next test
     assert all(p.returncode == 0 for p in procs)
     return [json.loads(line) for out in outs for line in out.splitlines() if line.strip()]
 
