@@ -53,6 +53,7 @@ from flowcraft._errors import (
     CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
+    IntentCorruptionError,
     InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
@@ -87,7 +88,6 @@ from flowcraft._service.parts import (
     ServiceEvent,
     control_key,
     data_dict,
-    decode_intent,
     decode_request,
     encode_intent,
     fingerprint,
@@ -98,11 +98,14 @@ from flowcraft._service.parts import (
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import (
     Segment,
+    Unreadable,
     cas,
     claim,
     claim_many,
     refused_checkpoint,
     stored_from,
+    stored_intent,
+    unreadable_intent,
 )
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
@@ -260,11 +263,13 @@ class FlowService:
         fault_attempts: How often durable work of a run that cannot run where it is delivered
             is tried before the run fails with the error: a chunk of a batch spread over
             workers that no worker can run (its items then fail the batch), the gather of
-            such a batch, and recovery's replay of a ``durability="step"`` checkpoint (say, the
-            flow changed under the run). Each failed try is a fault recorded on the run
-            (``fault``, ``fault_count``, a history record, ``health()``) and backed off; a
-            redeploy of the run's flow in the meantime lets it go on. Default 3; at least 1
-            (1: the first fault fails the run).
+            such a batch, recovery's replay of a ``durability="step"`` checkpoint (say, the
+            flow changed under the run), and recovery of a running run whose stored intent
+            cannot be read (``IntentCorruptionError``: nothing of it runs). Each failed try is
+            a fault recorded on the run (``fault``, ``fault_count``, a history record,
+            ``health()``) and backed off; a redeploy of the run's flow (or a release that reads
+            the intent) in the meantime lets it go on. Default 3; at least 1 (1: the first
+            fault fails the run).
         executor: Hand claimed segments to workers instead of executing them here (DESIGN §12,
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
@@ -1232,7 +1237,8 @@ class FlowService:
 
         Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
         to fire and running runs whose fan-out (a chunk no worker can run, a refused gather)
-        or recovered checkpoint is refused, and why (``RunFault.kind``), the oldest awaiting
+        or recovered checkpoint is refused, or whose stored intent recovery cannot read
+        (``IntentCorruptionError``), and why (``RunFault.kind``), the oldest awaiting
         run. Never raises for a store outage: it answers ``store_reachable=False`` with the
         reason. Faults are looked for among the first ``scan`` awaiting runs and the first
         ``scan`` running ones (oldest first).
@@ -1262,6 +1268,8 @@ class FlowService:
                     results.append(await self._recover_one(stored))
                 except RevisionConflictError:
                     continue  # another process got there first
+                except IntentCorruptionError:
+                    continue  # recorded on the run and logged, once per attempt
                 except FlowcraftError:
                     log.exception("flowcraft service: recovering run %s", run_id)
                 finally:
@@ -1564,10 +1572,15 @@ class FlowService:
         """
         host = self.host
         run_id = stored.run_id
-        try:
-            intent = decode_intent(stored.intent)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StoreCorruptionError(run_id, "intent", str(exc)) from exc
+        found = stored_intent(stored)
+        if isinstance(found, Unreadable):
+            # What the claim was for is unknown: run nothing, record a fault, back off.
+            run, history, error = unreadable_intent(host, stored, found)
+            await cas(host, run, stored.revision, history=history)
+            raise error
+        intent, raw = found
+        if raw is not stored.intent:
+            stored = msgspec.structs.replace(stored, intent=raw)  # read at last: replay it
         if self.executor is not None and not taking:
             if intent.kind == "batch":
                 return await fo.resweep(host, self.executor, stored)
