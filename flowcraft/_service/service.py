@@ -118,6 +118,7 @@ from flowcraft.stores._base import (
     RunStats,
     RunStore,
     StoredRun,
+    check_id,
 )
 
 __all__ = ["BulkResult", "FlowService", "UnknownFlowError"]
@@ -552,7 +553,8 @@ class FlowService:
         and checks again. A decision already delivered under ``idempotency_key`` is replayed
         whatever the revision.
         """
-        _check_text(run_id=run_id, node_id=node_id, by=by, idempotency_key=idempotency_key)
+        check_id(run_id)
+        _check_text(node_id=node_id, by=by, idempotency_key=idempotency_key)
         if expected_revision is not None:
             _check_int("expected_revision", expected_revision)
         host = self.host
@@ -617,6 +619,7 @@ class FlowService:
         sweep publishes the gather again after a backoff), and its ``fault_attempts``-th
         refusal returns the run failed with that error.
         """
+        check_id(run_id)
         try:
             stored = await self.store.get(run_id)
         except RunNotFoundError:
@@ -645,6 +648,7 @@ class FlowService:
         instead, and the batch ends as in one process when an item raises: the run fails
         naming the item.
         """
+        check_id(run_id)
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
     async def settled(self, run_id: str) -> RunResult:
@@ -652,6 +656,7 @@ class FlowService:
 
         How a caller of a service with an executor awaits what ``start``/``resume`` handed over.
         """
+        check_id(run_id)
         stored = await ex.settled(self.host, run_id)
         return self.host.rebuild(stored, stored.context)
 
@@ -665,6 +670,7 @@ class FlowService:
         message and attributes) when the worker refused the decision (``UnknownActionError``,
         ``ResumeDataError``, ...; the run was left as it was).
         """
+        check_id(run_id, idempotency_key)
         first = await self.store.recall(run_id, idempotency_key)
         if first is None:
             return None
@@ -694,7 +700,8 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
-        _check_text(run_id=run_id, reason=reason, by=by, request_id=request_id)
+        check_id(run_id)
+        _check_text(reason=reason, by=by, request_id=request_id)
         host = self.host
         now = host.now()
         until = None
@@ -770,7 +777,8 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
-        _check_text(run_id=run_id, by=by, request_id=request_id)
+        check_id(run_id)
+        _check_text(by=by, request_id=request_id)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -820,7 +828,8 @@ class FlowService:
         Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
         the run already finished.
         """
-        _check_text(run_id=run_id, reason=reason, by=by)
+        check_id(run_id)
+        _check_text(reason=reason, by=by)
         host = self.host
         now = host.now()
         request = Request(kind="cancel", at=now, reason=reason, by=by)
@@ -847,11 +856,16 @@ class FlowService:
                 continue
 
     async def get(self, run_id: str) -> StoredRun:
-        """The stored run (status, awaiting nodes, pause metadata, fault, context bytes)."""
+        """The stored run (status, awaiting nodes, pause metadata, fault, context bytes).
+
+        A ``run_id`` that is not a string is a ``TypeError`` naming it, on every store.
+        """
+        check_id(run_id)
         return await self.store.get(run_id)
 
     async def result(self, run_id: str) -> RunResult:
         """The stored run as a ``RunResult`` (outputs, state, awaiting records)."""
+        check_id(run_id)
         return self.result_of(await self.store.get(run_id))
 
     async def list(
@@ -880,6 +894,7 @@ class FlowService:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail: starts, pauses, resumes, timers, holds, who and why."""
+        check_id(run_id)
         await self.store.get(run_id)
         return await self.store.history(run_id)
 
@@ -1019,6 +1034,7 @@ class FlowService:
         ``context``); the newest ``keep_checkpoints`` are kept. ``rollback`` and ``fork``
         take a revision from here. Load one with ``FlowService.runtime.inspect``.
         """
+        check_id(run_id)
         await self.store.get(run_id)
         return await self.store.checkpoints(run_id)
 
@@ -1043,7 +1059,8 @@ class FlowService:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
         """
-        _check_text(run_id=run_id, by=by, reason=reason)
+        check_id(run_id)
+        _check_text(by=by, reason=reason)
         _check_int("revision", revision)
         host = self.host
         while True:
@@ -1096,7 +1113,8 @@ class FlowService:
         and history under its own id; its history starts with a ``fork`` record naming the
         source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
         """
-        _check_text(run_id=run_id, new_run_id=new_run_id, by=by, reason=reason)
+        check_id(run_id)
+        _check_text(new_run_id=new_run_id, by=by, reason=reason)
         _check_int("revision", revision)
         host = self.host
         stored = await self.store.get(run_id)
@@ -1188,7 +1206,7 @@ class FlowService:
         Raises:
             RunNotFoundError: no such run.
         """
-        _check_text(run_id=run_id)
+        check_id(run_id)
         while True:
             stored = await self.store.get(run_id)
             live = stored.status == "running" and not stored.lease_expired(self.host.now())

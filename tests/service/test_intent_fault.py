@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,7 +26,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture
-def effects_log(tmp_path: Path) -> AsyncIterator[Path]:  # type: ignore[misc]
+def effects_log(tmp_path: Path) -> Iterator[Path]:
     log = tmp_path / "effects.log"
     os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
     yield log
