@@ -34,6 +34,7 @@ continued nodes read ``data`` through ``FlowService.resume_data()``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import logging
 import time
@@ -1327,6 +1328,7 @@ class FlowService:
                 expired += 1
                 break
             if target is None:
+                await self._redue(stored, now)
                 break
             try:
                 results.append(await self._fire(stored, (target[1], target[2])))
@@ -1416,6 +1418,34 @@ class FlowService:
             except RevisionConflictError:
                 continue
             return
+
+    async def _redue(self, stored: StoredRun, now: datetime) -> None:
+        """Correct the ``due_at`` of a run found due with nothing due (a corrupted column).
+
+        Left as it was, the run would come back first in every ``due`` page, every tick, and
+        a page of such runs would keep the scheduler from firing anyone else's timers.
+        """
+        due: list[datetime] = []
+        if not stored.held:  # a held run's timers wait for its release
+            for a in self.host.rebuild(stored, stored.context).awaiting:
+                when = a.wake_at if a.reason == "timer" else a.expires_at
+                if when is not None:
+                    due.append(when)
+        if stored.pause_deadline is not None and stored.expired_at is None:
+            due.append(stored.pause_deadline)
+        fixed = min(due, default=None)
+        log.warning(
+            "flowcraft service: run %s was due at %s with nothing due; its next due time is "
+            "now %s",
+            stored.run_id,
+            stored.due_at,
+            fixed,
+        )
+        run = msgspec.structs.replace(
+            stored, revision=stored.revision + 1, due_at=fixed, claim=new_token()
+        )
+        with contextlib.suppress(RevisionConflictError):
+            await cas(self.host, run, stored.revision)
 
     def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
         """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
@@ -1685,13 +1715,20 @@ class FlowService:
             host.busy.add(stored.run_id)
             try:
                 await self._recover_one(stored)
+                return
+            except RevisionConflictError:
+                return  # someone else recovers it: look again
             except FlowcraftError:
-                pass  # someone else recovers it, or it is refused and restored
+                pass
             finally:
                 host.busy.discard(stored.run_id)
-            return
+            # Refused and restored: look again. Still running, it cannot be recovered here (its
+            # flow is unknown, its intent unreadable): wait as for a live lease, never retry
+            # in a tight loop until ``busy_timeout``.
+            if (await self.store.get(stored.run_id)).status != "running":
+                return
         waited = (now - started).total_seconds()
-        if waited > self.busy_timeout:
+        if waited > self.busy_timeout or self.busy_timeout == 0:
             raise RunBusyError(stored.run_id, stored.owner, waited)
         clock = host.runtime.clock
         async with anyio.create_task_group() as tg:
