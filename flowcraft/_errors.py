@@ -43,6 +43,7 @@
         ├── RunActiveError      delete/rollback of a run a process is executing
         ├── CheckpointNotFoundError (LookupError)
         ├── StoreCorruptionError
+        │   └── IntentCorruptionError   recovery cannot read what a running run was claimed for
         └── OutOfRangeError (ValueError)   a number no store can keep (beyond 64 bits)
 
     FlowcraftWarning (UserWarning)   something valid that is probably not what was meant
@@ -512,6 +513,43 @@ class StoreCorruptionError(StoreError):
             "record from a backup or delete the run; other runs are not affected."
         )
         self.run_id, self.what, self.detail = run_id, what, detail
+
+
+class IntentCorruptionError(StoreCorruptionError):
+    """Recovery cannot read the intent a running run was claimed for: nothing of it ran.
+
+    The stored intent (what the run's last claim was about to execute: a start, a decision,
+    a timer, ...) does not decode, or does not fit the run (a start of a run that has a
+    context, a decision for a run that has none). Recovery tries again with back-off
+    (``FlowService(fault_attempts=)``); ``attempt`` of ``attempts`` says which try this was,
+    and ``failed`` whether the run is now stored failed (its unread intent kept in
+    ``StoredRun.intent``, every try in its history).
+    """
+
+    def __init__(
+        self, run_id: str, detail: str, *, attempt: int = 1, attempts: int = 1, failed: bool = False
+    ) -> None:
+        head = (
+            f"run {run_id!r}: the stored intent of run {run_id!r} could not be read "
+            f"({detail}); recovery cannot replay what it was claimed for, so nothing of it "
+            f"was executed (attempt {attempt} of {attempts}). "
+        )
+        if failed:
+            todo = (
+                "The run is stored failed as its claim found it; the unread intent is kept in "
+                "StoredRun.intent and every attempt in its history. Read them to see what the "
+                "run was asked to do, then apply that to a fork of it (FlowService.fork from a "
+                "checkpoint) or start it again; other runs are not affected."
+            )
+        else:
+            todo = (
+                "Recovery tries again after a back-off (FlowService.health() lists it, kind "
+                "'intent'): run a flowcraft release that reads it, or restore the record from "
+                "a backup, before the last attempt stores the run failed."
+            )
+        StoreError.__init__(self, head + todo)
+        self.run_id, self.what, self.detail = run_id, "intent", detail
+        self.attempt, self.attempts, self.failed = attempt, attempts, failed
 
 
 class OutOfRangeError(StoreError, ValueError):

@@ -15,9 +15,10 @@ __all__ = ["FaultKind", "RunFault", "ServiceHealth", "check"]
 
 
 #: What is faulting: an awaiting run's timer (or wait expiry), a chunk of a batch spread over
-#: workers that no worker could run, the gather of such a batch, or recovery's replay of a
-#: step checkpoint (the last three on a run still ``running``).
-FaultKind = Literal["timer", "chunk", "gather", "checkpoint"]
+#: workers that no worker could run, the gather of such a batch, recovery's replay of a step
+#: checkpoint, or recovery reading the intent a running run was claimed for (the last four
+#: on a run still ``running``).
+FaultKind = Literal["timer", "chunk", "gather", "checkpoint", "intent"]
 
 
 class RunFault(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,7 +26,8 @@ class RunFault(msgspec.Struct, frozen=True, kw_only=True):
 
     ``kind`` says what fails (``FaultKind``): ``"timer"`` for an awaiting run's timer
     (``retry_at``: when the scheduler fires it again); ``"chunk"``, ``"gather"`` or
-    ``"checkpoint"`` for a running run whose fan-out or recovered checkpoint is refused
+    ``"checkpoint"`` for a running run whose fan-out or recovered checkpoint is refused, and
+    ``"intent"`` for one whose stored intent recovery cannot read (``IntentCorruptionError``)
     (``retry_at``: when the sweep or recovery tries again; the last allowed attempt fails
     the run). ``count`` is the run's ``fault_count``.
     """
@@ -58,6 +60,8 @@ def _running_fault(run: StoredRun) -> FaultKind | None:
                 return "chunk"
     if intent.kind == "checkpoint" and intent.refusals:
         return "checkpoint"
+    if intent.kind == "unreadable":
+        return "intent"
     return None
 
 
@@ -69,7 +73,8 @@ class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
     many seconds the most overdue timer or expiry has waited past its due time (0.0 when
     nothing is overdue), whichever process runs the scheduler. ``faults`` lists runs whose
     timer failed to fire, and running runs whose fan-out (a chunk no worker can run, a refused
-    gather) or recovered checkpoint is refused, with the reason recorded on them (looked for
+    gather) or recovered checkpoint is refused, or whose stored intent recovery cannot read,
+    with the reason recorded on them (looked for
     among the first ``scan`` awaiting runs and the first ``scan`` running ones).
     ``oldest_awaiting_since`` is exactly when the longest outstanding wait began
     (``StoredRun.awaiting_since``, read from the stores' index like

@@ -125,10 +125,14 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ``counted_from`` and ``resumed_before`` are what the two were before, so a decision refused
     after its claim (on a worker, or replayed by recovery) puts them back. A claim stored
     without them (older releases) keeps its count. ``refusals``: how often recovery's replay
-    of a ``checkpoint`` was refused (``segment.refused_checkpoint``).
+    of a ``checkpoint`` was refused (``segment.refused_checkpoint``), or how often recovery
+    could not read the intent a claim stored: ``unreadable`` keeps those bytes as they were
+    (``raw``) while recovery backs off (``segment.unreadable_intent``).
     """
 
-    kind: Literal["start", "resume", "fire", "continue", "checkpoint", "batch", "gather"]
+    kind: Literal[
+        "start", "resume", "fire", "continue", "checkpoint", "batch", "gather", "unreadable"
+    ]
     state: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     node_id: str | None = None
@@ -139,6 +143,7 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     counted_from: int | None = None
     resumed_before: datetime | None = None
     refusals: int = 0
+    raw: bytes | None = None
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

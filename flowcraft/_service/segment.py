@@ -36,6 +36,7 @@ from flowcraft._clock import SystemClock
 from flowcraft._errors import (
     ContextTooLargeError,
     FlowcraftError,
+    IntentCorruptionError,
     ResumeDataError,
     RevisionConflictError,
     RunNotFoundError,
@@ -66,12 +67,15 @@ __all__ = [
     "NOT_AWAITING",
     "Refused",
     "Segment",
+    "Unreadable",
     "cas",
     "claim",
     "claim_many",
     "restore",
     "spread",
     "stored_from",
+    "stored_intent",
+    "unreadable_intent",
 ]
 
 log = logging.getLogger("flowcraft.service")
@@ -201,6 +205,113 @@ def refused_checkpoint(
     )
     run = failed_as_is(before, latest, now, fault)
     return Refused(run, [record, HistoryRecord(at=now, event="failed", reason=reason)])
+
+
+class Unreadable(NamedTuple):
+    """Why recovery cannot replay a running run's intent.
+
+    ``raw``: the bytes its claim stored; ``refusals``: the attempts already made; ``detail``:
+    what is wrong with them.
+    """
+
+    raw: bytes
+    refusals: int
+    detail: str
+
+
+def _misfit(intent: Intent, stored: StoredRun) -> str | None:
+    """What makes a decoded intent one no claim of ``stored`` can have stored, or None.
+
+    Replaying it would apply something twice (a start over a run that went on) or lose the
+    run (a decision refused on a run with no context is undone by deleting it).
+    """
+    kind = intent.kind
+    if kind == "unreadable":
+        return "an unreadable intent kept inside another"
+    if kind == "start":
+        return "a start, but the run has a context already" if stored.context else None
+    if not stored.context:
+        return f"a {kind!r} intent, but the run has no context yet"
+    if kind in ("batch", "gather") and intent.fanout is None:
+        return f"a {kind!r} intent without its fan-out"
+    return None
+
+
+def stored_intent(stored: StoredRun) -> tuple[Intent, bytes] | Unreadable:
+    """The intent recovery replays for ``stored`` and its bytes, or why it cannot.
+
+    An intent recovery could not read before (kept as ``unreadable``) is read again, so a
+    release that reads it (or a restored record) goes on where the claim left off.
+    """
+    raw, refusals = stored.intent, 0
+    try:
+        intent = decode_intent(raw)
+        if intent.kind == "unreadable":
+            raw, refusals = intent.raw or b"", intent.refusals
+            intent = decode_intent(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return Unreadable(raw, refusals, f"{type(exc).__name__}: {exc}")
+    misfit = _misfit(intent, stored)
+    if misfit is not None:
+        return Unreadable(raw, refusals, misfit)
+    return intent, raw
+
+
+def unreadable_intent(
+    host: Host, stored: StoredRun, bad: Unreadable
+) -> tuple[StoredRun, list[HistoryRecord], IntentCorruptionError]:
+    """What recovery writes for a run whose intent it cannot read, and the error it raises.
+
+    Nothing of the claimed segment runs (what it was is unknown). Like a refused checkpoint
+    (``refused_checkpoint``), it is a fault of the run: ``fault``, ``fault_count``, a
+    ``fault`` history record with the attempt, the lease backed off, the bytes kept in an
+    ``unreadable`` intent (a later try reads them again). The ``fault_attempts``-th try
+    stores the run failed as its claim found it, the unread bytes left in its ``intent``.
+    """
+    attempt = bad.refusals + 1
+    failed = attempt >= host.fault_attempts
+    error = IntentCorruptionError(
+        stored.run_id, bad.detail, attempt=attempt, attempts=host.fault_attempts, failed=failed
+    )
+    reason = f"{type(error).__name__}: {error}"
+    now = host.now()
+    record = HistoryRecord(
+        at=now,
+        event="fault",
+        by=host.owner,
+        reason=reason,
+        data={"intent": True, "attempt": attempt},
+    )
+    fault = {"fault": reason, "fault_count": stored.fault_count + 1}
+    if not failed:
+        kept = Intent(kind="unreadable", raw=bad.raw, refusals=attempt)
+        run = msgspec.structs.replace(
+            stored,
+            revision=stored.revision + 1,
+            updated_at=now,
+            lease_until=backoff_until(host, attempt, stored),
+            intent=encode_intent(kept, stored.run_id),
+            **fault,
+        )
+        log.warning(
+            "flowcraft service: recovery cannot read the intent of run %s (attempt %d of %d, "
+            "again after %s): %s",
+            stored.run_id,
+            attempt,
+            host.fault_attempts,
+            run.lease_until,
+            bad.detail,
+        )
+        return run, [record], error
+    log.error(
+        "flowcraft service: recovery could not read the intent of run %s %d times; the run "
+        "is stored failed: %s",
+        stored.run_id,
+        attempt,
+        bad.detail,
+    )
+    run = msgspec.structs.replace(failed_as_is(stored, stored, now, fault), intent=bad.raw)
+    return run, [record, HistoryRecord(at=now, event="failed", reason=reason)], error
 
 
 def _is_checkpoint(reason: str, description: str | None) -> bool:

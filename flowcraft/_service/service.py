@@ -34,6 +34,7 @@ continued nodes read ``data`` through ``FlowService.resume_data()``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import logging
 import time
@@ -53,6 +54,7 @@ from flowcraft._errors import (
     CheckpointNotFoundError,
     FlowcraftError,
     IdempotencyKeyReusedError,
+    IntentCorruptionError,
     InvalidDurationError,
     NodeNotAwaitingError,
     NotAwaitingError,
@@ -87,7 +89,6 @@ from flowcraft._service.parts import (
     ServiceEvent,
     control_key,
     data_dict,
-    decode_intent,
     decode_request,
     encode_intent,
     fingerprint,
@@ -98,11 +99,14 @@ from flowcraft._service.parts import (
 from flowcraft._service.scheduler import DurableScheduler
 from flowcraft._service.segment import (
     Segment,
+    Unreadable,
     cas,
     claim,
     claim_many,
     refused_checkpoint,
     stored_from,
+    stored_intent,
+    unreadable_intent,
 )
 from flowcraft._values import ResumeData, RunResult
 from flowcraft.stores._base import (
@@ -115,6 +119,7 @@ from flowcraft.stores._base import (
     RunStats,
     RunStore,
     StoredRun,
+    check_id,
 )
 
 __all__ = ["BulkResult", "FlowService", "UnknownFlowError"]
@@ -260,11 +265,13 @@ class FlowService:
         fault_attempts: How often durable work of a run that cannot run where it is delivered
             is tried before the run fails with the error: a chunk of a batch spread over
             workers that no worker can run (its items then fail the batch), the gather of
-            such a batch, and recovery's replay of a ``durability="step"`` checkpoint (say, the
-            flow changed under the run). Each failed try is a fault recorded on the run
-            (``fault``, ``fault_count``, a history record, ``health()``) and backed off; a
-            redeploy of the run's flow in the meantime lets it go on. Default 3; at least 1
-            (1: the first fault fails the run).
+            such a batch, recovery's replay of a ``durability="step"`` checkpoint (say, the
+            flow changed under the run), and recovery of a running run whose stored intent
+            cannot be read (``IntentCorruptionError``: nothing of it runs). Each failed try is
+            a fault recorded on the run (``fault``, ``fault_count``, a history record,
+            ``health()``) and backed off; a redeploy of the run's flow (or a release that reads
+            the intent) in the meantime lets it go on. Default 3; at least 1 (1: the first
+            fault fails the run).
         executor: Hand claimed segments to workers instead of executing them here (DESIGN §12,
             ``flowcraft/_service/executor.py``): ``start``, ``resume``, timer fires and
             recovery claim the run, publish a ``Delivery`` and return a result with status
@@ -547,7 +554,8 @@ class FlowService:
         and checks again. A decision already delivered under ``idempotency_key`` is replayed
         whatever the revision.
         """
-        _check_text(run_id=run_id, node_id=node_id, by=by, idempotency_key=idempotency_key)
+        check_id(run_id)
+        _check_text(node_id=node_id, by=by, idempotency_key=idempotency_key)
         if expected_revision is not None:
             _check_int("expected_revision", expected_revision)
         host = self.host
@@ -612,6 +620,7 @@ class FlowService:
         sweep publishes the gather again after a backoff), and its ``fault_attempts``-th
         refusal returns the run failed with that error.
         """
+        check_id(run_id)
         try:
             stored = await self.store.get(run_id)
         except RunNotFoundError:
@@ -640,6 +649,7 @@ class FlowService:
         instead, and the batch ends as in one process when an item raises: the run fails
         naming the item.
         """
+        check_id(run_id)
         return await fo.execute_item(self.host, self.executor, run_id, delivery_id, node_id, item)
 
     async def settled(self, run_id: str) -> RunResult:
@@ -647,6 +657,7 @@ class FlowService:
 
         How a caller of a service with an executor awaits what ``start``/``resume`` handed over.
         """
+        check_id(run_id)
         stored = await ex.settled(self.host, run_id)
         return self.host.rebuild(stored, stored.context)
 
@@ -660,6 +671,7 @@ class FlowService:
         message and attributes) when the worker refused the decision (``UnknownActionError``,
         ``ResumeDataError``, ...; the run was left as it was).
         """
+        check_id(run_id, idempotency_key)
         first = await self.store.recall(run_id, idempotency_key)
         if first is None:
             return None
@@ -689,7 +701,8 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
-        _check_text(run_id=run_id, reason=reason, by=by, request_id=request_id)
+        check_id(run_id)
+        _check_text(reason=reason, by=by, request_id=request_id)
         host = self.host
         now = host.now()
         until = None
@@ -765,7 +778,8 @@ class FlowService:
         Raises:
             NotAwaitingError: the run already finished.
         """
-        _check_text(run_id=run_id, by=by, request_id=request_id)
+        check_id(run_id)
+        _check_text(by=by, request_id=request_id)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -815,7 +829,8 @@ class FlowService:
         Everything the run did so far stays in its context. Raises ``NotAwaitingError`` when
         the run already finished.
         """
-        _check_text(run_id=run_id, reason=reason, by=by)
+        check_id(run_id)
+        _check_text(reason=reason, by=by)
         host = self.host
         now = host.now()
         request = Request(kind="cancel", at=now, reason=reason, by=by)
@@ -842,11 +857,16 @@ class FlowService:
                 continue
 
     async def get(self, run_id: str) -> StoredRun:
-        """The stored run (status, awaiting nodes, pause metadata, fault, context bytes)."""
+        """The stored run (status, awaiting nodes, pause metadata, fault, context bytes).
+
+        A ``run_id`` that is not a string is a ``TypeError`` naming it, on every store.
+        """
+        check_id(run_id)
         return await self.store.get(run_id)
 
     async def result(self, run_id: str) -> RunResult:
         """The stored run as a ``RunResult`` (outputs, state, awaiting records)."""
+        check_id(run_id)
         return self.result_of(await self.store.get(run_id))
 
     async def list(
@@ -875,6 +895,7 @@ class FlowService:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail: starts, pauses, resumes, timers, holds, who and why."""
+        check_id(run_id)
         await self.store.get(run_id)
         return await self.store.history(run_id)
 
@@ -1014,6 +1035,7 @@ class FlowService:
         ``context``); the newest ``keep_checkpoints`` are kept. ``rollback`` and ``fork``
         take a revision from here. Load one with ``FlowService.runtime.inspect``.
         """
+        check_id(run_id)
         await self.store.get(run_id)
         return await self.store.checkpoints(run_id)
 
@@ -1038,7 +1060,8 @@ class FlowService:
             RunActiveError: a process is executing the run (pause or wait for it first).
             CheckpointNotFoundError: no checkpoint at ``revision`` is kept.
         """
-        _check_text(run_id=run_id, by=by, reason=reason)
+        check_id(run_id)
+        _check_text(by=by, reason=reason)
         _check_int("revision", revision)
         host = self.host
         while True:
@@ -1091,7 +1114,8 @@ class FlowService:
         and history under its own id; its history starts with a ``fork`` record naming the
         source run and revision. Raises ``CheckpointNotFoundError`` for an unknown revision.
         """
-        _check_text(run_id=run_id, new_run_id=new_run_id, by=by, reason=reason)
+        check_id(run_id)
+        _check_text(new_run_id=new_run_id, by=by, reason=reason)
         _check_int("revision", revision)
         host = self.host
         stored = await self.store.get(run_id)
@@ -1183,7 +1207,7 @@ class FlowService:
         Raises:
             RunNotFoundError: no such run.
         """
-        _check_text(run_id=run_id)
+        check_id(run_id)
         while True:
             stored = await self.store.get(run_id)
             live = stored.status == "running" and not stored.lease_expired(self.host.now())
@@ -1232,7 +1256,8 @@ class FlowService:
 
         Store reachable, scheduler running and its lag, runs by status, runs whose timer failed
         to fire and running runs whose fan-out (a chunk no worker can run, a refused gather)
-        or recovered checkpoint is refused, and why (``RunFault.kind``), the oldest awaiting
+        or recovered checkpoint is refused, or whose stored intent recovery cannot read
+        (``IntentCorruptionError``), and why (``RunFault.kind``), the oldest awaiting
         run. Never raises for a store outage: it answers ``store_reachable=False`` with the
         reason. Faults are looked for among the first ``scan`` awaiting runs and the first
         ``scan`` running ones (oldest first).
@@ -1262,6 +1287,8 @@ class FlowService:
                     results.append(await self._recover_one(stored))
                 except RevisionConflictError:
                     continue  # another process got there first
+                except IntentCorruptionError:
+                    continue  # recorded on the run and logged, once per attempt
                 except FlowcraftError:
                     log.exception("flowcraft service: recovering run %s", run_id)
                 finally:
@@ -1301,6 +1328,7 @@ class FlowService:
                 expired += 1
                 break
             if target is None:
+                await self._redue(stored, now)
                 break
             try:
                 results.append(await self._fire(stored, (target[1], target[2])))
@@ -1390,6 +1418,34 @@ class FlowService:
             except RevisionConflictError:
                 continue
             return
+
+    async def _redue(self, stored: StoredRun, now: datetime) -> None:
+        """Correct the ``due_at`` of a run found due with nothing due (a corrupted column).
+
+        Left as it was, the run would come back first in every ``due`` page, every tick, and
+        a page of such runs would keep the scheduler from firing anyone else's timers.
+        """
+        due: list[datetime] = []
+        if not stored.held:  # a held run's timers wait for its release
+            for a in self.host.rebuild(stored, stored.context).awaiting:
+                when = a.wake_at if a.reason == "timer" else a.expires_at
+                if when is not None:
+                    due.append(when)
+        if stored.pause_deadline is not None and stored.expired_at is None:
+            due.append(stored.pause_deadline)
+        fixed = min(due, default=None)
+        log.warning(
+            "flowcraft service: run %s was due at %s with nothing due; its next due time is "
+            "now %s",
+            stored.run_id,
+            stored.due_at,
+            fixed,
+        )
+        run = msgspec.structs.replace(
+            stored, revision=stored.revision + 1, due_at=fixed, claim=new_token()
+        )
+        with contextlib.suppress(RevisionConflictError):
+            await cas(self.host, run, stored.revision)
 
     def due_node(self, stored: StoredRun, now: datetime) -> tuple[str, bool] | None:
         """The awaiting node due first at ``now`` as ``(node_id, is_expiry)``, if any."""
@@ -1564,10 +1620,15 @@ class FlowService:
         """
         host = self.host
         run_id = stored.run_id
-        try:
-            intent = decode_intent(stored.intent)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StoreCorruptionError(run_id, "intent", str(exc)) from exc
+        found = stored_intent(stored)
+        if isinstance(found, Unreadable):
+            # What the claim was for is unknown: run nothing, record a fault, back off.
+            run, history, error = unreadable_intent(host, stored, found)
+            await cas(host, run, stored.revision, history=history)
+            raise error
+        intent, raw = found
+        if raw is not stored.intent:
+            stored = msgspec.structs.replace(stored, intent=raw)  # read at last: replay it
         if self.executor is not None and not taking:
             if intent.kind == "batch":
                 return await fo.resweep(host, self.executor, stored)
@@ -1654,13 +1715,20 @@ class FlowService:
             host.busy.add(stored.run_id)
             try:
                 await self._recover_one(stored)
+                return
+            except RevisionConflictError:
+                return  # someone else recovers it: look again
             except FlowcraftError:
-                pass  # someone else recovers it, or it is refused and restored
+                pass
             finally:
                 host.busy.discard(stored.run_id)
-            return
+            # Refused and restored: look again. Still running, it cannot be recovered here (its
+            # flow is unknown, its intent unreadable): wait as for a live lease, never retry
+            # in a tight loop until ``busy_timeout``.
+            if (await self.store.get(stored.run_id)).status != "running":
+                return
         waited = (now - started).total_seconds()
-        if waited > self.busy_timeout:
+        if waited > self.busy_timeout or self.busy_timeout == 0:
             raise RunBusyError(stored.run_id, stored.owner, waited)
         clock = host.runtime.clock
         async with anyio.create_task_group() as tg:

@@ -514,6 +514,18 @@ def _check_text(record: object, fields: tuple[str, ...], run_id: object) -> None
 COUNT_MAX = 2**31 - 1
 
 
+def check_id(run_id: object, key: object = "") -> None:
+    """``TypeError`` naming ``run_id`` (or ``key``) unless it is a string.
+
+    What every read or write by id checks first, on every store, so a wrong type is the same
+    error everywhere (not a driver's error on one store and ``RunNotFoundError`` on another).
+    """
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a string, not {run_id!r}; nothing changed")
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a string, not {key!r}; nothing changed")
+
+
 def check_int(field: str, value: int, run_id: str | None = None) -> None:
     """``OutOfRangeError`` unless ``value`` fits a signed 64-bit integer (``TypeError``: no int)."""
     if not isinstance(value, int):

@@ -16,6 +16,7 @@ from flowcraft.stores._base import (
     RunPage,
     RunStats,
     StoredRun,
+    check_id,
     check_int,
     check_list_args,
     check_run,
@@ -110,6 +111,7 @@ class MemoryStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
+        check_id(run_id)
         await anyio.lowlevel.checkpoint()
         try:
             return self._runs[run_id]
@@ -161,16 +163,19 @@ class MemoryStore:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
+        check_id(run_id)
         await anyio.lowlevel.checkpoint()
         return list(self._history.get(run_id, ()))
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
+        check_id(run_id)
         await anyio.lowlevel.checkpoint()
         return list(self._checkpoints.get(run_id, ()))
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        check_id(run_id, key)
         await anyio.lowlevel.checkpoint()
         if (run_id, key) in self._idempotency:
             return False
@@ -179,6 +184,7 @@ class MemoryStore:
 
     async def recall(self, run_id: str, key: str) -> bytes | None:
         """The result remembered under the key, or None."""
+        check_id(run_id, key)
         await anyio.lowlevel.checkpoint()
         return self._idempotency.get((run_id, key))
 
@@ -220,6 +226,7 @@ class MemoryStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_id(run_id)
         check_int("expected_revision", expected_revision, run_id)
         await anyio.lowlevel.checkpoint()
         current = self._runs.get(run_id)

@@ -19,6 +19,7 @@ from flowcraft.stores._base import (
     RunPage,
     RunStats,
     StoredRun,
+    check_id,
     check_int,
     check_list_args,
     check_namespace,
@@ -354,6 +355,7 @@ class PostgresStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
+        check_id(run_id)
         rows = await self._fetchall(self._sql.get_run, (run_id,))
         if not rows:
             raise RunNotFoundError(run_id, self)
@@ -404,16 +406,19 @@ class PostgresStore:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
+        check_id(run_id)
         rows = await self._fetchall(self._sql.read_history, (run_id,))
         return [h for r in rows for h in decode_history_chunk(bytes(r[0]), run_id)]
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
+        check_id(run_id)
         rows = await self._fetchall(self._sql.read_checkpoints, (run_id, run_id))
         return checkpoints_of(rows)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        check_id(run_id, key)
 
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> bool:
             cur = await conn.execute(self._sql.remember, (run_id, key, result))
@@ -423,11 +428,13 @@ class PostgresStore:
 
     async def recall(self, run_id: str, key: str) -> bytes | None:
         """The result remembered under the key, or None."""
+        check_id(run_id, key)
         rows = await self._fetchall(self._sql.recall, (run_id, key))
         return bytes(rows[0][0]) if rows else None
 
     async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
         """``get`` and ``recall`` in one statement (one snapshot, one round trip)."""
+        check_id(run_id, key)
         rows = await self._fetchall(self._sql.get_and_recall, (key, run_id))
         if not rows:
             raise RunNotFoundError(run_id, self)
@@ -466,6 +473,7 @@ class PostgresStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_id(run_id)
         check_int("expected_revision", expected_revision, run_id)
         sql = self._sql
 

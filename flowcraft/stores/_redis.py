@@ -19,6 +19,7 @@ from flowcraft.stores._base import (
     RunStats,
     StoredRun,
     awaiting_since,
+    check_id,
     check_int,
     check_list_args,
     check_namespace,
@@ -429,6 +430,7 @@ class RedisStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
+        check_id(run_id)
         async with self._guard("get"):
             body = await self._redis().hget(self._key("run", run_id), "body")
         if body is None:
@@ -566,29 +568,34 @@ class RedisStore:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
+        check_id(run_id)
         async with self._guard("history"):
             items = await self._redis().lrange(self._key("hist", run_id), 0, -1)
         return [decode_history(_bytes(i), run_id) for i in items]
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
+        check_id(run_id)
         async with self._guard("checkpoints"):
             items = await self._redis().zrange(self._key("cp", run_id), 0, -1)
         return [decode_run(_bytes(i), run_id) for i in items]
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        check_id(run_id, key)
         async with self._guard("remember"):
             return bool(await self._redis().hsetnx(self._key("idem", run_id), key, result))
 
     async def recall(self, run_id: str, key: str) -> bytes | None:
         """The result remembered under the key, or None."""
+        check_id(run_id, key)
         async with self._guard("recall"):
             value = await self._redis().hget(self._key("idem", run_id), key)
         return None if value is None else _bytes(value)
 
     async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
         """``get`` and ``recall`` in one round trip (a transaction: one snapshot)."""
+        check_id(run_id, key)
         async with self._guard("get"), self._redis().pipeline(transaction=True) as pipe:
             pipe.hget(self._key("run", run_id), "body")
             pipe.hget(self._key("idem", run_id), key)
@@ -641,6 +648,7 @@ class RedisStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_id(run_id)
         check_int("expected_revision", expected_revision, run_id)
         keys = [
             self._key("run", run_id),

@@ -22,6 +22,7 @@ from flowcraft.stores._base import (
     RunPage,
     RunStats,
     StoredRun,
+    check_id,
     check_int,
     check_list_args,
     check_namespace,
@@ -493,6 +494,7 @@ class SqliteStore:
 
     async def get(self, run_id: str) -> StoredRun:
         """The stored run; raise ``RunNotFoundError`` if there is none."""
+        check_id(run_id)
         query = self._sql.get_run
         row = await self._read(_run_rows(lambda c: c.execute(query, (run_id,)).fetchone()))
         if row is None:
@@ -501,6 +503,7 @@ class SqliteStore:
 
     async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
         """``get`` and ``recall`` in one statement (one snapshot)."""
+        check_id(run_id, key)
         query = self._sql.get_and_recall
         row = await self._read(lambda c: c.execute(query, (key, run_id)).fetchone())
         if row is None:
@@ -554,23 +557,27 @@ class SqliteStore:
 
     async def history(self, run_id: str) -> builtins.list[HistoryRecord]:
         """The run's audit trail, oldest first."""
+        check_id(run_id)
         rows = await self._run(lambda c: c.execute(self._sql.read_history, (run_id,)).fetchall())
         return [h for r in rows for h in decode_history_chunk(bytes(r[0]), run_id)]
 
     async def checkpoints(self, run_id: str) -> builtins.list[StoredRun]:
         """The run's kept checkpoints, oldest first."""
+        check_id(run_id)
         query = self._sql.read_checkpoints
         rows = await self._run(_run_rows(lambda c: c.execute(query, (run_id, run_id)).fetchall()))
         return checkpoints_of(rows)
 
     async def remember(self, run_id: str, key: str, result: bytes) -> bool:
         """Record ``result`` under an idempotency key; False (keeping the first) if known."""
+        check_id(run_id, key)
         params = (run_id, key, result)
         count = await self._write(lambda c: c.execute(self._sql.remember, params).rowcount)
         return bool(count == 1)
 
     async def recall(self, run_id: str, key: str) -> bytes | None:
         """The result remembered under the key, or None."""
+        check_id(run_id, key)
         row = await self._read(lambda c: c.execute(self._sql.recall, (run_id, key)).fetchone())
         return None if row is None else bytes(row[0])
 
@@ -599,6 +606,7 @@ class SqliteStore:
 
     async def delete(self, run_id: str, expected_revision: int) -> None:
         """Delete a run and its records if its stored revision is ``expected_revision``."""
+        check_id(run_id)
         check_int("expected_revision", expected_revision, run_id)
         sql = self._sql
 

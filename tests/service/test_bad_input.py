@@ -72,6 +72,50 @@ async def test_an_argument_of_the_wrong_type_is_a_type_error_and_changes_nothing
     assert done.status == "completed"
 
 
+@pytest.mark.parametrize("bad", [5, None, b"a", 1.5])
+async def test_a_run_id_that_is_no_string_is_the_same_type_error_everywhere(
+    store: RunStore, fake_clock: FakeClock, bad: object
+) -> None:
+    """``get(5)`` was a ``StoreError`` on PostgreSQL (``text = smallint``) and
+    ``RunNotFoundError`` elsewhere: every read and write by id, of the service and of each
+    store, raises the same ``TypeError`` naming ``run_id``, and nothing changes."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="a")
+    before = await store.get("a")
+    rid: Any = bad
+    reads: list[Any] = [
+        lambda: service.get(rid),
+        lambda: service.result(rid),
+        lambda: service.history(rid),
+        lambda: service.checkpoints(rid),
+        lambda: service.outcome(rid, "k"),
+        lambda: service.settled(rid),
+        lambda: service.execute(rid, 1, "d"),
+        lambda: service.resume(rid, {"action": "approved"}),
+        lambda: service.pause(rid),
+        lambda: service.release(rid),
+        lambda: service.cancel(rid),
+        lambda: service.rollback(rid, 1),
+        lambda: service.fork(rid, 1),
+        lambda: service.delete(rid),
+        lambda: store.get(rid),
+        lambda: store.history(rid),
+        lambda: store.checkpoints(rid),
+        lambda: store.recall(rid, "k"),
+        lambda: store.remember(rid, "k", b"x"),
+        lambda: store.delete(rid, 1),
+    ]
+    if hasattr(store, "get_and_recall"):
+        reads.append(lambda: store.get_and_recall(rid, "k"))
+    for read in reads:
+        with pytest.raises(TypeError, match=rf"^run_id must be a string, not {bad!r}"):
+            await read()
+    with pytest.raises(TypeError, match=r"^key must be a string"):
+        await store.recall("a", 5)  # type: ignore[arg-type]
+    assert await store.get("a") == before
+    assert (await service.resume("a", {"action": "approved"})).status == "completed"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("pause_reason", 5), ("paused_by", b"ops"), ("claim_key", 1.5), ("flow_id", 7)],
