@@ -563,6 +563,7 @@ class Segment:
         self.written = 0  # the newest of them stored
         self.checkpointed = False
         self.ended = False  # the call is over: ``watch`` returns at its next look
+        self.renewing = False  # ``watch`` is writing a renewal: it must learn how that went
         self.fanned: dict[str, int] = {}  # batches left to workers: node id -> item count
         #: Set for a segment whose claim is not undone when it is refused (a fan-out's gather:
         #: ``fanout.refused``): ``refusal(latest, error)`` is what to write instead.
@@ -702,10 +703,16 @@ class Segment:
                 # redis-py under load: the watcher slept on, renewing the lease of a segment
                 # that had ended, and the run stayed ``running`` for good) is sent again,
                 # and the watcher returns at its next look whatever happens to it.
+                # Never while it writes a renewal, though: that cancellation is native, no
+                # store's shield holds it back, and a renewal that landed unbeknownst to the
+                # watcher leaves ``latest`` a revision behind, so the commit would conflict
+                # and the segment's decision be lost. The write ends on its own; ``ended``
+                # (read before any write begins) keeps another from starting.
                 self.ended = True
                 with anyio.CancelScope(shield=True):
                     while not watcher.done():
-                        watcher.cancel()
+                        if not self.renewing:
+                            watcher.cancel()
                         await asyncio.wait([watcher], timeout=self._step())
                 if not watcher.cancelled() and watcher.exception() is not None:
                     log.error(
@@ -886,8 +893,12 @@ class Segment:
                         renewed = msgspec.structs.replace(
                             latest, revision=latest.revision + 1, lease_until=now + ttl
                         )
-                        if not await self._write(renewed):
-                            return
+                        self.renewing = True
+                        try:
+                            if not await self._write(renewed):
+                                return
+                        finally:
+                            self.renewing = False
             except StoreError:
                 log.exception("flowcraft service: watching run %s", self.latest.run_id)
                 continue
