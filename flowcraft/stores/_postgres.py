@@ -292,19 +292,25 @@ class PostgresStore:
                 return
         for write in batch:
             query, values, durable = write.payload
-            for attempt in range(3):
-                try:
-                    rows = await self._fetchall(query, values, durable=durable)
-                except StoreError as exc:
-                    # A deadlock or serialization victim was rolled back whole: run it again.
-                    if attempt < 2 and getattr(exc.__cause__, "sqlstate", None) in _RETRY:
-                        continue
-                    write.error = exc
-                except Exception as exc:
-                    write.error = exc
-                else:
-                    write.result = int(rows[0][0]) if rows else 0
-                break
+            try:
+                rows = await self._retrying(query, values, durable=durable)
+            except Exception as exc:
+                write.error = exc
+            else:
+                write.result = int(rows[0][0]) if rows else 0
+
+    async def _retrying(
+        self, query: str, params: Sequence[Any], *, durable: bool = True
+    ) -> builtins.list[tuple[Any, ...]]:
+        """``_fetchall`` of one statement, run again (3 tries in all) when PostgreSQL rolled it
+        back whole as a deadlock or serialization victim."""
+        for attempt in range(3):
+            try:
+                return await self._fetchall(query, params, durable=durable)
+            except StoreError as exc:
+                if attempt == 2 or getattr(exc.__cause__, "sqlstate", None) not in _RETRY:
+                    raise
+        raise AssertionError("unreachable")
 
     async def save_many(
         self, writes: Sequence[tuple[StoredRun, int]]
@@ -468,7 +474,8 @@ class PostgresStore:
             )
             + " SELECT count(*) FROM d"
         )
-        rows = await self._fetchall(query, (to_micros(before),))
+        # It locks the runs in its scan order: a deadlock with another writer is retried.
+        rows = await self._retrying(query, (to_micros(before),))
         return int(rows[0][0])
 
     async def delete(self, run_id: str, expected_revision: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -305,4 +305,39 @@ async def test_tables_counted_per_row_move_to_per_statement_counts_when_opened()
         assert stats.by_status == {"awaiting": 3}
     finally:
         await reopened.close()
+        await drop("postgres", namespace)
+
+
+async def test_delete_finished_that_deadlocks_with_another_writer_is_run_again() -> None:
+    """Another transaction holds one finished run and then asks for one ``delete_finished``
+    already locked: PostgreSQL rolls ``delete_finished`` back as the deadlock's victim, and it
+    is run again once the other writer is done (no ``StoreError``, every run deleted)."""
+    import psycopg
+
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    store = await _store(namespace)
+    runs = f"{namespace}_runs"
+    try:
+        for i in range(2):  # r0 older than r1: the delete's scan locks r0 first
+            await store.create(
+                msgspec.structs.replace(_run(i, "completed"), updated_at=T0 + timedelta(seconds=i))
+            )
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN) as other:
+            await other.execute("SET deadlock_timeout = '30s'")  # the victim is the delete
+            await other.execute(f"UPDATE {runs} SET revision = revision WHERE run_id = 'r1'")
+            async with anyio.create_task_group() as tg:
+                deleted: list[int] = []
+
+                async def delete() -> None:
+                    deleted.append(await store.delete_finished(datetime(2031, 1, 1, tzinfo=UTC)))
+
+                tg.start_soon(delete)
+                await anyio.sleep(0.5)  # the delete holds r0 and waits for r1
+                # r0 is the delete's: this waits until the deadlock check (1 s) rolls it back
+                await other.execute(f"UPDATE {runs} SET revision = revision WHERE run_id = 'r0'")
+                await other.commit()
+        assert deleted == [2]
+        assert (await store.stats(T0)).by_status == {}
+    finally:
+        await store.close()
         await drop("postgres", namespace)
