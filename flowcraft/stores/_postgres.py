@@ -302,8 +302,10 @@ class PostgresStore:
     async def _retrying(
         self, query: str, params: Sequence[Any], *, durable: bool = True
     ) -> builtins.list[tuple[Any, ...]]:
-        """``_fetchall`` of one statement, run again (3 tries in all) when PostgreSQL rolled it
-        back whole as a deadlock or serialization victim."""
+        """``_fetchall`` of one statement, run again if rolled back as a deadlock's victim.
+
+        PostgreSQL rolls a deadlock or serialization victim back whole: 3 tries in all.
+        """
         for attempt in range(3):
             try:
                 return await self._fetchall(query, params, durable=durable)
