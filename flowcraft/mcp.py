@@ -6,7 +6,8 @@ schema and output schema are generated from msgspec types (the outputs are the H
 ``flowcraft.http.ExecutionView``, ``ExecutionList``), arguments are validated against them
 before anything changes, and a failure is an MCP tool error carrying the library's message.
 Run ids and idempotency keys follow the rule of every door (``flowcraft.views.RunId``,
-``IdempotencyKey``): an empty or 10,000-character id is a tool error naming the argument.
+``IdempotencyKey``): an empty or 10,000-character id is a tool error naming the argument; so
+is a ``reason`` longer than 1,000 characters or a ``by`` longer than 255 (``Reason``, ``Name``).
 
 A human wait is never held open inside a tool call: ``workflow_suspend_status`` shows what a
 run awaits (each wait's allowed actions and JSON schema) and returns at once; the agent decides
@@ -39,6 +40,8 @@ from flowcraft.views import (
     ExecutionList,
     ExecutionView,
     IdempotencyKey,
+    Name,
+    Reason,
     RunId,
     execution_view,
     idempotency_key_problem,
@@ -79,8 +82,8 @@ class SuspendInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Hold an awaiting run (its timers and decisions wait), or pause a running one."""
 
     run_id: RunId
-    reason: str | None = None
-    by: str | None = None
+    reason: Reason | None = None
+    by: Name | None = None
     expires_in_seconds: float | None = None
 
 
@@ -96,7 +99,7 @@ class ResumeInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True)
     node_id: str | None = None
     action: str | None = None
     output: Any = None
-    by: str | None = None
+    by: Name | None = None
 
 
 class ListInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from flowcraft.cli.exits import UsageProblem
+from flowcraft.views import name_problem, reason_problem
 
 _LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates overflow
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -34,6 +35,16 @@ def parse_duration(text: str) -> float:
             "(not negative, at most 1000 years)"
         )
     return seconds
+
+
+def check_texts(*, reason: str | None = None, by: str | None = None) -> None:
+    """Refuse a ``--reason`` or ``--by`` too long to record (every door's rule)."""
+    for problem in (
+        reason_problem(reason, "--reason") if reason is not None else None,
+        name_problem(by, "--by") if by is not None else None,
+    ):
+        if problem is not None:
+            raise UsageProblem(problem)
 
 
 def read_json(value: str | None, what: str) -> Any:

@@ -258,6 +258,34 @@ def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
     assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("runs", "pause", "{run}", "--reason", "r" * 1001), "--reason"),
+        (("runs", "pause", "{run}", "--by", "b" * 256), "--by"),
+        (("runs", "cancel", "{run}", "--reason", "r" * 1001), "--reason"),
+        (("runs", "release", "{run}", "--by", "b" * 256), "--by"),
+        (("runs", "resume", "{run}", "approval", "--action", "approved", "--output",
+          '{"approved": true}', "--by", "b" * 256), "--by"),
+        (("runs", "cancel", "--where", "flow=expense", "--yes", "--by", "b" * 256), "--by"),
+    ],
+    ids=["pause-reason", "pause-by", "cancel-reason", "release-by", "resume-by", "bulk-by"],
+)
+def test_a_reason_or_by_beyond_the_doors_rule_is_a_usage_error_and_changes_nothing(
+    tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    """--reason at most 1,000 characters, --by at most 255, as over HTTP and MCP."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    run = start(sqlite).id
+    result = sqlite.run(*(a.replace("{run}", run) for a in args))
+    assert result.code == 2, result.err
+    assert option in result.err
+    assert "at most" in result.err
+    assert len(result.err) < 400
+    view = sqlite.json(ExecutionView, "runs", "show", run)
+    assert (view.status, view.held, view.revision) == ("awaiting", False, 1)
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
 def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
     tmp_path: Path, key: str
