@@ -16,8 +16,11 @@ _LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates o
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``."""
+def parse_duration(text: str, what: str = "", *, positive: bool = False) -> float:
+    """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``.
+
+    ``what`` names the option in the message (``--interval``); ``positive`` refuses 0 too.
+    """
     raw = text.strip().lower()
     seconds: float | None = None
     for unit in sorted(_UNITS, key=len, reverse=True):
@@ -29,10 +32,13 @@ def parse_duration(text: str) -> float:
             seconds = float(raw)
         except ValueError:
             seconds = math.nan
-    if not 0 <= seconds <= _LONGEST:
+    low_ok = seconds > 0 if positive else seconds >= 0
+    if not (low_ok and seconds <= _LONGEST):  # NaN fails both comparisons: refused too
+        where = f"{what} " if what else ""
+        least = "more than 0" if positive else "not negative"
         raise UsageProblem(
-            f"invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d "
-            "(not negative, at most 1000 years)"
+            f"{where}invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d "
+            f"({least}, at most 1000 years)"
         )
     return seconds
 

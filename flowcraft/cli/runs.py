@@ -199,7 +199,7 @@ def runs_pause(env: Env, run_id: str | None, where: str | None, dry_run: bool, y
     """
     one_or_many(run_id, where, dry_run)
     check_texts(reason=reason, by=by)
-    seconds = parse_duration(expires_in) if expires_in is not None else None
+    seconds = parse_duration(expires_in, "--expires-in") if expires_in is not None else None
     if where is not None:
         bulk(env, "pause", where, dry_run, yes, reason=reason, by=by)
         return
@@ -313,7 +313,7 @@ def runs_cleanup(env: Env, older_than: str, expired: bool, yes: bool) -> None:
 
     import anyio
 
-    seconds = parse_duration(older_than)
+    seconds = parse_duration(older_than, "--older-than")
 
     async def call(service: FlowService) -> CleanupReport:
         params = inspect.signature(service.cleanup).parameters

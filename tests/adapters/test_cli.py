@@ -423,6 +423,23 @@ def test_scheduler_fires_timers_and_stops_cleanly_on_sigterm(backend: Backend) -
     assert b.json(ExecutionView, "runs", "show", run).status == "completed"
 
 
+@pytest.mark.parametrize("interval", ["0", "0s", "-1", "nan", "-inf"])
+def test_a_scheduler_interval_not_above_zero_is_a_usage_error_not_a_busy_loop(
+    tmp_path: Path, interval: str
+) -> None:
+    """--interval 0, negative or NaN (was: a scheduler ticking without a pause): exit 2."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    done = subprocess.run(
+        [sys.executable, "-m", "flowcraft", "scheduler", "run", f"--interval={interval}"],
+        capture_output=True, text=True, cwd=ROOT, env=b.env, timeout=15,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--interval" in done.stderr
+    assert "more than 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "running every" not in done.stderr
+
+
 def test_serve_answers_the_http_api(backend: Backend) -> None:
     """`serve` runs create_app under uvicorn; the run it shows is the CLI's view of it."""
     b = backend
