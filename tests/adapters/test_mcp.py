@@ -341,3 +341,35 @@ async def test_a_reason_or_by_beyond_the_doors_rule_is_a_tool_error_naming_it(
     props = tools["workflow_suspend"].input_schema["properties"]
     assert "'maxLength': 1000" in str(props["reason"])
     assert "'maxLength': 255" in str(props["by"])
+
+
+class _BrokenStore(SqliteStore):
+    """A store whose driver fails with its own error (not a FlowcraftError), text and all."""
+
+    async def get(self, run_id: str) -> Any:
+        raise RuntimeError("driver exploded at /srv/secret/db.sqlite password=hunter2")
+
+
+async def test_an_unexpected_exception_is_a_generic_tool_error_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither a FlowcraftError nor a ValueError (was: a protocol error): nothing leaks."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    service = FlowService(FlowRuntime(), _BrokenStore(path), [expense, timer])
+    try:
+        async with Client(create_server(service)) as client:
+            with caplog.at_level("ERROR", logger="flowcraft.mcp"):
+                message = await refused(client, "workflow_suspend_status", run_id=run)
+            listed = await call(client, "workflow_list_suspended")  # the server still serves
+    finally:
+        await service.store.close()
+    assert "workflow_suspend_status" in message
+    assert "unexpected error" in message
+    assert "hunter2" not in message
+    assert "RuntimeError" not in message
+    assert listed["count"] == 1
+    logged = [r for r in caplog.records if r.name == "flowcraft.mcp"]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert "hunter2" in str(logged[0].exc_info[1])
