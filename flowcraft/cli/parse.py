@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from flowcraft.cli.exits import UsageProblem
+from flowcraft.cli.output import shown
 from flowcraft.views import name_problem, reason_problem
 
 _LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates overflow
@@ -37,7 +38,7 @@ def parse_duration(text: str, what: str = "", *, positive: bool = False) -> floa
         where = f"{what} " if what else ""
         least = "more than 0" if positive else "not negative"
         raise UsageProblem(
-            f"{where}invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d "
+            f"{where}invalid duration {shown(text)}: use e.g. 90, 45s, 30m, 12h, 7d "
             f"({least}, at most 1000 years)"
         )
     return seconds
@@ -64,9 +65,11 @@ def read_json(value: str | None, what: str) -> Any:
             with open(value[1:], encoding="utf-8") as fh:
                 text = fh.read()
         except OSError as exc:
-            raise UsageProblem(f"{what}: cannot read {value[1:]!r}: {exc.strerror}") from exc
+            raise UsageProblem(f"{what}: cannot read {shown(value[1:])}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise UsageProblem(f"{what}: {value[1:]!r} is not UTF-8 text ({exc.reason})") from exc
+            raise UsageProblem(
+                f"{what}: {shown(value[1:])} is not UTF-8 text ({exc.reason})"
+            ) from exc
     else:
         text = value
     try:
@@ -89,14 +92,14 @@ def parse_where(text: str) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in _WHERE_KEYS:
             raise UsageProblem(
-                f"--where {text!r}: {part!r} is not KEY=VALUE with KEY one of "
+                f"--where {shown(text)}: {shown(part)} is not KEY=VALUE with KEY one of "
                 + ", ".join(_WHERE_KEYS)
             )
         name = _WHERE_KEYS[key.strip()]
         value = value.strip()
         if name == "expired":
             if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise UsageProblem(f"--where expired={value!r}: use true or false")
+                raise UsageProblem(f"--where expired={shown(value)}: use true or false")
             found[name] = value.lower() in ("true", "yes", "1")
         else:
             found[name] = value
@@ -108,9 +111,10 @@ def parse_where(text: str) -> dict[str, Any]:
 def parse_keys(pairs: Sequence[str]) -> dict[str, str]:
     """``--key ID=SECRET`` pairs as ``signing_keys``."""
     keys: dict[str, str] = {}
-    for pair in pairs:
+    for position, pair in enumerate(pairs, 1):
         key_id, sep, secret = pair.partition("=")
         if not sep or not key_id or not secret:
-            raise UsageProblem(f"--key {pair!r}: use ID=SECRET")
+            # Not echoed: a pair without its "=" may be the secret itself.
+            raise UsageProblem(f"--key number {position}: use ID=SECRET")
         keys[key_id] = secret
     return keys

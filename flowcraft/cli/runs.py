@@ -18,6 +18,7 @@ from flowcraft.cli.output import (
     emit,
     history_line,
     paint,
+    shown,
     table_lines,
     view_lines,
     when,
@@ -342,7 +343,7 @@ def runs_delete(env: Env, run_id: str, yes: bool) -> None:
 
     async def call(service: FlowService) -> DeleteReport:
         delete = require(service, "delete", "runs delete")
-        await anyio.to_thread.run_sync(confirm, f"Delete run {run_id!r}?", yes)
+        await anyio.to_thread.run_sync(confirm, f"Delete run {shown(run_id)}?", yes)
         await delete(run_id)
         return DeleteReport(id=run_id)
 

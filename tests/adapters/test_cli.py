@@ -286,6 +286,48 @@ def test_a_reason_or_by_beyond_the_doors_rule_is_a_usage_error_and_changes_nothi
     assert (view.status, view.held, view.revision) == ("awaiting", False, 1)
 
 
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("runs", "show", LONG), 3),
+        (("runs", "history", LONG), 3),
+        (("runs", "start", LONG), 3),
+        (("runs", "resume", LONG, "approval", "--action", "approved"), 3),
+        (("runs", "cleanup", "--older-than", LONG, "--yes"), 2),
+        (("runs", "cleanup", f"--older-than={LONG}", "--yes"), 2),
+        (("runs", "list", "--limit", "9" * 10_000), 2),
+        (("runs", "list", "--status", LONG), 2),
+        (("runs", "list", "--cursor", LONG), 2),
+        (("runs", "pause", "--where", f"flow=a,{LONG}", "--dry-run"), 2),
+        (("--app", f"tests.adapters.cli_app:{LONG}", "runs", "stats"), 2),
+        (("context", "inspect", "--key", LONG, "-"), 2),
+    ],
+    ids=["show", "history", "start", "resume", "duration", "duration=", "limit", "choice",
+         "cursor", "where", "app", "key"],
+)
+def test_an_error_echoes_at_most_80_characters_of_a_long_input(
+    sqlite: Backend, args: tuple[str, ...], code: int
+) -> None:
+    """A 10,000-character argument (was: echoed whole) is shown as its first 80 and "…"."""
+    result = sqlite.run(*args)
+    assert result.code == code, result.err[:500]
+    assert "Traceback" not in result.err
+    assert len(result.err) < 1000, result.err[:500]
+    assert "x" * 81 not in result.err
+    assert "9" * 81 not in result.err
+
+
+def test_a_malformed_signing_key_is_not_echoed(sqlite: Backend) -> None:
+    """--key without "=" may be the secret itself: the message names its position only."""
+    result = sqlite.run("context", "inspect", "--key", "k1:hunter2", "-")
+    assert result.code == 2, result.err
+    assert "hunter2" not in result.err
+    assert "ID=SECRET" in result.err
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
 def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
     tmp_path: Path, key: str
