@@ -56,6 +56,7 @@ from flowcraft._errors import (
     UnknownFlowError,
     UnknownNodeError,
     WaitExpiredError,
+    WebhookPayloadError,
 )
 from flowcraft._events import EVENT_NAMES, EventBus, FlowEvent, Middleware
 from flowcraft._flow.blueprint import Blueprint, to_mermaid
@@ -173,6 +174,7 @@ __all__ = (
     "UnknownFlowError",
     "UnknownNodeError",
     "WaitExpiredError",
+    "WebhookPayloadError",
     "create_flow",
     "lint_blueprint",
     "to_mermaid",

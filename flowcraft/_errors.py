@@ -34,6 +34,7 @@
     ├── SubflowError       recorded on a subflow node whose child run failed
     ├── BatchItemError     recorded on a batch node when one of its items failed
     ├── UnknownFlowError (LookupError)
+    ├── WebhookPayloadError (ValueError)   WebhookEvent.json() of a body that is not JSON
     └── StoreError
         ├── RunNotFoundError (LookupError)
         ├── RunExistsError
@@ -611,6 +612,26 @@ class SubflowError(FlowcraftError):
 
 class BatchItemError(FlowcraftError):
     """One item of a batch failed (recorded on the batch node, naming the item index)."""
+
+
+class WebhookPayloadError(FlowcraftError, ValueError):
+    """A webhook delivery's body is not what its route reads (``WebhookEvent.json()``).
+
+    Raised inside the route, before anything changed; the HTTP app answers it with 422
+    (``webhook-payload``), so the provider sees the delivery refused, not a server fault.
+    """
+
+    def __init__(self, provider: str, delivery_id: str, detail: str) -> None:
+        super().__init__(
+            f"webhook delivery {_clip(delivery_id)!r} from {provider}: the body {detail}; "
+            "nothing was resumed. Check what the provider sends to this endpoint (its content "
+            "type and format), or read event.body yourself."
+        )
+        self.provider, self.delivery_id, self.detail = provider, delivery_id, detail
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "\u2026"
 
 
 class RunExistsError(StoreError):

@@ -4,9 +4,11 @@
 ``Server``) with the seed's suspend/resume tools plus ``workflow_start``. Every tool's input
 schema and output schema are generated from msgspec types (the outputs are the HTTP API's:
 ``flowcraft.http.ExecutionView``, ``ExecutionList``), arguments are validated against them
-before anything changes, and a failure is an MCP tool error carrying the library's message.
+before anything changes, and a failure is an MCP tool error carrying the library's message
+(any other exception is logged with its traceback and is a tool error saying only that).
 Run ids and idempotency keys follow the rule of every door (``flowcraft.views.RunId``,
-``IdempotencyKey``): an empty or 10,000-character id is a tool error naming the argument.
+``IdempotencyKey``): an empty or 10,000-character id is a tool error naming the argument; so
+is a ``reason`` longer than 1,000 characters or a ``by`` longer than 255 (``Reason``, ``Name``).
 
 A human wait is never held open inside a tool call: ``workflow_suspend_status`` shows what a
 run awaits (each wait's allowed actions and JSON schema) and returns at once; the agent decides
@@ -19,6 +21,7 @@ Run it over stdio with ``flowcraft --app module:service mcp``.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +42,8 @@ from flowcraft.views import (
     ExecutionList,
     ExecutionView,
     IdempotencyKey,
+    Name,
+    Reason,
     RunId,
     execution_view,
     idempotency_key_problem,
@@ -49,6 +54,8 @@ from flowcraft.views import (
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
+
+log = logging.getLogger("flowcraft.mcp")
 
 __all__ = (
     "CleanupInput",
@@ -79,8 +86,8 @@ class SuspendInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Hold an awaiting run (its timers and decisions wait), or pause a running one."""
 
     run_id: RunId
-    reason: str | None = None
-    by: str | None = None
+    reason: Reason | None = None
+    by: Name | None = None
     expires_in_seconds: float | None = None
 
 
@@ -96,7 +103,7 @@ class ResumeInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True)
     node_id: str | None = None
     action: str | None = None
     output: Any = None
-    by: str | None = None
+    by: Name | None = None
 
 
 class ListInput(_Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -339,10 +346,15 @@ def create_server(
             return _error(f"{tool.name}: invalid arguments: {problem}")
         try:
             value = await tool.call(service, args)
+            body = msgspec.to_builtins(value)
+            text = msgspec.json.encode(value).decode()
         except (flowcraft.FlowcraftError, ValueError) as exc:
             return _error(str(exc))
-        body = msgspec.to_builtins(value)
-        text = msgspec.json.encode(value).decode()
+        except Exception:
+            # A bug or an outage below the service (a driver's own error): the agent gets a
+            # tool error it can report, never the exception's text (paths, DSNs, data).
+            log.exception("flowcraft.mcp: tool %s failed", tool.name)
+            return _error(f"{tool.name} failed with an unexpected error; see the server log")
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)], structured_content=body
         )

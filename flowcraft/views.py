@@ -9,7 +9,10 @@ Starlette. The core never imports this module.
 Run ids and idempotency keys coming through a door are bounded by one rule for every door
 (``RunId``, ``run_id_problem``; ``IdempotencyKey``, ``idempotency_key_problem``): the HTTP API,
 the CLI and the MCP tools refuse the same ids, each in its own way (a 404 or 422, exit 2, a
-tool error), before anything reaches a store.
+tool error), before anything reaches a store. So are the free texts a door records with a
+run (``Reason``, ``Name``; ``reason_problem``, ``name_problem``): a ``reason`` of at most 1,000
+characters, a ``by`` or ``request_id`` of at most 255 (what an ``Idempotency-Key``, also kept
+as a request id, may be).
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ __all__ = (
     "HistoryView",
     "IDEMPOTENCY_KEY_RULE",
     "IdempotencyKey",
+    "NAME_MAX",
+    "Name",
+    "REASON_MAX",
     "RUN_ID_RULE",
+    "Reason",
     "RunId",
     "actions_of",
     "awaiting_for",
@@ -42,7 +49,9 @@ __all__ = (
     "flow_of",
     "idempotency_key_problem",
     "list_view",
+    "name_problem",
     "outcome_view",
+    "reason_problem",
     "run_id_problem",
     "schema_of",
     "summary_view",
@@ -71,6 +80,36 @@ IdempotencyKey = Annotated[
         min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$", description=IDEMPOTENCY_KEY_RULE
     ),
 ]
+
+
+#: Most characters of a ``reason`` a door records (a pause, a cancel, a rollback).
+REASON_MAX = 1000
+#: Most characters of a ``by`` (who) or a ``request_id`` a door records.
+NAME_MAX = 255
+#: A reason as a msgspec type (a request body's, a tool's argument).
+Reason = Annotated[
+    str, msgspec.Meta(max_length=REASON_MAX, description=f"at most {REASON_MAX} characters")
+]
+#: A ``by`` or ``request_id`` as a msgspec type.
+Name = Annotated[
+    str, msgspec.Meta(max_length=NAME_MAX, description=f"at most {NAME_MAX} characters")
+]
+
+
+def _too_long(value: str, what: str, limit: int) -> str | None:
+    if len(value) <= limit:
+        return None
+    return f"{what} is {len(value)} characters long: use at most {limit}"
+
+
+def reason_problem(reason: str, what: str = "reason") -> str | None:
+    """Why ``reason`` is too long to record (a sentence naming ``what``), or None."""
+    return _too_long(reason, what, REASON_MAX)
+
+
+def name_problem(name: str, what: str = "by") -> str | None:
+    """Why a ``by`` or ``request_id`` is too long to record (naming ``what``), or None."""
+    return _too_long(name, what, NAME_MAX)
 
 
 def _shown(value: str) -> str:

@@ -64,8 +64,9 @@ def test_error_tree_matches_the_design() -> None:
         assert issubclass(leaf, f.ResumeError)
     for leaf in (f.RunNotFoundError, f.RevisionConflictError):
         assert issubclass(leaf, f.StoreError)
+    assert issubclass(f.WebhookPayloadError, ValueError)
     for cls in (f.NodeExecutionError, f.RunLimitError, f.ContextError, f.ResumeError,
-                f.StoreError):
+                f.StoreError, f.WebhookPayloadError):
         assert issubclass(cls, f.FlowcraftError)
 
 

@@ -19,6 +19,9 @@ runs. The commands live by concept: ``runs`` (and ``bulk``, its ``--where`` form
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -32,7 +35,7 @@ from flowcraft.cli.exits import (
     USAGE,
     exit_code,
 )
-from flowcraft.cli.output import fail
+from flowcraft.cli.output import clip_inputs, fail
 from flowcraft.cli.reports import BulkReport, ContextReport, HistoryLine
 from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 
@@ -59,21 +62,28 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         ) from exc
     from flowcraft.cli.root import cli as command
 
+    args = list(argv) if argv is not None else sys.argv[1:]
+    # What a message may echo back, clipped: the arguments and the app named by the environment.
+    # (``--opt=value`` echoes the value alone.)
+    values = [a.partition("=")[2] for a in args if a.startswith("-")]
+    inputs = [*args, *values, os.environ.get("FLOWCRAFT_APP", "")]
     try:
-        command.main(list(argv) if argv is not None else None, "flowcraft", standalone_mode=False)
+        command.main(args, "flowcraft", standalone_mode=False)
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except click.Abort:
         fail("aborted", INTERRUPTED)
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write(clip_inputs(shown.getvalue(), inputs))
         raise SystemExit(USAGE if isinstance(exc, click.UsageError) else exc.exit_code) from None
     except KeyboardInterrupt:
         fail("interrupted", INTERRUPTED)
     except flowcraft.FlowcraftError as exc:
-        fail(str(exc), exit_code(exc))
+        fail(clip_inputs(str(exc), inputs), exit_code(exc))
     except ValueError as exc:  # the service's argument checks (a bad cursor, a bad limit)
-        fail(str(exc), USAGE)
+        fail(clip_inputs(str(exc), inputs), USAGE)
     except OSError as exc:
-        fail(str(exc), FAILED)
+        fail(clip_inputs(str(exc), inputs), FAILED)
     raise SystemExit(OK)

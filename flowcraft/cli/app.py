@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from flowcraft import FlowcraftError, FlowService
 from flowcraft.cli.exits import UsageProblem
+from flowcraft.cli.output import clip, shown
 from flowcraft.cli.views import Unsupported
 
 T = TypeVar("T")
@@ -27,17 +28,20 @@ def load_app(spec: str | None) -> FlowService:
             "no app: pass --app module:attr (or set FLOWCRAFT_APP) naming a FlowService"
         )
     module_name, _, attr = spec.partition(":")
+    named = f"--app {shown(spec)}"
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except (ImportError, ValueError) as exc:  # ValueError: an empty or relative module name
-        raise UsageProblem(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+        raise UsageProblem(
+            f"{named}: cannot import {shown(module_name)}: {clip(str(exc), 200)}"
+        ) from exc
     if attr:
         try:
             found: object = getattr(module, attr)
         except AttributeError:
-            raise UsageProblem(f"--app {spec!r}: {module_name!r} has no {attr!r}") from None
+            raise UsageProblem(f"{named}: {shown(module_name)} has no {shown(attr)}") from None
         if not isinstance(found, FlowService) and callable(found):
             try:
                 found = found()
@@ -45,7 +49,8 @@ def load_app(spec: str | None) -> FlowService:
                 raise  # the factory's own error (a store it cannot reach...): its exit code
             except Exception as exc:
                 raise UsageProblem(
-                    f"--app {spec!r}: calling {attr!r}() failed ({type(exc).__name__}: {exc}); "
+                    f"{named}: calling {shown(attr)}() failed "
+                    f"({type(exc).__name__}: {clip(str(exc), 200)}); "
                     "name a FlowService, or a factory taking no arguments"
                 ) from exc
     else:
@@ -55,7 +60,7 @@ def load_app(spec: str | None) -> FlowService:
             found = many[0] if len(many) == 1 else None
     if not isinstance(found, FlowService):
         raise UsageProblem(
-            f"--app {spec!r} is not a FlowService (got {type(found).__name__}); "
+            f"{named} is not a FlowService (got {type(found).__name__}); "
             "name one as module:attr"
         )
     return found

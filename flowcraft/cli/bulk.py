@@ -12,7 +12,7 @@ import msgspec
 from flowcraft import FlowService
 from flowcraft.cli.app import require, run_with
 from flowcraft.cli.env import Env, confirm
-from flowcraft.cli.output import compact, emit
+from flowcraft.cli.output import compact, emit, shown
 from flowcraft.cli.parse import parse_where
 from flowcraft.cli.reports import BulkReport
 
@@ -50,14 +50,16 @@ def bulk(env: Env, op: str, where_text: str, dry_run: bool, yes: bool, **kw: Any
         matched = await _matches(service, where)
         if method is None or not matched:
             return BulkReport(operation=op, where=where, dry_run=dry_run, matched=matched)
-        question = f"{op.capitalize()} {len(matched)} run(s) matching {where_text!r}?"
+        question = f"{op.capitalize()} {len(matched)} run(s) matching {shown(where_text)}?"
         await anyio.to_thread.run_sync(confirm, question, yes)
         result = await method(where, dry_run=False, **kw)
         try:
-            shown = msgspec.to_builtins(result)
+            outcome = msgspec.to_builtins(result)
         except TypeError:
-            shown = repr(result)
-        return BulkReport(operation=op, where=where, dry_run=False, matched=matched, result=shown)
+            outcome = repr(result)
+        return BulkReport(
+            operation=op, where=where, dry_run=False, matched=matched, result=outcome
+        )
 
     report = run_with(env.app, call)
 

@@ -16,6 +16,31 @@ if TYPE_CHECKING:
 
 
 ENCODER = msgspec.json.Encoder()
+#: How much of an input a message echoes back (a 10,000-character id is shown as 80 and "…").
+ECHO = 80
+
+
+def clip(text: str, limit: int = ECHO) -> str:
+    """``text`` cut to its first ``limit`` characters and "…" when longer."""
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
+def shown(value: str) -> str:
+    """How a message quotes an input: its repr, clipped (``clip``)."""
+    return repr(clip(value))
+
+
+def clip_inputs(message: str, inputs: Sequence[str]) -> str:
+    """``message`` with every long input it echoes (as given, or as its repr) clipped.
+
+    The library's errors quote what they were given (``run 'xxxx…' is not in the store``); a
+    command line echoing a 10,000-character argument back would bury the message.
+    """
+    for value in sorted({v for v in inputs if len(v) > ECHO}, key=len, reverse=True):
+        for form in (repr(value)[1:-1], value):
+            if len(form) > ECHO and form in message:
+                message = message.replace(form, clip(form))
+    return message
 
 
 def _colour_on(stream: Any) -> bool:

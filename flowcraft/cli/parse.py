@@ -10,13 +10,18 @@ from typing import Any
 import msgspec
 
 from flowcraft.cli.exits import UsageProblem
+from flowcraft.cli.output import shown
+from flowcraft.views import name_problem, reason_problem
 
 _LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates overflow
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``."""
+def parse_duration(text: str, what: str = "", *, positive: bool = False) -> float:
+    """Seconds of ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``.
+
+    ``what`` names the option in the message (``--interval``); ``positive`` refuses 0 too.
+    """
     raw = text.strip().lower()
     seconds: float | None = None
     for unit in sorted(_UNITS, key=len, reverse=True):
@@ -28,12 +33,25 @@ def parse_duration(text: str) -> float:
             seconds = float(raw)
         except ValueError:
             seconds = math.nan
-    if not 0 <= seconds <= _LONGEST:
+    low_ok = seconds > 0 if positive else seconds >= 0
+    if not (low_ok and seconds <= _LONGEST):  # NaN fails both comparisons: refused too
+        where = f"{what} " if what else ""
+        least = "more than 0" if positive else "not negative"
         raise UsageProblem(
-            f"invalid duration {text!r}: use e.g. 90, 45s, 30m, 12h, 7d "
-            "(not negative, at most 1000 years)"
+            f"{where}invalid duration {shown(text)}: use e.g. 90, 45s, 30m, 12h, 7d "
+            f"({least}, at most 1000 years)"
         )
     return seconds
+
+
+def check_texts(*, reason: str | None = None, by: str | None = None) -> None:
+    """Refuse a ``--reason`` or ``--by`` too long to record (every door's rule)."""
+    for problem in (
+        reason_problem(reason, "--reason") if reason is not None else None,
+        name_problem(by, "--by") if by is not None else None,
+    ):
+        if problem is not None:
+            raise UsageProblem(problem)
 
 
 def read_json(value: str | None, what: str) -> Any:
@@ -47,9 +65,11 @@ def read_json(value: str | None, what: str) -> Any:
             with open(value[1:], encoding="utf-8") as fh:
                 text = fh.read()
         except OSError as exc:
-            raise UsageProblem(f"{what}: cannot read {value[1:]!r}: {exc.strerror}") from exc
+            raise UsageProblem(f"{what}: cannot read {shown(value[1:])}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise UsageProblem(f"{what}: {value[1:]!r} is not UTF-8 text ({exc.reason})") from exc
+            raise UsageProblem(
+                f"{what}: {shown(value[1:])} is not UTF-8 text ({exc.reason})"
+            ) from exc
     else:
         text = value
     try:
@@ -72,14 +92,14 @@ def parse_where(text: str) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in _WHERE_KEYS:
             raise UsageProblem(
-                f"--where {text!r}: {part!r} is not KEY=VALUE with KEY one of "
+                f"--where {shown(text)}: {shown(part)} is not KEY=VALUE with KEY one of "
                 + ", ".join(_WHERE_KEYS)
             )
         name = _WHERE_KEYS[key.strip()]
         value = value.strip()
         if name == "expired":
             if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise UsageProblem(f"--where expired={value!r}: use true or false")
+                raise UsageProblem(f"--where expired={shown(value)}: use true or false")
             found[name] = value.lower() in ("true", "yes", "1")
         else:
             found[name] = value
@@ -91,9 +111,10 @@ def parse_where(text: str) -> dict[str, Any]:
 def parse_keys(pairs: Sequence[str]) -> dict[str, str]:
     """``--key ID=SECRET`` pairs as ``signing_keys``."""
     keys: dict[str, str] = {}
-    for pair in pairs:
+    for position, pair in enumerate(pairs, 1):
         key_id, sep, secret = pair.partition("=")
         if not sep or not key_id or not secret:
-            raise UsageProblem(f"--key {pair!r}: use ID=SECRET")
+            # Not echoed: a pair without its "=" may be the secret itself.
+            raise UsageProblem(f"--key number {position}: use ID=SECRET")
         keys[key_id] = secret
     return keys

@@ -18,11 +18,12 @@ from flowcraft.cli.output import (
     emit,
     history_line,
     paint,
+    shown,
     table_lines,
     view_lines,
     when,
 )
-from flowcraft.cli.parse import parse_duration, read_json
+from flowcraft.cli.parse import check_texts, parse_duration, read_json
 from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 from flowcraft.stores import StoredRun
 from flowcraft.views import (
@@ -165,6 +166,7 @@ def runs_resume(env: Env, run_id: str, node_id: str | None, action: str | None,
       flowcraft runs resume 3f2a9c manager-approval --action approved \\
           --output '{"approved": true}' --by alice --idempotency-key mail-8812
     """
+    check_texts(by=by)
     if idempotency_key is not None:
         problem = idempotency_key_problem(idempotency_key, "--idempotency-key")
         if problem is not None:
@@ -197,7 +199,8 @@ def runs_pause(env: Env, run_id: str | None, where: str | None, dry_run: bool, y
       flowcraft runs pause --where status=awaiting,flow=payout --dry-run
     """
     one_or_many(run_id, where, dry_run)
-    seconds = parse_duration(expires_in) if expires_in is not None else None
+    check_texts(reason=reason, by=by)
+    seconds = parse_duration(expires_in, "--expires-in") if expires_in is not None else None
     if where is not None:
         bulk(env, "pause", where, dry_run, yes, reason=reason, by=by)
         return
@@ -225,6 +228,7 @@ def runs_release(env: Env, run_id: str | None, where: str | None, dry_run: bool,
       flowcraft runs release --where status=awaiting,flow=payout --yes
     """
     one_or_many(run_id, where, dry_run)
+    check_texts(by=by)
     if where is not None:
         bulk(env, "release", where, dry_run, yes, by=by)
         return
@@ -253,6 +257,7 @@ def runs_cancel(env: Env, run_id: str | None, where: str | None, dry_run: bool, 
       flowcraft runs cancel --where expired=true --dry-run
     """
     one_or_many(run_id, where, dry_run)
+    check_texts(reason=reason, by=by)
     if where is not None:
         bulk(env, "cancel", where, dry_run, yes, reason=reason, by=by)
         return
@@ -309,7 +314,7 @@ def runs_cleanup(env: Env, older_than: str, expired: bool, yes: bool) -> None:
 
     import anyio
 
-    seconds = parse_duration(older_than)
+    seconds = parse_duration(older_than, "--older-than")
 
     async def call(service: FlowService) -> CleanupReport:
         params = inspect.signature(service.cleanup).parameters
@@ -338,7 +343,7 @@ def runs_delete(env: Env, run_id: str, yes: bool) -> None:
 
     async def call(service: FlowService) -> DeleteReport:
         delete = require(service, "delete", "runs delete")
-        await anyio.to_thread.run_sync(confirm, f"Delete run {run_id!r}?", yes)
+        await anyio.to_thread.run_sync(confirm, f"Delete run {shown(run_id)}?", yes)
         await delete(run_id)
         return DeleteReport(id=run_id)
 
@@ -355,6 +360,7 @@ def runs_delete(env: Env, run_id: str, yes: bool) -> None:
 def runs_rollback(env: Env, run_id: str, revision: int, by: str | None,
                   reason: str | None) -> None:
     """Make an earlier checkpoint the run's state, as a new revision (needs rollback)."""
+    check_texts(reason=reason, by=by)
     async def call(service: FlowService) -> ExecutionView:
         rollback = require(service, "rollback", "runs rollback")
         await rollback(run_id, revision, by=by, reason=reason)

@@ -22,7 +22,8 @@ def scheduler() -> None:
 
 
 @scheduler.command("run")
-@click.option("--interval", default="1s", show_default=True, help="Seconds between ticks.")
+@click.option("--interval", default="1s", show_default=True,
+              help="Time between ticks: 1s, 500ms, 5m (more than 0).")
 @pass_env
 def scheduler_run(env: Env, interval: str) -> None:
     """Fire due timers, expire waits and recover crashed runs until SIGTERM or Ctrl-C.
@@ -38,7 +39,7 @@ def scheduler_run(env: Env, interval: str) -> None:
 
     import anyio
 
-    every = parse_duration(interval)
+    every = parse_duration(interval, "--interval", positive=True)
 
     def on_result(result: RunResult) -> None:
         if env.json:

@@ -46,6 +46,10 @@ PROBLEM_TYPES: dict[str, int] = {
     "run-held": 423,
     "precondition-required": 428,
     "invalid-signature": 401,
+    "webhook-payload": 422,
+    "checkpoint-not-found": 404,
+    "run-active": 409,
+    "approval-refused": 422,
     "store-unavailable": 503,
     "internal": 500,
 }
@@ -78,6 +82,10 @@ _TITLES: dict[str, str] = {
     "run-held": "The run is held",
     "precondition-required": "Send If-Match",
     "invalid-signature": "The webhook signature does not verify",
+    "webhook-payload": "The webhook body is not what its route reads",
+    "checkpoint-not-found": "The run keeps no checkpoint at this revision",
+    "run-active": "The run is executing in a process",
+    "approval-refused": "The vote may not be counted",
     "store-unavailable": "The store is unavailable",
     "internal": "Internal error",
 }
@@ -166,6 +174,11 @@ def problem_of(exc: Exception) -> HTTPProblem | None:
         (flowcraft.ContextError, "invalid-context"),
         (flowcraft.StoreCorruptionError, "invalid-context"),
         (flowcraft.OutOfRangeError, "invalid-body"),  # the caller's number, not an outage
+        (flowcraft.CheckpointNotFoundError, "checkpoint-not-found"),
+        (flowcraft.RunActiveError, "run-active"),
+        (flowcraft.IdempotencyKeyReusedError, "idempotency-key-reused"),
+        (flowcraft.ApprovalRefusedError, "approval-refused"),
+        (flowcraft.WebhookPayloadError, "webhook-payload"),
         (flowcraft.ResumeError, "resume-data"),
         (flowcraft.StoreError, "store-unavailable"),
     ]

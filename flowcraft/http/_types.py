@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from flowcraft.stores import RunStats
-from flowcraft.views import RunId
+from flowcraft.views import Name, Reason, RunId
 
 __all__ = [
     "ListQuery",
@@ -46,20 +46,20 @@ class StartBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
 class PauseBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /executions/{id}/pause``: hold an awaiting run (or pause a running one)."""
 
-    reason: str | None = None
-    request_id: str | None = None
+    reason: Reason | None = None
+    request_id: Name | None = None
 
 
 class ReleaseBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /executions/{id}/release``: end a hold."""
 
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class CancelBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /executions/{id}/cancel``: cancel the run."""
 
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class ResumeBody(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):

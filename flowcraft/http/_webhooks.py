@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from flowcraft import WebhookPayloadError
 from flowcraft.http._base import AppCore, json_response
 from flowcraft.http._problems import HTTPProblem
 from flowcraft.views import outcome_view
@@ -63,8 +64,21 @@ class WebhookEvent:
     body: bytes
 
     def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
+        """The body parsed as JSON.
+
+        Raises:
+            flowcraft.WebhookPayloadError: the body is not JSON (or not UTF-8), or is nested
+                too deeply to read; the app answers the delivery with 422 ``webhook-payload``.
+        """
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise WebhookPayloadError(
+                self.provider, self.delivery_id, "is JSON nested too deeply to read"
+            ) from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            detail = f"is not JSON ({type(exc).__name__}: {str(exc)[:200]})"
+            raise WebhookPayloadError(self.provider, self.delivery_id, detail) from None
 
 
 @dataclass(frozen=True, slots=True)

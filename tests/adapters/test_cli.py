@@ -258,6 +258,76 @@ def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
     assert sqlite.json(ExecutionList, "runs", "list", "--flow", "expense").count == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("runs", "pause", "{run}", "--reason", "r" * 1001), "--reason"),
+        (("runs", "pause", "{run}", "--by", "b" * 256), "--by"),
+        (("runs", "cancel", "{run}", "--reason", "r" * 1001), "--reason"),
+        (("runs", "release", "{run}", "--by", "b" * 256), "--by"),
+        (("runs", "resume", "{run}", "approval", "--action", "approved", "--output",
+          '{"approved": true}', "--by", "b" * 256), "--by"),
+        (("runs", "cancel", "--where", "flow=expense", "--yes", "--by", "b" * 256), "--by"),
+    ],
+    ids=["pause-reason", "pause-by", "cancel-reason", "release-by", "resume-by", "bulk-by"],
+)
+def test_a_reason_or_by_beyond_the_doors_rule_is_a_usage_error_and_changes_nothing(
+    tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    """--reason at most 1,000 characters, --by at most 255, as over HTTP and MCP."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    run = start(sqlite).id
+    result = sqlite.run(*(a.replace("{run}", run) for a in args))
+    assert result.code == 2, result.err
+    assert option in result.err
+    assert "at most" in result.err
+    assert len(result.err) < 400
+    view = sqlite.json(ExecutionView, "runs", "show", run)
+    assert (view.status, view.held, view.revision) == ("awaiting", False, 1)
+
+
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("runs", "show", LONG), 3),
+        (("runs", "history", LONG), 3),
+        (("runs", "start", LONG), 3),
+        (("runs", "resume", LONG, "approval", "--action", "approved"), 3),
+        (("runs", "cleanup", "--older-than", LONG, "--yes"), 2),
+        (("runs", "cleanup", f"--older-than={LONG}", "--yes"), 2),
+        (("runs", "list", "--limit", "9" * 10_000), 2),
+        (("runs", "list", "--status", LONG), 2),
+        (("runs", "list", "--cursor", LONG), 2),
+        (("runs", "pause", "--where", f"flow=a,{LONG}", "--dry-run"), 2),
+        (("--app", f"tests.adapters.cli_app:{LONG}", "runs", "stats"), 2),
+        (("context", "inspect", "--key", LONG, "-"), 2),
+    ],
+    ids=["show", "history", "start", "resume", "duration", "duration=", "limit", "choice",
+         "cursor", "where", "app", "key"],
+)
+def test_an_error_echoes_at_most_80_characters_of_a_long_input(
+    sqlite: Backend, args: tuple[str, ...], code: int
+) -> None:
+    """A 10,000-character argument (was: echoed whole) is shown as its first 80 and "…"."""
+    result = sqlite.run(*args)
+    assert result.code == code, result.err[:500]
+    assert "Traceback" not in result.err
+    assert len(result.err) < 1000, result.err[:500]
+    assert "x" * 81 not in result.err
+    assert "9" * 81 not in result.err
+
+
+def test_a_malformed_signing_key_is_not_echoed(sqlite: Backend) -> None:
+    """--key without "=" may be the secret itself: the message names its position only."""
+    result = sqlite.run("context", "inspect", "--key", "k1:hunter2", "-")
+    assert result.code == 2, result.err
+    assert "hunter2" not in result.err
+    assert "ID=SECRET" in result.err
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256, "two words"])
 def test_an_idempotency_key_outside_the_rule_is_a_usage_error_and_decides_nothing(
     tmp_path: Path, key: str
@@ -393,6 +463,23 @@ def test_scheduler_fires_timers_and_stops_cleanly_on_sigterm(backend: Backend) -
             if proc.poll() is None:
                 proc.kill()
     assert b.json(ExecutionView, "runs", "show", run).status == "completed"
+
+
+@pytest.mark.parametrize("interval", ["0", "0s", "-1", "nan", "-inf"])
+def test_a_scheduler_interval_not_above_zero_is_a_usage_error_not_a_busy_loop(
+    tmp_path: Path, interval: str
+) -> None:
+    """--interval 0, negative or NaN (was: a scheduler ticking without a pause): exit 2."""
+    b = Backend("sqlite", str(tmp_path / "runs.db"))
+    done = subprocess.run(
+        [sys.executable, "-m", "flowcraft", "scheduler", "run", f"--interval={interval}"],
+        capture_output=True, text=True, cwd=ROOT, env=b.env, timeout=15,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--interval" in done.stderr
+    assert "more than 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "running every" not in done.stderr
 
 
 def test_serve_answers_the_http_api(backend: Backend) -> None:

@@ -260,3 +260,31 @@ async def test_an_if_match_no_revision_can_have_is_412_not_500(
     got = (await client.get(f"/executions/{run_id}", headers=bearer(READER))).json()
     assert got["status"] == "awaiting"
     assert effects == []
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("pause", {"reason": "r" * 1001}, "reason"),
+        ("pause", {"request_id": "q" * 256}, "request_id"),
+        ("cancel", {"reason": "r" * 1001}, "reason"),
+        ("release", {"reason": "r" * 1001}, "reason"),
+    ],
+    ids=["pause-reason", "pause-request-id", "cancel-reason", "release-reason"],
+)
+async def test_a_reason_or_request_id_beyond_the_doors_rule_is_422_naming_it(
+    client: httpx.AsyncClient, route: str, body: dict[str, str], field: str
+) -> None:
+    """reason at most 1,000 characters, request_id at most 255 (were: only the body's size)."""
+    run_id = (await start(client))["id"]
+    r = await client.post(f"/executions/{run_id}/{route}", json=body, headers=bearer(DECIDER))
+    assert r.status_code == 422, r.text
+    assert r.json()["type"] == "urn:flowcraft:problem:invalid-body"
+    assert f"$.{field}" in r.json()["detail"]
+    shown = (await client.get(f"/executions/{run_id}", headers=bearer(READER))).json()
+    assert (shown["status"], shown["held"]) == ("awaiting", False)
+    history = (await client.get(f"/executions/{run_id}/history", headers=bearer(READER))).json()
+    assert not {"hold", "cancel"} & {h["event"] for h in history["history"]}
+    at_limit = {k: v[: 1000 if k == "reason" else 255] for k, v in body.items()}
+    ok = await client.post(f"/executions/{run_id}/{route}", json=at_limit, headers=bearer(DECIDER))
+    assert ok.status_code == 200, ok.text

@@ -311,3 +311,65 @@ async def test_the_run_id_rule_is_in_the_tools_input_schemas(tmp_path: Path) -> 
         assert "pattern" in text
     key = tools["workflow_resume_suspended"].input_schema["properties"]["idempotency_key"]
     assert key["maxLength"] == 255
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "field"),
+    [
+        ("workflow_suspend", {"reason": "r" * 1001}, "reason"),
+        ("workflow_suspend", {"by": "b" * 256}, "by"),
+        ("workflow_resume_suspended",
+         {"by": "b" * 256, "action": "approved", "output": {"approved": True},
+          "idempotency_key": "k-1"}, "by"),
+    ],
+    ids=["suspend-reason", "suspend-by", "resume-by"],
+)
+async def test_a_reason_or_by_beyond_the_doors_rule_is_a_tool_error_naming_it(
+    tmp_path: Path, tool: str, args: dict[str, Any], field: str
+) -> None:
+    """reason at most 1,000 characters, by at most 255, as over HTTP and the CLI."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    async with in_process(path) as client:
+        message = await refused(client, tool, run_id=run, **args)
+        assert "invalid arguments" in message
+        assert f"$.{field}" in message
+        view = msgspec.convert(await call(client, "workflow_suspend_status", run_id=run),
+                               ExecutionView)
+        assert (view.status, view.held, view.revision) == ("awaiting", False, 1)
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    props = tools["workflow_suspend"].input_schema["properties"]
+    assert "'maxLength': 1000" in str(props["reason"])
+    assert "'maxLength': 255" in str(props["by"])
+
+
+class _BrokenStore(SqliteStore):
+    """A store whose driver fails with its own error (not a FlowcraftError), text and all."""
+
+    async def get(self, run_id: str) -> Any:
+        raise RuntimeError("driver exploded at /srv/secret/db.sqlite password=hunter2")
+
+
+async def test_an_unexpected_exception_is_a_generic_tool_error_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither a FlowcraftError nor a ValueError (was: a protocol error): nothing leaks."""
+    path = tmp_path / "runs.db"
+    (run,) = await seed(path)
+    service = FlowService(FlowRuntime(), _BrokenStore(path), [expense, timer])
+    try:
+        async with Client(create_server(service)) as client:
+            with caplog.at_level("ERROR", logger="flowcraft.mcp"):
+                message = await refused(client, "workflow_suspend_status", run_id=run)
+            listed = await call(client, "workflow_list_suspended")  # the server still serves
+    finally:
+        await service.store.close()
+    assert "workflow_suspend_status" in message
+    assert "unexpected error" in message
+    assert "hunter2" not in message
+    assert "RuntimeError" not in message
+    assert listed["count"] == 1
+    logged = [r for r in caplog.records if r.name == "flowcraft.mcp"]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert "hunter2" in str(logged[0].exc_info[1])
