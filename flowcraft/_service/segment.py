@@ -152,6 +152,16 @@ def failed_as_is(
     )
 
 
+def fault_of(
+    host: Host, run: StoredRun, exc: Exception, data: dict[str, Any]
+) -> tuple[datetime, HistoryRecord, dict[str, Any]]:
+    """A fault of ``run`` now: the time, its ``fault`` history record, its fault fields."""
+    reason = f"{type(exc).__name__}: {exc}"
+    now = host.now()
+    record = HistoryRecord(at=now, event="fault", by=host.owner, reason=reason, data=data)
+    return now, record, {"fault": reason, "fault_count": run.fault_count + 1}
+
+
 def refused_checkpoint(
     host: Host, before: StoredRun, intent: Intent, latest: StoredRun, exc: Exception
 ) -> Refused:
@@ -165,16 +175,8 @@ def refused_checkpoint(
     lets it go on. The ``fault_attempts``-th refusal stores it failed, its context as it is.
     """
     attempt = intent.refusals + 1
-    reason = f"{type(exc).__name__}: {exc}"
-    now = host.now()
-    record = HistoryRecord(
-        at=now,
-        event="fault",
-        by=host.owner,
-        reason=reason,
-        data={"checkpoint": True, "attempt": attempt},
-    )
-    fault = {"fault": reason, "fault_count": before.fault_count + 1}
+    now, record, fault = fault_of(host, before, exc, {"checkpoint": True, "attempt": attempt})
+    reason = record.reason
     if attempt < host.fault_attempts:
         run = msgspec.structs.replace(
             before,
@@ -273,16 +275,8 @@ def unreadable_intent(
     error = IntentCorruptionError(
         stored.run_id, bad.detail, attempt=attempt, attempts=host.fault_attempts, failed=failed
     )
-    reason = f"{type(error).__name__}: {error}"
-    now = host.now()
-    record = HistoryRecord(
-        at=now,
-        event="fault",
-        by=host.owner,
-        reason=reason,
-        data={"intent": True, "attempt": attempt},
-    )
-    fault = {"fault": reason, "fault_count": stored.fault_count + 1}
+    now, record, fault = fault_of(host, stored, error, {"intent": True, "attempt": attempt})
+    reason = record.reason
     if not failed:
         kept = Intent(kind="unreadable", raw=bad.raw, refusals=attempt)
         run = msgspec.structs.replace(
