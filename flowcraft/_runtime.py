@@ -488,8 +488,11 @@ class FlowRuntime:
         """Wake sleeps and expire waits of every result this runtime returns while open.
 
         ``on_result`` receives each ``RunResult`` the scheduler produces (sync or async).
+        ``interval`` must be more than 0 (``ValueError``: 0 would tick without a pause).
         """
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"interval must be a number of seconds, more than 0, not {interval!r}")
         sched = Scheduler(self._current_config, seconds, on_result)
         async with sched.running():
             self.schedulers.append(sched)

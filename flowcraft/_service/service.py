@@ -1237,9 +1237,11 @@ class FlowService:
 
         Several schedulers (in several processes) may run at once: claims make each firing
         happen once. Overdue timers fire on the first tick, lowest ``priority`` first, up to
-        ``concurrency`` at once.
+        ``concurrency`` at once. ``interval`` must be more than 0 (``ValueError``).
         """
-        sched = DurableScheduler(self, _seconds(interval), on_result, batch, concurrency)
+        seconds = _seconds(interval, "interval")
+        _check_seconds("interval", seconds, zero=False)  # 0 would tick without a pause
+        sched = DurableScheduler(self, seconds, on_result, batch, concurrency)
         self._schedulers.append(sched)
         try:
             async with anyio.create_task_group() as tg:

@@ -199,3 +199,14 @@ async def test_an_unvalidated_blueprint_repeating_a_start_node_runs_it_once() ->
     result = await FlowRuntime(registry={"a": lambda n: calls.append(n.node_id)}).run(bp)
     assert result.status == "completed"
     assert calls == ["x"]
+
+
+@pytest.mark.parametrize("interval", [0, 0.0, -1, timedelta(0), float("nan")])
+async def test_a_runtime_scheduler_interval_not_above_zero_is_refused(interval: Any) -> None:
+    """``scheduler(0)`` would tick without ever pausing: a ``ValueError`` naming
+    ``interval``, before any scheduler starts."""
+    runtime = FlowRuntime()
+    with pytest.raises(ValueError, match="interval must be a number of seconds, more than 0"):
+        async with runtime.scheduler(interval):
+            pytest.fail("a scheduler started")
+    assert runtime.schedulers == []

@@ -377,6 +377,17 @@ async def test_overdue_timer_fires_once_after_a_restart(tmp_path: Path) -> None:
     await second.store.close()
 
 
+@pytest.mark.parametrize("interval", [0, 0.0, "0s", timedelta(0)])
+async def test_a_scheduler_interval_of_zero_is_refused_not_a_busy_loop(interval: Any) -> None:
+    """``scheduler(0)`` would tick without ever pausing: a ``ValueError`` naming
+    ``interval``, before any scheduler starts."""
+    service = FlowService(FlowRuntime(), MemoryStore(), flows=[])
+    with pytest.raises(ValueError, match="interval must be a number of seconds, more than 0"):
+        async with service.scheduler(interval):
+            pytest.fail("a scheduler started")
+    assert service._schedulers == []
+
+
 async def test_two_schedulers_fire_each_timer_once(store: RunStore, fake_clock: FakeClock) -> None:
     """Schedulers of several services on one store: leases and CAS fire each timer once."""
     services = [
