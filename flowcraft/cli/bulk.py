@@ -13,7 +13,7 @@ from flowcraft import FlowService
 from flowcraft.cli.app import require, run_with
 from flowcraft.cli.env import Env, confirm
 from flowcraft.cli.output import compact, emit, shown
-from flowcraft.cli.parse import parse_where
+from flowcraft.cli.parse import checked_run_id, parse_where
 from flowcraft.cli.reports import BulkReport
 
 
@@ -79,7 +79,7 @@ def bulk_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--dry-run", is_flag=True, help="List what --where matches.")(fn)
     fn = click.option("--where", metavar="KEY=VALUE,...",
                       help="Every run matching: status, flow, reason, expired.")(fn)
-    return click.argument("run_id", required=False)(fn)
+    return click.argument("run_id", required=False, callback=checked_run_id)(fn)
 
 
 def one_or_many(run_id: str | None, where: str | None, dry_run: bool) -> None:

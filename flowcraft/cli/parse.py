@@ -11,7 +11,7 @@ import msgspec
 
 from flowcraft.cli.exits import UsageProblem
 from flowcraft.cli.output import shown
-from flowcraft.views import name_problem, reason_problem
+from flowcraft.views import name_problem, reason_problem, run_id_problem
 
 _LONGEST = 1000 * 365.25 * 86400.0  # seconds: any longer is a typo, and dates overflow
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -118,3 +118,16 @@ def parse_keys(pairs: Sequence[str]) -> dict[str, str]:
             raise UsageProblem(f"--key number {position}: use ID=SECRET")
         keys[key_id] = secret
     return keys
+
+
+def checked_run_id(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A click callback for a ``RUN_ID`` argument: the doors' run-id rule, else a usage error.
+
+    An id no run can have (empty, 10,000 characters, a space) is refused before any store is
+    opened, as ``--run-id`` and the HTTP and MCP doors refuse it.
+    """
+    if value is not None:
+        problem = run_id_problem(value, "RUN_ID")
+        if problem is not None:
+            raise UsageProblem(problem)
+    return value

@@ -23,7 +23,7 @@ from flowcraft.cli.output import (
     view_lines,
     when,
 )
-from flowcraft.cli.parse import check_texts, parse_duration, read_json
+from flowcraft.cli.parse import check_texts, checked_run_id, parse_duration, read_json
 from flowcraft.cli.views import CleanupReport, DeleteReport, Unsupported
 from flowcraft.stores import StoredRun
 from flowcraft.views import (
@@ -97,7 +97,7 @@ def runs_list(env: Env, status: str | None, flow: str | None, reason: str | None
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", callback=checked_run_id)
 @click.option("--history", "last", type=int, default=5, show_default=True,
               help="How many of the last history lines to print.")
 @pass_env
@@ -147,7 +147,7 @@ def runs_start(env: Env, flow_id: str, state: str | None, run_id: str | None) ->
 
 
 @runs.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", callback=checked_run_id)
 @click.argument("node_id", required=False)
 @click.option("--action", help="The decision: one of the wait's labelled edges.")
 @click.option("--output", "output", help="The wait's output: JSON, @file, or -.")
@@ -272,7 +272,7 @@ def runs_cancel(env: Env, run_id: str | None, where: str | None, dry_run: bool, 
 
 
 @runs.command("history")
-@click.argument("run_id")
+@click.argument("run_id", callback=checked_run_id)
 @pass_env
 def runs_history(env: Env, run_id: str) -> None:
     """Print a run's audit trail: starts, pauses, decisions, holds, who and why."""
@@ -334,7 +334,7 @@ def runs_cleanup(env: Env, older_than: str, expired: bool, yes: bool) -> None:
 
 
 @runs.command("delete")
-@click.argument("run_id")
+@click.argument("run_id", callback=checked_run_id)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_env
 def runs_delete(env: Env, run_id: str, yes: bool) -> None:
@@ -352,7 +352,7 @@ def runs_delete(env: Env, run_id: str, yes: bool) -> None:
 
 
 @runs.command("rollback")
-@click.argument("run_id")
+@click.argument("run_id", callback=checked_run_id)
 @click.argument("revision", type=int)
 @click.option("--by", help="Who rolls it back.")
 @click.option("--reason", help="Why.")

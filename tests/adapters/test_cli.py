@@ -292,10 +292,10 @@ LONG = "x" * 10_000
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (("runs", "show", LONG), 3),
-        (("runs", "history", LONG), 3),
+        (("runs", "show", LONG), 2),  # refused by the run-id rule
+        (("runs", "history", LONG), 2),
         (("runs", "start", LONG), 3),
-        (("runs", "resume", LONG, "approval", "--action", "approved"), 3),
+        (("runs", "resume", LONG, "approval", "--action", "approved"), 2),
         (("runs", "cleanup", "--older-than", LONG, "--yes"), 2),
         (("runs", "cleanup", f"--older-than={LONG}", "--yes"), 2),
         (("runs", "list", "--limit", "9" * 10_000), 2),
@@ -733,3 +733,28 @@ def test_a_missing_extra_names_what_to_install(blocked: str, module: str, extra:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0
     assert f"pip install 'flowcraft[{extra}]'" in done.stderr
+
+
+@pytest.mark.parametrize("run_id", ["", "x" * 10_000, "a b", "run\n"],
+                         ids=["empty", "10k", "space", "newline"])
+@pytest.mark.parametrize(
+    ("command", "after"),
+    [
+        (("runs", "show"), ()),
+        (("runs", "history"), ()),
+        (("runs", "cancel"), ("--yes",)),
+        (("runs", "delete"), ("--yes",)),
+    ],
+    ids=["show", "history", "cancel", "delete"],
+)
+def test_a_positional_run_id_outside_the_doors_rule_is_a_usage_error(
+    tmp_path: Path, run_id: str, command: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    """A RUN_ID no run can have is refused as --run-id is: exit 2 naming RUN_ID and the
+    rule, the input clipped, the store never asked (not a 'not found' exit 3)."""
+    sqlite = Backend("sqlite", str(tmp_path / "runs.db"))
+    result = sqlite.run(*command, run_id, *after)
+    assert result.code == 2, result.err
+    assert "RUN_ID" in result.err
+    assert "1 to 128 characters" in result.err
+    assert len(result.err) < 400
