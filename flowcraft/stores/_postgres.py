@@ -127,11 +127,9 @@ class PostgresStore:
             try:
                 if conn is None or conn.closed:
                     spare = self._free_lazy if durable else self._free
-                    if spare and len(self._free) + len(self._free_lazy) >= self._idle_cap():
-                        # At most ``pool_size`` connections of both kinds together.
-                        with anyio.CancelScope(shield=True):
-                            await spare.pop().close()
-                    conn = await self._connect(lazy=not durable)
+                    conn = await self._switched(spare.pop(), durable) if spare else None
+                    if conn is None:  # no idle connection at all: at most pool_size are open
+                        conn = await self._connect(lazy=not durable)
                 if tx:
                     async with conn.transaction():
                         result = await fn(conn)
@@ -156,10 +154,24 @@ class PostgresStore:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
 
-    def _idle_cap(self) -> int:
-        """Idle connections allowed beside those in use (slots taken, this call's included)."""
-        in_use = self.pool_size - self._slots.value
-        return self.pool_size - in_use + 1
+    async def _switched(
+        self, conn: AsyncConnection[tuple[Any, ...]], durable: bool
+    ) -> AsyncConnection[tuple[Any, ...]] | None:
+        """An idle connection of the other kind, switched to ``durable``'s commit setting.
+
+        One round trip, where closing it for a new one starts a backend (milliseconds). None
+        (the connection closed) if the server refuses: it must never serve the wrong kind.
+        """
+        setting = "on" if durable else "off"
+        try:
+            await conn.execute(f"SET synchronous_commit = {setting}")
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            if isinstance(exc, _psycopg().Error):  # e.g. dropped while idle: open a new one
+                return None
+            raise
+        return conn
 
     async def _fetchall(
         self, query: str, params: Sequence[Any], *, durable: bool = True

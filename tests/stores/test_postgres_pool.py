@@ -262,17 +262,25 @@ async def test_batches_that_deadlock_across_connections_still_give_each_run_one_
 async def test_claims_and_commits_share_pool_size_connections() -> None:
     """Claims (``durable=False``: connections with ``synchronous_commit=off``) and synced
     writes each keep idle connections, but never more than ``pool_size`` together: the server's
-    connection limit is shared by every process."""
+    connection limit is shared by every process. An idle connection of the other kind is
+    switched, not closed for a new one: the same 3 backends serve every round, each call with
+    the commit setting it asked for."""
     import psycopg
 
     store = await _store(3)
     try:
         pids: set[int] = set()
+        settings: list[tuple[bool, str]] = []
 
         async def backend(durable: bool) -> None:
             async def op(conn: Any) -> None:
-                cur = await conn.execute("SELECT pg_backend_pid(), pg_sleep(0.01)")
-                pids.add((await cur.fetchone())[0])
+                cur = await conn.execute(
+                    "SELECT pg_backend_pid(), current_setting('synchronous_commit'), "
+                    "pg_sleep(0.01)"
+                )
+                row = await cur.fetchone()
+                pids.add(row[0])
+                settings.append((durable, row[1]))
 
             await store._run(op, durable=durable)
 
@@ -281,6 +289,8 @@ async def test_claims_and_commits_share_pool_size_connections() -> None:
                 for _ in range(12):
                     tg.start_soon(backend, revision % 2 == 0)
             assert len(store._free) + len(store._free_lazy) <= 3
+        assert len(pids) == 3  # no backend was closed and replaced
+        assert sorted(set(settings)) == [(False, "off"), (True, "on")]
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
@@ -288,6 +298,39 @@ async def test_claims_and_commits_share_pool_size_connections() -> None:
             row = await cur.fetchone()
         assert row is not None
         assert row[0] <= 3
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
+
+
+async def test_an_idle_connection_dropped_by_the_server_is_replaced_when_switched() -> None:
+    """The only idle connection is a claim's, and the server has ended its backend: a synced
+    call cannot switch it, so it is closed and a new connection serves the call (synced)."""
+    import psycopg
+
+    store = await _store(1)
+
+    async def setting(durable: bool) -> tuple[int, str]:
+        async def op(conn: Any) -> tuple[int, str]:
+            cur = await conn.execute(
+                "SELECT pg_backend_pid(), current_setting('synchronous_commit')"
+            )
+            row = await cur.fetchone()
+            return int(row[0]), str(row[1])
+
+        return await store._run(op, durable=durable)
+
+    try:
+        lazy_pid, lazy = await setting(False)
+        assert lazy == "off"
+        assert not store._free
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (lazy_pid,))
+        await anyio.sleep(0.1)
+        pid, synced = await setting(True)
+        assert (pid != lazy_pid, synced) == (True, "on")
+        assert len(store._free) == 1
+        assert not store._free_lazy
     finally:
         await store.close()
         await drop("postgres", store.namespace)
