@@ -79,6 +79,7 @@ class PostgresStore:
         # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
         self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
         self._group: Group[_Statement] = Group(self._flush)
+        self._reads: Group[tuple[str, str]] = Group(self._read_batch)
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False
@@ -453,13 +454,42 @@ class PostgresStore:
         return bytes(rows[0][0]) if rows else None
 
     async def get_and_recall(self, run_id: str, key: str) -> tuple[StoredRun, bytes | None]:
-        """``get`` and ``recall`` in one statement (one snapshot, one round trip)."""
+        """``get`` and ``recall`` in one statement (one snapshot, one round trip).
+
+        Calls made in the same moment (concurrent decisions) are read together, one
+        statement for all of them (see ``_read_batch``).
+        """
         check_id(run_id, key)
-        rows = await self._fetchall(self._sql.get_and_recall, (key, run_id))
-        if not rows:
+        row = await self._reads.submit((run_id, key), gather=True)
+        if row is None:
             raise RunNotFoundError(run_id, self)
-        result = rows[0][-1]
-        return decode_row(rows[0]), None if result is None else bytes(result)
+        result = row[-1]
+        return decode_row(row), None if result is None else bytes(result)
+
+    async def _read_batch(self, batch: builtins.list[Write[tuple[str, str]]]) -> None:
+        """``get_and_recall`` of a batch: one statement, whatever its size (the row or None).
+
+        Concurrent decisions read their runs at once: one statement, one pooled connection and
+        one round trip for all, where each took its own (the driver's work per statement is
+        most of the client's cost of a read). Reads arriving while a batch is in flight wait
+        for the next one. A failed statement is every read's error.
+        """
+        sql = self._sql
+        try:
+            if len(batch) == 1:
+                run_id, key = batch[0].payload
+                rows = await self._fetchall(sql.get_and_recall, (key, run_id))
+                batch[0].result = rows[0] if rows else None
+                return
+            ids = [w.payload[0] for w in batch]
+            keys = [w.payload[1] for w in batch]
+            rows = await self._fetchall(sql.get_and_recall_many, (ids, keys))
+        except Exception as exc:
+            for write in batch:
+                write.error = exc
+            return
+        for row in rows:
+            batch[int(row[0]) - 1].result = row[1:]
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""

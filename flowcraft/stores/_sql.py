@@ -213,6 +213,15 @@ class Dialect:
             f"(SELECT i.result FROM {self.idem} i WHERE i.run_id = r.run_id AND i.key = {p}) "
             f"FROM {self.runs} r WHERE r.run_id = {p}"
         )
+        if postgres:
+            # ``get_and_recall`` of several runs in one statement: the position of each
+            # (run, key) asked for, then its row; a run not stored has none.
+            self.get_and_recall_many = (
+                f"SELECT q.i, {rcols}, (SELECT i.result FROM {self.idem} i "
+                "WHERE i.run_id = r.run_id AND i.key = q.key) "
+                "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS q(run_id, key, i) "
+                f"JOIN {self.runs} r ON r.run_id = q.run_id"
+            )
         # The inner query reads only the covering due index; bodies are fetched for the page.
         self.due = (
             f"SELECT {rcols} FROM {self.runs} r JOIN (SELECT run_id, priority AS pr, "

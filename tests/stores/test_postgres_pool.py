@@ -334,3 +334,71 @@ async def test_an_idle_connection_dropped_by_the_server_is_replaced_when_switche
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_concurrent_reads_of_decisions_are_one_statement_each_with_its_own_answer() -> None:
+    """``get_and_recall`` calls made in the same moment (concurrent decisions) are read by one
+    statement: each caller gets its own run and remembered result, a run asked for twice with
+    two keys gets both answers, a missing run is a RunNotFoundError for its caller alone; when
+    that one statement fails, every caller gets a StoreError."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from flowcraft import RunNotFoundError, StoreError
+    from flowcraft.stores import StoredRun
+
+    store = await _store(4)
+    now = datetime.now(UTC)
+    statements: list[str] = []
+    fetchall = store._fetchall
+
+    async def counted(query: str, params: Any, **kwargs: Any) -> Any:
+        statements.append(query)
+        return await fetchall(query, params, **kwargs)
+
+    store._fetchall = counted  # type: ignore[method-assign]  # counts, calls the real one
+    asked = [("r0", "k"), ("r1", "k"), ("gone", "k"), ("r0", "other"), ("r2", "k")]
+    answers: dict[int, object] = {}
+
+    async def read(i: int) -> None:
+        run_id, key = asked[i]
+        try:
+            stored, result = await store.get_and_recall(run_id, key)
+            answers[i] = (stored.run_id, stored.revision, result)
+        except Exception as exc:
+            answers[i] = type(exc)
+
+    try:
+        for i in range(3):
+            await store.create(
+                StoredRun(
+                    run_id=f"r{i}", flow_id="f", status="awaiting", revision=i,
+                    created_at=now, updated_at=now,
+                )
+            )
+        await store.remember("r0", "k", b"first")
+        await store.remember("r2", "k", b"third")
+        statements.clear()
+        async with anyio.create_task_group() as tg:
+            for i in range(len(asked)):
+                tg.start_soon(read, i)
+        assert answers == {
+            0: ("r0", 0, b"first"),
+            1: ("r1", 1, None),
+            2: RunNotFoundError,
+            3: ("r0", 0, None),
+            4: ("r2", 2, b"third"),
+        }
+        assert statements == [store._sql.get_and_recall_many]
+        # The one statement fails (its table is gone): every caller is told.
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            await conn.execute(f"DROP TABLE {store.namespace}_idempotency")
+        answers.clear()
+        async with anyio.create_task_group() as tg:
+            for i in range(len(asked)):
+                tg.start_soon(read, i)
+        assert answers == dict.fromkeys(range(len(asked)), StoreError)
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
