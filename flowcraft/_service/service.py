@@ -767,19 +767,25 @@ class FlowService:
             return held
 
     async def release(
-        self, run_id: str, *, by: str | None = None, request_id: str | None = None
+        self,
+        run_id: str,
+        *,
+        by: str | None = None,
+        request_id: str | None = None,
+        reason: str | None = None,
     ) -> RunResult:
         """End the hold of a held run: its timers and expiries count again.
 
         Releasing a run that is not held changes nothing. Overdue timers fire at the next
-        scheduler tick. Reaches the event bus as ``workflow:resume`` with
-        ``{"release": True, "by", "request_id"}``.
+        scheduler tick. The ``release`` history record carries ``reason`` (why it was
+        released), else the hold's reason. Reaches the event bus as ``workflow:resume`` with
+        ``{"release": True, "by", "request_id", "reason"}``.
 
         Raises:
             NotAwaitingError: the run already finished.
         """
         check_id(run_id)
-        _check_text(by=by, request_id=request_id)
+        _check_text(by=by, request_id=request_id, reason=reason)
         host = self.host
         while True:
             stored = await self.store.get(run_id)
@@ -808,8 +814,9 @@ class FlowService:
                 pause_request_id=None,
                 claim=new_token(),
             )
+            why = stored.pause_reason if reason is None else reason
             record = HistoryRecord(
-                at=now, event="release", by=by, reason=stored.pause_reason, request_id=request_id
+                at=now, event="release", by=by, reason=why, request_id=request_id
             )
             try:
                 await cas(host, released, stored.revision, history=[record])
@@ -817,7 +824,9 @@ class FlowService:
                 continue
             log.info("flowcraft: release run %s (flow %s) by %s", run_id, stored.flow_id, by or "-")
             await self._emit(
-                "workflow:resume", released, {"release": True, "by": by, "request_id": request_id}
+                "workflow:resume",
+                released,
+                {"release": True, "by": by, "request_id": request_id, "reason": why},
             )
             return host.rebuild(released, released.context)
 
@@ -938,18 +947,19 @@ class FlowService:
         dry_run: bool = False,
         by: str | None = None,
         request_id: str | None = None,
+        reason: str | None = None,
     ) -> BulkResult:
         """Release every *held* run ``filter`` selects; runs not held are left untouched.
 
         Ending a maintenance window never approves a wait: only holds are ended.
         """
-        _check_text(by=by, request_id=request_id)
+        _check_text(by=by, request_id=request_id, reason=reason)
 
         async def act(stored: StoredRun) -> str:
             if not stored.held:
                 return "not held"
             if not dry_run:
-                await self.release(stored.run_id, by=by, request_id=request_id)
+                await self.release(stored.run_id, by=by, request_id=request_id, reason=reason)
             return "released"
 
         return await self._bulk("release", filter, dry_run, act, {"released"}, awaiting_only=True)

@@ -199,10 +199,12 @@ class FlowApp(AppCore):
     async def release(self, request: Request, principal: Principal) -> Response:
         run_id = check_run_id(request.path_params["run_id"])
         raw = await self.read_json(request)
-        decode_body(raw, ReleaseBody)
+        body = decode_body(raw, ReleaseBody)
 
         async def compute(key: str | None) -> Response:
-            result = await self.service.release(run_id, by=principal.name, request_id=key)
+            result = await self.service.release(
+                run_id, by=principal.name, request_id=key, reason=body.reason
+            )
             revision = await stored_revision_of(self.service, result)
             view = outcome_view(self.service, result, revision)
             return json_response(view, headers=etag(view.stored_revision))

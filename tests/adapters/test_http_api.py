@@ -86,7 +86,9 @@ async def test_seed_scenario_start_list_pause_resume_history(
     assert r.json()["held_by"] == "alice"
     assert effects == []
 
-    r = await client.post(f"/executions/{run_id}/release", json={}, headers=bearer(DECIDER))
+    r = await client.post(
+        f"/executions/{run_id}/release", json={"reason": "checked"}, headers=bearer(DECIDER)
+    )
     assert r.status_code == 200, r.text
 
     # The seed's curl: no content type, body {"resume_data": {...}}.
@@ -106,6 +108,8 @@ async def test_seed_scenario_start_list_pause_resume_history(
     events = [(h["event"], h.get("by")) for h in r.json()["history"]]
     assert ("hold", "alice") in events
     assert ("release", "alice") in events
+    reasons = [h.get("reason") for h in r.json()["history"] if h["event"] == "release"]
+    assert reasons == ["checked"]  # the body's reason, recorded
     assert ("resume", "alice") in events
 
     r = await client.get(f"/executions/{run_id}", headers=bearer(READER))

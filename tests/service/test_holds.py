@@ -53,6 +53,22 @@ async def test_a_held_run_refuses_decisions_and_resume_without_data_never_releas
     assert ("release", "lead", "fraud check", "req-2") in events
 
 
+async def test_a_release_records_its_own_reason_when_given(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """release(reason=) is what the release record carries; without one, the hold's."""
+    service = FlowService(FlowRuntime(clock=fake_clock), store, flows=flows())
+    await service.start("approval", run_id="r1")
+    await service.pause("r1", reason="fraud check", by="ops")
+    await service.release("r1", by="lead", reason="cleared by audit")
+    await service.pause("r1", reason="second look", by="ops")
+    await service.release("r1", by="lead")
+    releases = [(h.by, h.reason) for h in await service.history("r1") if h.event == "release"]
+    assert releases == [("lead", "cleared by audit"), ("lead", "second look")]
+    with pytest.raises(TypeError, match="reason must be a string"):
+        await service.release("r1", reason=5)  # type: ignore[arg-type]
+
+
 async def test_held_timers_do_not_fire_until_released(
     store: RunStore, fake_clock: FakeClock
 ) -> None:
@@ -83,9 +99,19 @@ async def test_holds_and_releases_reach_the_event_bus(
         bus.events.clear()
         await service.pause("r1", reason="audit", by="ops", request_id="q1")
         await service.release("r1", by="ops", request_id="q2")
+        await service.pause("r1", reason="audit 2", by="ops", request_id="q3")
+        await service.release("r1", by="ops", request_id="q4", reason="cleared")
     assert [(e.type, e.payload) for e in bus.events] == [
         ("workflow:pause", {"hold": True, "reason": "audit", "by": "ops", "request_id": "q1"}),
-        ("workflow:resume", {"release": True, "by": "ops", "request_id": "q2"}),
+        (
+            "workflow:resume",
+            {"release": True, "by": "ops", "request_id": "q2", "reason": "audit"},
+        ),
+        ("workflow:pause", {"hold": True, "reason": "audit 2", "by": "ops", "request_id": "q3"}),
+        (
+            "workflow:resume",
+            {"release": True, "by": "ops", "request_id": "q4", "reason": "cleared"},
+        ),
     ]
 
 
