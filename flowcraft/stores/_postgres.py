@@ -178,7 +178,8 @@ class PostgresStore:
         self, query: str, params: Sequence[Any], *, durable: bool = True
     ) -> builtins.list[tuple[Any, ...]]:
         async def op(conn: AsyncConnection[tuple[Any, ...]]) -> builtins.list[tuple[Any, ...]]:
-            cur = await conn.execute(query, params)
+            # Binary results: a body (bytea) arrives as its bytes, not as hex text to parse.
+            cur = await conn.execute(query, params, binary=True)
             return await cur.fetchall()
 
         return await self._run(op, durable=durable)
