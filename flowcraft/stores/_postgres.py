@@ -60,6 +60,12 @@ class PostgresStore:
     Calls run on a pool of up to ``pool_size`` connections, opened as needed, so concurrent
     segments do not queue behind one connection.
 
+    The driver prepares each statement on a connection after a few runs, and PostgreSQL keeps
+    the plan it then made for the connection's life, until the tables are analyzed again. Keep
+    autovacuum on (the default), or ``ANALYZE`` after a bulk load: a table analyzed while it
+    was tiny (a sequential scan is cheapest) would be scanned whole by every write of a
+    long-lived connection as it grows.
+
     Args:
         conninfo: A libpq connection string or URL, e.g. ``"postgresql://user@host/db"``.
         namespace: Prefix of the tables.
