@@ -133,9 +133,14 @@ class PostgresStore:
             keep = False
             try:
                 if conn is None or conn.closed:
+                    conn = None
                     spare = self._free_lazy if durable else self._free
-                    conn = await self._switched(spare.pop(), durable) if spare else None
-                    if conn is None:  # no idle connection at all: at most pool_size are open
+                    in_use = self.pool_size - self._slots.value  # this call's slot included
+                    if spare and in_use + len(self._free) + len(self._free_lazy) > self.pool_size:
+                        # At most pool_size connections of both kinds together: an idle one
+                        # of the other kind is switched, not closed for a new one.
+                        conn = await self._switched(spare.pop(), durable)
+                    if conn is None:
                         conn = await self._connect(lazy=not durable)
                 if tx:
                     async with conn.transaction():
