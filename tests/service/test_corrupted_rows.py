@@ -7,7 +7,7 @@ firing or recovering, none makes a decision apply twice, none makes a caller spi
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.stores._base import RUN_ENCODER, encode_run_row
 from flowcraft.testing import FakeClock
 from tests.service._support import (
-    KINDS,
     POSTGRES_DSN,
     REDIS_URL,
     SHARED,
@@ -35,12 +34,6 @@ from tests.service._support import (
     effects,
     flows,
 )
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 @pytest.fixture

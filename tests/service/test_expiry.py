@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +22,7 @@ from flowcraft import (
 from flowcraft._service.parts import Claimed
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows, reminder, submit, woke
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import flows, reminder, submit, woke
 
 
 class Bus:

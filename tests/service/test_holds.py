@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,9 @@ import pytest
 from flowcraft import FlowEvent, FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
+from tests.service._support import backend, flows
 
 GATE: dict[str, anyio.Event] = {}
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 class Bus:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -16,13 +16,7 @@ from flowcraft import FlowRuntime, IntentCorruptionError, StoreCorruptionError
 from flowcraft._service.parts import Intent, encode_intent
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, effects, flows
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import effects, flows
 
 
 @pytest.fixture
