@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """
     async with backend(request.param, tmp_path) as (made, _):
         yield made
+
+
+@pytest.fixture
+def effects_log(tmp_path: Path) -> Iterator[Path]:
+    """A file the flows' nodes append their side effects to (``FLOWCRAFT_TEST_EFFECTS``)."""
+    log = tmp_path / "effects.log"
+    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
+    yield log
+    del os.environ["FLOWCRAFT_TEST_EFFECTS"]

@@ -6,8 +6,6 @@ firing or recovering, none makes a decision apply twice, none makes a caller spi
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,14 +32,6 @@ from tests.service._support import (
     effects,
     flows,
 )
-
-
-@pytest.fixture
-def effects_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "effects.log"
-    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
-    yield log
-    del os.environ["FLOWCRAFT_TEST_EFFECTS"]
 
 
 async def rewrite(store: RunStore, run_id: str, **change: Any) -> StoredRun:

@@ -5,8 +5,6 @@ the claimed segment runs, nothing runs twice, and the other runs go on."""
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -17,15 +15,6 @@ from flowcraft._service.parts import Intent, encode_intent
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
 from tests.service._support import effects, flows
-
-
-@pytest.fixture
-def effects_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "effects.log"
-    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
-    yield log
-    del os.environ["FLOWCRAFT_TEST_EFFECTS"]
-
 
 #: Intents no claim of an awaiting ``approval`` run can have stored.
 BAD = {
