@@ -10,7 +10,6 @@ import pytest
 
 from flowcraft import (
     Delivery,
-    FlowEvent,
     FlowRuntime,
     NodeNotAwaitingError,
     PauseExpiredError,
@@ -22,15 +21,7 @@ from flowcraft import (
 from flowcraft._service.parts import Claimed
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import flows, reminder, submit, woke
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.events: list[FlowEvent] = []
-
-    def emit(self, event: FlowEvent) -> None:
-        self.events.append(event)
+from tests.service._support import Bus, flows, reminder, submit, woke
 
 
 def make(store: RunStore, clock: FakeClock, **kw: object) -> tuple[FlowService, Bus]:

@@ -8,20 +8,12 @@ from typing import Any
 import anyio
 import pytest
 
-from flowcraft import FlowEvent, FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
+from flowcraft import FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import backend, flows
+from tests.service._support import Bus, backend, flows
 
 GATE: dict[str, anyio.Event] = {}
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.events: list[FlowEvent] = []
-
-    def emit(self, event: FlowEvent) -> None:
-        self.events.append(event)
 
 
 async def test_a_held_run_refuses_decisions_and_resume_without_data_never_releases(
