@@ -18,12 +18,7 @@ import anyio
 
 from flowcraft import FlowRuntime, NodeContext, create_flow
 from flowcraft.stores import FlowService
-from tests.service._support import effect, open_store
-
-
-async def submit(node: NodeContext) -> str:
-    effect("submit", node.run_id)
-    return "submitted"
+from tests.service._support import effect, open_store, submit
 
 
 async def pay(node: NodeContext) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowcraft import NodeContext, create_flow
+from flowcraft import FlowEvent, NodeContext, create_flow
 from flowcraft.stores import MemoryStore, PostgresStore, RedisStore, RunStore, SqliteStore
 
 REDIS_URL = os.environ.get("FLOWCRAFT_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -119,6 +119,16 @@ class Gate:
             with anyio.fail_after(10):
                 await event.wait()
         return run
+
+
+class Bus:
+    """An event bus that keeps every event it is given, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[FlowEvent] = []
+
+    def emit(self, event: FlowEvent) -> None:
+        self.events.append(event)
 
 
 # --- flows whose nodes leave countable side effects -------------------------------------------

@@ -6,9 +6,7 @@ later read decodes; a number past what a store keeps, a driver's ``OverflowError
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +14,7 @@ import pytest
 from flowcraft import FlowRuntime, FlowService, InvalidDurationError, RevisionConflictError
 from flowcraft.stores import HistoryRecord, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import flows
 
 
 def calls(service: FlowService) -> list[tuple[str, Any]]:

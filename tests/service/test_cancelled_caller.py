@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 from flowcraft import FlowRuntime, NodeContext, create_flow
 from flowcraft.stores import FlowService, RunStore
-from tests.service._support import KINDS, backend
 
 RAN: Counter[str] = Counter()
 
@@ -47,12 +43,6 @@ def flows() -> list[Any]:
         .edge("pay", "notify")
         .edge("notify", "approve"),
     ]
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 async def test_a_cancelled_resume_lets_its_segment_finish_once(store: RunStore) -> None:

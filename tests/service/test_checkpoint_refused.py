@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,7 +16,6 @@ import pytest
 from flowcraft import FlowcraftError, FlowRuntime, NodeContext, create_flow
 from flowcraft.stores import FlowService, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend
 
 GATES: dict[str, anyio.Event] = {}
 RAN: Counter[tuple[str, str]] = Counter()
@@ -53,12 +50,6 @@ def steps(changed: bool = False) -> Any:
             .edge("c", "w")
         )
     return flow.wait("w").edge("a", "b").edge("b", "w")
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 async def stalled_after_a(store: RunStore, clock: FakeClock, tg: Any) -> str:

@@ -6,8 +6,6 @@ firing or recovering, none makes a decision apply twice, none makes a caller spi
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.stores._base import RUN_ENCODER, encode_run_row
 from flowcraft.testing import FakeClock
 from tests.service._support import (
-    KINDS,
     POSTGRES_DSN,
     REDIS_URL,
     SHARED,
@@ -35,20 +32,6 @@ from tests.service._support import (
     effects,
     flows,
 )
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
-
-
-@pytest.fixture
-def effects_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "effects.log"
-    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
-    yield log
-    del os.environ["FLOWCRAFT_TEST_EFFECTS"]
 
 
 async def rewrite(store: RunStore, run_id: str, **change: Any) -> StoredRun:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -12,13 +10,7 @@ import pytest
 from flowcraft import AlreadyDecidedError, FlowRuntime, IdempotencyKeyReusedError
 from flowcraft.stores import DurableScheduler, FlowService, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, model_flow
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import model_flow
 
 
 @pytest.mark.parametrize("fired", [False, True])

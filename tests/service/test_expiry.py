@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowcraft import (
     Delivery,
-    FlowEvent,
     FlowRuntime,
     NodeNotAwaitingError,
     PauseExpiredError,
@@ -24,21 +21,7 @@ from flowcraft import (
 from flowcraft._service.parts import Claimed
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows, reminder, submit, woke
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.events: list[FlowEvent] = []
-
-    def emit(self, event: FlowEvent) -> None:
-        self.events.append(event)
+from tests.service._support import Bus, flows, reminder, submit, woke
 
 
 def make(store: RunStore, clock: FakeClock, **kw: object) -> tuple[FlowService, Bus]:

@@ -4,7 +4,6 @@ lost replies, and timers that cannot fire."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from flowcraft import (
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore, StoredRun
 from flowcraft.testing import FakeClock
 from tests.service._support import (
-    KINDS,
     POSTGRES_DSN,
     REDIS_URL,
     SHARED,
@@ -32,12 +30,6 @@ from tests.service._support import (
     flows,
     reminder,
 )
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 async def corrupt(kind: str, where: str, run_id: str) -> None:

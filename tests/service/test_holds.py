@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from flowcraft import FlowEvent, FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
+from flowcraft import FlowRuntime, NodeContext, NodeResult, RunHeldError, create_flow
 from flowcraft.stores import DurableScheduler, FlowService, MemoryStore, RunStore
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
+from tests.service._support import Bus, backend, flows
 
 GATE: dict[str, anyio.Event] = {}
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.events: list[FlowEvent] = []
-
-    def emit(self, event: FlowEvent) -> None:
-        self.events.append(event)
 
 
 async def test_a_held_run_refuses_decisions_and_resume_without_data_never_releases(

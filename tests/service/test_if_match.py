@@ -6,7 +6,6 @@ land on a run that moved on between the check and the claim (what HTTP ``If-Matc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,13 +13,7 @@ import pytest
 
 from flowcraft import AlreadyDecidedError, FlowRuntime, RevisionConflictError, RunResult
 from flowcraft.stores import FlowService, RunStore
-from tests.service._support import KINDS, Gate, backend, effects, flows
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import Gate, effects, flows
 
 
 @pytest.fixture

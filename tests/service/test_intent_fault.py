@@ -5,8 +5,6 @@ the claimed segment runs, nothing runs twice, and the other runs go on."""
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -16,22 +14,7 @@ from flowcraft import FlowRuntime, IntentCorruptionError, StoreCorruptionError
 from flowcraft._service.parts import Intent, encode_intent
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, effects, flows
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
-
-
-@pytest.fixture
-def effects_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "effects.log"
-    os.environ["FLOWCRAFT_TEST_EFFECTS"] = str(log)
-    yield log
-    del os.environ["FLOWCRAFT_TEST_EFFECTS"]
-
+from tests.service._support import effects, flows
 
 #: Intents no claim of an awaiting ``approval`` run can have stored.
 BAD = {

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,13 +11,7 @@ import pytest
 from flowcraft import FlowRuntime, OutOfRangeError, RunResult
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
-from tests.service._support import KINDS, backend, flows
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
+from tests.service._support import flows
 
 
 def make(store: RunStore, clock: FakeClock) -> FlowService:

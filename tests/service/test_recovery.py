@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from flowcraft.stores import DurableScheduler, FlowService, RunStore
 from flowcraft.testing import FakeClock
 from tests.service._crasher import crashy
 from tests.service._support import (
-    KINDS,
     POSTGRES_DSN,
     REDIS_URL,
     ROOT,
@@ -33,12 +31,6 @@ from tests.service._support import (
 )
 
 WAIT = 60.0  # seconds a process or server may take on a busy 2-core machine
-
-
-@pytest.fixture(params=KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 @pytest.mark.parametrize("mode", ["node", "write"])

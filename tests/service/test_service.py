@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,14 +116,6 @@ def _reset() -> None:
     GATE.clear()
     GATE["started"] = anyio.Event()
     GATE["open"] = anyio.Event()
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    from tests.service._support import backend
-
-    async with backend(request.param, tmp_path) as (made, _):
-        yield made
 
 
 @pytest.fixture

@@ -26,20 +26,10 @@ from flowcraft.stores import (
     SqliteStore,
     StoredRun,
 )
+from tests.service._support import POSTGRES_DSN, REDIS_URL, drop, unavailable
 
-REDIS_URL = os.environ.get("FLOWCRAFT_TEST_REDIS", "redis://127.0.0.1:6379/15")
-POSTGRES_DSN = os.environ.get("FLOWCRAFT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE = os.environ.get("FLOWCRAFT_REQUIRE_SERVICES") == "1"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def unavailable(what: str, exc: BaseException) -> None:
-    """Skip (or fail under FLOWCRAFT_REQUIRE_SERVICES=1) when a server cannot be reached."""
-    msg = f"{what} is unreachable ({type(exc).__name__}: {exc}); start it or unset the store"
-    if REQUIRE:
-        pytest.fail(f"{msg}. FLOWCRAFT_REQUIRE_SERVICES=1 requires every server.")
-    pytest.skip(msg)
 
 
 async def redis_store(namespace: str) -> RedisStore:
@@ -60,26 +50,6 @@ async def postgres_store(namespace: str) -> PostgresStore:
         await store.close()
         unavailable(f"PostgreSQL at {POSTGRES_DSN}", exc)
     return store
-
-
-async def drop_namespace(kind: str, namespace: str) -> None:
-    """Remove everything a test namespace created on a server."""
-    if kind == "redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-    elif kind == "postgres":
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-            for table in ("runs", "history", "idempotency", "leases", "checkpoints", "counts"):
-                await conn.execute(f"DROP TABLE IF EXISTS {namespace}_{table}")
-            for fn in ("counts_fn", "counts_set_fn"):
-                await conn.execute(f"DROP FUNCTION IF EXISTS {namespace}_{fn}()")
 
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
@@ -103,7 +73,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield made
     finally:
         await made.close()
-        await drop_namespace(kind, namespace)
+        await drop(kind, namespace)
 
 
 def run_record(run_id: str = "r1", **kw: Any) -> StoredRun:
@@ -613,7 +583,7 @@ async def test_redis_delete_finished_keeps_a_run_rolled_back_after_it_was_listed
         assert "c" in {r.run_id for r in (await store.list(status="awaiting")).runs}
     finally:
         await store.close()
-        await drop_namespace("redis", namespace)
+        await drop("redis", namespace)
 
 
 def test_invalid_namespace_is_refused(tmp_path: Path) -> None:
