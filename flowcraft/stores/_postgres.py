@@ -168,10 +168,13 @@ class PostgresStore:
 
         One round trip, where closing it for a new one starts a backend (milliseconds). None
         (the connection closed) if the server refuses: it must never serve the wrong kind.
+        Synced is the session's own setting (``RESET``: what the server, role, database or
+        connection string chose, e.g. ``remote_apply``), as on a new connection, never a
+        hard-coded ``on`` that would wait for less than the server was told to.
         """
-        setting = "on" if durable else "off"
+        statement = "RESET synchronous_commit" if durable else "SET synchronous_commit = off"
         try:
-            await conn.execute(f"SET synchronous_commit = {setting}")
+            await conn.execute(statement)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await conn.close()

@@ -402,3 +402,36 @@ async def test_concurrent_reads_of_decisions_are_one_statement_each_with_its_own
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_connection_switched_back_to_synced_commits_keeps_the_servers_setting() -> None:
+    """A synced call on a claim's idle connection gets the commit setting a new connection
+    would have (here the session's ``remote_apply``, as a server, role or connection string
+    may set it for synchronous replicas), not a hard-coded ``on`` that waits for less."""
+    from psycopg.conninfo import make_conninfo
+
+    dsn = make_conninfo(POSTGRES_DSN, options="-c synchronous_commit=remote_apply")
+    store = PostgresStore(dsn, namespace=f"t{uuid.uuid4().hex[:12]}", pool_size=1)
+
+    async def setting(durable: bool) -> tuple[int, str]:
+        async def op(conn: Any) -> tuple[int, str]:
+            cur = await conn.execute(
+                "SELECT pg_backend_pid(), current_setting('synchronous_commit')"
+            )
+            row = await cur.fetchone()
+            return int(row[0]), str(row[1])
+
+        return await store._run(op, durable=durable)
+
+    try:
+        try:
+            first = await setting(True)
+        except Exception as exc:
+            unavailable("postgres store", exc)
+        assert first[1] == "remote_apply"
+        lazy = await setting(False)
+        assert lazy == (first[0], "off")  # the same backend, switched
+        assert await setting(True) == first  # switched back: the same backend and setting
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
