@@ -482,24 +482,31 @@ class PostgresStore:
         Concurrent decisions read their runs at once: one statement, one pooled connection and
         one round trip for all, where each took its own (the driver's work per statement is
         most of the client's cost of a read). Reads arriving while a batch is in flight wait
-        for the next one. A failed statement is every read's error.
+        for the next one. Should that statement fail (one read the driver or the server
+        refuses, a NUL in its key, or the server itself), each read is made again on its own
+        and gets its own outcome: no read fails for another's sake.
         """
         sql = self._sql
-        try:
-            if len(batch) == 1:
-                run_id, key = batch[0].payload
-                rows = await self._fetchall(sql.get_and_recall, (key, run_id))
-                batch[0].result = rows[0] if rows else None
-                return
+        if len(batch) > 1:
             ids = [w.payload[0] for w in batch]
             keys = [w.payload[1] for w in batch]
-            rows = await self._fetchall(sql.get_and_recall_many, (ids, keys))
-        except Exception as exc:
-            for write in batch:
+            try:
+                rows = await self._fetchall(sql.get_and_recall_many, (ids, keys))
+            except Exception:
+                log.debug("postgres store %r: a read batch failed; reading one by one",
+                          self.namespace)
+            else:
+                for row in rows:
+                    batch[int(row[0]) - 1].result = row[1:]
+                return
+        for write in batch:
+            run_id, key = write.payload
+            try:
+                rows = await self._fetchall(sql.get_and_recall, (key, run_id))
+            except Exception as exc:
                 write.error = exc
-            return
-        for row in rows:
-            batch[int(row[0]) - 1].result = row[1:]
+            else:
+                write.result = rows[0] if rows else None
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""

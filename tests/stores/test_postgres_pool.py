@@ -435,3 +435,45 @@ async def test_a_connection_switched_back_to_synced_commits_keeps_the_servers_se
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_read_the_server_or_driver_refuses_fails_alone_in_its_batch() -> None:
+    """Reads made in the same moment share a statement, but one that cannot be sent (a NUL
+    in its key, a lone surrogate in its run id) fails alone: the others get their runs."""
+    from datetime import UTC, datetime
+
+    from flowcraft import StoreError
+    from flowcraft.stores import StoredRun
+
+    store = await _store(2)
+    now = datetime.now(UTC)
+    asked = [("r0", "k"), ("r0", "bad\x00key"), ("r1", "k"), ("bad\ud800id", "k"), ("r1", "k")]
+    answers: dict[int, object] = {}
+
+    async def read(i: int) -> None:
+        run_id, key = asked[i]
+        try:
+            stored, result = await store.get_and_recall(run_id, key)
+            answers[i] = (stored.run_id, result)
+        except Exception as exc:
+            answers[i] = type(exc)
+
+    try:
+        for i in range(2):
+            await store.create(
+                StoredRun(
+                    run_id=f"r{i}", flow_id="f", status="awaiting", revision=1,
+                    created_at=now, updated_at=now,
+                )
+            )
+        await store.remember("r1", "k", b"one")
+        async with anyio.create_task_group() as tg:
+            for i in range(len(asked)):
+                tg.start_soon(read, i)
+        assert answers[0] == ("r0", None)
+        assert answers[2] == answers[4] == ("r1", b"one")
+        assert answers[1] is StoreError
+        assert answers[3] in (StoreError, UnicodeEncodeError)  # as a ``get`` of that id
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
