@@ -85,7 +85,8 @@ class PostgresStore:
         # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
         self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
         self._group: Group[_Statement] = Group(self._flush)
-        self._reads: Group[tuple[str, str]] = Group(self._read_batch)
+        # Reads may be made again: a cancelled reader leaves at once (see ``Group``).
+        self._reads: Group[tuple[str, str]] = Group(self._read_batch, shield=False)
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False

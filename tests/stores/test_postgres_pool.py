@@ -477,3 +477,54 @@ async def test_a_read_the_server_or_driver_refuses_fails_alone_in_its_batch() ->
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_cancelled_read_returns_at_once_and_its_batch_is_read_for_the_others() -> None:
+    """A read is cancellable, as a ``get`` is, even while its batch is in flight (here held
+    up by another session's lock on the runs table): a caller's timeout ends its wait at
+    once. Readers whose batch was cut short by its leader's cancellation, and readers queued
+    behind, are read in a later batch and each get their run once the lock is gone."""
+    import time
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from flowcraft.stores import StoredRun
+
+    store = await _store(4)
+    now = datetime.now(UTC)
+    answers: dict[int, object] = {}
+    waited: dict[int, float] = {}
+
+    async def read(i: int, timeout: float | None) -> None:
+        start = time.monotonic()
+        with anyio.move_on_after(timeout if timeout is not None else 30):
+            stored, _ = await store.get_and_recall("r", f"k{i}")
+            answers[i] = stored.revision
+        waited[i] = time.monotonic() - start
+
+    try:
+        await store.create(
+            StoredRun(
+                run_id="r", flow_id="f", status="awaiting", revision=7,
+                created_at=now, updated_at=now,
+            )
+        )
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN) as locker:
+            await locker.execute(f"LOCK TABLE {store.namespace}_runs IN ACCESS EXCLUSIVE MODE")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read, 0, 0.3)  # leads the first batch, then gives up
+                tg.start_soon(read, 1, None)  # in that batch
+                await anyio.sleep(0.1)
+                tg.start_soon(read, 2, 0.2)  # queued behind it, gives up
+                tg.start_soon(read, 3, None)  # queued behind it
+                await anyio.sleep(0.6)
+                await locker.rollback()  # the lock is gone
+        assert answers == {1: 7, 3: 7}
+        assert waited[0] < 1.0
+        assert waited[2] < 1.0
+        assert (await store.get_and_recall("r", "k"))[0].revision == 7  # the group is idle
+        assert not store._reads.busy
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
