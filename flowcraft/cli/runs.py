@@ -216,26 +216,27 @@ def runs_pause(env: Env, run_id: str | None, where: str | None, dry_run: bool, y
 
 @runs.command("release")
 @bulk_options
+@click.option("--reason", help="Why (kept in the history; else the hold's reason).")
 @click.option("--by", help="Who releases it.")
 @pass_env
 def runs_release(env: Env, run_id: str | None, where: str | None, dry_run: bool, yes: bool,
-                 by: str | None) -> None:
+                 reason: str | None, by: str | None) -> None:
     """End the hold of a held run; overdue timers fire at the next scheduler tick.
 
     \b
     Examples:
-      flowcraft runs release 3f2a9c --by ops
+      flowcraft runs release 3f2a9c --reason "window over" --by ops
       flowcraft runs release --where status=awaiting,flow=payout --yes
     """
     one_or_many(run_id, where, dry_run)
-    check_texts(by=by)
+    check_texts(reason=reason, by=by)
     if where is not None:
-        bulk(env, "release", where, dry_run, yes, by=by)
+        bulk(env, "release", where, dry_run, yes, reason=reason, by=by)
         return
     assert run_id is not None
 
     async def call(service: FlowService) -> ExecutionView:
-        await service.release(run_id, by=by)
+        await service.release(run_id, by=by, reason=reason)
         return await stored_view(service, await service.get(run_id))
 
     view = run_with(env.app, call)

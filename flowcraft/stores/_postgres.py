@@ -85,7 +85,8 @@ class PostgresStore:
         # Idle connections with ``synchronous_commit = off`` (claims: ``durable=False``).
         self._free_lazy: builtins.list[AsyncConnection[tuple[Any, ...]]] = []
         self._group: Group[_Statement] = Group(self._flush)
-        self._reads: Group[tuple[str, str]] = Group(self._read_batch)
+        # Reads may be made again: a cancelled reader leaves at once (see ``Group``).
+        self._reads: Group[tuple[str, str]] = Group(self._read_batch, shield=False)
         self._slots = anyio.Semaphore(pool_size)
         self._schema_lock = anyio.Lock()
         self._schema_ready = False
@@ -173,10 +174,13 @@ class PostgresStore:
 
         One round trip, where closing it for a new one starts a backend (milliseconds). None
         (the connection closed) if the server refuses: it must never serve the wrong kind.
+        Synced is the session's own setting (``RESET``: what the server, role, database or
+        connection string chose, e.g. ``remote_apply``), as on a new connection, never a
+        hard-coded ``on`` that would wait for less than the server was told to.
         """
-        setting = "on" if durable else "off"
+        statement = "RESET synchronous_commit" if durable else "SET synchronous_commit = off"
         try:
-            await conn.execute(f"SET synchronous_commit = {setting}")
+            await conn.execute(statement)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await conn.close()
@@ -484,24 +488,31 @@ class PostgresStore:
         Concurrent decisions read their runs at once: one statement, one pooled connection and
         one round trip for all, where each took its own (the driver's work per statement is
         most of the client's cost of a read). Reads arriving while a batch is in flight wait
-        for the next one. A failed statement is every read's error.
+        for the next one. Should that statement fail (one read the driver or the server
+        refuses, a NUL in its key, or the server itself), each read is made again on its own
+        and gets its own outcome: no read fails for another's sake.
         """
         sql = self._sql
-        try:
-            if len(batch) == 1:
-                run_id, key = batch[0].payload
-                rows = await self._fetchall(sql.get_and_recall, (key, run_id))
-                batch[0].result = rows[0] if rows else None
-                return
+        if len(batch) > 1:
             ids = [w.payload[0] for w in batch]
             keys = [w.payload[1] for w in batch]
-            rows = await self._fetchall(sql.get_and_recall_many, (ids, keys))
-        except Exception as exc:
-            for write in batch:
+            try:
+                rows = await self._fetchall(sql.get_and_recall_many, (ids, keys))
+            except Exception:
+                log.debug("postgres store %r: a read batch failed; reading one by one",
+                          self.namespace)
+            else:
+                for row in rows:
+                    batch[int(row[0]) - 1].result = row[1:]
+                return
+        for write in batch:
+            run_id, key = write.payload
+            try:
+                rows = await self._fetchall(sql.get_and_recall, (key, run_id))
+            except Exception as exc:
                 write.error = exc
-            return
-        for row in rows:
-            batch[int(row[0]) - 1].result = row[1:]
+            else:
+                write.result = rows[0] if rows else None
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: datetime) -> bool:
         """Take or renew the named lease until ``now + ttl``."""

@@ -265,11 +265,13 @@ def test_a_run_id_outside_the_doors_rule_is_a_usage_error_and_starts_nothing(
         (("runs", "pause", "{run}", "--by", "b" * 256), "--by"),
         (("runs", "cancel", "{run}", "--reason", "r" * 1001), "--reason"),
         (("runs", "release", "{run}", "--by", "b" * 256), "--by"),
+        (("runs", "release", "{run}", "--reason", "r" * 1001), "--reason"),
         (("runs", "resume", "{run}", "approval", "--action", "approved", "--output",
           '{"approved": true}', "--by", "b" * 256), "--by"),
         (("runs", "cancel", "--where", "flow=expense", "--yes", "--by", "b" * 256), "--by"),
     ],
-    ids=["pause-reason", "pause-by", "cancel-reason", "release-by", "resume-by", "bulk-by"],
+    ids=["pause-reason", "pause-by", "cancel-reason", "release-by", "release-reason",
+         "resume-by", "bulk-by"],
 )
 def test_a_reason_or_by_beyond_the_doors_rule_is_a_usage_error_and_changes_nothing(
     tmp_path: Path, args: tuple[str, ...], option: str
@@ -394,9 +396,12 @@ def test_pause_holds_release_frees_cancel_ends(backend: Backend) -> None:
                     '{"approved": true}')
     assert refused.code == 7
     assert "ops" in refused.err
-    freed = b.json(ExecutionView, "runs", "release", run, "--by", "ops")
+    freed = b.json(ExecutionView, "runs", "release", run, "--by", "ops",
+                   "--reason", "window over")
     assert not freed.held
     assert freed.status == "awaiting"
+    released = b.json(HistoryView, "runs", "history", run).history[-1]
+    assert (released.event, released.by, released.reason) == ("release", "ops", "window over")
     cancelled = b.json(ExecutionView, "runs", "cancel", run, "--reason", "dup", "--by", "ops")
     assert cancelled.status == "cancelled"
     assert b.run("runs", "cancel", run).code == 4
@@ -417,8 +422,10 @@ def test_bulk_where_previews_then_holds_releases_and_deletes(backend: Backend) -
     assert b.run("runs", "pause", "--where", "colour=blue", "--dry-run").code == 2
     b.ok("runs", "pause", "--where", "status=awaiting,flow=expense", "--yes")
     assert b.json(ExecutionView, "runs", "show", run).held
-    b.ok("runs", "release", "--where", "status=awaiting,flow=expense", "--yes")
+    b.ok("runs", "release", "--where", "status=awaiting,flow=expense", "--yes",
+         "--reason", "all clear")
     assert not b.json(ExecutionView, "runs", "show", run).held
+    assert b.json(HistoryView, "runs", "history", run).history[-1].reason == "all clear"
     b.ok("runs", "rollback", run, "1")  # the stored start, kept as checkpoint 1
     assert b.json(ExecutionView, "runs", "show", run).status == "awaiting"
     assert b.run("runs", "cleanup", "--older-than", "1d", "--expired", "--yes").code == 0

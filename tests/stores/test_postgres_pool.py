@@ -402,3 +402,129 @@ async def test_concurrent_reads_of_decisions_are_one_statement_each_with_its_own
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_connection_switched_back_to_synced_commits_keeps_the_servers_setting() -> None:
+    """A synced call on a claim's idle connection gets the commit setting a new connection
+    would have (here the session's ``remote_apply``, as a server, role or connection string
+    may set it for synchronous replicas), not a hard-coded ``on`` that waits for less."""
+    from psycopg.conninfo import make_conninfo
+
+    dsn = make_conninfo(POSTGRES_DSN, options="-c synchronous_commit=remote_apply")
+    store = PostgresStore(dsn, namespace=f"t{uuid.uuid4().hex[:12]}", pool_size=1)
+
+    async def setting(durable: bool) -> tuple[int, str]:
+        async def op(conn: Any) -> tuple[int, str]:
+            cur = await conn.execute(
+                "SELECT pg_backend_pid(), current_setting('synchronous_commit')"
+            )
+            row = await cur.fetchone()
+            return int(row[0]), str(row[1])
+
+        return await store._run(op, durable=durable)
+
+    try:
+        try:
+            first = await setting(True)
+        except Exception as exc:
+            unavailable("postgres store", exc)
+        assert first[1] == "remote_apply"
+        lazy = await setting(False)
+        assert lazy == (first[0], "off")  # the same backend, switched
+        assert await setting(True) == first  # switched back: the same backend and setting
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
+
+
+async def test_a_read_the_server_or_driver_refuses_fails_alone_in_its_batch() -> None:
+    """Reads made in the same moment share a statement, but one that cannot be sent (a NUL
+    in its key, a lone surrogate in its run id) fails alone: the others get their runs."""
+    from datetime import UTC, datetime
+
+    from flowcraft import StoreError
+    from flowcraft.stores import StoredRun
+
+    store = await _store(2)
+    now = datetime.now(UTC)
+    asked = [("r0", "k"), ("r0", "bad\x00key"), ("r1", "k"), ("bad\ud800id", "k"), ("r1", "k")]
+    answers: dict[int, object] = {}
+
+    async def read(i: int) -> None:
+        run_id, key = asked[i]
+        try:
+            stored, result = await store.get_and_recall(run_id, key)
+            answers[i] = (stored.run_id, result)
+        except Exception as exc:
+            answers[i] = type(exc)
+
+    try:
+        for i in range(2):
+            await store.create(
+                StoredRun(
+                    run_id=f"r{i}", flow_id="f", status="awaiting", revision=1,
+                    created_at=now, updated_at=now,
+                )
+            )
+        await store.remember("r1", "k", b"one")
+        async with anyio.create_task_group() as tg:
+            for i in range(len(asked)):
+                tg.start_soon(read, i)
+        assert answers[0] == ("r0", None)
+        assert answers[2] == answers[4] == ("r1", b"one")
+        assert answers[1] is StoreError
+        assert answers[3] in (StoreError, UnicodeEncodeError)  # as a ``get`` of that id
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
+
+
+async def test_a_cancelled_read_returns_at_once_and_its_batch_is_read_for_the_others() -> None:
+    """A read is cancellable, as a ``get`` is, even while its batch is in flight (here held
+    up by another session's lock on the runs table): a caller's timeout ends its wait at
+    once. Readers whose batch was cut short by its leader's cancellation, and readers queued
+    behind, are read in a later batch and each get their run once the lock is gone."""
+    import time
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from flowcraft.stores import StoredRun
+
+    store = await _store(4)
+    now = datetime.now(UTC)
+    answers: dict[int, object] = {}
+    waited: dict[int, float] = {}
+
+    async def read(i: int, timeout: float | None) -> None:
+        start = time.monotonic()
+        with anyio.move_on_after(timeout if timeout is not None else 30):
+            stored, _ = await store.get_and_recall("r", f"k{i}")
+            answers[i] = stored.revision
+        waited[i] = time.monotonic() - start
+
+    try:
+        await store.create(
+            StoredRun(
+                run_id="r", flow_id="f", status="awaiting", revision=7,
+                created_at=now, updated_at=now,
+            )
+        )
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN) as locker:
+            await locker.execute(f"LOCK TABLE {store.namespace}_runs IN ACCESS EXCLUSIVE MODE")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read, 0, 0.3)  # leads the first batch, then gives up
+                tg.start_soon(read, 1, None)  # in that batch
+                await anyio.sleep(0.1)
+                tg.start_soon(read, 2, 0.2)  # queued behind it, gives up
+                tg.start_soon(read, 3, None)  # queued behind it
+                await anyio.sleep(0.6)
+                await locker.rollback()  # the lock is gone
+        assert answers == {1: 7, 3: 7}
+        assert waited[0] < 1.0
+        assert waited[2] < 1.0
+        assert (await store.get_and_recall("r", "k"))[0].revision == 7  # the group is idle
+        assert not store._reads.busy
+    finally:
+        await store.close()
+        await drop("postgres", store.namespace)
