@@ -24,6 +24,17 @@ async def _store(pool_size: int) -> PostgresStore:
     return store
 
 
+async def _setting(store: PostgresStore, durable: bool) -> tuple[int, str]:
+    """The backend and its ``synchronous_commit`` of a call made with ``durable``."""
+
+    async def op(conn: Any) -> tuple[int, str]:
+        cur = await conn.execute("SELECT pg_backend_pid(), current_setting('synchronous_commit')")
+        row = await cur.fetchone()
+        return int(row[0]), str(row[1])
+
+    return await store._run(op, durable=durable)
+
+
 async def test_concurrent_calls_use_several_connections_up_to_pool_size() -> None:
     """Eight calls in flight at once are served by more than one and at most 3 backends."""
     store = await _store(3)
@@ -310,24 +321,14 @@ async def test_an_idle_connection_dropped_by_the_server_is_replaced_when_switche
 
     store = await _store(1)
 
-    async def setting(durable: bool) -> tuple[int, str]:
-        async def op(conn: Any) -> tuple[int, str]:
-            cur = await conn.execute(
-                "SELECT pg_backend_pid(), current_setting('synchronous_commit')"
-            )
-            row = await cur.fetchone()
-            return int(row[0]), str(row[1])
-
-        return await store._run(op, durable=durable)
-
     try:
-        lazy_pid, lazy = await setting(False)
+        lazy_pid, lazy = await _setting(store, False)
         assert lazy == "off"
         assert not store._free
         async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
             await conn.execute("SELECT pg_terminate_backend(%s)", (lazy_pid,))
         await anyio.sleep(0.1)
-        pid, synced = await setting(True)
+        pid, synced = await _setting(store, True)
         assert (pid != lazy_pid, synced) == (True, "on")
         assert len(store._free) == 1
         assert not store._free_lazy
@@ -413,25 +414,15 @@ async def test_a_connection_switched_back_to_synced_commits_keeps_the_servers_se
     dsn = make_conninfo(POSTGRES_DSN, options="-c synchronous_commit=remote_apply")
     store = PostgresStore(dsn, namespace=f"t{uuid.uuid4().hex[:12]}", pool_size=1)
 
-    async def setting(durable: bool) -> tuple[int, str]:
-        async def op(conn: Any) -> tuple[int, str]:
-            cur = await conn.execute(
-                "SELECT pg_backend_pid(), current_setting('synchronous_commit')"
-            )
-            row = await cur.fetchone()
-            return int(row[0]), str(row[1])
-
-        return await store._run(op, durable=durable)
-
     try:
         try:
-            first = await setting(True)
+            first = await _setting(store, True)
         except Exception as exc:
             unavailable("postgres store", exc)
         assert first[1] == "remote_apply"
-        lazy = await setting(False)
+        lazy = await _setting(store, False)
         assert lazy == (first[0], "off")  # the same backend, switched
-        assert await setting(True) == first  # switched back: the same backend and setting
+        assert await _setting(store, True) == first  # switched back: the same backend and setting
     finally:
         await store.close()
         await drop("postgres", store.namespace)
