@@ -95,10 +95,23 @@ class PostgresStore:
         return f"flowcraft.stores.PostgresStore(namespace={self.namespace!r})"
 
     async def _connect(self, lazy: bool = False) -> AsyncConnection[tuple[Any, ...]]:
+        """A new connection of the kind asked for, the schema made once per store.
+
+        Closed, not left to the garbage collector, if its setup fails or is cancelled.
+        """
         psycopg = _psycopg()
         conn: AsyncConnection[tuple[Any, ...]] = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True
         )
+        try:
+            await self._set_up(conn, lazy)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return conn
+
+    async def _set_up(self, conn: AsyncConnection[tuple[Any, ...]], lazy: bool) -> None:
         if lazy:
             # Commits on this connection return before their WAL is flushed; the flush of
             # the next synchronous commit (the segment's outcome) covers them (the WAL is one
@@ -114,7 +127,6 @@ class PostgresStore:
                         for statement in self._sql.schema:
                             await conn.execute(statement)
                     self._schema_ready = True
-        return conn
 
     async def _run(
         self,

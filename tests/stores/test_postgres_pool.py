@@ -519,3 +519,36 @@ async def test_a_cancelled_read_returns_at_once_and_its_batch_is_read_for_the_ot
     finally:
         await store.close()
         await drop("postgres", store.namespace)
+
+
+async def test_a_connection_whose_setup_fails_is_closed_at_once() -> None:
+    """The schema cannot be made (a view holds the runs table's name): the call raises a
+    StoreError naming the store, and the connection it opened is closed, not kept open by the
+    error's traceback until it is collected."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from flowcraft import StoreError
+
+    ns = f"t{uuid.uuid4().hex[:12]}"
+    app = f"fc-{ns}"
+    async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as admin:
+        try:
+            await admin.execute(f"CREATE VIEW {ns}_runs AS SELECT 1 AS run_id")
+        except psycopg.OperationalError as exc:  # pragma: no cover - depends on the machine
+            unavailable("postgres store", exc)
+        store = PostgresStore(make_conninfo(POSTGRES_DSN, application_name=app), namespace=ns)
+        try:
+            with pytest.raises(StoreError, match=ns) as caught:
+                await store.get("r1")
+            assert caught.value is not None  # the error (and its traceback) still alive
+            cur = await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            assert row[0] == 0
+        finally:
+            await store.close()
+            await admin.execute(f"DROP VIEW IF EXISTS {ns}_runs")
+            await drop("postgres", ns)
