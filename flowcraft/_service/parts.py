@@ -454,6 +454,18 @@ class Claimed(msgspec.Struct, frozen=True):
     node_id: str
 
 
+class Slot(Protocol):
+    """A firing's place among the scheduler's ``concurrency``, held while its nodes run."""
+
+    def release(self) -> None:
+        """Give the place up (the nodes ran; the commit is left): once, however often called."""
+        ...
+
+    async def hold(self) -> None:
+        """Take a place again before more nodes run (no-op while one is held)."""
+        ...
+
+
 class Firing(Protocol):
     """What the durable scheduler needs of the service."""
 
@@ -484,6 +496,12 @@ class Firing(Protocol):
         """
         ...
 
-    async def fire_claimed(self, claimed: Claimed) -> tuple[list[RunResult], int]:
-        """Fire a run ``claim_due`` claimed, then whatever else is due for it, like ``fire_due``."""
+    async def fire_claimed(
+        self, claimed: Claimed, slot: Slot | None = None
+    ) -> tuple[list[RunResult], int]:
+        """Fire a run ``claim_due`` claimed, then whatever else is due for it, like ``fire_due``.
+
+        ``slot`` is released once the firing's nodes have run, while its outcome commits, and
+        held again before anything else due for the run fires.
+        """
         ...

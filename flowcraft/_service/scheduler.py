@@ -33,8 +33,10 @@ class DurableScheduler:
     run), and expires runs past their pause deadline (``max_pause``, ``expires_in``) along
     the service's ``on_expiry``; ``on_result`` hears every firing and every expiry.
     Due runs are taken ``batch`` at a time in ``(priority, due_at)`` order (lowest priority
-    first) and started in that order, up to ``concurrency`` at once (``concurrency=1`` fires
-    strictly one after the other).
+    first) and started in that order, the nodes of up to ``concurrency`` of them running at
+    once (``concurrency=1`` runs one firing's nodes after the other's). A timer firing gives
+    its place up once its nodes have run: the next ones run while its outcome is committed,
+    and the store writes the waiting outcomes together.
     A run that fails to fire is isolated: its reason is recorded on the run (``fault``) and its
     next attempt backs off, so it never blocks the others. A store outage is logged and ridden
     out: the loop ticks again after ``interval``.
@@ -128,10 +130,11 @@ class DurableScheduler:
     ) -> None:
         svc = self._svc
         run_id = stored.run_id
+        slot = _Slot(slots)
         try:
             try:
                 if isinstance(plan, Claimed):
-                    results, expired = await svc.fire_claimed(plan)
+                    results, expired = await svc.fire_claimed(plan, slot)
                 else:
                     results, expired = await svc.fire_due(run_id, stored)
             except RunNotFoundError:
@@ -154,7 +157,7 @@ class DurableScheduler:
             for result in results:
                 await self._emit(result)
         finally:
-            slots.release()
+            slot.release()
 
     async def _emit(self, result: RunResult) -> None:
         if self._on_result is not None:
@@ -177,3 +180,23 @@ class DurableScheduler:
                     self._svc.host.notify("tick", None, start, exc)
             # The runtime's clock is read afresh each time: it may have been replaced.
             await self._svc.host.runtime.clock.sleep(self._interval)
+
+
+class _Slot:
+    """One firing's place among ``concurrency`` (``parts.Slot``), taken when it started."""
+
+    __slots__ = ("_held", "_slots")
+
+    def __init__(self, slots: anyio.Semaphore) -> None:
+        self._slots = slots
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    async def hold(self) -> None:
+        if not self._held:
+            await self._slots.acquire()
+            self._held = True

@@ -541,9 +541,12 @@ class Segment:
         *,
         recovered: bool = False,
         digest: str | None = None,
+        executed: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.latest = claimed
+        #: Called once the call has ended (its nodes ran), before the outcome is committed.
+        self.executed = executed
         self.prior = prior
         self.recovered = recovered
         self.key = key
@@ -607,6 +610,8 @@ class Segment:
                 result = await self._watched(call)
             except Exception as exc:  # re-raised below
                 failure = exc
+            if self.executed is not None:
+                self.executed()
             if self.lost is not None:
                 raise self.lost  # another process owns the run now: store nothing
             if failure is not None:

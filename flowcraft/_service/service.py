@@ -87,6 +87,7 @@ from flowcraft._service.parts import (
     Intent,
     Request,
     ServiceEvent,
+    Slot,
     control_key,
     data_dict,
     decode_request,
@@ -1378,8 +1379,15 @@ class FlowService:
             plans[i] = False if run is None else Claimed(stored, run, node_id)
         return plans
 
-    async def fire_claimed(self, claimed: Claimed) -> tuple[builtins.list[RunResult], int]:
-        """Fire a run ``claim_due`` claimed, then whatever else is due for it (``fire_due``)."""
+    async def fire_claimed(
+        self, claimed: Claimed, slot: Slot | None = None
+    ) -> tuple[builtins.list[RunResult], int]:
+        """Fire a run ``claim_due`` claimed, then whatever else is due for it (``fire_due``).
+
+        ``slot`` (the scheduler's ``concurrency``) is released once the nodes have run: the
+        commit does not hold it, so the next firings run while this one's outcome is written
+        (and the store writes many outcomes at once). It is held again before more fires.
+        """
         host = self.host
         stored, run, node_id = claimed.prior, claimed.claimed, claimed.node_id
         ttl = timedelta(seconds=host.lease_ttl)
@@ -1394,11 +1402,14 @@ class FlowService:
             run = renewed
         bp, reg = host.flow(stored.flow_id)
         context = stored.context
-        result = await Segment(host, run, stored, None).run(
+        executed = None if slot is None else slot.release
+        result = await Segment(host, run, stored, None, executed=executed).run(
             lambda c: self.runtime.fire(bp, context, node_id, registry=reg, control=c, by=SCHEDULER)
         )
         if result.status != "awaiting":
             return [result], 0
+        if slot is not None:
+            await slot.hold()
         more, expired = await self.fire_due(stored.run_id)
         return [result, *more], expired
 
