@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -16,9 +16,14 @@ from flowcraft._service.parts import Claimed, Firing
 from flowcraft._values import RunResult
 from flowcraft.stores._base import StoredRun
 
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
 __all__ = ["DurableScheduler"]
 
 log = logging.getLogger("flowcraft.scheduler")
+#: Due runs claimed in one store write; the next ones are claimed while these fire.
+_CLAIM_CHUNK = 50
 
 
 class DurableScheduler:
@@ -33,7 +38,8 @@ class DurableScheduler:
     run), and expires runs past their pause deadline (``max_pause``, ``expires_in``) along
     the service's ``on_expiry``; ``on_result`` hears every firing and every expiry.
     Due runs are taken ``batch`` at a time in ``(priority, due_at)`` order (lowest priority
-    first) and started in that order, the nodes of up to ``concurrency`` of them running at
+    first), their timer firings claimed 50 to a store write (the next 50 while these fire),
+    and started in that order, the nodes of up to ``concurrency`` of them running at
     once (``concurrency=1`` runs one firing's nodes after the other's). A timer firing gives
     its place up once its nodes have run: the next ones run while its outcome is committed,
     and the store writes the waiting outcomes together.
@@ -90,35 +96,45 @@ class DurableScheduler:
                 continue  # a task of this process is on it
             host.busy.add(stored.run_id)
             due.append(stored)
-        # The plain timer firings of the page are claimed in one store write (each its own
-        # compare-and-set); the rest go through ``fire_due`` one by one.
-        try:
-            plans: list[Claimed | bool] = await svc.claim_due(due) if due else []
-        except BaseException:
-            for stored in due:
-                host.busy.discard(stored.run_id)
-            raise
+        # The plain timer firings of the page are claimed ``_CLAIM_CHUNK`` at a time, each part
+        # in one store write (each run its own compare-and-set), the next part while this one
+        # fires; the rest go through ``fire_due`` one by one.
+        parts = [due[i : i + _CLAIM_CHUNK] for i in range(0, len(due), _CLAIM_CHUNK)]
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             # Runs start in the store's (priority, due_at) order; up to ``concurrency`` at once
             # overlap their store round trips (each is still its own claimed segment).
             started = 0
             try:
-                for stored, plan in zip(due, plans, strict=True):
-                    if plan is not False:  # False: another writer got it first
-                        try:
-                            # Without a yield while slots are free: the runs started in one
-                            # turn reach their commits together, and the store groups them.
-                            slots.acquire_nowait()
-                        except anyio.WouldBlock:
-                            await slots.acquire()
-                        tg.start_soon(self._fire, stored, plan, slots, done)
-                    else:
-                        host.busy.discard(stored.run_id)
-                    started += 1
+                claiming = _Claiming(svc, parts[0], tg) if parts else None
+                for k, part in enumerate(parts):
+                    assert claiming is not None
+                    plans = await claiming.plans()
+                    if isinstance(plans, Exception):
+                        failure = plans  # raised once the runs already started are done
+                        break
+                    if k + 1 < len(parts):
+                        claiming = _Claiming(svc, parts[k + 1], tg)
+                    for stored, plan in zip(part, plans, strict=True):
+                        if plan is not False:  # False: another writer got it first
+                            try:
+                                # Without a yield while slots are free: the runs started in
+                                # one turn reach their commits together, and the store
+                                # groups them.
+                                slots.acquire_nowait()
+                            except anyio.WouldBlock:
+                                await slots.acquire()
+                            tg.start_soon(self._fire, stored, plan, slots, done)
+                        else:
+                            host.busy.discard(stored.run_id)
+                        started += 1
             finally:
-                # Cancelled before their turn: claimed ones are recovered when their lease ends.
+                # Not started (a failed claim, a cancellation): claimed ones are recovered when
+                # their lease ends.
                 for stored in due[started:]:
                     host.busy.discard(stored.run_id)
+        if failure is not None:
+            raise failure
         self.ticks += 1
         self.last_tick_at = host.now()
         if host.listeners:
@@ -200,3 +216,26 @@ class _Slot:
         if not self._held:
             await self._slots.acquire()
             self._held = True
+
+
+class _Claiming:
+    """``claim_due`` of a part of a due page, in a task of its own: its plans, or its error."""
+
+    def __init__(self, svc: Firing, runs: list[StoredRun], tg: TaskGroup) -> None:
+        self._svc = svc
+        self._runs = runs
+        self._done = anyio.Event()
+        self._out: list[Claimed | bool] | Exception = []
+        tg.start_soon(self._claim)
+
+    async def _claim(self) -> None:
+        try:
+            self._out = await self._svc.claim_due(self._runs)
+        except Exception as exc:  # the tick raises it after the runs it started
+            self._out = exc
+        finally:
+            self._done.set()
+
+    async def plans(self) -> list[Claimed | bool] | Exception:
+        await self._done.wait()
+        return self._out

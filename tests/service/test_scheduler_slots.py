@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowcraft import FlowRuntime, NodeContext, create_flow
+from flowcraft import FlowRuntime, NodeContext, StoreError, create_flow
 from flowcraft.stores import DurableScheduler, FlowService, RunStore, StoredRun
 from flowcraft.testing import FakeClock
 
@@ -130,3 +130,59 @@ async def test_a_firing_takes_a_place_again_before_more_of_its_run_fires(
     assert meter.most == 1
     assert meter.calls == Counter({("w1", "t"): 1, ("w2", "t"): 1, ("woke", "n"): 1})
     assert [(await service.get(r)).status for r in "tn"] == ["completed", "completed"]
+
+
+async def test_a_page_is_claimed_in_parts_and_each_run_fires_once(
+    store: RunStore, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 due runs in one page: claimed in parts (the next while one fires), each fired once."""
+    meter = Meter()
+    service = make(store, fake_clock, meter)
+    for i in range(120):
+        await service.start("nap", run_id=f"r{i:03}")
+    fake_clock.advance(3600)
+    claim_due = service.claim_due
+    sizes: list[int] = []
+
+    async def counted(runs: list[StoredRun]) -> Any:
+        sizes.append(len(runs))
+        return await claim_due(runs)
+
+    monkeypatch.setattr(service, "claim_due", counted)
+    sched = DurableScheduler(service, batch=200, concurrency=8)
+    assert await sched.tick() == 120
+    assert sizes == [50, 50, 20]
+    assert meter.calls == Counter({("woke", f"r{i:03}"): 1 for i in range(120)})
+    assert not service.host.busy
+
+
+async def test_a_failed_claim_of_a_later_part_is_raised_after_the_started_runs_fire(
+    store: RunStore, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second part's claim fails: the first part fires, the tick raises the store's
+    error, and the next tick fires the rest, once each."""
+    meter = Meter()
+    service = make(store, fake_clock, meter)
+    for i in range(80):
+        await service.start("nap", run_id=f"r{i:02}")
+    fake_clock.advance(3600)
+    claim_due = service.claim_due
+    calls = [0]
+
+    async def failing(runs: list[StoredRun]) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise StoreError("the store went away")
+        return await claim_due(runs)
+
+    monkeypatch.setattr(service, "claim_due", failing)
+    sched = DurableScheduler(service, batch=200)
+    with pytest.raises(StoreError, match="went away"):
+        await sched.tick()
+    assert sched.fired == 50
+    assert not service.host.busy  # the runs not started are free for the next tick
+    statuses = Counter([(await service.get(f"r{i:02}")).status for i in range(80)])
+    assert statuses == Counter({"completed": 50, "awaiting": 30})
+    await fire_all(sched)
+    assert sched.fired == 80
+    assert meter.calls == Counter({("woke", f"r{i:02}"): 1 for i in range(80)})
