@@ -40,9 +40,12 @@ class DurableScheduler:
     Due runs are taken ``batch`` at a time in ``(priority, due_at)`` order (lowest priority
     first), their timer firings claimed 50 to a store write (the next 50 while these fire),
     and started in that order, the nodes of up to ``concurrency`` of them running at
-    once (``concurrency=1`` runs one firing's nodes after the other's). A timer firing gives
-    its place up once its nodes have run: the next ones run while its outcome is committed,
-    and the store writes the waiting outcomes together.
+    once, and ``on_result`` hearing up to ``concurrency`` results at once. Above 1, a timer
+    firing gives its place up once its nodes have run: the next ones run while its outcome
+    is committed, and the store writes the waiting outcomes together; it takes a place again
+    before anything else due for its run fires and before ``on_result`` hears it.
+    ``concurrency=1`` keeps each firing's place through its commit: runs fire, and
+    ``on_result`` hears them, strictly in that order.
     A run that fails to fire is isolated: its reason is recorded on the run (``fault``) and its
     next attempt backs off, so it never blocks the others. A store outage is logged and ridden
     out: the loop ticks again after ``interval``.
@@ -150,7 +153,9 @@ class DurableScheduler:
         try:
             try:
                 if isinstance(plan, Claimed):
-                    results, expired = await svc.fire_claimed(plan, slot)
+                    # concurrency=1 keeps the place through the commit: strictly in due order.
+                    early = slot if self._concurrency > 1 else None
+                    results, expired = await svc.fire_claimed(plan, early)
                 else:
                     results, expired = await svc.fire_due(run_id, stored)
             except RunNotFoundError:
@@ -170,6 +175,8 @@ class DurableScheduler:
             self.expired += expired
             self.fired += len(results) - expired
             done[0] += len(results)
+            if results and self._on_result is not None:
+                await slot.hold()  # on_result is heard by up to ``concurrency`` at once
             for result in results:
                 await self._emit(result)
         finally:
@@ -225,17 +232,25 @@ class _Claiming:
         self._svc = svc
         self._runs = runs
         self._done = anyio.Event()
-        self._out: list[Claimed | bool] | Exception = []
+        self._out: list[Claimed | bool] | BaseException | None = None
         tg.start_soon(self._claim)
 
     async def _claim(self) -> None:
         try:
             self._out = await self._svc.claim_due(self._runs)
-        except Exception as exc:  # the tick raises it after the runs it started
+        except BaseException as exc:  # an error: the tick raises it after the runs it started
             self._out = exc
+            if not isinstance(exc, Exception):
+                raise
         finally:
             self._done.set()
 
     async def plans(self) -> list[Claimed | bool] | Exception:
+        """The plans, or the claim's error; a cancellation of the claim is raised here."""
         await self._done.wait()
-        return self._out
+        out = self._out
+        if out is None:
+            raise RuntimeError("the claim of a due page's part ended without an outcome")
+        if isinstance(out, BaseException) and not isinstance(out, Exception):
+            raise out
+        return out

@@ -19,10 +19,16 @@ from flowcraft.testing import FakeClock
 
 
 class Meter:
-    """Counts each node call and the most node calls running at once."""
+    """Counts each node call and the most node calls running at once.
 
-    def __init__(self) -> None:
+    A node sleeps ``delays[node_id]`` seconds (0.02 unless said): long enough for another
+    firing's nodes to overlap it.
+    """
+
+    def __init__(self, **delays: float) -> None:
+        self.delays = delays
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.started: list[tuple[str, str]] = []  # (node, run) in the order they began
         self.active = 0
         self.most = 0
         self.ran: dict[str, anyio.Event] = {}
@@ -32,10 +38,11 @@ class Meter:
 
     async def node(self, ctx: NodeContext) -> str:
         self.calls[(ctx.node_id, ctx.run_id)] += 1
+        self.started.append((ctx.node_id, ctx.run_id))
         self.active += 1
         self.most = max(self.most, self.active)
         try:
-            await anyio.sleep(0.02)  # long enough for another firing's nodes to overlap
+            await anyio.sleep(self.delays.get(ctx.node_id, 0.02))
         finally:
             self.active -= 1
         self.ran_event(ctx.run_id).set()
@@ -62,37 +69,79 @@ async def fire_all(sched: DurableScheduler) -> None:
             pass
 
 
-async def test_the_next_firing_runs_while_an_outcome_commits(
+async def test_the_next_firings_run_while_outcomes_commit(
     store: RunStore, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """concurrency=1: run b's nodes run while run a's outcome waits to be written.
+    """concurrency=2: run c's nodes run while a's and b's outcomes wait to be written.
 
-    The write of a's outcome is held until b's node has run: were the place held through the
-    commit, b could not start and the write would give up (and a would not complete).
+    The writes of a's and b's outcomes are held until c's node has run: were the places held
+    through the commits, c could not start and the writes would give up.
     """
     meter = Meter()
     service = make(store, fake_clock, meter)
-    await service.start("nap", run_id="a")
-    fake_clock.advance(1)
-    await service.start("nap", run_id="b")
+    for run_id in "abc":
+        await service.start("nap", run_id=run_id)
+        fake_clock.advance(1)
     fake_clock.advance(3600)
     save = store.save
 
     async def gated(run: StoredRun, expected_revision: int, **kw: Any) -> None:
-        if run.run_id == "a" and run.status == "completed":
+        if run.run_id in "ab" and run.status == "completed":
             with anyio.fail_after(5):
-                await meter.ran_event("b").wait()
+                await meter.ran_event("c").wait()
         await save(run, expected_revision, **kw)
 
     monkeypatch.setattr(store, "save", gated)
     order: list[str] = []
-    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id), concurrency=1)
+    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id), concurrency=2)
     await fire_all(sched)
     assert sched.faults == 0
-    assert sorted(order) == ["a", "b"]
-    assert [(await service.get(r)).status for r in "ab"] == ["completed", "completed"]
-    assert meter.calls == Counter({("woke", "a"): 1, ("woke", "b"): 1})
+    assert sorted(order) == ["a", "b", "c"]
+    assert [(await service.get(r)).status for r in "abc"] == ["completed"] * 3
+    assert meter.calls == Counter({("woke", r): 1 for r in "abc"})
+    assert meter.most == 2
+
+
+async def test_concurrency_1_fires_and_reports_strictly_in_due_order(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """concurrency=1 keeps a firing's place through its commit: run t's second due timer
+    fires (and is heard) before run n, due after both, and no nodes overlap."""
+    meter = Meter()
+    service = make(store, fake_clock, meter)
+    await service.start("twin", run_id="t")
+    fake_clock.advance(1)
+    await service.start("nap", run_id="n")
+    fake_clock.advance(3600)
+    order: list[str] = []
+    sched = DurableScheduler(service, on_result=lambda r: order.append(r.run_id), concurrency=1)
+    await fire_all(sched)
+    assert order == ["t", "t", "n"]
+    assert meter.started == [("w1", "t"), ("w2", "t"), ("woke", "n")]
     assert meter.most == 1
+
+
+async def test_on_result_hears_at_most_concurrency_results_at_once(
+    store: RunStore, fake_clock: FakeClock
+) -> None:
+    """An async on_result is bounded like the nodes: concurrency=2, never three at once."""
+    meter = Meter(woke=0.0)
+    service = make(store, fake_clock, meter)
+    for i in range(6):
+        await service.start("nap", run_id=f"r{i}")
+    fake_clock.advance(3600)
+    hearing = [0, 0]  # now, most
+
+    async def on_result(result: Any) -> None:
+        hearing[0] += 1
+        hearing[1] = max(hearing)
+        await anyio.sleep(0.02)
+        hearing[0] -= 1
+
+    sched = DurableScheduler(service, on_result=on_result, concurrency=2)
+    await fire_all(sched)
+    assert sched.fired == 6
+    assert hearing[1] == 2
 
 
 async def test_nodes_of_at_most_concurrency_firings_run_at_once(
@@ -114,22 +163,21 @@ async def test_nodes_of_at_most_concurrency_firings_run_at_once(
 async def test_a_firing_takes_a_place_again_before_more_of_its_run_fires(
     store: RunStore, fake_clock: FakeClock
 ) -> None:
-    """concurrency=1: a run with two due timers fires the second only once it has a place.
-
-    Its first firing gave the place up to commit; run n, due next, takes it. The second
-    timer's node must not run beside n's.
-    """
-    meter = Meter()
+    """concurrency=2: run t's first firing gives its place to n2 once its (quick) node ran;
+    its second due timer fires only once it has a place again, never beside n1 and n2."""
+    meter = Meter(w1=0.0, woke=0.05)
     service = make(store, fake_clock, meter)
-    await service.start("twin", run_id="t")
-    fake_clock.advance(1)
-    await service.start("nap", run_id="n")
+    for run_id, flow in (("t", "twin"), ("n1", "nap"), ("n2", "nap")):
+        await service.start(flow, run_id=run_id)
+        fake_clock.advance(1)
     fake_clock.advance(3600)
-    sched = DurableScheduler(service, concurrency=1)
+    sched = DurableScheduler(service, concurrency=2)
     await fire_all(sched)
-    assert meter.most == 1
-    assert meter.calls == Counter({("w1", "t"): 1, ("w2", "t"): 1, ("woke", "n"): 1})
-    assert [(await service.get(r)).status for r in "tn"] == ["completed", "completed"]
+    assert meter.most == 2
+    assert meter.calls == Counter(
+        {("w1", "t"): 1, ("w2", "t"): 1, ("woke", "n1"): 1, ("woke", "n2"): 1}
+    )
+    assert [(await service.get(r)).status for r in ("t", "n1", "n2")] == ["completed"] * 3
 
 
 async def test_a_page_is_claimed_in_parts_and_each_run_fires_once(
