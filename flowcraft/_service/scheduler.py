@@ -38,11 +38,12 @@ class DurableScheduler:
     run), and expires runs past their pause deadline (``max_pause``, ``expires_in``) along
     the service's ``on_expiry``; ``on_result`` hears every firing and every expiry.
     Due runs are taken ``batch`` at a time in ``(priority, due_at)`` order (lowest priority
-    first), their timer firings claimed 50 to a store write (the next 50 while these fire),
-    and started in that order, the nodes of up to ``concurrency`` of them running at
-    once, and ``on_result`` hearing up to ``concurrency`` results at once. Above 1, a timer
-    firing gives its place up once its nodes have run: the next ones run while its outcome
-    is committed, and the store writes the waiting outcomes together; it takes a place again
+    first), their timer firings claimed in one store write (on PostgreSQL and Redis 50 to a
+    write, the next 50 while these fire), and started in that order, the nodes of up to
+    ``concurrency`` of them running at once, and ``on_result`` hearing up to ``concurrency``
+    results at once. Above 1, on a store over the network (PostgreSQL, Redis), a timer firing
+    gives its place up once its nodes have run: the next ones run while its outcome is
+    committed, and the store writes the waiting outcomes together; it takes a place again
     before anything else due for its run fires and before ``on_result`` hears it.
     ``concurrency=1`` keeps each firing's place through its commit: runs fire, and
     ``on_result`` hears them, strictly in that order.
@@ -99,10 +100,14 @@ class DurableScheduler:
                 continue  # a task of this process is on it
             host.busy.add(stored.run_id)
             due.append(stored)
-        # The plain timer firings of the page are claimed ``_CLAIM_CHUNK`` at a time, each part
-        # in one store write (each run its own compare-and-set), the next part while this one
-        # fires; the rest go through ``fire_due`` one by one.
-        parts = [due[i : i + _CLAIM_CHUNK] for i in range(0, len(due), _CLAIM_CHUNK)]
+        # The plain timer firings of the page are claimed in one store write (each run its own
+        # compare-and-set), on PostgreSQL and Redis ``_CLAIM_CHUNK`` at a time, the next part
+        # while this one fires; the rest go through ``fire_due`` one by one.
+        # A local store claims the page at once: its claim and the firings would only
+        # share the CPU (and the GIL), not overlap a round trip.
+        remote = getattr(host.store, "_remote", False)
+        size = _CLAIM_CHUNK if remote else max(len(due), 1)
+        parts = [due[i : i + size] for i in range(0, len(due), size)]
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             # Runs start in the store's (priority, due_at) order; up to ``concurrency`` at once
@@ -154,8 +159,9 @@ class DurableScheduler:
             try:
                 if isinstance(plan, Claimed):
                     # concurrency=1 keeps the place through the commit: strictly in due order.
-                    early = slot if self._concurrency > 1 else None
-                    results, expired = await svc.fire_claimed(plan, early)
+                    # So does a store whose commit is no round trip (nothing to overlap).
+                    early = self._concurrency > 1 and getattr(svc.host.store, "_remote", False)
+                    results, expired = await svc.fire_claimed(plan, slot if early else None)
                 else:
                     results, expired = await svc.fire_due(run_id, stored)
             except RunNotFoundError:

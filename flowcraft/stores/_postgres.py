@@ -72,6 +72,9 @@ class PostgresStore:
         pool_size: The most connections open (and calls in flight) at once.
     """
 
+    #: Writes are round trips: the durable scheduler runs the next firings while one commits.
+    _remote = True
+
     def __init__(
         self, conninfo: str = "", *, namespace: str = "flowcraft", pool_size: int = 8
     ) -> None:

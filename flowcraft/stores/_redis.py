@@ -203,6 +203,9 @@ class RedisStore:
         client: An existing ``redis.asyncio.Redis`` (``decode_responses=False``) instead of ``url``.
     """
 
+    #: Writes are round trips: the durable scheduler runs the next firings while one commits.
+    _remote = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
