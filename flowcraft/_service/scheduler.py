@@ -106,6 +106,9 @@ class DurableScheduler:
         # A local store claims the page at once: its claim and the firings would only
         # share the CPU (and the GIL), not overlap a round trip.
         remote = getattr(host.store, "_remote", False)
+        # concurrency=1 keeps a firing's place through its commit (strictly in due order), as
+        # does a local store (nothing to overlap).
+        early = remote and self._concurrency > 1
         size = _CLAIM_CHUNK if remote else max(len(due), 1)
         parts = [due[i : i + size] for i in range(0, len(due), size)]
         failure: Exception | None = None
@@ -132,7 +135,7 @@ class DurableScheduler:
                                 slots.acquire_nowait()
                             except anyio.WouldBlock:
                                 await slots.acquire()
-                            tg.start_soon(self._fire, stored, plan, slots, done)
+                            tg.start_soon(self._fire, stored, plan, slots, done, early)
                         else:
                             host.busy.discard(stored.run_id)
                         started += 1
@@ -150,17 +153,20 @@ class DurableScheduler:
         return count + done[0]
 
     async def _fire(
-        self, stored: StoredRun, plan: Claimed | bool, slots: anyio.Semaphore, done: list[int]
+        self,
+        stored: StoredRun,
+        plan: Claimed | bool,
+        slots: anyio.Semaphore,
+        done: list[int],
+        early: bool,
     ) -> None:
+        """Fire one due run; ``early``: its place is given up while its outcome commits."""
         svc = self._svc
         run_id = stored.run_id
         slot = _Slot(slots)
         try:
             try:
                 if isinstance(plan, Claimed):
-                    # concurrency=1 keeps the place through the commit: strictly in due order.
-                    # So does a store whose commit is no round trip (nothing to overlap).
-                    early = self._concurrency > 1 and getattr(svc.host.store, "_remote", False)
                     results, expired = await svc.fire_claimed(plan, slot if early else None)
                 else:
                     results, expired = await svc.fire_due(run_id, stored)

@@ -76,6 +76,18 @@ async def test_stores_over_the_network_overlap_commits_and_local_ones_do_not(
     assert getattr(store, "_remote", False) == (kind in ("PostgresStore", "RedisStore"))
 
 
+async def naps_due(
+    store: RunStore, clock: FakeClock, meter: Meter, run_ids: list[str]
+) -> FlowService:
+    """A service with a "nap" run of each id (in that due order), all of them due now."""
+    service = make(store, clock, meter)
+    for run_id in run_ids:
+        await service.start("nap", run_id=run_id)
+        clock.advance(1)
+    clock.advance(3600)
+    return service
+
+
 async def fire_all(sched: DurableScheduler) -> None:
     with anyio.fail_after(30):
         while await sched.tick():
@@ -92,11 +104,7 @@ async def test_the_next_firings_run_while_outcomes_commit(
     """
     overlapping(store, monkeypatch)
     meter = Meter()
-    service = make(store, fake_clock, meter)
-    for run_id in "abc":
-        await service.start("nap", run_id=run_id)
-        fake_clock.advance(1)
-    fake_clock.advance(3600)
+    service = await naps_due(store, fake_clock, meter, list("abc"))
     save = store.save
 
     async def gated(run: StoredRun, expected_revision: int, **kw: Any) -> None:
@@ -141,10 +149,7 @@ async def test_on_result_hears_at_most_concurrency_results_at_once(
     """An async on_result is bounded like the nodes: concurrency=2, never three at once."""
     overlapping(store, monkeypatch)
     meter = Meter(woke=0.0)
-    service = make(store, fake_clock, meter)
-    for i in range(6):
-        await service.start("nap", run_id=f"r{i}")
-    fake_clock.advance(3600)
+    service = await naps_due(store, fake_clock, meter, [f"r{i}" for i in range(6)])
     hearing = [0, 0]  # now, most
 
     async def on_result(result: Any) -> None:
@@ -164,10 +169,7 @@ async def test_nodes_of_at_most_concurrency_firings_run_at_once(
 ) -> None:
     """concurrency=2 over six due runs: two firings' nodes overlap, never three."""
     meter = Meter()
-    service = make(store, fake_clock, meter)
-    for i in range(6):
-        await service.start("nap", run_id=f"r{i}")
-    fake_clock.advance(3600)
+    service = await naps_due(store, fake_clock, meter, [f"r{i}" for i in range(6)])
     sched = DurableScheduler(service, concurrency=2)
     await fire_all(sched)
     assert sched.fired == 6
@@ -202,10 +204,7 @@ async def test_a_page_is_claimed_in_parts_and_each_run_fires_once(
     """120 due runs in one page: claimed in parts (the next while one fires), each fired once."""
     overlapping(store, monkeypatch)
     meter = Meter()
-    service = make(store, fake_clock, meter)
-    for i in range(120):
-        await service.start("nap", run_id=f"r{i:03}")
-    fake_clock.advance(3600)
+    service = await naps_due(store, fake_clock, meter, [f"r{i:03}" for i in range(120)])
     claim_due = service.claim_due
     sizes: list[int] = []
 
@@ -228,10 +227,7 @@ async def test_a_failed_claim_of_a_later_part_is_raised_after_the_started_runs_f
     error, and the next tick fires the rest, once each."""
     overlapping(store, monkeypatch)
     meter = Meter()
-    service = make(store, fake_clock, meter)
-    for i in range(80):
-        await service.start("nap", run_id=f"r{i:02}")
-    fake_clock.advance(3600)
+    service = await naps_due(store, fake_clock, meter, [f"r{i:02}" for i in range(80)])
     claim_due = service.claim_due
     calls = [0]
 
